@@ -1,0 +1,772 @@
+//! [`Future`], its [`State`], and the completion cell every backend drives.
+//!
+//! # The completion cell
+//!
+//! One [`Cell`] per submitted call, shared between the caller's [`Future`] and
+//! the backend's [`Promise`]. The state machine, as in CPython's `_base.py`:
+//!
+//! ```text
+//!   Pending ──set_running──▶ Running ──set_result/set_error──▶ Finished
+//!      │                                                          ▲
+//!      ├──cancel──▶ Cancelled                                     │
+//!      └──────────────set_result/set_error (e.g. Broken)──────────┘
+//! ```
+//!
+//! * `state` is an atomic so `done()`/`state()` never lock. `Pending → Running`
+//!   is a lock-free compare-and-swap; every move to a final state happens under
+//!   `sync`, together with writing the outcome, so anybody who locks `sync` and
+//!   sees a final state also sees the outcome.
+//! * The outcome (`value`) is written once. Shared access to it (done-callbacks,
+//!   callbacks added after completion) is serialised through a *read token*
+//!   held by one thread at a time (re-entrant for that thread), so `T` need only
+//!   be `Send`. The owner takes the outcome out (`result`, `.await`) only when
+//!   nobody holds the token; since those consume or exclusively borrow the one
+//!   `Future`, nobody can start reading afterwards.
+//! * Waiters on many futures ([`Waiter`]), the condition variable for blocking
+//!   callers and the async waker are all notified on the transition to a final
+//!   state, so no state exists in which a future is done but a waiter sleeps.
+
+use crate::panic;
+use crate::sync::{self, current_thread, lock, Arc, AtomicU8, Condvar, Mutex, MutexGuard, Ordering};
+use crate::{Error, Result};
+use std::fmt;
+use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+const PENDING: u8 = 0;
+const RUNNING: u8 = 1;
+const CANCELLED: u8 = 2;
+const FINISHED_OK: u8 = 3;
+const FINISHED_ERR: u8 = 4;
+
+fn is_final(state: u8) -> bool {
+    state >= CANCELLED
+}
+
+/// Where a future is in its life.
+///
+/// ```
+/// use fanout::{State, ThreadPool};
+///
+/// let pool = ThreadPool::new(1).unwrap();
+/// let f = pool.spawn(|| 2 + 2).unwrap();
+/// f.wait(None);
+/// assert_eq!(f.state(), State::Finished);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Submitted, not yet started; can still be cancelled.
+    Pending,
+    /// A worker is running it; it can no longer be cancelled.
+    Running,
+    /// Cancelled before it started; done.
+    Cancelled,
+    /// Ran to completion (successfully or not); done.
+    Finished,
+}
+
+fn public_state(raw: u8) -> State {
+    match raw {
+        PENDING => State::Pending,
+        RUNNING => State::Running,
+        CANCELLED => State::Cancelled,
+        _ => State::Finished,
+    }
+}
+
+type Callback<T> = Box<dyn FnOnce(&Result<T>) + Send + 'static>;
+
+/// Wakes one thread that waits on many futures at once (`wait`, `as_completed`).
+///
+/// Each future the waiter is registered with reports its `token` (its index in
+/// the caller's list) once, when it reaches a final state.
+pub(crate) struct Waiter {
+    fired: Mutex<Vec<usize>>,
+    cond: Condvar,
+}
+
+impl Waiter {
+    pub(crate) fn new() -> Arc<Waiter> {
+        Arc::new(Waiter {
+            fired: Mutex::new(Vec::new()),
+            cond: Condvar::new(),
+        })
+    }
+
+    fn fire(&self, token: usize) {
+        lock(&self.fired).push(token);
+        self.cond.notify_one();
+    }
+
+    /// Blocks until at least one token has fired or `deadline` passes, then
+    /// returns (and forgets) the tokens fired so far.
+    pub(crate) fn take_fired(&self, deadline: Option<Instant>) -> Vec<usize> {
+        let mut fired = lock(&self.fired);
+        while fired.is_empty() {
+            match deadline {
+                None => fired = sync::wait(&self.cond, fired),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        break;
+                    }
+                    fired = sync::wait_timeout(&self.cond, fired, d - now);
+                }
+            }
+        }
+        std::mem::take(&mut *fired)
+    }
+}
+
+struct Shared<T> {
+    callbacks: Vec<Callback<T>>,
+    waiters: Vec<(Arc<Waiter>, usize)>,
+    waker: Option<Waker>,
+    /// A copy of the error for `exception()`, so it needs no read token.
+    error: Option<Error>,
+    /// The thread holding the read token, and how many times it took it.
+    reader: Option<(sync::ThreadId, usize)>,
+    /// Threads blocked on `cond`; notifications are skipped when zero.
+    blocked: usize,
+}
+
+/// The completion cell shared by a [`Future`] and its backend's [`Promise`].
+pub(crate) struct Cell<T> {
+    id: u64,
+    state: AtomicU8,
+    sync: Mutex<Shared<T>>,
+    cond: Condvar,
+    value: sync::UnsafeCell<Option<Result<T>>>,
+}
+
+// SAFETY: `value` is written once under `sync` before the state becomes final
+// and is afterwards only accessed by the thread holding the read token, or
+// taken by the unique owner when no thread holds it (see the module docs).
+// So a `T` is never touched by two threads at once, and `T: Send` suffices.
+unsafe impl<T: Send> Sync for Cell<T> {}
+// SAFETY: the cell owns its `T`; moving it between threads needs `T: Send`.
+unsafe impl<T: Send> Send for Cell<T> {}
+
+fn next_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+impl<T> Cell<T> {
+    fn new() -> Self {
+        Cell {
+            id: next_id(),
+            state: AtomicU8::new(PENDING),
+            sync: Mutex::new(Shared {
+                callbacks: Vec::new(),
+                waiters: Vec::new(),
+                waker: None,
+                error: None,
+                reader: None,
+                blocked: 0,
+            }),
+            cond: Condvar::new(),
+            value: sync::UnsafeCell::new(None),
+        }
+    }
+
+    fn raw_state(&self) -> u8 {
+        self.state.load(Ordering::Acquire)
+    }
+
+    /// `Pending → Running`. False when the future was cancelled (or already
+    /// started or finished): the backend must then not run the call.
+    pub(crate) fn set_running(&self) -> bool {
+        self.state
+            .compare_exchange(PENDING, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Moves to the final state that fits `outcome`, unless already final.
+    /// Returns whether this call decided the outcome.
+    fn complete(&self, outcome: Result<T>, cancel_only_pending: bool) -> bool {
+        let mut shared = lock(&self.sync);
+        let final_state = match &outcome {
+            Err(Error::Cancelled) => CANCELLED,
+            Ok(_) => FINISHED_OK,
+            Err(_) => FINISHED_ERR,
+        };
+        loop {
+            let current = self.state.load(Ordering::Acquire);
+            if is_final(current) || (cancel_only_pending && current != PENDING) {
+                return false;
+            }
+            if self
+                .state
+                .compare_exchange(current, final_state, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                break;
+            }
+        }
+        if let Err(e) = &outcome {
+            shared.error = Some(e.clone());
+        }
+        // SAFETY: we hold `sync` and just made the state final; nobody reads
+        // `value` before locking `sync` and seeing a final state, and this is
+        // the only write (the compare-and-swap above succeeds once).
+        self.value.with_mut(|slot| unsafe { *slot = Some(outcome) });
+        let callbacks = std::mem::take(&mut shared.callbacks);
+        let waiters = std::mem::take(&mut shared.waiters);
+        let waker = if callbacks.is_empty() {
+            shared.waker.take()
+        } else {
+            // Callbacks run below, outside the lock; hold the read token so
+            // the owner does not take the outcome from under them.
+            shared.reader = Some((current_thread().id(), 1));
+            None
+        };
+        let notify = shared.blocked > 0;
+        drop(shared);
+        if notify {
+            self.cond.notify_all();
+        }
+        for (waiter, token) in waiters {
+            waiter.fire(token);
+        }
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        if !callbacks.is_empty() {
+            for callback in callbacks {
+                self.run_callback(callback);
+            }
+            self.release_read();
+        }
+        true
+    }
+
+    /// Runs one callback with the outcome. The caller holds the read token.
+    fn run_callback(&self, callback: Callback<T>) {
+        // SAFETY: the state is final (so `value` is written and never written
+        // again) and this thread holds the read token, so no other thread
+        // reads the outcome and the owner cannot take it until we release.
+        self.value.with(|slot| {
+            if let Some(outcome) = unsafe { &*slot } {
+                if let Err(Error::Panicked { message, .. }) = panic::catch(|| callback(outcome)) {
+                    log::error!("a done-callback of future {} panicked: {message}", self.id);
+                }
+            }
+        });
+    }
+
+    /// Takes the read token (re-entrantly), waiting while another thread holds it.
+    fn acquire_read<'a>(&'a self, mut shared: MutexGuard<'a, Shared<T>>) -> MutexGuard<'a, Shared<T>> {
+        let me = current_thread().id();
+        loop {
+            match &mut shared.reader {
+                None => {
+                    shared.reader = Some((me, 1));
+                    return shared;
+                }
+                Some((holder, depth)) if *holder == me => {
+                    *depth += 1;
+                    return shared;
+                }
+                Some(_) => {
+                    shared.blocked += 1;
+                    shared = sync::wait(&self.cond, shared);
+                    shared.blocked -= 1;
+                }
+            }
+        }
+    }
+
+    fn release_read(&self) {
+        let mut shared = lock(&self.sync);
+        let released = match &mut shared.reader {
+            Some((_, depth)) if *depth > 1 => {
+                *depth -= 1;
+                false
+            }
+            _ => {
+                shared.reader = None;
+                true
+            }
+        };
+        if !released {
+            return;
+        }
+        let waker = shared.waker.take();
+        let notify = shared.blocked > 0;
+        drop(shared);
+        if notify {
+            self.cond.notify_all();
+        }
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Blocks until the state is final (and, with `for_take`, nobody holds the
+    /// read token) or the deadline passes. Returns the guard and whether the
+    /// condition holds.
+    fn block_until<'a>(
+        &'a self,
+        deadline: Option<Instant>,
+        for_take: bool,
+    ) -> (MutexGuard<'a, Shared<T>>, bool) {
+        let mut shared = lock(&self.sync);
+        loop {
+            if is_final(self.raw_state()) && (!for_take || shared.reader.is_none()) {
+                return (shared, true);
+            }
+            shared.blocked += 1;
+            match deadline {
+                None => shared = sync::wait(&self.cond, shared),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        shared.blocked -= 1;
+                        return (shared, false);
+                    }
+                    shared = sync::wait_timeout(&self.cond, shared, d - now);
+                }
+            }
+            shared.blocked -= 1;
+        }
+    }
+
+    /// Takes the outcome. The caller holds `sync`, saw a final state and no reader,
+    /// and is the unique owner of the future.
+    fn take_outcome(&self, _shared: &MutexGuard<'_, Shared<T>>) -> Result<T> {
+        // SAFETY: final state (written), no read token held, and the caller is
+        // the one `Future`, which is consumed or exclusively borrowed, so no
+        // new reader can appear; `sync` is held for the duration.
+        self.value
+            .with_mut(|slot| unsafe { (*slot).take() })
+            .unwrap_or_else(|| {
+                Err(Error::invalid(
+                    "the future's result was already taken (it was awaited to completion before)",
+                ))
+            })
+    }
+
+    /// Registers `waiter` to be fired with `token` on completion. False if already final.
+    pub(crate) fn add_waiter(&self, waiter: &Arc<Waiter>, token: usize) -> bool {
+        let mut shared = lock(&self.sync);
+        if is_final(self.raw_state()) {
+            return false;
+        }
+        shared.waiters.push((waiter.clone(), token));
+        true
+    }
+
+    /// Forgets a waiter registered with [`Cell::add_waiter`] (no-op if it already fired).
+    pub(crate) fn remove_waiter(&self, waiter: &Arc<Waiter>) {
+        let mut shared = lock(&self.sync);
+        shared.waiters.retain(|(w, _)| !Arc::ptr_eq(w, waiter));
+    }
+}
+
+/// The backend's side of a future: the only way a result gets in.
+///
+/// Dropping a promise that was never completed fails its future with
+/// [`Error::Broken`], so a lost task can never leave a caller waiting forever.
+pub(crate) struct Promise<T> {
+    cell: Arc<Cell<T>>,
+}
+
+impl<T> Promise<T> {
+    /// `Pending → Running`; false if the call was cancelled and must not run.
+    pub(crate) fn set_running(&self) -> bool {
+        self.cell.set_running()
+    }
+
+    /// Completes the future with a value.
+    #[allow(dead_code)]
+    pub(crate) fn set_result(self, value: T) {
+        self.cell.complete(Ok(value), false);
+    }
+
+    /// Completes the future with an error.
+    pub(crate) fn set_error(self, error: Error) {
+        self.cell.complete(Err(error), false);
+    }
+
+    /// Completes the future with an outcome.
+    pub(crate) fn set_outcome(self, outcome: Result<T>) {
+        self.cell.complete(outcome, false);
+    }
+
+    /// The future's id.
+    #[allow(dead_code)]
+    pub(crate) fn id(&self) -> u64 {
+        self.cell.id
+    }
+}
+
+impl<T> Drop for Promise<T> {
+    fn drop(&mut self) {
+        if !is_final(self.cell.raw_state()) {
+            self.cell.complete(
+                Err(Error::Broken {
+                    reason: "the executor dropped the task without running it".into(),
+                }),
+                false,
+            );
+        }
+    }
+}
+
+/// Creates a connected future and promise.
+pub(crate) fn pair<T>() -> (Future<T>, Promise<T>) {
+    let cell = Arc::new(Cell::new());
+    (Future { cell: cell.clone() }, Promise { cell })
+}
+
+/// A handle to one submitted call's outcome.
+///
+/// Not `Clone`; `Send + Sync` when `T: Send`. Dropping it does not cancel the
+/// call. It is also a [`std::future::Future`], so it can be `.await`ed.
+///
+/// ```
+/// use fanout::{Executor, ThreadPool};
+///
+/// fn add(a: i32, b: i32) -> i32 { a + b }
+///
+/// let pool = ThreadPool::new(2).unwrap();
+/// let f = pool.submit(add, (1, 2)).unwrap();
+/// assert_eq!(f.result(), Ok(3));
+/// ```
+pub struct Future<T> {
+    cell: Arc<Cell<T>>,
+}
+
+impl<T> Future<T> {
+    /// An id unique among all futures of this process.
+    ///
+    /// ```
+    /// let pool = fanout::ThreadPool::new(1).unwrap();
+    /// let (a, b) = (pool.spawn(|| 1).unwrap(), pool.spawn(|| 2).unwrap());
+    /// assert_ne!(a.id(), b.id());
+    /// ```
+    pub fn id(&self) -> u64 {
+        self.cell.id
+    }
+
+    /// Where the call is now.
+    ///
+    /// ```
+    /// let pool = fanout::ThreadPool::new(1).unwrap();
+    /// let f = pool.spawn(|| ()).unwrap();
+    /// f.wait(None);
+    /// assert_eq!(f.state(), fanout::State::Finished);
+    /// ```
+    pub fn state(&self) -> State {
+        public_state(self.cell.raw_state())
+    }
+
+    /// True once the call was cancelled or finished.
+    ///
+    /// ```
+    /// let pool = fanout::ThreadPool::new(1).unwrap();
+    /// let f = pool.spawn(|| ()).unwrap();
+    /// f.wait(None);
+    /// assert!(f.done());
+    /// ```
+    pub fn done(&self) -> bool {
+        is_final(self.cell.raw_state())
+    }
+
+    /// True while a worker runs the call.
+    ///
+    /// ```
+    /// let pool = fanout::ThreadPool::new(1).unwrap();
+    /// let f = pool.spawn(|| ()).unwrap();
+    /// f.wait(None);
+    /// assert!(!f.running());
+    /// ```
+    pub fn running(&self) -> bool {
+        self.cell.raw_state() == RUNNING
+    }
+
+    /// True if the call was cancelled.
+    ///
+    /// ```
+    /// let pool = fanout::ThreadPool::new(1).unwrap();
+    /// let f = pool.spawn(|| ()).unwrap();
+    /// f.wait(None);
+    /// assert!(!f.cancelled());
+    /// ```
+    pub fn cancelled(&self) -> bool {
+        self.cell.raw_state() == CANCELLED
+    }
+
+    /// Cancels the call if it has not started.
+    ///
+    /// Returns true if the future was pending (and is now cancelled) or was
+    /// already cancelled; false if it is running or finished. A cancelled
+    /// future is done at once and wakes every waiter.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let pool = fanout::ThreadPool::new(1).unwrap();
+    /// let blocker = pool.spawn(|| std::thread::sleep(Duration::from_millis(100))).unwrap();
+    /// let queued = pool.spawn(|| 1).unwrap();
+    /// assert!(queued.cancel());
+    /// assert!(queued.cancelled() && queued.done());
+    /// assert_eq!(queued.result(), Err(fanout::Error::Cancelled));
+    /// # blocker.result().unwrap();
+    /// ```
+    pub fn cancel(&self) -> bool {
+        match self.cell.raw_state() {
+            CANCELLED => true,
+            PENDING => {
+                self.cell.complete(Err(Error::Cancelled), true)
+                    || self.cell.raw_state() == CANCELLED
+            }
+            _ => false,
+        }
+    }
+
+    /// Blocks until the future is done or `timeout` passes; true once done.
+    ///
+    /// ```
+    /// let pool = fanout::ThreadPool::new(1).unwrap();
+    /// let f = pool.spawn(|| 7).unwrap();
+    /// assert!(f.wait(Some(std::time::Duration::from_secs(5))));
+    /// ```
+    pub fn wait(&self, timeout: Option<Duration>) -> bool {
+        if self.done() {
+            return true;
+        }
+        let deadline = timeout.map(|t| Instant::now() + t);
+        self.cell.block_until(deadline, false).1
+    }
+
+    /// Blocks until the call is done and returns its outcome.
+    ///
+    /// ```
+    /// let pool = fanout::ThreadPool::new(1).unwrap();
+    /// let f = pool.spawn(|| "hello".to_string()).unwrap();
+    /// assert_eq!(f.result().unwrap(), "hello");
+    /// ```
+    pub fn result(self) -> Result<T> {
+        let (shared, _) = self.cell.block_until(None, true);
+        self.cell.take_outcome(&shared)
+    }
+
+    /// Like [`Future::result`], but gives up with [`Error::Timeout`] after `timeout`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let pool = fanout::ThreadPool::new(1).unwrap();
+    /// let slow = pool.spawn(|| std::thread::sleep(Duration::from_millis(200))).unwrap();
+    /// assert!(matches!(slow.result_timeout(Duration::from_millis(10)),
+    ///                  Err(fanout::Error::Timeout { .. })));
+    /// ```
+    pub fn result_timeout(self, timeout: Duration) -> Result<T> {
+        let (shared, ready) = self.cell.block_until(Some(Instant::now() + timeout), true);
+        if ready {
+            self.cell.take_outcome(&shared)
+        } else {
+            Err(Error::timeout(format!(
+                "future {} was not done within {timeout:?}",
+                self.cell.id
+            )))
+        }
+    }
+
+    /// The call's error, if it failed.
+    ///
+    /// `None` when it finished successfully; `Some(Cancelled)` when cancelled;
+    /// `Some(Timeout)` when not done within `timeout`; otherwise the task's error.
+    ///
+    /// ```
+    /// let pool = fanout::ThreadPool::new(1).unwrap();
+    /// let ok = pool.spawn(|| 1).unwrap();
+    /// assert_eq!(ok.exception(None), None);
+    /// let bad = pool.spawn(|| -> i32 { panic!("nope") }).unwrap();
+    /// assert!(matches!(bad.exception(None), Some(fanout::Error::Panicked { .. })));
+    /// ```
+    pub fn exception(&self, timeout: Option<Duration>) -> Option<Error> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let (shared, done) = self.cell.block_until(deadline, false);
+        if !done {
+            return Some(Error::timeout(format!(
+                "future {} was not done within {:?}",
+                self.cell.id,
+                timeout.unwrap_or_default()
+            )));
+        }
+        shared.error.clone()
+    }
+
+    /// Runs `f` with the outcome once the future is done.
+    ///
+    /// Callbacks run exactly once, in registration order, on the thread that
+    /// completes the future (after its state is final), or at once on the
+    /// caller's thread if it is already done. A panicking callback is caught
+    /// and logged and does not stop the others.
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// let pool = fanout::ThreadPool::new(1).unwrap();
+    /// let f = pool.spawn(|| 21 * 2).unwrap();
+    /// let (tx, rx) = mpsc::channel();
+    /// f.add_done_callback(move |r| tx.send(*r.as_ref().unwrap()).unwrap());
+    /// assert_eq!(rx.recv().unwrap(), 42);
+    /// ```
+    pub fn add_done_callback(&self, f: impl FnOnce(&Result<T>) + Send + 'static) {
+        let shared = lock(&self.cell.sync);
+        if !is_final(self.cell.raw_state()) {
+            let mut shared = shared;
+            shared.callbacks.push(Box::new(f));
+            return;
+        }
+        let shared = self.cell.acquire_read(shared);
+        drop(shared);
+        self.cell.run_callback(Box::new(f));
+        self.cell.release_read();
+    }
+
+    /// Registers a multi-future waiter; false if already done.
+    pub(crate) fn add_waiter(&self, waiter: &Arc<Waiter>, token: usize) -> bool {
+        self.cell.add_waiter(waiter, token)
+    }
+
+    pub(crate) fn remove_waiter(&self, waiter: &Arc<Waiter>) {
+        self.cell.remove_waiter(waiter)
+    }
+
+    /// True if finished with an error other than cancellation.
+    pub(crate) fn failed(&self) -> bool {
+        self.cell.raw_state() == FINISHED_ERR
+    }
+}
+
+impl<T> fmt::Debug for Future<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Future")
+            .field("id", &self.cell.id)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl<T: Send + 'static> std::future::Future for Future<T> {
+    type Output = Result<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        let cell = &self.cell;
+        let mut shared = lock(&cell.sync);
+        if is_final(cell.raw_state()) && shared.reader.is_none() {
+            return Poll::Ready(cell.take_outcome(&shared));
+        }
+        match &shared.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => shared.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+/// Turns a fanout [`Future`] into a `std::future::Future` for async code.
+///
+/// `Future<T>` already implements `std::future::Future`; this is the spelling
+/// Python users know from `asyncio.wrap_future`.
+///
+/// ```
+/// let pool = fanout::ThreadPool::new(1).unwrap();
+/// let f = pool.spawn(|| 5).unwrap();
+/// let v = futures::executor::block_on(fanout::wrap_future(f));
+/// assert_eq!(v, Ok(5));
+/// ```
+pub fn wrap_future<T: Send + 'static>(f: Future<T>) -> impl std::future::Future<Output = Result<T>> {
+    f
+}
+
+#[cfg(all(test, loom))]
+mod loom_models {
+    //! Model checks of the completion cell (`RUSTFLAGS="--cfg loom" cargo test --lib loom`).
+    use super::*;
+    use loom::sync::atomic::AtomicUsize;
+    use loom::thread;
+
+    #[test]
+    fn loom_cancel_races_start() {
+        loom::model(|| {
+            let (fut, promise) = pair::<u32>();
+            let worker = thread::spawn(move || {
+                if promise.set_running() {
+                    promise.set_result(1);
+                    true
+                } else {
+                    false
+                }
+            });
+            let cancelled = fut.cancel();
+            let ran = worker.join().unwrap();
+            assert_ne!(cancelled, ran, "exactly one of cancel and start wins");
+            let outcome = fut.result();
+            if cancelled {
+                assert_eq!(outcome, Err(Error::Cancelled));
+            } else {
+                assert_eq!(outcome, Ok(1));
+            }
+        });
+    }
+
+    #[test]
+    fn loom_completion_races_callback_registration() {
+        loom::model(|| {
+            let (fut, promise) = pair::<u32>();
+            let calls = Arc::new(AtomicUsize::new(0));
+            let worker = thread::spawn(move || {
+                assert!(promise.set_running());
+                promise.set_result(7);
+            });
+            let c = calls.clone();
+            fut.add_done_callback(move |r| {
+                assert_eq!(r, &Ok(7));
+                c.fetch_add(1, Ordering::SeqCst);
+            });
+            worker.join().unwrap();
+            assert_eq!(calls.load(Ordering::SeqCst), 1, "callback runs exactly once");
+            assert_eq!(fut.result(), Ok(7));
+        });
+    }
+
+    #[test]
+    fn loom_waiter_registration_races_completion() {
+        loom::model(|| {
+            let (fut, promise) = pair::<u32>();
+            let waiter = Waiter::new();
+            let worker = thread::spawn(move || {
+                promise.set_result(3);
+            });
+            if fut.add_waiter(&waiter, 0) {
+                // Registered before completion: the fire must arrive (no lost wake-up).
+                assert_eq!(waiter.take_fired(None), vec![0]);
+            } else {
+                assert!(fut.done());
+            }
+            worker.join().unwrap();
+            assert_eq!(fut.result(), Ok(3));
+        });
+    }
+
+    #[test]
+    fn loom_blocking_result_races_completion_with_callback() {
+        loom::model(|| {
+            let (fut, promise) = pair::<u32>();
+            let calls = Arc::new(AtomicUsize::new(0));
+            let c = calls.clone();
+            fut.add_done_callback(move |_| {
+                c.fetch_add(1, Ordering::SeqCst);
+            });
+            let worker = thread::spawn(move || promise.set_result(9));
+            assert_eq!(fut.result(), Ok(9));
+            worker.join().unwrap();
+            assert_eq!(calls.load(Ordering::SeqCst), 1);
+        });
+    }
+}

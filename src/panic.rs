@@ -1,0 +1,68 @@
+//! Turning a panic inside a task into an [`Error::Panicked`] value.
+//!
+//! A process-wide panic hook is installed once, chained in front of whatever
+//! hook was there. While a thread runs a task (or a done-callback) the hook
+//! records the message and location into a thread-local slot and logs it at
+//! debug level instead of printing it, because the panic is delivered to the
+//! caller as a value. Outside tasks the previous hook runs unchanged.
+
+use crate::Error;
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Once;
+
+thread_local! {
+    static IN_TASK: Cell<bool> = const { Cell::new(false) };
+    static LAST_LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+fn install_hook() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if IN_TASK.with(Cell::get) {
+                let location = info
+                    .location()
+                    .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
+                log::debug!(
+                    "task panicked at {}: {}",
+                    location.as_deref().unwrap_or("<unknown>"),
+                    payload_message(info.payload())
+                );
+                LAST_LOCATION.with(|slot| *slot.borrow_mut() = location);
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// The message carried by a panic payload.
+pub(crate) fn payload_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "<non-string panic payload>".to_string()
+    }
+}
+
+/// Runs `f`, turning a panic into [`Error::Panicked`] with its message and location.
+pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, Error> {
+    install_hook();
+    let was = IN_TASK.with(|c| c.replace(true));
+    let outcome = panic::catch_unwind(AssertUnwindSafe(f));
+    IN_TASK.with(|c| c.set(was));
+    outcome.map_err(|payload| {
+        let location = LAST_LOCATION.with(|slot| slot.borrow_mut().take());
+        Error::Panicked {
+            message: payload_message(payload.as_ref()),
+            location,
+            worker: None,
+            backtrace: None,
+        }
+    })
+}

@@ -1,0 +1,330 @@
+//! [`ThreadPool`]: a fixed set of worker threads pulling calls from one queue.
+
+use crate::executor::Submitter;
+use crate::future::{pair, Promise};
+use crate::{panic, Error, Executor, Future, Payload, Result, Task};
+use crossbeam_channel::{Receiver, Sender};
+use std::fmt;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::thread::JoinHandle;
+
+/// One queued call, type-erased.
+trait Job: Send {
+    /// Runs the call unless its future was cancelled.
+    fn run(self: Box<Self>);
+    /// Completes the future without running the call.
+    fn fail(self: Box<Self>, error: Error);
+}
+
+struct Call<F, R> {
+    f: F,
+    promise: Promise<R>,
+}
+
+impl<F, R> Job for Call<F, R>
+where
+    F: FnOnce() -> R + Send,
+    R: Send,
+{
+    fn run(self: Box<Self>) {
+        let Call { f, promise } = *self;
+        if promise.set_running() {
+            promise.set_outcome(panic::catch(f));
+        }
+    }
+
+    fn fail(self: Box<Self>, error: Error) {
+        self.promise.set_error(error);
+    }
+}
+
+type BoxedJob = Box<dyn Job>;
+type Initializer = Arc<dyn Fn() + Send + Sync + 'static>;
+
+struct Shared {
+    /// `None` once shut down; taking it disconnects the queue so idle workers exit.
+    sender: RwLock<Option<Sender<BoxedJob>>>,
+    /// Kept to cancel queued calls on `shutdown(cancel_futures = true)`.
+    receiver: Receiver<BoxedJob>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Set once, when an initializer panicked.
+    broken: OnceLock<String>,
+    workers: usize,
+}
+
+impl Shared {
+    fn broken_error(&self) -> Option<Error> {
+        self.broken.get().map(|reason| Error::Broken {
+            reason: reason.clone(),
+        })
+    }
+
+    fn push<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> Result<Future<R>> {
+        if let Some(e) = self.broken_error() {
+            return Err(e);
+        }
+        let sender = self.sender.read().unwrap_or_else(|p| p.into_inner());
+        let Some(sender) = sender.as_ref() else {
+            return Err(Error::Shutdown);
+        };
+        let (future, promise) = pair();
+        // Cannot fail: `self.receiver` keeps the channel connected.
+        if let Err(rejected) = sender.send(Box::new(Call { f, promise })) {
+            rejected.into_inner().fail(Error::Shutdown);
+        }
+        Ok(future)
+    }
+
+    fn shutdown(&self, wait: bool, cancel_futures: bool) {
+        drop(self.sender.write().unwrap_or_else(|p| p.into_inner()).take());
+        if cancel_futures {
+            while let Ok(job) = self.receiver.try_recv() {
+                job.fail(Error::Cancelled);
+            }
+        }
+        if wait {
+            let me = std::thread::current().id();
+            let handles = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+            for handle in handles {
+                // A task that shuts down its own pool cannot wait for itself.
+                if handle.thread().id() != me {
+                    let _ = handle.join();
+                }
+            }
+        }
+    }
+}
+
+fn worker_loop(shared: &Shared, receiver: Receiver<BoxedJob>, initializer: Option<Initializer>) {
+    if let Some(init) = initializer {
+        if let Err(Error::Panicked { message, .. }) = panic::catch(|| init()) {
+            let reason = format!("the pool's initializer panicked: {message}");
+            log::error!("{reason}");
+            let _ = shared.broken.set(reason);
+        }
+    }
+    while let Ok(job) = receiver.recv() {
+        match shared.broken_error() {
+            Some(e) => job.fail(e),
+            None => job.run(),
+        }
+    }
+}
+
+/// A pool of worker threads, like Python's `ThreadPoolExecutor`.
+///
+/// Never runs more than `workers` threads. Runs any `FnOnce` through
+/// [`ThreadPool::spawn`], and shippable [`Task`]s through [`Executor`].
+///
+/// ```
+/// use fanout::{Executor, ThreadPool};
+///
+/// fn slow_square(x: u64) -> u64 { x * x }
+///
+/// let pool = ThreadPool::new(4).unwrap();
+/// let f = pool.submit(slow_square, (12,)).unwrap();
+/// assert_eq!(f.result(), Ok(144));
+/// ```
+pub struct ThreadPool {
+    shared: Arc<Shared>,
+}
+
+impl ThreadPool {
+    /// A pool of `workers` threads; 0 is `InvalidArgument`.
+    ///
+    /// ```
+    /// assert!(fanout::ThreadPool::new(0).is_err());
+    /// assert!(fanout::ThreadPool::new(2).is_ok());
+    /// ```
+    pub fn new(workers: usize) -> Result<ThreadPool> {
+        ThreadPool::builder().workers(workers).build()
+    }
+
+    /// A builder for thread count, thread names and a per-thread initializer.
+    ///
+    /// ```
+    /// let pool = fanout::ThreadPool::builder()
+    ///     .workers(2)
+    ///     .thread_name("crunch")
+    ///     .initializer(|| log::debug!("worker up"))
+    ///     .build()
+    ///     .unwrap();
+    /// let name = pool.spawn(|| std::thread::current().name().unwrap().to_string()).unwrap();
+    /// assert!(name.result().unwrap().starts_with("crunch"));
+    /// ```
+    pub fn builder() -> ThreadPoolBuilder {
+        ThreadPoolBuilder::default()
+    }
+
+    /// Runs any `FnOnce` closure (capturing or not, no serde bounds) on the pool.
+    ///
+    /// ```
+    /// let pool = fanout::ThreadPool::new(2).unwrap();
+    /// let data = vec![1, 2, 3];
+    /// let f = pool.spawn(move || data.iter().sum::<i32>()).unwrap();
+    /// assert_eq!(f.result(), Ok(6));
+    /// ```
+    pub fn spawn<F, R>(&self, f: F) -> Result<Future<R>>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        self.shared.push(f)
+    }
+
+    /// How many worker threads the pool runs.
+    ///
+    /// ```
+    /// assert_eq!(fanout::ThreadPool::new(3).unwrap().workers(), 3);
+    /// ```
+    pub fn workers(&self) -> usize {
+        self.shared.workers
+    }
+}
+
+impl Executor for ThreadPool {
+    fn submit<F, Args>(&self, f: F, args: Args) -> Result<Future<F::Output>>
+    where
+        F: Task<Args>,
+        Args: Payload,
+        F::Output: Payload,
+    {
+        self.shared.push(move || f.call(args))
+    }
+
+    fn shutdown(&self, wait: bool, cancel_futures: bool) {
+        self.shared.shutdown(wait, cancel_futures);
+    }
+
+    fn submitter<F, Args>(&self, f: F) -> Submitter<Args, F::Output>
+    where
+        F: Task<Args>,
+        Args: Payload,
+        F::Output: Payload,
+    {
+        let shared = self.shared.clone();
+        Box::new(move |batch: Vec<Args>| {
+            batch
+                .into_iter()
+                .map(|args| shared.push(move || f.call(args)))
+                .collect()
+        })
+    }
+}
+
+impl Drop for ThreadPool {
+    fn drop(&mut self) {
+        self.shared.shutdown(true, false);
+    }
+}
+
+impl fmt::Debug for ThreadPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ThreadPool")
+            .field("workers", &self.shared.workers)
+            .field("broken", &self.shared.broken.get())
+            .finish()
+    }
+}
+
+/// Configures a [`ThreadPool`]; see [`ThreadPool::builder`].
+///
+/// ```
+/// let pool = fanout::ThreadPool::builder().workers(1).build().unwrap();
+/// assert_eq!(pool.workers(), 1);
+/// ```
+#[derive(Default)]
+pub struct ThreadPoolBuilder {
+    workers: Option<usize>,
+    thread_name: Option<String>,
+    initializer: Option<Initializer>,
+}
+
+impl ThreadPoolBuilder {
+    /// Number of worker threads (default: the number of CPUs; 0 is rejected by `build`).
+    ///
+    /// ```
+    /// assert!(fanout::ThreadPool::builder().workers(0).build().is_err());
+    /// ```
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = Some(workers);
+        self
+    }
+
+    /// Prefix of the worker threads' names (default `"fanout-worker"`).
+    ///
+    /// ```
+    /// let pool = fanout::ThreadPool::builder().workers(1).thread_name("io").build().unwrap();
+    /// let n = pool.spawn(|| std::thread::current().name().map(str::to_owned)).unwrap();
+    /// assert_eq!(n.result().unwrap().as_deref(), Some("io-0"));
+    /// ```
+    pub fn thread_name(mut self, prefix: impl Into<String>) -> Self {
+        self.thread_name = Some(prefix.into());
+        self
+    }
+
+    /// Runs on every worker thread before it takes its first call.
+    ///
+    /// If it panics the pool is broken: queued futures and every later
+    /// submit get [`Error::Broken`].
+    ///
+    /// ```
+    /// use fanout::Error;
+    /// let pool = fanout::ThreadPool::builder()
+    ///     .workers(1)
+    ///     .initializer(|| panic!("no database"))
+    ///     .build()
+    ///     .unwrap();
+    /// let f = pool.spawn(|| 1);
+    /// let outcome = f.and_then(|f| f.result());
+    /// assert!(matches!(outcome, Err(Error::Broken { .. })));
+    /// ```
+    pub fn initializer(mut self, init: impl Fn() + Send + Sync + 'static) -> Self {
+        self.initializer = Some(Arc::new(init));
+        self
+    }
+
+    /// Starts the worker threads.
+    ///
+    /// ```
+    /// let pool = fanout::ThreadPool::builder().workers(2).build().unwrap();
+    /// assert_eq!(pool.spawn(|| 1).unwrap().result(), Ok(1));
+    /// ```
+    pub fn build(self) -> Result<ThreadPool> {
+        let workers = self.workers.unwrap_or_else(num_cpus::get);
+        if workers == 0 {
+            return Err(Error::invalid(
+                "a thread pool needs at least 1 worker (got 0)",
+            ));
+        }
+        let prefix = self.thread_name.unwrap_or_else(|| "fanout-worker".into());
+        let (sender, receiver) = crossbeam_channel::unbounded::<BoxedJob>();
+        let shared = Arc::new(Shared {
+            sender: RwLock::new(Some(sender)),
+            receiver: receiver.clone(),
+            threads: Mutex::new(Vec::with_capacity(workers)),
+            broken: OnceLock::new(),
+            workers,
+        });
+        let pool = ThreadPool {
+            shared: shared.clone(),
+        };
+        for i in 0..workers {
+            let (shared_w, receiver_w, init) =
+                (shared.clone(), receiver.clone(), self.initializer.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("{prefix}-{i}"))
+                .spawn(move || worker_loop(&shared_w, receiver_w, init));
+            match spawned {
+                Ok(handle) => shared.threads.lock().unwrap_or_else(|p| p.into_inner()).push(handle),
+                Err(e) => {
+                    // `pool` is dropped here, which shuts down the threads started so far.
+                    return Err(Error::Broken {
+                        reason: format!("could not start worker thread {i}: {e}"),
+                    });
+                }
+            }
+        }
+        Ok(pool)
+    }
+}
