@@ -27,7 +27,9 @@
 //!   state, so no state exists in which a future is done but a waiter sleeps.
 
 use crate::panic;
-use crate::sync::{self, current_thread, lock, Arc, AtomicU8, Condvar, Mutex, MutexGuard, Ordering};
+use crate::sync::{
+    self, current_thread, lock, Arc, AtomicU8, Condvar, Mutex, MutexGuard, Ordering,
+};
 use crate::{Error, Result};
 use std::fmt;
 use std::pin::Pin;
@@ -258,7 +260,10 @@ impl<T> Cell<T> {
     }
 
     /// Takes the read token (re-entrantly), waiting while another thread holds it.
-    fn acquire_read<'a>(&'a self, mut shared: MutexGuard<'a, Shared<T>>) -> MutexGuard<'a, Shared<T>> {
+    fn acquire_read<'a>(
+        &'a self,
+        mut shared: MutexGuard<'a, Shared<T>>,
+    ) -> MutexGuard<'a, Shared<T>> {
         let me = current_thread().id();
         loop {
             match &mut shared.reader {
@@ -389,6 +394,15 @@ impl<T> Promise<T> {
     /// Completes the future with an error.
     pub(crate) fn set_error(self, error: Error) {
         self.cell.complete(Err(error), false);
+    }
+
+    /// `Running → Pending`, for a call that was handed to a worker which died
+    /// before starting it: the call is queued again and is cancellable again.
+    pub(crate) fn set_pending(&self) -> bool {
+        self.cell
+            .state
+            .compare_exchange(RUNNING, PENDING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
     }
 
     /// Completes the future with an outcome.
@@ -680,7 +694,9 @@ impl<T: Send + 'static> std::future::Future for Future<T> {
 /// let v = futures::executor::block_on(fanout::wrap_future(f));
 /// assert_eq!(v, Ok(5));
 /// ```
-pub fn wrap_future<T: Send + 'static>(f: Future<T>) -> impl std::future::Future<Output = Result<T>> {
+pub fn wrap_future<T: Send + 'static>(
+    f: Future<T>,
+) -> impl std::future::Future<Output = Result<T>> {
     f
 }
 
@@ -730,7 +746,11 @@ mod loom_models {
                 c.fetch_add(1, Ordering::SeqCst);
             });
             worker.join().unwrap();
-            assert_eq!(calls.load(Ordering::SeqCst), 1, "callback runs exactly once");
+            assert_eq!(
+                calls.load(Ordering::SeqCst),
+                1,
+                "callback runs exactly once"
+            );
             assert_eq!(fut.result(), Ok(7));
         });
     }

@@ -65,16 +65,25 @@ mod error;
 mod executor;
 mod future;
 mod panic;
+#[cfg(target_os = "linux")]
+mod process;
+mod ship;
 mod sync;
 mod task;
 mod thread;
 mod wait;
 
 pub use error::{Error, Result};
-pub use executor::{Executor, Map, MapOptions};
 #[doc(hidden)]
 pub use executor::Submitter;
+pub use executor::{Executor, Map, MapOptions};
 pub use future::{wrap_future, Future, State};
+/// The process pool's frame decoder, exposed for the fuzz target only.
+#[doc(hidden)]
+#[cfg(target_os = "linux")]
+pub use process::wire as __wire;
+#[cfg(target_os = "linux")]
+pub use process::{ProcessPool, ProcessPoolBuilder, StartMethod};
 pub use task::{Payload, Task};
 pub use thread::{ThreadPool, ThreadPoolBuilder};
 pub use wait::{as_completed, wait, AsCompleted, Done, ReturnWhen};

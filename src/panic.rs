@@ -10,11 +10,23 @@ use crate::Error;
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Once;
+
+/// Set in worker processes: panics there also capture a backtrace, which
+/// travels back to the caller inside [`Error::Panicked`].
+static CAPTURE_BACKTRACE: AtomicBool = AtomicBool::new(false);
+
+/// Marks this process as a worker (see [`CAPTURE_BACKTRACE`]); `name` is for logs.
+pub(crate) fn set_worker_identity(name: String) {
+    log::debug!("{name} ready");
+    CAPTURE_BACKTRACE.store(true, Ordering::Relaxed);
+}
 
 thread_local! {
     static IN_TASK: Cell<bool> = const { Cell::new(false) };
     static LAST_LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };
+    static LAST_BACKTRACE: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
 fn install_hook() {
@@ -32,6 +44,10 @@ fn install_hook() {
                     payload_message(info.payload())
                 );
                 LAST_LOCATION.with(|slot| *slot.borrow_mut() = location);
+                if CAPTURE_BACKTRACE.load(Ordering::Relaxed) {
+                    let trace = std::backtrace::Backtrace::force_capture().to_string();
+                    LAST_BACKTRACE.with(|slot| *slot.borrow_mut() = Some(trace));
+                }
             } else {
                 previous(info);
             }
@@ -58,11 +74,12 @@ pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, Error> {
     IN_TASK.with(|c| c.set(was));
     outcome.map_err(|payload| {
         let location = LAST_LOCATION.with(|slot| slot.borrow_mut().take());
+        let backtrace = LAST_BACKTRACE.with(|slot| slot.borrow_mut().take());
         Error::Panicked {
             message: payload_message(payload.as_ref()),
             location,
             worker: None,
-            backtrace: None,
+            backtrace,
         }
     })
 }

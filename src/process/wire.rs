@@ -1,0 +1,465 @@
+//! Frames between a pool and its worker processes.
+//!
+//! Every frame is `len: u32 LE` followed by `len` bytes: a kind byte and the
+//! body. Bodies are hand-laid (fixed-width little-endian integers and
+//! length-prefixed byte strings); the per-item arguments and results inside
+//! them are postcard. Decoding treats every byte as untrusted: lengths are
+//! bounded by [`MAX_FRAME`] and by the bytes actually present, and every
+//! failure is a [`FrameError`], never a panic.
+//!
+//! ```text
+//! pool → worker   TASK  build_id[16] trampoline:u64 n:u32 { id:u64 len:u32 args[len] }*n
+//!                 INIT  build_id[16] trampoline:u64 len:u32 args[len]
+//! worker → pool   DONE  n:u32 { id:u64 tag:u8 len:u32 bytes[len] }*n   tag 0 = output, 1 = WireError
+//!                 INIT_FAILED  len:u32 WireError[len]
+//! ```
+
+use crate::ship::{BuildId, WireError};
+use std::fmt;
+use std::ops::Range;
+
+/// The largest frame either side accepts (1 GiB).
+pub const MAX_FRAME: usize = 1 << 30;
+
+const TASK: u8 = 1;
+const INIT: u8 = 2;
+const DONE: u8 = 10;
+const INIT_FAILED: u8 = 11;
+
+/// A decoded frame, borrowing its byte strings from the frame buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// Run `items` with the trampoline.
+    Task {
+        /// Sender's build id.
+        build_id: BuildId,
+        /// Trampoline offset.
+        trampoline: u64,
+        /// `(call id, encoded arguments)`.
+        items: Vec<(u64, &'a [u8])>,
+    },
+    /// Run the initializer before any task.
+    Init {
+        /// Sender's build id.
+        build_id: BuildId,
+        /// Trampoline offset.
+        trampoline: u64,
+        /// Encoded arguments.
+        args: &'a [u8],
+    },
+    /// Outcomes of one task frame, in its order.
+    Done {
+        /// `(call id, encoded output or error)`.
+        results: Vec<(u64, Result<&'a [u8], WireError>)>,
+    },
+    /// The initializer failed; the worker exits.
+    InitFailed {
+        /// What went wrong.
+        error: WireError,
+    },
+}
+
+/// Why a frame could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameError(pub String);
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn bad(what: impl Into<String>) -> FrameError {
+    FrameError(what.into())
+}
+
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], FrameError> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&e| e <= self.bytes.len())
+            .ok_or_else(|| bad(format!("truncated frame: {what} needs {n} bytes")))?;
+        let s = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+    fn u8(&mut self, what: &str) -> Result<u8, FrameError> {
+        Ok(self.take(1, what)?[0])
+    }
+    fn u32(&mut self, what: &str) -> Result<u32, FrameError> {
+        let b = self.take(4, what)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self, what: &str) -> Result<u64, FrameError> {
+        let b = self.take(8, what)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+    fn bytes(&mut self, what: &str) -> Result<&'a [u8], FrameError> {
+        let n = self.u32(what)? as usize;
+        self.take(n, what)
+    }
+    fn build_id(&mut self) -> Result<BuildId, FrameError> {
+        let mut id = BuildId::default();
+        id.copy_from_slice(self.take(16, "build id")?);
+        Ok(id)
+    }
+    /// A count of records that each take at least `min_record` bytes, checked
+    /// against the bytes left so a hostile count cannot make us allocate.
+    fn count(&mut self, min_record: usize) -> Result<usize, FrameError> {
+        let n = self.u32("count")? as usize;
+        if n.saturating_mul(min_record) > self.bytes.len() - self.at {
+            return Err(bad(format!("frame claims {n} records but is too short")));
+        }
+        Ok(n)
+    }
+    fn finish(&self) -> Result<(), FrameError> {
+        if self.at == self.bytes.len() {
+            Ok(())
+        } else {
+            Err(bad(format!(
+                "{} trailing bytes after the frame body",
+                self.bytes.len() - self.at
+            )))
+        }
+    }
+}
+
+/// Decodes one frame body (the bytes after the length prefix).
+pub fn decode_frame(body: &[u8]) -> Result<Frame<'_>, FrameError> {
+    let mut c = Cursor { bytes: body, at: 0 };
+    let frame = match c.u8("kind")? {
+        TASK => {
+            let build_id = c.build_id()?;
+            let trampoline = c.u64("trampoline")?;
+            let n = c.count(12)?;
+            let mut items = Vec::with_capacity(n);
+            for _ in 0..n {
+                let id = c.u64("call id")?;
+                items.push((id, c.bytes("arguments")?));
+            }
+            Frame::Task {
+                build_id,
+                trampoline,
+                items,
+            }
+        }
+        INIT => Frame::Init {
+            build_id: c.build_id()?,
+            trampoline: c.u64("trampoline")?,
+            args: c.bytes("arguments")?,
+        },
+        DONE => {
+            let n = c.count(13)?;
+            let mut results = Vec::with_capacity(n);
+            for _ in 0..n {
+                let id = c.u64("call id")?;
+                let tag = c.u8("outcome tag")?;
+                let bytes = c.bytes("outcome")?;
+                let outcome = match tag {
+                    0 => Ok(bytes),
+                    1 => Err(decode_wire_error(bytes)?),
+                    t => return Err(bad(format!("unknown outcome tag {t}"))),
+                };
+                results.push((id, outcome));
+            }
+            Frame::Done { results }
+        }
+        INIT_FAILED => Frame::InitFailed {
+            error: decode_wire_error(c.bytes("error")?)?,
+        },
+        k => return Err(bad(format!("unknown frame kind {k}"))),
+    };
+    c.finish()?;
+    Ok(frame)
+}
+
+fn decode_wire_error(bytes: &[u8]) -> Result<WireError, FrameError> {
+    postcard::from_bytes(bytes).map_err(|e| bad(format!("malformed error record: {e}")))
+}
+
+/// Builds frames into one growing buffer.
+pub(crate) struct FrameWriter {
+    buf: Vec<u8>,
+    start: usize,
+    count_at: Option<usize>,
+    count: u32,
+}
+
+impl FrameWriter {
+    pub(crate) fn new(buf: Vec<u8>) -> Self {
+        FrameWriter {
+            buf,
+            start: 0,
+            count_at: None,
+            count: 0,
+        }
+    }
+
+    fn begin(&mut self, kind: u8) {
+        self.start = self.buf.len();
+        self.buf.extend_from_slice(&[0, 0, 0, 0, kind]);
+    }
+
+    /// Starts a TASK frame; add items with [`FrameWriter::item`].
+    pub(crate) fn begin_task(&mut self, build_id: &BuildId, trampoline: u64) {
+        self.begin(TASK);
+        self.buf.extend_from_slice(build_id);
+        self.buf.extend_from_slice(&trampoline.to_le_bytes());
+        self.begin_count();
+    }
+
+    /// Starts a DONE frame; add outcomes with [`FrameWriter::outcome`].
+    pub(crate) fn begin_done(&mut self) {
+        self.begin(DONE);
+        self.begin_count();
+    }
+
+    fn begin_count(&mut self) {
+        self.count_at = Some(self.buf.len());
+        self.count = 0;
+        self.buf.extend_from_slice(&[0; 4]);
+    }
+
+    /// Adds one call to a TASK frame.
+    pub(crate) fn item(&mut self, id: u64, args: &[u8]) {
+        self.count += 1;
+        self.buf.extend_from_slice(&id.to_le_bytes());
+        self.put_bytes(args);
+    }
+
+    /// Adds one outcome to a DONE frame; `fill` appends the output bytes
+    /// directly (so large results are written once) or reports an error.
+    pub(crate) fn outcome(
+        &mut self,
+        id: u64,
+        fill: impl FnOnce(&mut Vec<u8>) -> Result<(), WireError>,
+    ) {
+        self.count += 1;
+        self.buf.extend_from_slice(&id.to_le_bytes());
+        let tag_at = self.buf.len();
+        self.buf.extend_from_slice(&[0, 0, 0, 0, 0]);
+        let body_at = self.buf.len();
+        let result = fill(&mut self.buf);
+        if let Err(e) = result {
+            self.buf.truncate(body_at);
+            self.buf[tag_at] = 1;
+            // Encoding a WireError into a Vec cannot fail.
+            let _ = postcard::to_io(&e, &mut self.buf);
+        }
+        let len = (self.buf.len() - body_at) as u32;
+        self.buf[tag_at + 1..tag_at + 5].copy_from_slice(&len.to_le_bytes());
+    }
+
+    /// Writes a whole INIT frame.
+    pub(crate) fn init(&mut self, build_id: &BuildId, trampoline: u64, args: &[u8]) {
+        self.begin(INIT);
+        self.buf.extend_from_slice(build_id);
+        self.buf.extend_from_slice(&trampoline.to_le_bytes());
+        self.put_bytes(args);
+        self.end();
+    }
+
+    /// Writes a whole INIT_FAILED frame.
+    pub(crate) fn init_failed(&mut self, error: &WireError) {
+        self.begin(INIT_FAILED);
+        let at = self.buf.len();
+        self.buf.extend_from_slice(&[0; 4]);
+        let _ = postcard::to_io(error, &mut self.buf);
+        let len = (self.buf.len() - at - 4) as u32;
+        self.buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        self.end();
+    }
+
+    fn put_bytes(&mut self, bytes: &[u8]) {
+        self.buf
+            .extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Finishes the frame being built (patches its count and length).
+    pub(crate) fn end(&mut self) {
+        if let Some(at) = self.count_at.take() {
+            self.buf[at..at + 4].copy_from_slice(&self.count.to_le_bytes());
+        }
+        let len = (self.buf.len() - self.start - 4) as u32;
+        self.buf[self.start..self.start + 4].copy_from_slice(&len.to_le_bytes());
+    }
+
+    pub(crate) fn into_inner(self) -> Vec<u8> {
+        self.buf
+    }
+}
+
+/// Accumulates bytes read from a pipe and splits them into frames.
+pub(crate) struct FrameBuf {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl FrameBuf {
+    pub(crate) fn new() -> Self {
+        FrameBuf {
+            buf: Vec::with_capacity(64 * 1024),
+            start: 0,
+        }
+    }
+
+    /// Reads once from `fd` into the buffer; `Ok(0)` at end of file.
+    pub(crate) fn read_from(&mut self, fd: libc::c_int) -> std::io::Result<usize> {
+        if self.start > 0 && self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        } else if self.start > self.buf.capacity() / 2 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        // Make room for the whole pending frame when its length is known.
+        let want = match self.pending_len() {
+            Some(n) => (n + 4)
+                .saturating_sub(self.buf.len() - self.start)
+                .max(64 * 1024),
+            None => 64 * 1024,
+        };
+        self.buf.reserve(want);
+        let spare = self.buf.capacity() - self.buf.len();
+        let len = self.buf.len();
+        // SAFETY: we read at most `spare` bytes into the vector's spare
+        // capacity and only extend `len` by what `read` reported.
+        let n = unsafe {
+            libc::read(
+                fd,
+                self.buf.as_mut_ptr().add(len) as *mut libc::c_void,
+                spare,
+            )
+        };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `read` initialised the first `n` spare bytes.
+        unsafe { self.buf.set_len(len + n as usize) };
+        Ok(n as usize)
+    }
+
+    fn pending_len(&self) -> Option<usize> {
+        let b = self.buf.get(self.start..self.start + 4)?;
+        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    }
+
+    /// The byte range of the next complete frame body, if one is buffered.
+    pub(crate) fn next_frame(&mut self) -> Result<Option<Range<usize>>, FrameError> {
+        let Some(len) = self.pending_len() else {
+            return Ok(None);
+        };
+        if len > MAX_FRAME {
+            return Err(bad(format!(
+                "frame of {len} bytes exceeds the {MAX_FRAME}-byte limit"
+            )));
+        }
+        if len == 0 {
+            return Err(bad("empty frame"));
+        }
+        let body = self.start + 4;
+        if self.buf.len() - body < len {
+            return Ok(None);
+        }
+        self.start = body + len;
+        Ok(Some(body..body + len))
+    }
+
+    pub(crate) fn slice(&self, range: Range<usize>) -> &[u8] {
+        &self.buf[range]
+    }
+
+    /// True when bytes of an incomplete frame are buffered.
+    pub(crate) fn has_partial(&self) -> bool {
+        self.start < self.buf.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(buf: &[u8]) -> &[u8] {
+        let len = u32::from_le_bytes(buf[0..4].try_into().unwrap()) as usize;
+        assert_eq!(len, buf.len() - 4);
+        &buf[4..]
+    }
+
+    #[test]
+    fn task_round_trip() {
+        let mut w = FrameWriter::new(Vec::new());
+        w.begin_task(&[7; 16], 0x1234);
+        w.item(1, b"abc");
+        w.item(2, b"");
+        w.end();
+        let buf = w.into_inner();
+        assert_eq!(
+            decode_frame(body(&buf)).unwrap(),
+            Frame::Task {
+                build_id: [7; 16],
+                trampoline: 0x1234,
+                items: vec![(1, &b"abc"[..]), (2, &b""[..])]
+            }
+        );
+    }
+
+    #[test]
+    fn done_round_trip_with_error() {
+        let mut w = FrameWriter::new(Vec::new());
+        w.begin_done();
+        w.outcome(5, |out| {
+            out.extend_from_slice(b"ok");
+            Ok(())
+        });
+        w.outcome(6, |out| {
+            out.extend_from_slice(b"partial output is discarded");
+            Err(WireError::Refused {
+                message: "no".into(),
+            })
+        });
+        w.end();
+        let buf = w.into_inner();
+        assert_eq!(
+            decode_frame(body(&buf)).unwrap(),
+            Frame::Done {
+                results: vec![
+                    (5, Ok(&b"ok"[..])),
+                    (
+                        6,
+                        Err(WireError::Refused {
+                            message: "no".into()
+                        })
+                    )
+                ]
+            }
+        );
+    }
+
+    #[test]
+    fn hostile_frames_are_errors() {
+        assert!(decode_frame(&[]).is_err());
+        assert!(decode_frame(&[99]).is_err());
+        // DONE claiming 4 billion records in a short frame.
+        assert!(decode_frame(&[DONE, 255, 255, 255, 255, 0]).is_err());
+        // TASK with a truncated item.
+        let mut w = FrameWriter::new(Vec::new());
+        w.begin_task(&[0; 16], 1);
+        w.item(1, b"abcdef");
+        w.end();
+        let buf = w.into_inner();
+        assert!(decode_frame(&body(&buf)[..body(&buf).len() - 2]).is_err());
+        // Trailing garbage.
+        let mut long = body(&buf).to_vec();
+        long.push(0);
+        assert!(decode_frame(&long).is_err());
+    }
+}

@@ -1,0 +1,174 @@
+//! The worker process: reads TASK frames, runs them, writes DONE frames.
+//!
+//! # Becoming a worker before `main`
+//!
+//! A function pointer in `.init_array` runs in every process that links this
+//! crate, before `main` (and before a test harness parses its arguments). It
+//! looks for [`WORKER_ENV`]; when present, the process serves calls on the two
+//! named descriptors and exits with `_exit` when the pool closes its pipe, so
+//! `main` never runs. When absent it returns at once. This is why no setup
+//! call is needed in binaries, examples or `tests/*.rs` files.
+//!
+//! Limits: Linux/glibc (`.init_array` receives argc/argv/envp); the binary
+//! must link this crate statically (the default for Rust crates); code in a
+//! constructor of another crate that runs before ours still runs in workers.
+
+use super::start::WORKER_ENV;
+use super::wire::{decode_frame, Frame, FrameBuf, FrameWriter};
+use crate::ship::{self, WireError};
+use std::io::Write;
+use std::os::fd::RawFd;
+
+#[used]
+#[link_section = ".init_array"]
+static BECOME_WORKER: extern "C" fn(libc::c_int, *const *const u8, *const *const u8) =
+    become_worker;
+
+extern "C" fn become_worker(_argc: libc::c_int, _argv: *const *const u8, _envp: *const *const u8) {
+    let Some(spec) = std::env::var_os(WORKER_ENV) else {
+        return;
+    };
+    // Not inherited by anything the tasks start.
+    std::env::remove_var(WORKER_ENV);
+    let fds: Vec<RawFd> = spec
+        .to_str()
+        .unwrap_or("")
+        .split(',')
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    let code = match fds[..] {
+        [r, w] => serve(r, w),
+        _ => 120,
+    };
+    exit(code)
+}
+
+/// Makes sure the constructor is linked into any binary that starts a pool.
+pub(crate) fn linked() -> bool {
+    BECOME_WORKER as usize != 0
+}
+
+/// Called in the pool before `fork`: initialise what the child will use.
+pub(crate) fn prepare_for_fork() {
+    let _ = ship::build_id();
+    let _ = crate::panic::catch(|| ());
+}
+
+/// Entry of a forked child.
+pub(crate) fn run_forked(r: RawFd, w: RawFd) -> ! {
+    exit(serve(r, w))
+}
+
+fn exit(code: i32) -> ! {
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: ends the process without running the host program's atexit
+    // handlers or destructors, which belong to the pool's process, not us.
+    unsafe { libc::_exit(code) }
+}
+
+fn write_all(fd: RawFd, mut bytes: &[u8]) -> bool {
+    while !bytes.is_empty() {
+        // SAFETY: writing from a live slice to our own descriptor.
+        let n = unsafe { libc::write(fd, bytes.as_ptr() as *const libc::c_void, bytes.len()) };
+        if n < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return false;
+        }
+        bytes = &bytes[n as usize..];
+    }
+    true
+}
+
+/// Serves frames until the pool closes the pipe. Returns the exit code.
+fn serve(input: RawFd, output: RawFd) -> i32 {
+    crate::panic::set_worker_identity(format!("process worker pid {}", std::process::id()));
+    let mine = *ship::build_id();
+    let mut frames = FrameBuf::new();
+    let mut reply = Vec::with_capacity(64 * 1024);
+    loop {
+        let range = match frames.next_frame() {
+            Ok(Some(r)) => r,
+            Ok(None) => match frames.read_from(input) {
+                Ok(0) => return if frames.has_partial() { 3 } else { 0 },
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => return 4,
+            },
+            Err(_) => return 5,
+        };
+        let frame = match decode_frame(frames.slice(range)) {
+            Ok(f) => f,
+            Err(_) => return 5,
+        };
+        let mut w = FrameWriter::new(std::mem::take(&mut reply));
+        let keep_going = match frame {
+            Frame::Task {
+                build_id,
+                trampoline,
+                items,
+            } => {
+                let call = check(&build_id, &mine).and_then(|()| {
+                    ship::resolve(trampoline).map_err(|message| WireError::Refused { message })
+                });
+                w.begin_done();
+                for (id, args) in items {
+                    w.outcome(id, |out| match &call {
+                        Ok(t) => t(args, out),
+                        Err(e) => Err(e.clone()),
+                    });
+                }
+                w.end();
+                true
+            }
+            Frame::Init {
+                build_id,
+                trampoline,
+                args,
+            } => {
+                let outcome = check(&build_id, &mine)
+                    .and_then(|()| {
+                        ship::resolve(trampoline).map_err(|message| WireError::Refused { message })
+                    })
+                    .and_then(|t| t(args, &mut Vec::new()));
+                match outcome {
+                    Ok(()) => true,
+                    Err(e) => {
+                        w.init_failed(&e);
+                        false
+                    }
+                }
+            }
+            // A pool never sends these; treat them as a broken pipe.
+            Frame::Done { .. } | Frame::InitFailed { .. } => return 6,
+        };
+        reply = w.into_inner();
+        if !reply.is_empty() && !write_all(output, &reply) {
+            return 7;
+        }
+        reply.clear();
+        if reply.capacity() > 4 << 20 {
+            reply = Vec::with_capacity(64 * 1024);
+        }
+        if !keep_going {
+            return 8;
+        }
+    }
+}
+
+fn check(theirs: &ship::BuildId, mine: &ship::BuildId) -> Result<(), WireError> {
+    if theirs == mine {
+        Ok(())
+    } else {
+        Err(WireError::Refused {
+            message: format!(
+                "the call comes from a different build of the program (caller build id {}, \
+                 worker build id {})",
+                ship::hex(theirs),
+                ship::hex(mine)
+            ),
+        })
+    }
+}
