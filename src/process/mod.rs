@@ -24,7 +24,7 @@ mod worker;
 
 use crate::executor::Submitter;
 use crate::future::{pair, Promise};
-use crate::ship::{self, BuildId};
+use crate::ship::{self, BuildId, Encoded};
 use crate::{Error, Executor, Future, Payload, Result, Task};
 use std::collections::VecDeque;
 use std::fmt;
@@ -33,7 +33,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{JoinHandle, ThreadId};
 
 use start::Started;
-use wire::{decode_frame, Frame, FrameBuf, FrameWriter, MAX_FRAME};
+use wire::{decode_frame, task_frame, Frame, FrameBuf, FrameWriter, Piece, MAX_FRAME};
 
 /// Frames (single calls or map chunks) handed to one worker ahead of time.
 pub const MAX_AHEAD: usize = 3;
@@ -86,7 +86,8 @@ impl<R: Payload> Delivery for Promise<R> {
 }
 
 struct Item {
-    args: Vec<u8>,
+    /// Shared with the outbox while the frame is being written.
+    args: Arc<Encoded>,
     delivery: Box<dyn Delivery>,
 }
 
@@ -140,7 +141,7 @@ struct Link {
 }
 
 struct Outbox {
-    frames: VecDeque<Vec<u8>>,
+    frames: VecDeque<Piece>,
     /// Bytes of the front frame already written.
     offset: usize,
     close_when_empty: bool,
@@ -189,7 +190,8 @@ impl Link {
                 .take(64)
                 .enumerate()
                 .map(|(i, f)| {
-                    let part = if i == 0 { &f[ob.offset..] } else { &f[..] };
+                    let f = f.bytes();
+                    let part = if i == 0 { &f[ob.offset..] } else { f };
                     libc::iovec {
                         iov_base: part.as_ptr() as *mut libc::c_void,
                         iov_len: part.len(),
@@ -215,7 +217,7 @@ impl Link {
             }
             let mut n = n as usize;
             while n > 0 {
-                let left = ob.frames[0].len() - ob.offset;
+                let left = ob.frames[0].bytes().len() - ob.offset;
                 if n >= left {
                     n -= left;
                     ob.frames.pop_front();
@@ -284,17 +286,15 @@ impl Shared {
                 if items.is_empty() {
                     continue;
                 }
-                let size: usize = items.iter().map(|it| it.args.len() + 12).sum();
-                let mut w = FrameWriter::new(Vec::with_capacity(size + 40));
-                w.begin_task(&self.config.build_id, trampoline);
-                for it in &items {
-                    w.item(it.delivery.id(), &it.args);
-                }
-                w.end();
+                let calls: Vec<(u64, Arc<Encoded>)> = items
+                    .iter()
+                    .map(|it| (it.delivery.id(), it.args.clone()))
+                    .collect();
+                let pieces = task_frame(&self.config.build_id, trampoline, &calls);
                 let Some(book) = st.slots[i].as_mut() else {
                     break;
                 };
-                lock(&book.link.outbox).frames.push_back(w.into_inner());
+                lock(&book.link.outbox).frames.extend(pieces);
                 book.sent += items.len();
                 book.in_flight.push_back(Batch { trampoline, items });
                 if !touched.iter().any(|l| Arc::ptr_eq(l, &book.link)) {
@@ -360,7 +360,9 @@ impl Shared {
         if let Some((trampoline, args)) = &self.config.init {
             let mut w = FrameWriter::new(Vec::new());
             w.init(&self.config.build_id, *trampoline, args);
-            lock(&link.outbox).frames.push_back(w.into_inner());
+            lock(&link.outbox)
+                .frames
+                .push_back(Piece::Own(w.into_inner()));
         }
         st.slots[slot] = Some(WorkerBook {
             pid,
@@ -698,24 +700,23 @@ impl ProcessPool {
         let mut futures = Vec::with_capacity(batch.len());
         for args in batch {
             let (future, promise) = pair::<R>();
-            let mut bytes = Vec::new();
-            let encoded = ship::encode(&args, &mut bytes).and_then(|()| {
-                if bytes.len() > MAX_FRAME / 2 {
+            let encoded = ship::encode_owned(args).and_then(|e| {
+                if e.len() > MAX_FRAME / 2 {
                     Err(Error::Codec {
                         type_name: std::any::type_name::<Args>().into(),
                         message: format!(
                             "encoded arguments take {} bytes, over the {} byte limit",
-                            bytes.len(),
+                            e.len(),
                             MAX_FRAME / 2
                         ),
                     })
                 } else {
-                    Ok(())
+                    Ok(e)
                 }
             });
             match encoded {
-                Ok(()) => items.push(Item {
-                    args: bytes,
+                Ok(e) => items.push(Item {
+                    args: Arc::new(e),
                     delivery: Box::new(promise),
                 }),
                 Err(e) => promise.set_error(e),

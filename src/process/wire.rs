@@ -14,9 +14,10 @@
 //!                 INIT_FAILED  len:u32 WireError[len]
 //! ```
 
-use crate::ship::{BuildId, WireError};
+use crate::ship::{BuildId, Encoded, WireError};
 use std::fmt;
 use std::ops::Range;
+use std::sync::Arc;
 
 /// The largest frame either side accepts (1 GiB).
 pub const MAX_FRAME: usize = 1 << 30;
@@ -208,14 +209,6 @@ impl FrameWriter {
         self.buf.extend_from_slice(&[0, 0, 0, 0, kind]);
     }
 
-    /// Starts a TASK frame; add items with [`FrameWriter::item`].
-    pub(crate) fn begin_task(&mut self, build_id: &BuildId, trampoline: u64) {
-        self.begin(TASK);
-        self.buf.extend_from_slice(build_id);
-        self.buf.extend_from_slice(&trampoline.to_le_bytes());
-        self.begin_count();
-    }
-
     /// Starts a DONE frame; add outcomes with [`FrameWriter::outcome`].
     pub(crate) fn begin_done(&mut self) {
         self.begin(DONE);
@@ -226,13 +219,6 @@ impl FrameWriter {
         self.count_at = Some(self.buf.len());
         self.count = 0;
         self.buf.extend_from_slice(&[0; 4]);
-    }
-
-    /// Adds one call to a TASK frame.
-    pub(crate) fn item(&mut self, id: u64, args: &[u8]) {
-        self.count += 1;
-        self.buf.extend_from_slice(&id.to_le_bytes());
-        self.put_bytes(args);
     }
 
     /// Adds one outcome to a DONE frame; `fill` appends the output bytes
@@ -298,6 +284,66 @@ impl FrameWriter {
     }
 }
 
+/// A contiguous piece of outgoing bytes: frame headers the pool owns, or the
+/// encoded arguments of a call, shared with the call's in-flight record.
+pub(crate) enum Piece {
+    Own(Vec<u8>),
+    Head(Arc<Encoded>),
+    Body(Arc<Encoded>),
+}
+
+impl Piece {
+    pub(crate) fn bytes(&self) -> &[u8] {
+        match self {
+            Piece::Own(v) => v,
+            Piece::Head(e) => &e.head,
+            Piece::Body(e) => &e.body,
+        }
+    }
+}
+
+/// Arguments at least this large are written from their own buffer, not copied.
+const SHARE_AT: usize = 64 * 1024;
+
+/// Lays out a TASK frame as pieces ready for `writev`.
+pub(crate) fn task_frame(
+    build_id: &BuildId,
+    trampoline: u64,
+    items: &[(u64, Arc<Encoded>)],
+) -> Vec<Piece> {
+    let body_len = 1 + 16 + 8 + 4 + items.iter().map(|(_, e)| 12 + e.len()).sum::<usize>();
+    let inline: usize = items
+        .iter()
+        .map(|(_, e)| e.len())
+        .filter(|&n| n < SHARE_AT)
+        .sum();
+    let mut pieces = Vec::new();
+    let mut cur = Vec::with_capacity(33 + 12 * items.len() + inline);
+    cur.extend_from_slice(&(body_len as u32).to_le_bytes());
+    cur.push(TASK);
+    cur.extend_from_slice(build_id);
+    cur.extend_from_slice(&trampoline.to_le_bytes());
+    cur.extend_from_slice(&(items.len() as u32).to_le_bytes());
+    for (id, args) in items {
+        cur.extend_from_slice(&id.to_le_bytes());
+        cur.extend_from_slice(&(args.len() as u32).to_le_bytes());
+        if args.len() < SHARE_AT {
+            cur.extend_from_slice(&args.head);
+            cur.extend_from_slice(&args.body);
+        } else {
+            pieces.push(Piece::Own(std::mem::take(&mut cur)));
+            pieces.push(Piece::Head(args.clone()));
+            if !args.body.is_empty() {
+                pieces.push(Piece::Body(args.clone()));
+            }
+        }
+    }
+    if !cur.is_empty() {
+        pieces.push(Piece::Own(cur));
+    }
+    pieces
+}
+
 /// Accumulates bytes read from a pipe and splits them into frames.
 pub(crate) struct FrameBuf {
     buf: Vec<u8>,
@@ -328,7 +374,7 @@ impl FrameBuf {
                 .max(64 * 1024),
             None => 64 * 1024,
         };
-        self.buf.reserve(want);
+        crate::ship::reserve_large(&mut self.buf, want);
         let spare = self.buf.capacity() - self.buf.len();
         let len = self.buf.len();
         // SAFETY: we read at most `spare` bytes into the vector's spare
@@ -388,6 +434,13 @@ impl FrameBuf {
 mod tests {
     use super::*;
 
+    fn join(pieces: &[Piece]) -> Vec<u8> {
+        pieces
+            .iter()
+            .flat_map(|p| p.bytes().iter().copied())
+            .collect()
+    }
+
     fn body(buf: &[u8]) -> &[u8] {
         let len = u32::from_le_bytes(buf[0..4].try_into().unwrap()) as usize;
         assert_eq!(len, buf.len() - 4);
@@ -396,18 +449,33 @@ mod tests {
 
     #[test]
     fn task_round_trip() {
-        let mut w = FrameWriter::new(Vec::new());
-        w.begin_task(&[7; 16], 0x1234);
-        w.item(1, b"abc");
-        w.item(2, b"");
-        w.end();
-        let buf = w.into_inner();
+        let big = vec![9u8; SHARE_AT + 1];
+        let items = vec![
+            (
+                1,
+                Arc::new(Encoded {
+                    head: b"abc".to_vec(),
+                    body: Vec::new(),
+                }),
+            ),
+            (2, Arc::new(Encoded::default())),
+            (
+                3,
+                Arc::new(Encoded {
+                    head: vec![1],
+                    body: big.clone(),
+                }),
+            ),
+        ];
+        let buf = join(&task_frame(&[7; 16], 0x1234, &items));
+        let mut third = vec![1];
+        third.extend_from_slice(&big);
         assert_eq!(
             decode_frame(body(&buf)).unwrap(),
             Frame::Task {
                 build_id: [7; 16],
                 trampoline: 0x1234,
-                items: vec![(1, &b"abc"[..]), (2, &b""[..])]
+                items: vec![(1, &b"abc"[..]), (2, &b""[..]), (3, &third[..])]
             }
         );
     }
@@ -451,11 +519,14 @@ mod tests {
         // DONE claiming 4 billion records in a short frame.
         assert!(decode_frame(&[DONE, 255, 255, 255, 255, 0]).is_err());
         // TASK with a truncated item.
-        let mut w = FrameWriter::new(Vec::new());
-        w.begin_task(&[0; 16], 1);
-        w.item(1, b"abcdef");
-        w.end();
-        let buf = w.into_inner();
+        let items = vec![(
+            1,
+            Arc::new(Encoded {
+                head: b"abcdef".to_vec(),
+                body: Vec::new(),
+            }),
+        )];
+        let buf = join(&task_frame(&[0; 16], 1, &items));
         assert!(decode_frame(&body(&buf)[..body(&buf).len() - 2]).is_err());
         // Trailing garbage.
         let mut long = body(&buf).to_vec();

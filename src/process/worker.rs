@@ -149,7 +149,8 @@ fn serve(input: RawFd, output: RawFd) -> i32 {
             return 7;
         }
         reply.clear();
-        if reply.capacity() > 4 << 20 {
+        // Keep a large reply buffer warm for the next large result, up to a bound.
+        if reply.capacity() > 256 << 20 {
             reply = Vec::with_capacity(64 * 1024);
         }
         if !keep_going {
