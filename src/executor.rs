@@ -53,7 +53,11 @@ impl MapOptions {
     pub fn chunksize(mut self, chunksize: usize) -> Self {
         // An explicit 0 is an error, but the field's 0 (its default) means 1;
         // remember the explicit 0 as a value no caller would choose.
-        self.chunksize = if chunksize == 0 { EXPLICIT_ZERO } else { chunksize };
+        self.chunksize = if chunksize == 0 {
+            EXPLICIT_ZERO
+        } else {
+            chunksize
+        };
         self
     }
 
@@ -182,7 +186,14 @@ pub trait Executor: Send + Sync {
         let chunksize = check_chunksize(&opts)?;
         let submitter = self.submitter(f);
         let items = items.into_iter().map(|a| (a,));
-        Map::start(submitter, items, chunksize, opts.buffersize, started, opts.timeout)
+        Map::start(
+            submitter,
+            items,
+            chunksize,
+            opts.buffersize,
+            started,
+            opts.timeout,
+        )
     }
 
     /// Like [`Executor::map`], but each item is a tuple of arguments.
@@ -313,7 +324,9 @@ impl<R> Map<R> {
     /// Pulls input until `target` items are in flight or the input ends.
     fn fill(&mut self, target: usize) {
         while self.queue.len() < target {
-            let Some(refill) = self.refill.as_mut() else { return };
+            let Some(refill) = self.refill.as_mut() else {
+                return;
+            };
             match refill() {
                 Some(Ok(fs)) => self.queue.extend(fs),
                 Some(Err(e)) => {

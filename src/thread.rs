@@ -76,7 +76,12 @@ impl Shared {
     }
 
     fn shutdown(&self, wait: bool, cancel_futures: bool) {
-        drop(self.sender.write().unwrap_or_else(|p| p.into_inner()).take());
+        drop(
+            self.sender
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
         if cancel_futures {
             while let Ok(job) = self.receiver.try_recv() {
                 job.fail(Error::Cancelled);
@@ -84,7 +89,8 @@ impl Shared {
         }
         if wait {
             let me = std::thread::current().id();
-            let handles = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+            let handles =
+                std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
             for handle in handles {
                 // A task that shuts down its own pool cannot wait for itself.
                 if handle.thread().id() != me {
@@ -316,7 +322,11 @@ impl ThreadPoolBuilder {
                 .name(format!("{prefix}-{i}"))
                 .spawn(move || worker_loop(&shared_w, receiver_w, init));
             match spawned {
-                Ok(handle) => shared.threads.lock().unwrap_or_else(|p| p.into_inner()).push(handle),
+                Ok(handle) => shared
+                    .threads
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(handle),
                 Err(e) => {
                     // `pool` is dropped here, which shuts down the threads started so far.
                     return Err(Error::Broken {
