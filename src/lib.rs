@@ -61,6 +61,7 @@
 
 #![warn(missing_docs)]
 
+mod any;
 mod error;
 mod executor;
 mod future;
@@ -73,6 +74,7 @@ mod task;
 mod thread;
 mod wait;
 
+pub use any::AnyExecutor;
 pub use error::{Error, Result};
 #[doc(hidden)]
 pub use executor::Submitter;
