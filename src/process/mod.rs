@@ -654,6 +654,29 @@ fn handle_frame(
 /// let squares: Vec<u64> = pool.map(square, 0..5).unwrap().map(Result::unwrap).collect();
 /// assert_eq!(squares, [0, 1, 4, 9, 16]);
 /// ```
+///
+/// A closure that captures variables cannot be shipped to another process;
+/// it is rejected when the program is built (pass the values as arguments):
+///
+/// ```compile_fail
+/// use fanout::{Executor, ProcessPool};
+/// let pool = ProcessPool::new(1).unwrap();
+/// let offset = 10u64;
+/// let f = pool.submit(move |x: u64| x + offset, (1,)); // error: captures `offset`
+/// ```
+///
+/// # How workers start, and the limits
+///
+/// The crate puts a constructor in `.init_array`; it runs before `main` in
+/// every process linking fanout and returns at once unless the process was
+/// started as a worker (an environment variable names its two pipes). So a
+/// re-executed binary, example or test harness serves calls without ever
+/// reaching `main`, and no setup call is needed. Limits: Linux only; the
+/// worker is the *same build* (every frame carries the build id, and a
+/// worker refuses calls from another); constructors of other libraries still
+/// run in workers; with [`StartMethod::Fork`] the child is a copy of a
+/// multi-threaded process (see there). Large `Vec<u8>` arguments and results
+/// travel without serde's per-byte overhead.
 pub struct ProcessPool {
     shared: Arc<Shared>,
 }
