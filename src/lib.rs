@@ -68,6 +68,8 @@ mod future;
 mod panic;
 #[cfg(target_os = "linux")]
 mod process;
+#[cfg(feature = "progress")]
+mod progress;
 mod ship;
 mod sync;
 mod task;
@@ -86,6 +88,8 @@ pub use future::{wrap_future, Future, State};
 pub use process::wire as __wire;
 #[cfg(target_os = "linux")]
 pub use process::{ProcessPool, ProcessPoolBuilder, StartMethod};
+#[cfg(feature = "progress")]
+pub use progress::{progress, Progress, ProgressExt};
 pub use task::{Payload, Task};
 pub use thread::{ThreadPool, ThreadPoolBuilder};
 pub use wait::{as_completed, wait, AsCompleted, Done, ReturnWhen};
