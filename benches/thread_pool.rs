@@ -1,1 +1,940 @@
-fn main() {}
+//! Thread-pool benchmarks: fanout's `ThreadPool` against its peers, all with 2 workers.
+//!
+//! ```text
+//! cargo bench --bench thread_pool                      # everything, markdown tables on stdout
+//! cargo bench --bench thread_pool -- latency           # only rows whose "workload/peer" contains "latency"
+//! cargo bench --bench thread_pool -- --repeats 9 map   # more repeats
+//! FANOUT_BENCH_QUICK=1 cargo bench --bench thread_pool # smoke run (also: `--test`, or `cargo test --benches`)
+//! ```
+//!
+//! Workloads (see BENCHMARKS.md for the numbers and how to read them):
+//!
+//! * **throughput** — submit N trivial tasks (`add(i, 1)`), then collect every result.
+//! * **latency** — one submit → result round trip on an idle pool, repeated; p50 and p99.
+//! * **map** — `map(square, 0..N)` and consume every result.
+//!
+//! Every peer runs in the same process run, interleaved (each repeat rotates the
+//! order), and every figure is the median over the repeats; ratios compare
+//! peers from the same run. Pools are built and warmed up before the clock starts.
+//!
+//! Cargo runs this binary with `--bench` under `cargo bench` and with no
+//! argument under `cargo test --benches`; without `--bench`, a run started by
+//! cargo is a smoke test (tiny sizes, one repeat, well under 2 s).
+
+use fanout::{Executor, ThreadPool};
+use rayon::prelude::*;
+use std::hint::black_box;
+use std::path::Path;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const WORKERS: usize = 2;
+
+fn add(a: u64, b: u64) -> u64 {
+    a + b
+}
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// Sum of `add(i, 1)` for `i` in `0..n`.
+fn expected_add_sum(n: u64) -> u64 {
+    n * (n - 1) / 2 + n
+}
+
+/// Sum of `square(i)` for `i` in `0..n`.
+fn expected_square_sum(n: u64) -> u64 {
+    (n - 1) * n * (2 * n - 1) / 6
+}
+
+// ---------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------
+
+struct Config {
+    quick: bool,
+    repeats: usize,
+    /// Substrings; a row runs if its "workload/peer" id contains any of them.
+    filters: Vec<String>,
+    throughput_tasks: u64,
+    /// For the slow peers (a thread per task, Python).
+    throughput_tasks_slow: u64,
+    latency_samples: usize,
+    latency_warmup: usize,
+    latency_samples_slow: usize,
+    map_items: u64,
+    map_items_python: u64,
+}
+
+impl Config {
+    fn from_env() -> Config {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let bench_flag = args.iter().any(|a| a == "--bench");
+        let test_flag = args.iter().any(|a| a == "--test");
+        let started_by_cargo = std::env::var_os("CARGO_MANIFEST_DIR").is_some();
+        let quick = test_flag
+            || std::env::var_os("FANOUT_BENCH_QUICK").is_some()
+            || (!bench_flag && started_by_cargo);
+        let mut repeats = if quick { 1 } else { 7 };
+        let mut filters = Vec::new();
+        let mut rest = args.iter();
+        while let Some(arg) = rest.next() {
+            match arg.as_str() {
+                "--repeats" => {
+                    repeats = rest
+                        .next()
+                        .and_then(|r| r.parse().ok())
+                        .filter(|&r| r > 0)
+                        .expect("--repeats needs a positive number");
+                }
+                a if a.starts_with('-') => {} // --bench, --test and cargo's other flags
+                a => filters.push(a.to_string()),
+            }
+        }
+        if quick {
+            Config {
+                quick,
+                repeats,
+                filters,
+                throughput_tasks: 1_000,
+                throughput_tasks_slow: 100,
+                latency_samples: 100,
+                latency_warmup: 10,
+                latency_samples_slow: 20,
+                map_items: 2_000,
+                map_items_python: 200,
+            }
+        } else {
+            Config {
+                quick,
+                repeats,
+                filters,
+                throughput_tasks: 200_000,
+                throughput_tasks_slow: 20_000,
+                latency_samples: 20_000,
+                latency_warmup: 2_000,
+                latency_samples_slow: 2_000,
+                map_items: 1_000_000,
+                map_items_python: 50_000,
+            }
+        }
+    }
+
+    fn selected(&self, id: &str) -> bool {
+        self.filters.is_empty() || self.filters.iter().any(|f| id.contains(f.as_str()))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Measurements
+// ---------------------------------------------------------------------------
+
+/// One repeat of one peer.
+enum Sample {
+    /// Wall time for `n` tasks or items.
+    Elapsed(Duration),
+    /// Sorted per-round-trip times in nanoseconds.
+    RoundTrips(Vec<u64>),
+}
+
+type Run = fn(&Config) -> Option<Sample>;
+
+struct Peer {
+    name: &'static str,
+    /// How many tasks/items/samples one repeat uses (for the table).
+    size: fn(&Config) -> u64,
+    run: Run,
+}
+
+struct Row {
+    name: &'static str,
+    size: u64,
+    /// Median over repeats: tasks/s for rates, (p50, p99) in µs for latency.
+    median: Option<f64>,
+    median_p99: Option<f64>,
+    spread: Option<(f64, f64)>,
+}
+
+fn median(values: &mut [f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(|a, b| a.total_cmp(b));
+    let mid = values.len() / 2;
+    Some(if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    })
+}
+
+fn percentile_us(sorted_ns: &[u64], pct: f64) -> f64 {
+    let idx =
+        ((sorted_ns.len() as f64 * pct / 100.0).ceil() as usize).clamp(1, sorted_ns.len()) - 1;
+    sorted_ns[idx] as f64 / 1_000.0
+}
+
+/// Runs every selected peer `repeats` times, interleaved, and reduces to medians.
+fn measure(cfg: &Config, workload: &str, peers: &[Peer]) -> Vec<Row> {
+    let selected: Vec<&Peer> = peers
+        .iter()
+        .filter(|p| cfg.selected(&format!("{workload}/{}", p.name)))
+        .collect();
+    let mut firsts: Vec<Vec<f64>> = vec![Vec::new(); selected.len()];
+    let mut seconds: Vec<Vec<f64>> = vec![Vec::new(); selected.len()];
+    for rep in 0..cfg.repeats {
+        for k in 0..selected.len() {
+            let i = (k + rep) % selected.len();
+            let peer = selected[i];
+            let size = (peer.size)(cfg);
+            match (peer.run)(cfg) {
+                Some(Sample::Elapsed(d)) => {
+                    let rate = size as f64 / d.as_secs_f64();
+                    eprintln!("  {workload}/{}: repeat {rep}: {rate:.0} /s", peer.name);
+                    firsts[i].push(rate);
+                }
+                Some(Sample::RoundTrips(ns)) => {
+                    let (p50, p99) = (percentile_us(&ns, 50.0), percentile_us(&ns, 99.0));
+                    eprintln!(
+                        "  {workload}/{}: repeat {rep}: p50 {p50:.1} µs, p99 {p99:.1} µs",
+                        peer.name
+                    );
+                    firsts[i].push(p50);
+                    seconds[i].push(p99);
+                }
+                None => eprintln!("  {workload}/{}: repeat {rep}: unavailable", peer.name),
+            }
+        }
+    }
+    selected
+        .iter()
+        .enumerate()
+        .map(|(i, peer)| {
+            let spread = firsts[i]
+                .iter()
+                .copied()
+                .fold(None, |acc: Option<(f64, f64)>, v| {
+                    Some(acc.map_or((v, v), |(lo, hi)| (lo.min(v), hi.max(v))))
+                });
+            Row {
+                name: peer.name,
+                size: (peer.size)(cfg),
+                median: median(&mut firsts[i]),
+                median_p99: median(&mut seconds[i]),
+                spread,
+            }
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Peers: pools
+// ---------------------------------------------------------------------------
+
+fn fanout_pool() -> ThreadPool {
+    let pool = ThreadPool::new(WORKERS).expect("fanout pool");
+    for f in (0..100)
+        .map(|i| pool.submit(add, (i, 1)).unwrap())
+        .collect::<Vec<_>>()
+    {
+        f.result().unwrap();
+    }
+    pool
+}
+
+fn rayon_pool() -> rayon::ThreadPool {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(WORKERS)
+        .build()
+        .expect("rayon pool");
+    for rx in (0..100).map(|i| rayon_submit(&pool, i)).collect::<Vec<_>>() {
+        rx.recv().unwrap();
+    }
+    pool
+}
+
+fn rayon_submit(pool: &rayon::ThreadPool, i: u64) -> oneshot::Receiver<u64> {
+    let (tx, rx) = oneshot::channel();
+    pool.spawn(move || {
+        let _ = tx.send(add(i, 1));
+    });
+    rx
+}
+
+fn threadpool_pool() -> threadpool::ThreadPool {
+    let pool = threadpool::ThreadPool::new(WORKERS);
+    for rx in (0..100)
+        .map(|i| threadpool_submit(&pool, i))
+        .collect::<Vec<_>>()
+    {
+        rx.recv().unwrap();
+    }
+    pool
+}
+
+fn threadpool_submit(pool: &threadpool::ThreadPool, i: u64) -> oneshot::Receiver<u64> {
+    let (tx, rx) = oneshot::channel();
+    pool.execute(move || {
+        let _ = tx.send(add(i, 1));
+    });
+    rx
+}
+
+fn tokio_runtime() -> tokio::runtime::Runtime {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKERS)
+        .max_blocking_threads(WORKERS)
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async {
+        let hs: Vec<_> = (0..100u64)
+            .map(|i| tokio::task::spawn_blocking(move || add(i, 1)))
+            .collect();
+        for h in hs {
+            h.await.unwrap();
+        }
+    });
+    rt
+}
+
+// ---------------------------------------------------------------------------
+// (a) throughput
+// ---------------------------------------------------------------------------
+
+fn throughput_fanout(cfg: &Config) -> Option<Sample> {
+    let n = cfg.throughput_tasks;
+    let pool = fanout_pool();
+    let start = Instant::now();
+    let fs: Vec<_> = (0..n).map(|i| pool.submit(add, (i, 1)).unwrap()).collect();
+    let total: u64 = fs.into_iter().map(|f| f.result().unwrap()).sum();
+    let elapsed = start.elapsed();
+    assert_eq!(total, expected_add_sum(n));
+    Some(Sample::Elapsed(elapsed))
+}
+
+fn throughput_rayon(cfg: &Config) -> Option<Sample> {
+    let n = cfg.throughput_tasks;
+    let pool = rayon_pool();
+    let start = Instant::now();
+    let rxs: Vec<_> = (0..n).map(|i| rayon_submit(&pool, i)).collect();
+    let total: u64 = rxs.into_iter().map(|rx| rx.recv().unwrap()).sum();
+    let elapsed = start.elapsed();
+    assert_eq!(total, expected_add_sum(n));
+    Some(Sample::Elapsed(elapsed))
+}
+
+fn throughput_threadpool(cfg: &Config) -> Option<Sample> {
+    let n = cfg.throughput_tasks;
+    let pool = threadpool_pool();
+    let start = Instant::now();
+    let rxs: Vec<_> = (0..n).map(|i| threadpool_submit(&pool, i)).collect();
+    let total: u64 = rxs.into_iter().map(|rx| rx.recv().unwrap()).sum();
+    let elapsed = start.elapsed();
+    assert_eq!(total, expected_add_sum(n));
+    pool.join();
+    Some(Sample::Elapsed(elapsed))
+}
+
+fn throughput_threadpool_shared(cfg: &Config) -> Option<Sample> {
+    let n = cfg.throughput_tasks;
+    let pool = threadpool_pool();
+    let start = Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    for i in 0..n {
+        let tx = tx.clone();
+        pool.execute(move || {
+            let _ = tx.send(add(i, 1));
+        });
+    }
+    drop(tx);
+    let total: u64 = rx.iter().take(n as usize).sum();
+    let elapsed = start.elapsed();
+    assert_eq!(total, expected_add_sum(n));
+    pool.join();
+    Some(Sample::Elapsed(elapsed))
+}
+
+fn throughput_tokio(cfg: &Config) -> Option<Sample> {
+    let n = cfg.throughput_tasks;
+    let rt = tokio_runtime();
+    let start = Instant::now();
+    let total = rt.block_on(async {
+        let hs: Vec<_> = (0..n)
+            .map(|i| tokio::task::spawn_blocking(move || add(i, 1)))
+            .collect();
+        let mut total = 0;
+        for h in hs {
+            total += h.await.unwrap();
+        }
+        total
+    });
+    let elapsed = start.elapsed();
+    assert_eq!(total, expected_add_sum(n));
+    Some(Sample::Elapsed(elapsed))
+}
+
+fn throughput_std_thread(cfg: &Config) -> Option<Sample> {
+    let n = cfg.throughput_tasks_slow;
+    let start = Instant::now();
+    let hs: Vec<_> = (0..n)
+        .map(|i| std::thread::spawn(move || add(i, 1)))
+        .collect();
+    let total: u64 = hs.into_iter().map(|h| h.join().unwrap()).sum();
+    let elapsed = start.elapsed();
+    assert_eq!(total, expected_add_sum(n));
+    Some(Sample::Elapsed(elapsed))
+}
+
+fn throughput_python(cfg: &Config) -> Option<Sample> {
+    let out = python(&["throughput", &cfg.throughput_tasks_slow.to_string()])?;
+    json_number(&out, "seconds").map(|s| Sample::Elapsed(Duration::from_secs_f64(s)))
+}
+
+// ---------------------------------------------------------------------------
+// (b) latency
+// ---------------------------------------------------------------------------
+
+/// Times `samples` round trips after `warmup` untimed ones; sorted nanoseconds.
+fn round_trips(warmup: usize, samples: usize, mut round_trip: impl FnMut(u64) -> u64) -> Vec<u64> {
+    for i in 0..warmup {
+        black_box(round_trip(i as u64));
+    }
+    let mut ns = Vec::with_capacity(samples);
+    for i in 0..samples {
+        let start = Instant::now();
+        black_box(round_trip(i as u64));
+        ns.push(start.elapsed().as_nanos() as u64);
+    }
+    ns.sort_unstable();
+    ns
+}
+
+fn latency_fanout(cfg: &Config) -> Option<Sample> {
+    let pool = fanout_pool();
+    Some(Sample::RoundTrips(round_trips(
+        cfg.latency_warmup,
+        cfg.latency_samples,
+        |i| pool.submit(add, (i, 1)).unwrap().result().unwrap(),
+    )))
+}
+
+fn latency_rayon(cfg: &Config) -> Option<Sample> {
+    let pool = rayon_pool();
+    Some(Sample::RoundTrips(round_trips(
+        cfg.latency_warmup,
+        cfg.latency_samples,
+        |i| rayon_submit(&pool, i).recv().unwrap(),
+    )))
+}
+
+fn latency_threadpool(cfg: &Config) -> Option<Sample> {
+    let pool = threadpool_pool();
+    let ns = round_trips(cfg.latency_warmup, cfg.latency_samples, |i| {
+        threadpool_submit(&pool, i).recv().unwrap()
+    });
+    pool.join();
+    Some(Sample::RoundTrips(ns))
+}
+
+/// Measured from inside the runtime: one `block_on` on the main thread runs
+/// the whole loop, and each sample is `spawn_blocking(..).await`.
+fn latency_tokio(cfg: &Config) -> Option<Sample> {
+    let rt = tokio_runtime();
+    let (warmup, samples) = (cfg.latency_warmup, cfg.latency_samples);
+    let ns = rt.block_on(async move {
+        for i in 0..warmup as u64 {
+            black_box(
+                tokio::task::spawn_blocking(move || add(i, 1))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let mut ns = Vec::with_capacity(samples);
+        for i in 0..samples as u64 {
+            let start = Instant::now();
+            black_box(
+                tokio::task::spawn_blocking(move || add(i, 1))
+                    .await
+                    .unwrap(),
+            );
+            ns.push(start.elapsed().as_nanos() as u64);
+        }
+        ns
+    });
+    let mut ns = ns;
+    ns.sort_unstable();
+    Some(Sample::RoundTrips(ns))
+}
+
+/// Like [`latency_tokio`], but `block_on` per round trip from the main thread
+/// (what a synchronous caller of tokio would write).
+fn latency_tokio_block_on(cfg: &Config) -> Option<Sample> {
+    let rt = tokio_runtime();
+    Some(Sample::RoundTrips(round_trips(
+        cfg.latency_warmup,
+        cfg.latency_samples,
+        |i| rt.block_on(rt.spawn_blocking(move || add(i, 1))).unwrap(),
+    )))
+}
+
+fn latency_std_thread(cfg: &Config) -> Option<Sample> {
+    Some(Sample::RoundTrips(round_trips(
+        cfg.latency_warmup / 10,
+        cfg.latency_samples_slow,
+        |i| std::thread::spawn(move || add(i, 1)).join().unwrap(),
+    )))
+}
+
+fn latency_python(cfg: &Config) -> Option<Sample> {
+    let out = python(&[
+        "latency",
+        &cfg.latency_samples.to_string(),
+        &cfg.latency_warmup.to_string(),
+    ])?;
+    json_u64_array(&out, "samples_ns").map(|mut ns| {
+        ns.sort_unstable();
+        Sample::RoundTrips(ns)
+    })
+}
+
+// ---------------------------------------------------------------------------
+// (c) map
+// ---------------------------------------------------------------------------
+
+fn map_fanout(cfg: &Config) -> Option<Sample> {
+    let n = cfg.map_items;
+    let pool = fanout_pool();
+    let start = Instant::now();
+    let total: u64 = pool.map(square, 0..n).unwrap().map(|r| r.unwrap()).sum();
+    let elapsed = start.elapsed();
+    assert_eq!(total, expected_square_sum(n));
+    Some(Sample::Elapsed(elapsed))
+}
+
+fn map_rayon(cfg: &Config) -> Option<Sample> {
+    let n = cfg.map_items;
+    let pool = rayon_pool();
+    let start = Instant::now();
+    let out: Vec<u64> = pool.install(|| (0..n).into_par_iter().map(square).collect());
+    let total: u64 = out.iter().sum();
+    let elapsed = start.elapsed();
+    assert_eq!(total, expected_square_sum(n));
+    Some(Sample::Elapsed(elapsed))
+}
+
+/// The per-item analog of fanout's map: one rayon spawn and one oneshot per item.
+fn map_rayon_spawn(cfg: &Config) -> Option<Sample> {
+    let n = cfg.map_items;
+    let pool = rayon_pool();
+    let start = Instant::now();
+    let rxs: Vec<_> = (0..n)
+        .map(|i| {
+            let (tx, rx) = oneshot::channel();
+            pool.spawn(move || {
+                let _ = tx.send(square(i));
+            });
+            rx
+        })
+        .collect();
+    let total: u64 = rxs.into_iter().map(|rx| rx.recv().unwrap()).sum();
+    let elapsed = start.elapsed();
+    assert_eq!(total, expected_square_sum(n));
+    Some(Sample::Elapsed(elapsed))
+}
+
+fn map_python(cfg: &Config) -> Option<Sample> {
+    let out = python(&["map", &cfg.map_items_python.to_string()])?;
+    json_number(&out, "seconds").map(|s| Sample::Elapsed(Duration::from_secs_f64(s)))
+}
+
+// ---------------------------------------------------------------------------
+// Python
+// ---------------------------------------------------------------------------
+
+/// Runs benches/py/thread_pool.py with `args`; its one JSON line, or `None`
+/// (with a note on stderr) when python3 is missing or the script fails.
+fn python(args: &[&str]) -> Option<String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/py/thread_pool.py");
+    let output = match Command::new(python_executable())
+        .arg(&script)
+        .args(args)
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("  python3 not runnable ({e}); skipping the Python peer");
+            return None;
+        }
+    };
+    if !output.status.success() {
+        eprintln!(
+            "  {} {args:?} failed ({}): {}",
+            script.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        return None;
+    }
+    String::from_utf8(output.stdout)
+        .ok()?
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .map(str::to_owned)
+}
+
+/// The 1-minute load average, to judge how noisy a run was.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// The interpreter behind `python3`, resolved once: `python3` may be a shim
+/// (pyenv) that costs a shell script per start.
+fn python_executable() -> &'static str {
+    static EXE: OnceLock<String> = OnceLock::new();
+    EXE.get_or_init(|| {
+        Command::new("python3")
+            .args(["-c", "import sys; print(sys.executable)"])
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "python3".into())
+    })
+}
+
+fn python_version() -> Option<String> {
+    let out = Command::new(python_executable())
+        .arg("--version")
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (!text.is_empty()).then_some(text)
+}
+
+/// The text after `"key":` in a flat JSON object (enough for our own output).
+fn json_value<'a>(json: &'a str, key: &str) -> Option<&'a str> {
+    let pattern = format!("\"{key}\":");
+    let at = json.find(&pattern)? + pattern.len();
+    Some(json[at..].trim_start())
+}
+
+fn json_number(json: &str, key: &str) -> Option<f64> {
+    let value = json_value(json, key)?;
+    let end = value.find([',', '}']).unwrap_or(value.len());
+    value[..end].trim().parse().ok()
+}
+
+fn json_u64_array(json: &str, key: &str) -> Option<Vec<u64>> {
+    let value = json_value(json, key)?.strip_prefix('[')?;
+    let body = &value[..value.find(']')?];
+    body.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse().ok())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Report
+// ---------------------------------------------------------------------------
+
+fn fmt_count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push('_');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn fmt_rate(rate: f64) -> String {
+    if rate >= 1e6 {
+        format!("{:.2} M/s", rate / 1e6)
+    } else if rate >= 1e3 {
+        format!("{:.1} k/s", rate / 1e3)
+    } else {
+        format!("{rate:.0} /s")
+    }
+}
+
+fn fmt_ratio(r: f64) -> String {
+    if r >= 10.0 {
+        format!("{r:.0}×")
+    } else if r >= 0.1 {
+        format!("{r:.2}×")
+    } else {
+        format!("{r:.4}×")
+    }
+}
+
+fn fanout_row(rows: &[Row]) -> Option<&Row> {
+    rows.iter().find(|r| r.name.starts_with("fanout"))
+}
+
+/// Prints a rate table; returns fanout's speed ratio over each peer.
+fn print_rate_table(title: &str, unit: &str, rows: &[Row]) -> Vec<(&'static str, f64)> {
+    println!("### {title}\n");
+    println!("| peer | {unit} per repeat | median rate | min – max | fanout ÷ peer |");
+    println!("|---|---:|---:|---:|---:|");
+    let base = fanout_row(rows).and_then(|r| r.median);
+    let mut ratios = Vec::new();
+    for row in rows {
+        let (rate, spread) = match (row.median, row.spread) {
+            (Some(m), Some((lo, hi))) => {
+                (fmt_rate(m), format!("{} – {}", fmt_rate(lo), fmt_rate(hi)))
+            }
+            _ => ("n/a".into(), "n/a".into()),
+        };
+        let ratio = match (base, row.median) {
+            (Some(b), Some(m)) => {
+                ratios.push((row.name, b / m));
+                fmt_ratio(b / m)
+            }
+            _ => "n/a".into(),
+        };
+        println!(
+            "| {} | {} | {rate} | {spread} | {ratio} |",
+            row.name,
+            fmt_count(row.size)
+        );
+    }
+    println!();
+    ratios
+}
+
+/// Prints the latency table; returns peer p50 ÷ fanout p50 for each peer.
+fn print_latency_table(rows: &[Row]) -> Vec<(&'static str, f64)> {
+    println!("### (b) Latency: one submit → result round trip on an idle pool\n");
+    println!(
+        "| peer | samples per repeat | p50 µs | p99 µs | p50 min – max | peer p50 ÷ fanout p50 |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    let base = fanout_row(rows).and_then(|r| r.median);
+    let mut ratios = Vec::new();
+    for row in rows {
+        let show = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.1}"));
+        let spread = row
+            .spread
+            .map_or("n/a".into(), |(lo, hi)| format!("{lo:.1} – {hi:.1}"));
+        let ratio = match (base, row.median) {
+            (Some(b), Some(m)) => {
+                ratios.push((row.name, m / b));
+                fmt_ratio(m / b)
+            }
+            _ => "n/a".into(),
+        };
+        println!(
+            "| {} | {} | {} | {} | {spread} | {ratio} |",
+            row.name,
+            fmt_count(row.size),
+            show(row.median),
+            show(row.median_p99)
+        );
+    }
+    println!();
+    ratios
+}
+
+fn goal(what: &str, ratios: &[(&'static str, f64)], peer: &str, target: f64) {
+    match ratios.iter().find(|(name, _)| *name == peer) {
+        Some((_, r)) => {
+            let verdict = if *r >= target { "met" } else { "MISSED" };
+            println!("- {what}: {r:.2}× (goal ≥ {target}×) — {verdict}");
+        }
+        None => println!("- {what}: not measured in this run"),
+    }
+}
+
+const FANOUT: &str = "fanout ThreadPool";
+const RAYON: &str = "rayon spawn + oneshot";
+const THREADPOOL: &str = "threadpool + oneshot";
+const THREADPOOL_SHARED: &str = "threadpool + shared mpsc";
+const TOKIO: &str = "tokio spawn_blocking (in runtime)";
+const TOKIO_BLOCK_ON: &str = "tokio spawn_blocking (block_on each)";
+const STD_THREAD: &str = "std::thread::spawn + join";
+const PYTHON: &str = "Python ThreadPoolExecutor";
+
+fn main() {
+    let cfg = Config::from_env();
+    if cfg!(debug_assertions) && !cfg.quick {
+        eprintln!("warning: this is a debug build; numbers are meaningless (use `cargo bench`)");
+    }
+    let started = Instant::now();
+    println!(
+        "## Thread pool ({} workers, medians of {} repeat{}{})\n",
+        WORKERS,
+        cfg.repeats,
+        if cfg.repeats == 1 { "" } else { "s" },
+        if cfg.quick {
+            ", QUICK smoke run: sizes are tiny, numbers mean nothing"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "python: {}; 1-min load average at start: {}\n",
+        python_version().unwrap_or_else(|| "not found".into()),
+        load_average()
+    );
+
+    let throughput = measure(
+        &cfg,
+        "throughput",
+        &[
+            Peer {
+                name: FANOUT,
+                size: |c| c.throughput_tasks,
+                run: throughput_fanout,
+            },
+            Peer {
+                name: RAYON,
+                size: |c| c.throughput_tasks,
+                run: throughput_rayon,
+            },
+            Peer {
+                name: THREADPOOL,
+                size: |c| c.throughput_tasks,
+                run: throughput_threadpool,
+            },
+            Peer {
+                name: THREADPOOL_SHARED,
+                size: |c| c.throughput_tasks,
+                run: throughput_threadpool_shared,
+            },
+            Peer {
+                name: TOKIO,
+                size: |c| c.throughput_tasks,
+                run: throughput_tokio,
+            },
+            Peer {
+                name: STD_THREAD,
+                size: |c| c.throughput_tasks_slow,
+                run: throughput_std_thread,
+            },
+            Peer {
+                name: PYTHON,
+                size: |c| c.throughput_tasks_slow,
+                run: throughput_python,
+            },
+        ],
+    );
+    let latency = measure(
+        &cfg,
+        "latency",
+        &[
+            Peer {
+                name: FANOUT,
+                size: |c| c.latency_samples as u64,
+                run: latency_fanout,
+            },
+            Peer {
+                name: RAYON,
+                size: |c| c.latency_samples as u64,
+                run: latency_rayon,
+            },
+            Peer {
+                name: THREADPOOL,
+                size: |c| c.latency_samples as u64,
+                run: latency_threadpool,
+            },
+            Peer {
+                name: TOKIO,
+                size: |c| c.latency_samples as u64,
+                run: latency_tokio,
+            },
+            Peer {
+                name: TOKIO_BLOCK_ON,
+                size: |c| c.latency_samples as u64,
+                run: latency_tokio_block_on,
+            },
+            Peer {
+                name: STD_THREAD,
+                size: |c| c.latency_samples_slow as u64,
+                run: latency_std_thread,
+            },
+            Peer {
+                name: PYTHON,
+                size: |c| c.latency_samples as u64,
+                run: latency_python,
+            },
+        ],
+    );
+    let map = measure(
+        &cfg,
+        "map",
+        &[
+            Peer {
+                name: FANOUT,
+                size: |c| c.map_items,
+                run: map_fanout,
+            },
+            Peer {
+                name: "rayon par_iter().map().collect()",
+                size: |c| c.map_items,
+                run: map_rayon,
+            },
+            Peer {
+                name: "rayon spawn + oneshot per item",
+                size: |c| c.map_items,
+                run: map_rayon_spawn,
+            },
+            Peer {
+                name: PYTHON,
+                size: |c| c.map_items_python,
+                run: map_python,
+            },
+        ],
+    );
+
+    let mut throughput_ratios = Vec::new();
+    let mut latency_ratios = Vec::new();
+    if !throughput.is_empty() {
+        throughput_ratios = print_rate_table(
+            "(a) Throughput: submit N trivial tasks, then collect every result",
+            "tasks",
+            &throughput,
+        );
+    }
+    if !latency.is_empty() {
+        latency_ratios = print_latency_table(&latency);
+    }
+    if !map.is_empty() {
+        print_rate_table(
+            "(c) map(square, 0..N), every result consumed",
+            "items",
+            &map,
+        );
+    }
+
+    println!("### Goals\n");
+    goal(
+        "(a) fanout ÷ rayon throughput",
+        &throughput_ratios,
+        RAYON,
+        1.0,
+    );
+    goal(
+        "(a) fanout ÷ threadpool throughput",
+        &throughput_ratios,
+        THREADPOOL,
+        3.0,
+    );
+    goal(
+        "(a) fanout ÷ Python throughput",
+        &throughput_ratios,
+        PYTHON,
+        30.0,
+    );
+    goal("(b) tokio p50 ÷ fanout p50", &latency_ratios, TOKIO, 1.0);
+    println!("\n1-min load average at end: {}\n", load_average());
+    eprintln!("total bench time: {:.1} s", started.elapsed().as_secs_f64());
+}

@@ -1,0 +1,91 @@
+"""Python peer for benches/thread_pool.rs: ThreadPoolExecutor(max_workers=2).
+
+Invoked by the Rust bench as
+
+    python3 benches/py/thread_pool.py throughput N
+    python3 benches/py/thread_pool.py latency N WARMUP
+    python3 benches/py/thread_pool.py map N
+
+It runs one measurement (the Rust side repeats and takes medians) and prints
+one JSON line on stdout:
+
+    {"workload": "throughput", "n": N, "seconds": S}
+    {"workload": "latency", "n": N, "samples_ns": [...]}     (sorted)
+    {"workload": "map", "n": N, "seconds": S}
+
+The pool is created and warmed up before the clock starts, as on the Rust side.
+"""
+
+import json
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+WORKERS = 2
+
+
+def add(a, b):
+    return a + b
+
+
+def square(x):
+    return x * x
+
+
+def warm_up(pool):
+    for f in [pool.submit(add, i, 1) for i in range(100)]:
+        f.result()
+
+
+def throughput(pool, n):
+    start = time.perf_counter()
+    futures = [pool.submit(add, i, 1) for i in range(n)]
+    total = 0
+    for f in futures:
+        total += f.result()
+    seconds = time.perf_counter() - start
+    assert total == n * (n - 1) // 2 + n, total
+    return {"workload": "throughput", "n": n, "seconds": seconds}
+
+
+def latency(pool, n, warmup):
+    clock = time.perf_counter_ns
+    for i in range(warmup):
+        pool.submit(add, i, 1).result()
+    samples = []
+    for i in range(n):
+        t0 = clock()
+        pool.submit(add, i, 1).result()
+        samples.append(clock() - t0)
+    samples.sort()
+    return {"workload": "latency", "n": n, "samples_ns": samples}
+
+
+def map_(pool, n):
+    start = time.perf_counter()
+    total = 0
+    for r in pool.map(square, range(n)):
+        total += r
+    seconds = time.perf_counter() - start
+    assert total == (n - 1) * n * (2 * n - 1) // 6, total
+    return {"workload": "map", "n": n, "seconds": seconds}
+
+
+def main(argv):
+    workload, n = argv[1], int(argv[2])
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        warm_up(pool)
+        if workload == "throughput":
+            out = throughput(pool, n)
+        elif workload == "latency":
+            out = latency(pool, n, int(argv[3]) if len(argv) > 3 else n // 10)
+        elif workload == "map":
+            out = map_(pool, n)
+        else:
+            raise SystemExit(f"unknown workload {workload!r}")
+    out["python"] = sys.version.split()[0]
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main(sys.argv)
