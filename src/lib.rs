@@ -62,6 +62,8 @@
 #![warn(missing_docs)]
 
 mod any;
+#[cfg(target_os = "linux")]
+mod cluster;
 mod error;
 mod executor;
 mod future;
@@ -77,6 +79,8 @@ mod thread;
 mod wait;
 
 pub use any::AnyExecutor;
+#[cfg(target_os = "linux")]
+pub use cluster::{Cluster, ClusterBuilder};
 pub use error::{Error, Result};
 #[doc(hidden)]
 pub use executor::Submitter;

@@ -1,0 +1,2 @@
+//! Cluster benchmark (work in progress).
+fn main() {}

@@ -1,0 +1,1053 @@
+//! The client side of a [`Cluster`](super::Cluster): submission, the event
+//! loop that completes futures, and the supervisor of local workers.
+//!
+//! Three threads, each with its own Redis connection:
+//!
+//! * **dispatcher** — sends queued submissions (many tasks per `submit`
+//!   script call) and cancellations; retries transient failures with backoff
+//!   for [`Config::reconnect_timeout`], then fails the affected futures with
+//!   [`Error::Backend`].
+//! * **event loop** — blocks on `XREAD` of the client's event stream, marks
+//!   futures running on `started` events, and on `done` events takes (reads
+//!   and deletes) the results with one script call per batch, verifies their
+//!   signatures and completes the promises. It also probes, now and then,
+//!   for tasks that vanished from Redis, so no future can wait forever.
+//! * **supervisor** (with `local_workers(n)`) — keeps n worker processes of
+//!   this binary running, and stops them (SIGTERM: drain) at shutdown.
+
+use super::protocol::{
+    self, array, bytes, read_reply, Conn, ItemOutcome, Keys, Outcome, ScriptName, Scripts,
+};
+use crate::future::{pair, Promise};
+use crate::ship;
+use crate::{Error, Future, Payload, Result};
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::thread::ThreadId;
+use std::time::{Duration, Instant};
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Everything fixed at build time.
+pub(crate) struct Config {
+    pub(crate) url: String,
+    pub(crate) namespace: String,
+    pub(crate) keys: Keys,
+    pub(crate) secret: String,
+    pub(crate) lease: Duration,
+    pub(crate) max_deliveries: u32,
+    pub(crate) local_workers: usize,
+    pub(crate) reconnect_timeout: Duration,
+}
+
+/// How long the event loop blocks in one `XREAD`.
+const EVENT_BLOCK: Duration = Duration::from_millis(1000);
+
+/// How often (and after how long) the event loop checks that sent tasks still exist.
+const PROBE_EVERY: Duration = Duration::from_secs(5);
+
+/// The client's side of one call: how its outcome gets decoded and delivered.
+trait Delivery: Send {
+    fn set_running(&self) -> bool;
+    fn deliver(self: Box<Self>, outcome: Result<&[u8]>);
+    fn fail(self: Box<Self>, error: Error);
+}
+
+impl<R: Payload> Delivery for Promise<R> {
+    fn set_running(&self) -> bool {
+        Promise::set_running(self)
+    }
+    fn deliver(self: Box<Self>, outcome: Result<&[u8]>) {
+        self.set_outcome(outcome.and_then(ship::decode::<R>));
+    }
+    fn fail(self: Box<Self>, error: Error) {
+        self.set_error(error);
+    }
+}
+
+/// A submitted task whose outcome has not arrived.
+struct Inflight {
+    /// One per item; `None` once delivered elsewhere (cancelled at shutdown).
+    items: Vec<Option<Box<dyn Delivery>>>,
+    started: bool,
+    /// When the dispatcher got it into Redis; `None` while queued.
+    sent_at: Option<Instant>,
+    /// Items whose cancellation the dispatcher has processed.
+    cancelled: usize,
+}
+
+/// A task record waiting for the dispatcher.
+struct Outgoing {
+    seq: u64,
+    task: String,
+    trampoline: u64,
+    args: Vec<u8>,
+    signature: [u8; protocol::SIG_LEN],
+    items: usize,
+}
+
+#[derive(Default)]
+struct State {
+    inflight: HashMap<u64, Inflight>,
+    outbox: Vec<Outgoing>,
+    /// (seq, item index or -1 for a one-item task)
+    cancels: Vec<(u64, i64)>,
+    closing: bool,
+    woken: bool,
+    loop_done: bool,
+    workers_done: bool,
+}
+
+/// A local worker process and its slot.
+struct LocalWorker {
+    child: Child,
+    started: Instant,
+}
+
+pub(crate) struct Shared {
+    pub(crate) cfg: Config,
+    client_id: String,
+    build_id: String,
+    scripts: Arc<Scripts>,
+    seq: AtomicU64,
+    state: Mutex<State>,
+    /// Wakes the dispatcher.
+    work: Condvar,
+    /// Notified when the event loop or the workers finish.
+    finished: Condvar,
+    workers: Mutex<Vec<Option<LocalWorker>>>,
+    /// The client's own threads (a shutdown from one of them must not wait).
+    thread_ids: Mutex<Vec<ThreadId>>,
+}
+
+impl Shared {
+    /// Connects, prepares the namespace and starts the client's threads.
+    pub(crate) fn start(cfg: Config) -> Result<(Arc<Shared>, Vec<std::thread::JoinHandle<()>>)> {
+        let scripts = Arc::new(Scripts::new());
+        let client_id = ship::hex(&protocol::random_bytes::<8>());
+        let mut conn = Conn::new(&cfg.url, &cfg.keys, scripts.clone(), Duration::from_secs(5))?;
+        let url = protocol::redact(&cfg.url);
+        let info = conn
+            .query(redis::cmd("INFO").arg("server"))
+            .map_err(|e| Error::Backend {
+                message: format!(
+                    "could not connect to Redis at {url}: {e}; is redis-server running and \
+                     reachable, and are the password and user in the URL right?"
+                ),
+            })?;
+        check_version(protocol::text(&info).unwrap_or(""), &url)?;
+        let events = cfg.keys.events(&client_id);
+        conn.query(
+            redis::cmd("XADD")
+                .arg(&events)
+                .arg("MAXLEN")
+                .arg(0)
+                .arg("*")
+                .arg("k")
+                .arg("i"),
+        )
+        .map_err(|e| protocol::backend("could not create the event stream", &cfg.url, &e))?;
+        let event_conn = Conn::new(
+            &cfg.url,
+            &cfg.keys,
+            scripts.clone(),
+            EVENT_BLOCK + Duration::from_secs(3),
+        )?;
+        let shared = Arc::new(Shared {
+            cfg,
+            client_id,
+            build_id: protocol::build_id_hex(),
+            scripts,
+            seq: AtomicU64::new(1),
+            state: Mutex::new(State::default()),
+            work: Condvar::new(),
+            finished: Condvar::new(),
+            workers: Mutex::new(Vec::new()),
+            thread_ids: Mutex::new(Vec::new()),
+        });
+        let mut threads = Vec::new();
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(f)
+                .map_err(|e| Error::Broken {
+                    reason: format!("could not start the cluster's {name} thread: {e}"),
+                })
+        };
+        let s = shared.clone();
+        threads.push(spawn(
+            "fanout-cluster-dispatch",
+            Box::new(move || s.dispatcher(conn)),
+        )?);
+        let s = shared.clone();
+        threads.push(spawn(
+            "fanout-cluster-events",
+            Box::new(move || s.event_loop(event_conn)),
+        )?);
+        if shared.cfg.local_workers > 0 {
+            super::worker::linked();
+            let s = shared.clone();
+            threads.push(spawn(
+                "fanout-cluster-supervisor",
+                Box::new(move || s.supervise()),
+            )?);
+        } else {
+            lock(&shared.state).workers_done = true;
+        }
+        {
+            let mut ids = lock(&shared.thread_ids);
+            ids.extend(threads.iter().map(|t| t.thread().id()));
+        }
+        Ok((shared, threads))
+    }
+
+    pub(crate) fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    // -----------------------------------------------------------------------
+    // Submitting.
+
+    /// Queues calls of the trampoline `trampoline`: as one task record with
+    /// every item (`one_task`, a map chunk) or one record per item.
+    pub(crate) fn enqueue<Args: Payload, R: Payload>(
+        self: &Arc<Self>,
+        trampoline: u64,
+        batch: Vec<Args>,
+        one_task: bool,
+    ) -> Result<Vec<Future<R>>> {
+        if lock(&self.state).closing {
+            return Err(Error::Shutdown);
+        }
+        let mut encoded = Vec::with_capacity(batch.len());
+        for args in &batch {
+            let mut out = Vec::new();
+            ship::encode(args, &mut out)?;
+            encoded.push(out);
+        }
+        drop(batch);
+        let groups: Vec<Vec<Vec<u8>>> = if one_task {
+            vec![encoded]
+        } else {
+            encoded.into_iter().map(|e| vec![e]).collect()
+        };
+        let mut futures = Vec::new();
+        let mut records = Vec::with_capacity(groups.len());
+        for items in groups {
+            if items.is_empty() {
+                continue;
+            }
+            let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+            let task = protocol::task_id(&self.client_id, seq);
+            let mut args = Vec::with_capacity(items.iter().map(|i| i.len() + 4).sum());
+            for item in &items {
+                protocol::push_item(&mut args, item);
+            }
+            let n = items.len();
+            let signature = protocol::sign_task(
+                self.cfg.secret.as_bytes(),
+                &task,
+                trampoline,
+                &self.build_id,
+                n as u64,
+                &args,
+            );
+            let mut deliveries: Vec<Option<Box<dyn Delivery>>> = Vec::with_capacity(n);
+            for idx in 0..n {
+                let (future, promise) = pair::<R>();
+                let weak = Arc::downgrade(self);
+                let which = if n == 1 { -1 } else { idx as i64 };
+                future.add_done_callback(move |outcome| {
+                    if let Err(Error::Cancelled) = outcome {
+                        request_cancel(&weak, seq, which);
+                    }
+                });
+                futures.push(future);
+                deliveries.push(Some(Box::new(promise)));
+            }
+            records.push((
+                Outgoing {
+                    seq,
+                    task,
+                    trampoline,
+                    args,
+                    signature,
+                    items: n,
+                },
+                Inflight {
+                    items: deliveries,
+                    started: false,
+                    sent_at: None,
+                    cancelled: 0,
+                },
+            ));
+        }
+        let mut st = lock(&self.state);
+        if st.closing {
+            // Dropping the promises fails the futures; report Shutdown.
+            return Err(Error::Shutdown);
+        }
+        for (out, inflight) in records {
+            st.inflight.insert(out.seq, inflight);
+            st.outbox.push(out);
+        }
+        drop(st);
+        self.work.notify_one();
+        Ok(futures)
+    }
+
+    // -----------------------------------------------------------------------
+    // Dispatcher: sends submissions and cancellations.
+
+    fn dispatcher(self: Arc<Self>, mut conn: Conn) {
+        loop {
+            let (outbox, cancels, wake) = {
+                let mut st = lock(&self.state);
+                loop {
+                    if st.loop_done {
+                        return;
+                    }
+                    let wake = st.closing && !st.woken;
+                    if !st.outbox.is_empty() || !st.cancels.is_empty() || wake {
+                        break;
+                    }
+                    st = self
+                        .work
+                        .wait_timeout(st, Duration::from_millis(500))
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+                let wake = st.closing && !st.woken;
+                st.woken |= wake;
+                let outbox = std::mem::take(&mut st.outbox);
+                let cancels = std::mem::take(&mut st.cancels);
+                (outbox, cancels, wake)
+            };
+            let (outbox, remote_cancels) = self.apply_cancels(outbox, cancels);
+            if !outbox.is_empty() {
+                self.send(&mut conn, outbox);
+            }
+            if !remote_cancels.is_empty() {
+                self.send_cancels(&mut conn, remote_cancels);
+            }
+            if wake {
+                // Wake the event loop so it notices the shutdown at once.
+                let events = self.cfg.keys.events(&self.client_id);
+                let _ = conn.query(
+                    redis::cmd("XADD")
+                        .arg(&events)
+                        .arg("NOMKSTREAM")
+                        .arg("*")
+                        .arg("k")
+                        .arg("w"),
+                );
+            }
+        }
+    }
+
+    /// Counts cancellations; drops queued tasks whose items are all cancelled.
+    /// Returns what is left to send and the cancellations to run in Redis.
+    fn apply_cancels(
+        &self,
+        outbox: Vec<Outgoing>,
+        cancels: Vec<(u64, i64)>,
+    ) -> (Vec<Outgoing>, Vec<(u64, i64)>) {
+        if cancels.is_empty() {
+            return (outbox, cancels);
+        }
+        let mut st = lock(&self.state);
+        let mut remote = Vec::new();
+        for &(seq, idx) in &cancels {
+            if let Some(t) = st.inflight.get_mut(&seq) {
+                t.cancelled += 1;
+                if t.sent_at.is_some() {
+                    remote.push((seq, idx));
+                }
+            }
+        }
+        let mut keep = Vec::with_capacity(outbox.len());
+        for out in outbox {
+            let all_cancelled = st
+                .inflight
+                .get(&out.seq)
+                .is_none_or(|t| t.cancelled >= out.items);
+            if all_cancelled {
+                st.inflight.remove(&out.seq);
+            } else {
+                // Partly cancelled chunk: send it, then cancel its items remotely.
+                remote.extend(cancels.iter().filter(|c| c.0 == out.seq).copied());
+                keep.push(out);
+            }
+        }
+        let idle = st.inflight.is_empty();
+        drop(st);
+        if idle {
+            self.work.notify_all();
+        }
+        (keep, remote)
+    }
+
+    fn give_up(&self) -> impl Fn() -> bool + '_ {
+        || lock(&self.state).loop_done
+    }
+
+    fn send(&self, conn: &mut Conn, outbox: Vec<Outgoing>) {
+        let deadline = Instant::now() + self.cfg.reconnect_timeout;
+        let queue = self.cfg.keys.queue();
+        let max = self.cfg.max_deliveries.to_string();
+        for batch in outbox.chunks(protocol::SUBMIT_BATCH) {
+            let mut keys = Vec::with_capacity(batch.len() + 1);
+            keys.push(queue.clone());
+            keys.extend(batch.iter().map(|o| self.cfg.keys.task(&o.task)));
+            let mut cmd = self.scripts.call(ScriptName::Submit, &keys);
+            cmd.arg(&max);
+            for o in batch {
+                cmd.arg(&o.task)
+                    .arg(o.trampoline)
+                    .arg(&self.build_id)
+                    .arg(&o.args)
+                    .arg(&o.signature[..])
+                    .arg(o.items);
+            }
+            let outcome = conn.query_retry(&cmd, Some(deadline), &self.give_up());
+            let mut st = lock(&self.state);
+            match outcome {
+                Ok(_) => {
+                    let now = Instant::now();
+                    for o in batch {
+                        if let Some(t) = st.inflight.get_mut(&o.seq) {
+                            t.sent_at = Some(now);
+                        }
+                    }
+                }
+                Err(e) => {
+                    let error = protocol::backend("could not submit tasks", conn.url(), &e);
+                    log::error!("{error}");
+                    let failed: Vec<Inflight> = batch
+                        .iter()
+                        .filter_map(|o| st.inflight.remove(&o.seq))
+                        .collect();
+                    drop(st);
+                    fail_all(failed, &error);
+                    self.work.notify_all();
+                }
+            }
+        }
+    }
+
+    fn send_cancels(&self, conn: &mut Conn, cancels: Vec<(u64, i64)>) {
+        let deadline = Instant::now() + self.cfg.reconnect_timeout;
+        for batch in cancels.chunks(protocol::SUBMIT_BATCH) {
+            let keys: Vec<String> = batch
+                .iter()
+                .map(|(seq, _)| {
+                    self.cfg
+                        .keys
+                        .task(&protocol::task_id(&self.client_id, *seq))
+                })
+                .collect();
+            let mut cmd = self.scripts.call(ScriptName::Cancel, &keys);
+            cmd.arg(protocol::DEAD_RECORD_TTL.as_secs());
+            for (_, idx) in batch {
+                cmd.arg(*idx);
+            }
+            match conn.query_retry(&cmd, Some(deadline), &self.give_up()) {
+                Ok(v) => {
+                    let answers = array(&v).unwrap_or(&[]);
+                    let mut st = lock(&self.state);
+                    for ((seq, _), answer) in batch.iter().zip(answers) {
+                        // 2: the whole task is cancelled and no worker will report on it.
+                        if protocol::int(answer) == Some(2) {
+                            st.inflight.remove(seq);
+                        }
+                    }
+                    let idle = st.inflight.is_empty();
+                    drop(st);
+                    if idle {
+                        self.work.notify_all();
+                    }
+                }
+                Err(e) => {
+                    // The futures are cancelled locally already; a worker may
+                    // still run the task, and its result is then discarded.
+                    log::warn!(
+                        "{}",
+                        protocol::backend("could not cancel tasks in Redis", conn.url(), &e)
+                    );
+                }
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // Event loop: completes futures from the client's event stream.
+
+    fn event_loop(self: Arc<Self>, mut conn: Conn) {
+        let events = self.cfg.keys.events(&self.client_id);
+        let mut last = String::from("0-0");
+        let mut outage: Option<Instant> = None;
+        let mut backoff = protocol::Backoff::new();
+        let mut next_probe = Instant::now() + PROBE_EVERY;
+        loop {
+            if self.should_stop() {
+                break;
+            }
+            let read = redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(1024)
+                .arg("BLOCK")
+                .arg(EVENT_BLOCK.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(&events)
+                .arg(&last)
+                .clone();
+            let reply = match conn.query(&read) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.outage(&mut conn, &mut outage, &mut backoff, &e);
+                    continue;
+                }
+            };
+            if outage.take().is_some() {
+                // Back after an outage: make sure our stream exists again.
+                self.recreate_events(&mut conn, &events);
+            }
+            backoff = protocol::Backoff::new();
+            let entries = read_reply(&reply);
+            if !entries.is_empty() {
+                let mut ids = Vec::with_capacity(entries.len());
+                let mut started = Vec::new();
+                let mut done = Vec::new();
+                for e in &entries {
+                    ids.push(e.id.to_string());
+                    let task = e.field("t").and_then(|t| std::str::from_utf8(t).ok());
+                    let seq = task.and_then(|t| self.own_seq(t));
+                    match (e.field("k"), seq, task) {
+                        (Some(b"s"), Some(seq), _) => started.push(seq),
+                        (Some(b"d"), Some(seq), Some(task)) => done.push((seq, task.to_string())),
+                        (Some(b"d"), None, Some(task)) => {
+                            // Not ours (a forged record naming us): take and drop it.
+                            done.push((0, task.to_string()))
+                        }
+                        _ => {}
+                    }
+                }
+                if let Some(e) = entries.last() {
+                    last = e.id.to_string();
+                }
+                self.mark_started(&started);
+                if let Err(e) = self.take_and_deliver(&mut conn, &events, &ids, &done) {
+                    self.outage(&mut conn, &mut outage, &mut backoff, &e);
+                    // Read these events again once Redis is back.
+                    last = ids
+                        .first()
+                        .map(|id| before(id))
+                        .unwrap_or_else(|| last.clone());
+                    continue;
+                }
+            }
+            if Instant::now() >= next_probe {
+                next_probe = Instant::now() + PROBE_EVERY;
+                self.probe(&mut conn);
+            }
+        }
+        // Shut down: the event stream goes with us.
+        let _ = conn.query_retry(
+            redis::cmd("DEL").arg(&events),
+            Some(Instant::now() + Duration::from_secs(2)),
+            &|| false,
+        );
+        lock(&self.state).loop_done = true;
+        self.work.notify_all();
+        self.finished.notify_all();
+    }
+
+    fn should_stop(&self) -> bool {
+        let st = lock(&self.state);
+        st.closing && st.inflight.is_empty() && st.outbox.is_empty()
+    }
+
+    /// Handles a failed Redis call in the event loop: back off, and once the
+    /// outage has lasted `reconnect_timeout`, fail every sent task.
+    fn outage(
+        &self,
+        conn: &mut Conn,
+        outage: &mut Option<Instant>,
+        backoff: &mut protocol::Backoff,
+        e: &redis::RedisError,
+    ) {
+        let since = *outage.get_or_insert_with(Instant::now);
+        log::debug!("cluster event loop: {e}; retrying");
+        if since.elapsed() >= self.cfg.reconnect_timeout {
+            let error = Error::Backend {
+                message: format!(
+                    "lost contact with Redis at {} for {:?}: {e}",
+                    protocol::redact(conn.url()),
+                    self.cfg.reconnect_timeout
+                ),
+            };
+            let failed: Vec<Inflight> = {
+                let mut st = lock(&self.state);
+                let sent: Vec<u64> = st
+                    .inflight
+                    .iter()
+                    .filter(|(_, t)| t.sent_at.is_some())
+                    .map(|(s, _)| *s)
+                    .collect();
+                sent.iter().filter_map(|s| st.inflight.remove(s)).collect()
+            };
+            if !failed.is_empty() {
+                log::error!("{error}");
+                fail_all(failed, &error);
+                self.work.notify_all();
+            }
+            *outage = Some(Instant::now());
+        }
+        backoff.sleep(None);
+    }
+
+    fn recreate_events(&self, conn: &mut Conn, events: &str) {
+        if let Ok(v) = conn.query(redis::cmd("EXISTS").arg(events)) {
+            if protocol::int(&v) == Some(0) {
+                log::warn!("the cluster's event stream vanished from Redis; recreating it");
+                let _ = conn.query(
+                    redis::cmd("XADD")
+                        .arg(events)
+                        .arg("MAXLEN")
+                        .arg(0)
+                        .arg("*")
+                        .arg("k")
+                        .arg("i"),
+                );
+            }
+        }
+    }
+
+    /// The sequence number of one of our own task ids.
+    fn own_seq(&self, task: &str) -> Option<u64> {
+        let (client, seq) = protocol::parse_task_id(task)?;
+        (client == self.client_id).then_some(seq)
+    }
+
+    fn mark_started(&self, started: &[u64]) {
+        if started.is_empty() {
+            return;
+        }
+        let mut st = lock(&self.state);
+        for seq in started {
+            if let Some(t) = st.inflight.get_mut(seq) {
+                t.started = true;
+                for d in t.items.iter().flatten() {
+                    d.set_running();
+                }
+            }
+        }
+    }
+
+    /// Takes the results of `done` tasks (and deletes the events `ids`) in one
+    /// script call, then completes their futures.
+    fn take_and_deliver(
+        &self,
+        conn: &mut Conn,
+        events: &str,
+        ids: &[String],
+        done: &[(u64, String)],
+    ) -> redis::RedisResult<()> {
+        let mut keys = Vec::with_capacity(done.len() + 1);
+        keys.push(events.to_string());
+        keys.extend(done.iter().map(|(_, t)| self.cfg.keys.result(t)));
+        let mut cmd = self.scripts.call(ScriptName::Take, &keys);
+        for id in ids {
+            cmd.arg(id);
+        }
+        let reply = conn.query(&cmd)?;
+        let values = array(&reply).unwrap_or(&[]);
+        let mut outcomes = Vec::with_capacity(done.len());
+        {
+            let mut st = lock(&self.state);
+            for (i, (seq, task)) in done.iter().enumerate() {
+                if *seq == 0 {
+                    continue;
+                }
+                let Some(inflight) = st.inflight.remove(seq) else {
+                    continue;
+                };
+                let envelope = values.get(i).and_then(bytes).unwrap_or(&[]);
+                outcomes.push((
+                    inflight,
+                    Outcome::open(self.cfg.secret.as_bytes(), task, envelope),
+                ));
+            }
+        }
+        let idle = lock(&self.state).inflight.is_empty();
+        for (inflight, outcome) in outcomes {
+            deliver(inflight, outcome);
+        }
+        if idle {
+            self.work.notify_all();
+        }
+        Ok(())
+    }
+
+    /// Fails tasks that were sent a while ago and whose record and result are
+    /// both gone from Redis (a server restarted without persistence, a flush).
+    fn probe(&self, conn: &mut Conn) {
+        let old: Vec<u64> = {
+            let st = lock(&self.state);
+            st.inflight
+                .iter()
+                .filter(|(_, t)| t.sent_at.is_some_and(|s| s.elapsed() >= PROBE_EVERY))
+                .map(|(s, _)| *s)
+                .collect()
+        };
+        for batch in old.chunks(protocol::SUBMIT_BATCH) {
+            let mut keys = Vec::with_capacity(batch.len() * 2);
+            for seq in batch {
+                let task = protocol::task_id(&self.client_id, *seq);
+                keys.push(self.cfg.keys.task(&task));
+                keys.push(self.cfg.keys.result(&task));
+            }
+            let Ok(reply) = conn.query(&self.scripts.call(ScriptName::Probe, &keys)) else {
+                return;
+            };
+            let answers = array(&reply).unwrap_or(&[]);
+            let gone: Vec<Inflight> = {
+                let mut st = lock(&self.state);
+                batch
+                    .iter()
+                    .zip(answers)
+                    .filter(|(_, a)| protocol::int(a) == Some(0))
+                    .filter_map(|(seq, _)| st.inflight.remove(seq))
+                    .collect()
+            };
+            if !gone.is_empty() {
+                let error = Error::Backend {
+                    message: format!(
+                        "{} task(s) vanished from Redis at {} without a result (was the server \
+                         restarted without persistence, or the namespace deleted?)",
+                        gone.len(),
+                        protocol::redact(conn.url())
+                    ),
+                };
+                log::error!("{error}");
+                fail_all(gone, &error);
+                self.work.notify_all();
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // Shutdown.
+
+    /// Marks the client closing; with `cancel_futures`, cancels every task
+    /// that has not started.
+    pub(crate) fn close(&self, cancel_futures: bool) {
+        let cancelled: Vec<Box<dyn Delivery>> = {
+            let mut st = lock(&self.state);
+            st.closing = true;
+            if cancel_futures {
+                st.inflight
+                    .values_mut()
+                    .filter(|t| !t.started)
+                    .flat_map(|t| t.items.iter_mut().filter_map(Option::take))
+                    .collect()
+            } else {
+                Vec::new()
+            }
+        };
+        self.work.notify_all();
+        // Each cancellation's done-callback queues its remote cancel.
+        for d in cancelled {
+            d.fail(Error::Cancelled);
+        }
+    }
+
+    /// True when called from one of the client's own threads (a done-callback).
+    pub(crate) fn on_own_thread(&self) -> bool {
+        let me = std::thread::current().id();
+        lock(&self.thread_ids).contains(&me)
+    }
+
+    // -----------------------------------------------------------------------
+    // Local workers.
+
+    pub(crate) fn worker_pids(&self) -> Vec<u32> {
+        lock(&self.workers)
+            .iter()
+            .flatten()
+            .map(|w| w.child.id())
+            .collect()
+    }
+
+    fn spawn_worker(&self) -> std::io::Result<LocalWorker> {
+        let mut cmd = Command::new("/proc/self/exe");
+        cmd.env(super::worker::URL_ENV, &self.cfg.url)
+            .env(super::worker::NAMESPACE_ENV, &self.cfg.namespace)
+            .env(super::worker::SECRET_ENV, &self.cfg.secret)
+            .env(super::worker::CONCURRENCY_ENV, "1")
+            .env(
+                super::worker::LEASE_ENV,
+                self.cfg.lease.as_millis().to_string(),
+            )
+            .env(super::worker::PARENT_ENV, std::process::id().to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit());
+        // SAFETY: the closure only calls prctl, which is async-signal-safe.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                // Drain and exit if this (supervisor) thread's process dies.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn()?;
+        Ok(LocalWorker {
+            child,
+            started: Instant::now(),
+        })
+    }
+
+    fn supervise(self: Arc<Self>) {
+        let n = self.cfg.local_workers;
+        let host = protocol::hostname();
+        let mut control = Conn::new(
+            &self.cfg.url,
+            &self.cfg.keys,
+            self.scripts.clone(),
+            Duration::from_secs(2),
+        )
+        .ok();
+        let mut died_keys: Vec<String> = Vec::new();
+        let mut respawn_at: Vec<Option<Instant>> = vec![Some(Instant::now()); n];
+        lock(&self.workers).resize_with(n, || None);
+        loop {
+            let stopping = lock(&self.state).loop_done;
+            if stopping {
+                break;
+            }
+            let now = Instant::now();
+            for (slot, due) in respawn_at.iter_mut().enumerate() {
+                // Reap a dead worker.
+                let exited = {
+                    let mut ws = lock(&self.workers);
+                    match ws[slot].as_mut().map(|w| w.child.try_wait()) {
+                        Some(Ok(Some(status))) => ws[slot].take().map(|w| (w, status)),
+                        _ => None,
+                    }
+                };
+                if let Some((w, status)) = exited {
+                    let how = describe(status);
+                    let pid = w.child.id();
+                    log::warn!("cluster worker {host}:{pid} {how}; starting a replacement");
+                    if let Some(c) = control.as_mut() {
+                        let key = self.cfg.keys.died(&format!("{host}:{pid}"));
+                        let _ = c.query(redis::cmd("SET").arg(&key).arg(&how).arg("EX").arg(3600));
+                        died_keys.push(key);
+                    }
+                    // Crash loops back off.
+                    let quick = w.started.elapsed() < Duration::from_secs(1);
+                    *due = Some(now + Duration::from_millis(if quick { 500 } else { 0 }));
+                }
+                if due.is_some_and(|d| now >= d) {
+                    match self.spawn_worker() {
+                        Ok(w) => {
+                            lock(&self.workers)[slot] = Some(w);
+                            *due = None;
+                        }
+                        Err(e) => {
+                            log::error!("could not start a local cluster worker: {e}");
+                            *due = Some(now + Duration::from_secs(1));
+                        }
+                    }
+                }
+            }
+            let st = lock(&self.state);
+            if st.loop_done {
+                break;
+            }
+            let _ = self
+                .finished
+                .wait_timeout(st, Duration::from_millis(50))
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        // Stop: SIGTERM drains (running tasks finish, nothing new is read).
+        let mut workers: Vec<LocalWorker> = lock(&self.workers)
+            .iter_mut()
+            .flat_map(Option::take)
+            .collect();
+        for w in &workers {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(w.child.id() as libc::pid_t, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(10) + self.cfg.lease;
+        for w in &mut workers {
+            loop {
+                match w.child.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() >= deadline => {
+                        log::warn!(
+                            "cluster worker {} did not drain in time; killing it",
+                            w.child.id()
+                        );
+                        let _ = w.child.kill();
+                        let _ = w.child.wait();
+                        break;
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        }
+        if let Some(c) = control.as_mut() {
+            if !died_keys.is_empty() {
+                let mut del = redis::cmd("DEL");
+                for k in &died_keys {
+                    del.arg(k);
+                }
+                let _ = c.query(&del);
+            }
+        }
+        lock(&self.state).workers_done = true;
+        self.finished.notify_all();
+    }
+}
+
+/// A stream id just before `id`, to read `id` again.
+fn before(id: &str) -> String {
+    match id.split_once('-') {
+        Some((ms, seq)) => match seq.parse::<u64>() {
+            Ok(0) => match ms.parse::<u64>() {
+                Ok(ms) if ms > 0 => format!("{}-{}", ms - 1, u64::MAX),
+                _ => "0-0".into(),
+            },
+            Ok(s) => format!("{ms}-{}", s - 1),
+            Err(_) => "0-0".into(),
+        },
+        None => "0-0".into(),
+    }
+}
+
+fn request_cancel(shared: &Weak<Shared>, seq: u64, idx: i64) {
+    let Some(shared) = shared.upgrade() else {
+        return;
+    };
+    lock(&shared.state).cancels.push((seq, idx));
+    shared.work.notify_one();
+}
+
+fn fail_all(tasks: Vec<Inflight>, error: &Error) {
+    for t in tasks {
+        for d in t.items.into_iter().flatten() {
+            d.fail(error.clone());
+        }
+    }
+}
+
+fn deliver(inflight: Inflight, outcome: Result<Outcome>) {
+    let n = inflight.items.len();
+    match outcome {
+        Ok(Outcome::Ran { worker, items }) if items.len() == n => {
+            for (d, item) in inflight.items.into_iter().zip(items) {
+                let Some(d) = d else { continue };
+                match item {
+                    ItemOutcome::Value(v) => d.deliver(Ok(&v)),
+                    ItemOutcome::Failed(e) => d.fail(e.into_error(&worker)),
+                    ItemOutcome::Skipped => d.fail(Error::Cancelled),
+                }
+            }
+        }
+        Ok(Outcome::Ran { worker, items }) => fail_all(
+            vec![inflight],
+            &Error::Backend {
+                message: format!(
+                    "{worker} reported {} outcomes for a task of {n} items",
+                    items.len()
+                ),
+            },
+        ),
+        Ok(Outcome::Refused { worker, message }) => fail_all(
+            vec![inflight],
+            &Error::Backend {
+                message: format!("{worker} refused the task: {message}"),
+            },
+        ),
+        Ok(Outcome::Lost { worker, status }) => {
+            fail_all(vec![inflight], &Error::WorkerLost { worker, status })
+        }
+        Ok(Outcome::Rejected { worker, reason }) => fail_all(
+            vec![inflight],
+            &Error::Backend {
+                message: format!("{worker} rejected the task: {reason}"),
+            },
+        ),
+        Err(e) => fail_all(vec![inflight], &e),
+    }
+}
+
+fn check_version(info: &str, url: &str) -> Result<()> {
+    let version = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .map(str::trim)
+        .unwrap_or("");
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if (major, minor) < (6, 2) {
+        return Err(Error::Backend {
+            message: format!(
+                "the server at {url} reports Redis version {version:?}; the cluster needs \
+                 Redis 6.2 or newer (or Valkey) for XAUTOCLAIM"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Human-readable exit status.
+pub(crate) fn describe(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(code) = status.code() {
+        format!("exited with code {code}")
+    } else if let Some(sig) = status.signal() {
+        let name = match sig {
+            libc::SIGKILL => "SIGKILL",
+            libc::SIGSEGV => "SIGSEGV",
+            libc::SIGABRT => "SIGABRT",
+            libc::SIGTERM => "SIGTERM",
+            libc::SIGBUS => "SIGBUS",
+            libc::SIGFPE => "SIGFPE",
+            libc::SIGILL => "SIGILL",
+            libc::SIGINT => "SIGINT",
+            _ => "signal",
+        };
+        format!("was killed by signal {sig} ({name})")
+    } else {
+        "ended".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn before_steps_back_one_id() {
+        assert_eq!(before("5-3"), "5-2");
+        assert_eq!(before("5-0"), format!("4-{}", u64::MAX));
+        assert_eq!(before("0-0"), "0-0");
+        assert_eq!(before("junk"), "0-0");
+    }
+
+    #[test]
+    fn old_servers_are_refused() {
+        assert!(check_version("redis_version:6.0.9\r\n", "u").is_err());
+        assert!(check_version("redis_version:6.2.0\r\n", "u").is_ok());
+        assert!(check_version("redis_version:7.0.15\r\n", "u").is_ok());
+        assert!(check_version("", "u").is_err());
+    }
+}

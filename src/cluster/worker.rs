@@ -1,0 +1,703 @@
+//! A cluster worker: this same binary, started with [`URL_ENV`] set.
+//!
+//! # Becoming a worker before `main`
+//!
+//! Like the process pool's workers, a function pointer in `.init_array` runs
+//! before `main` (and before a test harness). When [`URL_ENV`] is set it
+//! turns the process into a cluster worker that serves the namespace until it
+//! is told to stop (SIGTERM or SIGINT: running tasks finish, nothing new is
+//! read, then the process exits), and `main` never runs.
+//!
+//! | variable                      | meaning                                                |
+//! |-------------------------------|--------------------------------------------------------|
+//! | `FANOUT_CLUSTER_URL`          | `redis://[user:password@]host:port/db` (or `rediss://`) |
+//! | `FANOUT_CLUSTER_NAMESPACE`    | the cluster's namespace (default `fanout`)             |
+//! | `FANOUT_CLUSTER_SECRET`       | the cluster secret (required)                          |
+//! | `FANOUT_CLUSTER_CONCURRENCY`  | tasks run at once (default: number of CPUs)            |
+//! | `FANOUT_CLUSTER_LEASE_MS`     | the lease in milliseconds (default 30000)              |
+//!
+//! # Serving
+//!
+//! Each of the `concurrency` slots is a thread with its own connection that
+//! reads one entry at a time (`XREADGROUP COUNT 1`), so the worker never
+//! holds more entries than it has free slots. After finishing a task a slot
+//! sends the `finish` script and its next read in one round trip. A
+//! heartbeat thread re-claims the entries being run every lease/3, which
+//! keeps their idle time (the lease) from running out; a free slot
+//! periodically runs `XAUTOCLAIM` with min-idle = lease to take over entries
+//! whose worker died.
+
+use super::protocol::{
+    self, array, bytes, read_reply, text, Backoff, Conn, Entry, ItemOutcome, Keys, Outcome,
+    ScriptName, Scripts, GROUP,
+};
+use crate::ship;
+use std::collections::HashSet;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Makes a process a worker: the Redis URL.
+pub const URL_ENV: &str = "FANOUT_CLUSTER_URL";
+/// The namespace to serve.
+pub const NAMESPACE_ENV: &str = "FANOUT_CLUSTER_NAMESPACE";
+/// The cluster secret.
+pub const SECRET_ENV: &str = "FANOUT_CLUSTER_SECRET";
+/// Tasks run at once.
+pub const CONCURRENCY_ENV: &str = "FANOUT_CLUSTER_CONCURRENCY";
+/// Lease in milliseconds.
+pub const LEASE_ENV: &str = "FANOUT_CLUSTER_LEASE_MS";
+/// Set for local workers: the client's pid; the worker drains when it is gone.
+pub(crate) const PARENT_ENV: &str = "FANOUT_CLUSTER_PARENT_PID";
+
+/// How long a slot blocks in one `XREADGROUP`.
+const READ_BLOCK: Duration = Duration::from_millis(250);
+
+/// Set by SIGTERM/SIGINT (or a vanished parent): stop reading, finish, exit.
+static DRAIN: AtomicBool = AtomicBool::new(false);
+
+#[used]
+#[link_section = ".init_array"]
+static BECOME_CLUSTER_WORKER: extern "C" fn(libc::c_int, *const *const u8, *const *const u8) =
+    become_worker;
+
+extern "C" fn become_worker(_argc: libc::c_int, _argv: *const *const u8, _envp: *const *const u8) {
+    if std::env::var_os(URL_ENV).is_none() {
+        return;
+    }
+    let code = std::panic::catch_unwind(|| match WorkerConfig::from_env() {
+        Ok(cfg) => serve(cfg),
+        Err(message) => {
+            // Before main, with no logger installed: stderr is the only way
+            // to tell the operator why the worker did not start.
+            eprintln!("fanout cluster worker: {message}");
+            2
+        }
+    })
+    .unwrap_or(101);
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: ends the process without running `main` or atexit handlers;
+    // the worker's threads have all finished or are blocked in I/O.
+    unsafe { libc::_exit(code) }
+}
+
+/// Makes sure the constructor is linked into any binary that builds a cluster.
+pub(crate) fn linked() -> bool {
+    BECOME_CLUSTER_WORKER as usize != 0
+}
+
+struct WorkerConfig {
+    url: String,
+    namespace: String,
+    secret: String,
+    concurrency: usize,
+    lease: Duration,
+    parent: Option<u32>,
+}
+
+impl WorkerConfig {
+    fn from_env() -> Result<WorkerConfig, String> {
+        let take = |name: &str| {
+            let v = std::env::var(name).ok();
+            // Not inherited by anything the tasks start.
+            std::env::remove_var(name);
+            v
+        };
+        let url = take(URL_ENV).unwrap_or_default();
+        let namespace = take(NAMESPACE_ENV).unwrap_or_else(|| "fanout".into());
+        let secret = take(SECRET_ENV).ok_or_else(|| {
+            format!("{SECRET_ENV} is not set; set it to the secret the cluster's clients use")
+        })?;
+        let concurrency = match take(CONCURRENCY_ENV) {
+            Some(c) => c
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| format!("{CONCURRENCY_ENV}={c:?} is not a positive number"))?,
+            None => num_cpus::get().max(1),
+        };
+        let lease = match take(LEASE_ENV) {
+            Some(l) => Duration::from_millis(
+                l.trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|&n| n >= 50)
+                    .ok_or_else(|| format!("{LEASE_ENV}={l:?} is not a number ≥ 50"))?,
+            ),
+            None => Duration::from_secs(30),
+        };
+        let parent = take(PARENT_ENV).and_then(|p| p.parse().ok());
+        super::check_namespace(&namespace).map_err(|e| e.to_string())?;
+        Ok(WorkerConfig {
+            url,
+            namespace,
+            secret,
+            concurrency,
+            lease,
+            parent,
+        })
+    }
+}
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    DRAIN.store(true, Ordering::SeqCst);
+}
+
+fn install_signals() {
+    // SAFETY: installing handlers that only store to an atomic (async-signal-safe),
+    // and ignoring SIGPIPE so a dropped connection is an error, not a death
+    // (std does this before `main`, which a worker never reaches).
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = on_stop_signal as *const () as usize;
+        libc::sigemptyset(&mut act.sa_mask);
+        libc::sigaction(libc::SIGTERM, &act, std::ptr::null_mut());
+        libc::sigaction(libc::SIGINT, &act, std::ptr::null_mut());
+    }
+}
+
+/// What every slot of one worker process shares.
+struct Worker {
+    cfg: WorkerConfig,
+    keys: Keys,
+    queue: String,
+    scripts: Arc<Scripts>,
+    /// `host:pid`, the consumer name.
+    consumer: String,
+    /// `cluster worker host:pid`, for errors.
+    name: String,
+    build_id: String,
+    /// Entries being run (for the heartbeat).
+    held: Mutex<HashSet<String>>,
+    /// When a free slot should next look for expired leases, and where.
+    reap: Mutex<(Instant, String)>,
+    deliveries: AtomicU64,
+    /// Every slot has finished: the heartbeat can stop.
+    stopped: AtomicBool,
+}
+
+fn serve(cfg: WorkerConfig) -> i32 {
+    install_signals();
+    let consumer = format!("{}:{}", protocol::hostname(), std::process::id());
+    let name = format!("cluster worker {consumer}");
+    crate::panic::set_worker_identity(name.clone());
+    let keys = Keys::new(&cfg.namespace);
+    let worker = Arc::new(Worker {
+        queue: keys.queue(),
+        keys,
+        scripts: Arc::new(Scripts::new()),
+        consumer,
+        name,
+        build_id: protocol::build_id_hex(),
+        held: Mutex::new(HashSet::new()),
+        reap: Mutex::new((Instant::now(), "0-0".into())),
+        deliveries: AtomicU64::new(0),
+        stopped: AtomicBool::new(false),
+        cfg,
+    });
+    let heartbeat = {
+        let w = worker.clone();
+        std::thread::Builder::new()
+            .name("fanout-cluster-heartbeat".into())
+            .spawn(move || w.heartbeat())
+    };
+    let slots: Vec<_> = (0..worker.cfg.concurrency)
+        .filter_map(|i| {
+            let w = worker.clone();
+            std::thread::Builder::new()
+                .name(format!("fanout-cluster-slot-{i}"))
+                .spawn(move || w.slot())
+                .ok()
+        })
+        .collect();
+    if slots.is_empty() {
+        eprintln!("fanout cluster worker: could not start any worker thread");
+        return 3;
+    }
+    for s in slots {
+        let _ = s.join();
+    }
+    // Every slot has finished its task: say goodbye to the group.
+    worker.stopped.store(true, Ordering::SeqCst);
+    worker.leave();
+    if let Ok(h) = heartbeat {
+        let _ = h.join();
+    }
+    0
+}
+
+/// One task taken from the stream.
+struct Job {
+    entry: String,
+    task: String,
+}
+
+fn job_of(e: &Entry<'_>) -> Option<Job> {
+    let task = std::str::from_utf8(e.field("t")?).ok()?;
+    Some(Job {
+        entry: e.id.to_string(),
+        task: task.to_string(),
+    })
+}
+
+impl Worker {
+    fn connect(&self, read_timeout: Duration) -> Option<Conn> {
+        match Conn::new(
+            &self.cfg.url,
+            &self.keys,
+            self.scripts.clone(),
+            read_timeout,
+        ) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("fanout cluster worker: {e}");
+                DRAIN.store(true, Ordering::SeqCst);
+                None
+            }
+        }
+    }
+
+    fn draining(&self) -> bool {
+        if DRAIN.load(Ordering::Relaxed) {
+            return true;
+        }
+        if let Some(parent) = self.cfg.parent {
+            // SAFETY: getppid has no preconditions.
+            if unsafe { libc::getppid() } as u32 != parent {
+                DRAIN.store(true, Ordering::SeqCst);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// One slot: read an entry, run it, finish it, repeat.
+    fn slot(self: Arc<Self>) {
+        let Some(mut conn) = self.connect(READ_BLOCK + Duration::from_secs(5)) else {
+            return;
+        };
+        let mut next: Option<Job> = None;
+        let mut backoff = Backoff::new();
+        loop {
+            let job = match next.take() {
+                Some(job) => job,
+                None => {
+                    if self.draining() {
+                        return;
+                    }
+                    let found = match self.reap_one(&mut conn) {
+                        Some(job) => Ok(Some(job)),
+                        None => self.read(&mut conn, true),
+                    };
+                    match found {
+                        Ok(Some(job)) => {
+                            backoff = Backoff::new();
+                            job
+                        }
+                        Ok(None) => continue,
+                        Err(e) => {
+                            log::debug!("{}: {e}; retrying", self.name);
+                            backoff.sleep(None);
+                            continue;
+                        }
+                    }
+                }
+            };
+            next = self.run_job(&mut conn, job);
+        }
+    }
+
+    /// Reads one new entry (blocking for a while when `block`).
+    fn read(&self, conn: &mut Conn, block: bool) -> redis::RedisResult<Option<Job>> {
+        let mut cmd = self.read_cmd(block);
+        let reply = conn.query(&cmd);
+        let reply = match reply {
+            Err(e) if protocol::classify(&e) == protocol::Failure::NoGroup => {
+                // The server lost the group (restarted without persistence): the
+                // reconnect in `get` recreates it.
+                conn.reset();
+                cmd = self.read_cmd(block);
+                conn.query(&cmd)?
+            }
+            other => other?,
+        };
+        let job = read_reply(&reply).first().and_then(job_of);
+        Ok(job)
+    }
+
+    fn read_cmd(&self, block: bool) -> redis::Cmd {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(GROUP)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(1);
+        if block {
+            cmd.arg("BLOCK").arg(READ_BLOCK.as_millis() as u64);
+        }
+        cmd.arg("STREAMS").arg(&self.queue).arg(">");
+        cmd
+    }
+
+    /// When due, takes over one entry whose lease expired.
+    fn reap_one(&self, conn: &mut Conn) -> Option<Job> {
+        let cursor = {
+            let mut reap = protocol_lock(&self.reap);
+            if Instant::now() < reap.0 {
+                return None;
+            }
+            // Claim the turn; pushed back below unless something was found.
+            reap.0 = Instant::now() + self.cfg.lease / 2;
+            reap.1.clone()
+        };
+        let reply = conn
+            .query(
+                redis::cmd("XAUTOCLAIM")
+                    .arg(&self.queue)
+                    .arg(GROUP)
+                    .arg(&self.consumer)
+                    .arg(self.cfg.lease.as_millis() as u64)
+                    .arg(&cursor)
+                    .arg("COUNT")
+                    .arg(1),
+            )
+            .ok()?;
+        let parts = array(&reply)?;
+        let next_cursor = parts.first().and_then(text).unwrap_or("0-0").to_string();
+        let claimed = parts.get(1).map(protocol::entries).unwrap_or_default();
+        let job = claimed.iter().find_map(|e| {
+            let job = job_of(e);
+            if job.is_none() {
+                // A deleted or malformed entry: drop it from the group.
+                let _ = conn.query(redis::cmd("XACK").arg(&self.queue).arg(GROUP).arg(e.id));
+            }
+            job
+        });
+        let mut reap = protocol_lock(&self.reap);
+        reap.1 = next_cursor.clone();
+        if job.is_some() || next_cursor != "0-0" {
+            // More may be waiting: let the next free slot look at once.
+            reap.0 = Instant::now();
+        }
+        if let Some(j) = &job {
+            log::info!(
+                "{} took over task {} (its lease expired)",
+                self.name,
+                j.task
+            );
+        }
+        job
+    }
+
+    /// Runs a redis call until it succeeds (retrying transient failures with
+    /// backoff). Gives up only on a non-transient error.
+    fn call(&self, conn: &mut Conn, cmd: &redis::Cmd) -> redis::RedisResult<redis::Value> {
+        conn.query_retry(cmd, None, &|| false)
+    }
+
+    /// Starts, runs and finishes one job; returns the next job if the finish
+    /// round trip brought one.
+    fn run_job(&self, conn: &mut Conn, job: Job) -> Option<Job> {
+        protocol_lock(&self.held).insert(job.entry.clone());
+        let next = self.run_job_inner(conn, &job);
+        protocol_lock(&self.held).remove(&job.entry);
+        next
+    }
+
+    fn run_job_inner(&self, conn: &mut Conn, job: &Job) -> Option<Job> {
+        let Some((client, _)) = protocol::parse_task_id(&job.task) else {
+            log::warn!(
+                "{}: dropping a malformed stream entry {}",
+                self.name,
+                job.entry
+            );
+            self.ack(conn, &job.entry);
+            return None;
+        };
+        let task_key = self.keys.task(&job.task);
+        let events = self.keys.events(client);
+        let token = format!(
+            "{}#{}",
+            self.consumer,
+            self.deliveries.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut start = self
+            .scripts
+            .call(ScriptName::Start, &[&self.queue, &task_key, &events]);
+        start
+            .arg(&job.entry)
+            .arg(GROUP)
+            .arg(&self.consumer)
+            .arg(&token)
+            .arg(&job.task);
+        let reply = match self.call(conn, &start) {
+            Ok(r) => r,
+            Err(e) => {
+                // Not transient: the record is not a hash, or similar junk.
+                log::warn!("{}: could not start task {}: {e}", self.name, job.task);
+                self.reject(conn, job, &format!("the task record is unusable: {e}"));
+                return None;
+            }
+        };
+        let parts = array(&reply).unwrap_or(&[]);
+        let field = |i: usize| parts.get(i).and_then(bytes).unwrap_or(&[]);
+        let outcome = match field(0) {
+            b"run" => {
+                let cancelled: HashSet<usize> = std::str::from_utf8(field(6))
+                    .unwrap_or("")
+                    .split(',')
+                    .filter_map(|s| s.parse().ok())
+                    .collect();
+                match self.execute(
+                    &job.task,
+                    field(1),
+                    field(2),
+                    field(3),
+                    field(4),
+                    field(5),
+                    &cancelled,
+                ) {
+                    Ok(outcome) => outcome,
+                    Err(reason) => {
+                        log::warn!(
+                            "{}: rejected task {} (entry {}): {reason}",
+                            self.name,
+                            job.task,
+                            job.entry
+                        );
+                        self.reject(conn, job, &reason);
+                        return None;
+                    }
+                }
+            }
+            b"lost" => {
+                let owner = String::from_utf8_lossy(field(1)).into_owned();
+                let starts = String::from_utf8_lossy(field(2)).into_owned();
+                let died = conn
+                    .query(redis::cmd("GET").arg(self.keys.died(&owner)))
+                    .ok()
+                    .and_then(|v| text(&v).map(str::to_string));
+                let last = died.map(|how| format!("; it {how}")).unwrap_or_else(|| {
+                    "; it died, hung, or lost contact with Redis for longer than the lease".into()
+                });
+                Outcome::Lost {
+                    worker: format!("cluster worker {owner}"),
+                    status: format!(
+                        "the task was started {starts} times and each time its worker stopped \
+                         before finishing (max_deliveries = {starts}){last}"
+                    ),
+                }
+            }
+            // Gone (finished elsewhere, never existed) or cancelled: already acknowledged.
+            _ => return None,
+        };
+        let envelope = outcome.seal(self.cfg.secret.as_bytes(), &job.task);
+        let mut finish = self.scripts.call(
+            ScriptName::Finish,
+            &[
+                &self.queue,
+                &task_key,
+                &self.keys.result(&job.task),
+                &events,
+            ],
+        );
+        finish
+            .arg(&job.entry)
+            .arg(GROUP)
+            .arg(&envelope)
+            .arg(protocol::RESULT_TTL.as_secs())
+            .arg(&job.task);
+        if !self.draining() {
+            // Finish and read the next entry in one round trip.
+            let mut pipe = redis::pipe();
+            pipe.add_command(finish.clone())
+                .add_command(self.read_cmd(false));
+            if let Ok(replies) = conn.query_pipe(&pipe) {
+                return replies
+                    .get(1)
+                    .and_then(|r| read_reply(r).first().and_then(job_of));
+            }
+        }
+        if let Err(e) = self.call(conn, &finish) {
+            log::error!("{}: could not finish task {}: {e}", self.name, job.task);
+        }
+        None
+    }
+
+    /// Verifies and runs a task record. `Err` means: reject it (bad signature
+    /// or a record that cannot be read); a refusal after verification (other
+    /// build, bad trampoline) is an `Ok(Refused)` outcome for the client.
+    #[allow(clippy::too_many_arguments)]
+    fn execute(
+        &self,
+        task: &str,
+        trampoline: &[u8],
+        build: &[u8],
+        args: &[u8],
+        signature: &[u8],
+        items: &[u8],
+        cancelled: &HashSet<usize>,
+    ) -> Result<Outcome, String> {
+        let parse = |b: &[u8]| std::str::from_utf8(b).ok()?.parse::<u64>().ok();
+        let (Some(trampoline), Some(n), Ok(build)) =
+            (parse(trampoline), parse(items), std::str::from_utf8(build))
+        else {
+            return Err("the task record is malformed".into());
+        };
+        // Nothing about the record is trusted before this check.
+        if !protocol::verify_task(
+            self.cfg.secret.as_bytes(),
+            task,
+            trampoline,
+            build,
+            n,
+            args,
+            signature,
+        ) {
+            return Err("its signature does not verify under this worker's secret \
+                        (a forged or altered task, or a client with a different secret)"
+                .into());
+        }
+        let refuse = |message: String| {
+            Ok(Outcome::Refused {
+                worker: self.name.clone(),
+                message,
+            })
+        };
+        if build != self.build_id {
+            return refuse(format!(
+                "the call comes from a different build of the program (caller build id \
+                 {build}, worker build id {}); run the same binary on every host",
+                self.build_id
+            ));
+        }
+        let call = match ship::resolve(trampoline) {
+            Ok(t) => t,
+            Err(message) => return refuse(message),
+        };
+        let Some(items) = protocol::split_items(args, n as usize) else {
+            return refuse("the task's arguments are malformed".into());
+        };
+        let mut outcomes = Vec::with_capacity(items.len());
+        let mut out = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            if cancelled.contains(&i) {
+                outcomes.push(ItemOutcome::Skipped);
+                continue;
+            }
+            out.clear();
+            outcomes.push(match call(item, &mut out) {
+                Ok(()) => ItemOutcome::Value(std::mem::take(&mut out)),
+                Err(e) => ItemOutcome::Failed(e),
+            });
+        }
+        Ok(Outcome::Ran {
+            worker: self.name.clone(),
+            items: outcomes,
+        })
+    }
+
+    fn reject(&self, conn: &mut Conn, job: &Job, reason: &str) {
+        let Some((client, _)) = protocol::parse_task_id(&job.task) else {
+            self.ack(conn, &job.entry);
+            return;
+        };
+        let envelope = Outcome::Rejected {
+            worker: self.name.clone(),
+            reason: reason.to_string(),
+        }
+        .seal(self.cfg.secret.as_bytes(), &job.task);
+        let mut cmd = self.scripts.call(
+            ScriptName::Reject,
+            &[
+                &self.queue,
+                &self.keys.task(&job.task),
+                &self.keys.result(&job.task),
+                &self.keys.events(client),
+            ],
+        );
+        cmd.arg(&job.entry)
+            .arg(GROUP)
+            .arg(&envelope)
+            .arg(protocol::DEAD_RECORD_TTL.as_secs())
+            .arg(&job.task)
+            .arg(reason);
+        if self.call(conn, &cmd).is_err() {
+            self.ack(conn, &job.entry);
+        }
+    }
+
+    fn ack(&self, conn: &mut Conn, entry: &str) {
+        let _ = conn.query(redis::cmd("XACK").arg(&self.queue).arg(GROUP).arg(entry));
+        let _ = conn.query(redis::cmd("XDEL").arg(&self.queue).arg(entry));
+    }
+
+    /// Keeps the leases of the entries being run from expiring.
+    fn heartbeat(self: Arc<Self>) {
+        let Some(mut conn) = self.connect(Duration::from_secs(5)) else {
+            return;
+        };
+        let every = (self.cfg.lease / 3).clamp(Duration::from_millis(20), Duration::from_secs(10));
+        let mut next = Instant::now() + every;
+        loop {
+            // Keep beating while a draining worker finishes its tasks.
+            std::thread::sleep(Duration::from_millis(20).min(every));
+            let held: Vec<String> = protocol_lock(&self.held).iter().cloned().collect();
+            if self.stopped.load(Ordering::Relaxed) {
+                return;
+            }
+            self.draining();
+            if Instant::now() < next {
+                continue;
+            }
+            next = Instant::now() + every;
+            if held.is_empty() {
+                continue;
+            }
+            let mut cmd = redis::cmd("XCLAIM");
+            cmd.arg(&self.queue).arg(GROUP).arg(&self.consumer).arg(0);
+            for id in &held {
+                cmd.arg(id);
+            }
+            cmd.arg("JUSTID");
+            if let Err(e) = conn.query(&cmd) {
+                log::debug!("{}: heartbeat failed: {e}", self.name);
+            }
+        }
+    }
+
+    /// Removes this worker's consumer from the group if it holds nothing.
+    fn leave(&self) {
+        let Some(mut conn) = self.connect(Duration::from_secs(2)) else {
+            return;
+        };
+        let pending = conn.query(
+            redis::cmd("XPENDING")
+                .arg(&self.queue)
+                .arg(GROUP)
+                .arg("-")
+                .arg("+")
+                .arg(1)
+                .arg(&self.consumer),
+        );
+        if let Ok(v) = pending {
+            if array(&v).is_some_and(|a| a.is_empty()) {
+                let _ = conn.query(
+                    redis::cmd("XGROUP")
+                        .arg("DELCONSUMER")
+                        .arg(&self.queue)
+                        .arg(GROUP)
+                        .arg(&self.consumer),
+                );
+            }
+        }
+    }
+}
+
+fn protocol_lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,203 @@
+//! A real `redis-server` per test, on a free loopback port, stopped by pid.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Panics (failing the test) when redis-server is missing: never pass silently.
+pub fn redis_server_binary() -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("redis-server"))
+            .find(|p| p.is_file())
+    });
+    match found {
+        Some(p) => p,
+        None => panic!(
+            "redis-server is not installed, and the cluster tests need a real one: install it \
+             with `apt-get install redis-server` (Debian/Ubuntu) and run the tests again"
+        ),
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A scratch directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!(
+            "fanout-{tag}-{}-{n}-{}",
+            std::process::id(),
+            Instant::now().elapsed().as_nanos()
+        ));
+        std::fs::create_dir_all(&p).expect("temp dir");
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub struct Redis {
+    pub port: u16,
+    pub bind: String,
+    pub dir: TempDir,
+    child: Option<Child>,
+    appendonly: bool,
+    /// Prefix to run redis-server under (e.g. `ip netns exec NS`).
+    wrapper: Vec<String>,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        Redis::start_with(false)
+    }
+
+    pub fn start_with(appendonly: bool) -> Redis {
+        Redis::start_full("127.0.0.1", appendonly, Vec::new())
+    }
+
+    pub fn start_full(bind: &str, appendonly: bool, wrapper: Vec<String>) -> Redis {
+        let mut r = Redis {
+            port: free_port(),
+            bind: bind.to_string(),
+            dir: TempDir::new("redis"),
+            child: None,
+            appendonly,
+            wrapper,
+        };
+        r.launch();
+        r
+    }
+
+    fn launch(&mut self) {
+        let bin = redis_server_binary();
+        let mut cmd = if self.wrapper.is_empty() {
+            Command::new(&bin)
+        } else {
+            let mut c = Command::new(&self.wrapper[0]);
+            c.args(&self.wrapper[1..]).arg(&bin);
+            c
+        };
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .arg("--bind")
+            .arg(&self.bind)
+            .arg("--save")
+            .arg("")
+            .arg("--appendonly")
+            .arg(if self.appendonly { "yes" } else { "no" })
+            .arg("--appendfsync")
+            .arg("always")
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--protected-mode")
+            .arg("no")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        self.child = Some(cmd.spawn().expect("start redis-server"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.ping() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server on port {} did not come up", self.port);
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://{}:{}/0", self.bind, self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    fn ping(&self) -> bool {
+        redis::Client::open(self.url())
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+            .is_ok()
+    }
+
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .expect("connect to test redis")
+    }
+
+    /// Stops the server gracefully (SIGTERM, by pid) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: signalling the redis-server we started.
+            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                match c.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() > deadline => {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        break;
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        }
+    }
+
+    /// Starts the server again on the same port and directory.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    /// Every key of a namespace.
+    pub fn keys(&self, namespace: &str) -> Vec<String> {
+        let mut c = self.conn();
+        let mut keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{{{namespace}}}*"))
+            .query(&mut c)
+            .unwrap();
+        keys.sort();
+        keys
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Waits until `f` holds or `timeout` passes.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
