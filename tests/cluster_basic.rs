@@ -236,3 +236,284 @@ fn unreachable_redis_is_a_backend_error_not_a_hang() {
         .unwrap();
     assert_eq!(ok.submit(add, (1, 2)).unwrap().result(), Ok(3));
 }
+
+/// Finds the one pending task record of a namespace.
+fn only_record(redis: &Redis, ns: &str) -> (String, Vec<(String, Vec<u8>)>) {
+    let keys: Vec<String> = redis
+        .keys(ns)
+        .into_iter()
+        .filter(|k| k.starts_with(&format!("{{{ns}}}:t:")))
+        .collect();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let mut con = redis.conn();
+    let fields: Vec<(String, Vec<u8>)> =
+        redis::cmd("HGETALL").arg(&keys[0]).query(&mut con).unwrap();
+    let task = keys[0].rsplit(':').next().unwrap().to_string();
+    (task, fields)
+}
+
+fn field<'a>(fields: &'a [(String, Vec<u8>)], name: &str) -> &'a [u8] {
+    &fields.iter().find(|(k, _)| k == name).unwrap().1
+}
+
+/// The args blob of a one-item task: length prefix + postcard encoding.
+fn args_blob<T: serde::Serialize>(args: &T) -> Vec<u8> {
+    let item = postcard::to_allocvec(args).unwrap();
+    let mut blob = (item.len() as u32).to_le_bytes().to_vec();
+    blob.extend_from_slice(&item);
+    blob
+}
+
+/// Writes a forged copy of a record under a new task id and queues it.
+fn forge(
+    redis: &Redis,
+    ns: &str,
+    fields: &[(String, Vec<u8>)],
+    task: &str,
+    args: &[u8],
+    signature: Option<&[u8]>,
+) {
+    let mut con = redis.conn();
+    let key = format!("{{{ns}}}:t:{task}");
+    let mut hset = redis::cmd("HSET");
+    hset.arg(&key);
+    for (k, v) in fields {
+        match k.as_str() {
+            "a" => hset.arg(k).arg(args),
+            "s" => match signature {
+                Some(s) => hset.arg(k).arg(s),
+                None => continue,
+            },
+            _ => hset.arg(k).arg(v),
+        };
+    }
+    hset.query::<()>(&mut con).unwrap();
+    redis::cmd("XADD")
+        .arg(format!("{{{ns}}}:q"))
+        .arg("*")
+        .arg("t")
+        .arg(task)
+        .query::<String>(&mut con)
+        .unwrap();
+}
+
+#[test]
+fn forged_and_unsigned_tasks_never_run() {
+    let redis = Redis::start();
+    let dir = TempDir::new("forge");
+    let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    // No workers yet: the genuine task waits in Redis, where we copy it.
+    let client = Cluster::builder(&redis.url())
+        .namespace("sec")
+        .secret("the-real-secret")
+        .build()
+        .unwrap();
+    let genuine = client.submit(touch, (path("genuine"),)).unwrap();
+    let (task, fields) = only_record(&redis, "sec");
+    let (client_id, _) = task.split_once('.').unwrap();
+    // 1. The genuine signature over different arguments (a tampered record).
+    let tampered = format!("{client_id}.fff1");
+    forge(
+        &redis,
+        "sec",
+        &fields,
+        &tampered,
+        &args_blob(&(path("tampered"),)),
+        Some(field(&fields, "s")),
+    );
+    // 2. A made-up signature.
+    let garbage = format!("{client_id}.fff2");
+    forge(
+        &redis,
+        "sec",
+        &fields,
+        &garbage,
+        &args_blob(&(path("garbage"),)),
+        Some(&[7u8; 32]),
+    );
+    // 3. No signature at all.
+    let unsigned = format!("{client_id}.fff3");
+    forge(
+        &redis,
+        "sec",
+        &fields,
+        &unsigned,
+        &args_blob(&(path("unsigned"),)),
+        None,
+    );
+
+    // Now a worker (same namespace and secret) serves the queue.
+    let workers = Cluster::builder(&redis.url())
+        .namespace("sec")
+        .secret("the-real-secret")
+        .local_workers(1)
+        .build()
+        .unwrap();
+    assert_eq!(genuine.result_timeout(Duration::from_secs(20)), Ok(true));
+    assert!(dir.path().join("genuine").exists());
+    let mut con = redis.conn();
+    for forged in [&tampered, &garbage, &unsigned] {
+        let key = format!("{{sec}}:t:{forged}");
+        assert!(
+            eventually(Duration::from_secs(10), || {
+                redis::cmd("HGET")
+                    .arg(&key)
+                    .arg("st")
+                    .query::<Option<String>>(&mut con)
+                    .unwrap()
+                    == Some("x".into())
+            }),
+            "{forged} was not marked rejected"
+        );
+        let why: String = redis::cmd("HGET")
+            .arg(&key)
+            .arg("why")
+            .query(&mut con)
+            .unwrap();
+        assert!(why.contains("signature"), "{why}");
+    }
+    for name in ["tampered", "garbage", "unsigned"] {
+        assert!(!dir.path().join(name).exists(), "the {name} task ran");
+    }
+    // The rejected entries left the queue.
+    let pending: Vec<redis::Value> = redis::cmd("XPENDING")
+        .arg("{sec}:q")
+        .arg("fanout")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(pending[0], redis::Value::Int(0), "{pending:?}");
+    let len: u64 = redis::cmd("XLEN").arg("{sec}:q").query(&mut con).unwrap();
+    assert_eq!(len, 0);
+    drop(workers);
+    drop(client);
+}
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+/// The record signature (same layout as the crate's `protocol::sign_task`).
+fn sign(
+    secret: &[u8],
+    task: &str,
+    trampoline: u64,
+    build: &str,
+    items: u64,
+    args: &[u8],
+) -> Vec<u8> {
+    use hmac::{KeyInit, Mac};
+    let mut m = HmacSha256::new_from_slice(secret).unwrap();
+    m.update(b"fanout-cluster-task-v1\0");
+    m.update(&(task.len() as u64).to_le_bytes());
+    m.update(task.as_bytes());
+    m.update(&trampoline.to_le_bytes());
+    m.update(&(build.len() as u64).to_le_bytes());
+    m.update(build.as_bytes());
+    m.update(&items.to_le_bytes());
+    m.update(&(args.len() as u64).to_le_bytes());
+    m.update(args);
+    m.finalize().into_bytes().to_vec()
+}
+
+#[test]
+fn a_different_build_is_refused_naming_both_ids() {
+    let redis = Redis::start();
+    let client = Cluster::builder(&redis.url())
+        .namespace("build")
+        .secret("s")
+        .build()
+        .unwrap();
+    let f = client.submit(add, (1, 2)).unwrap();
+    let (task, fields) = only_record(&redis, "build");
+    let ours = String::from_utf8(field(&fields, "b").to_vec()).unwrap();
+    let theirs = "0123456789abcdef0123456789abcdef";
+    let trampoline: u64 = std::str::from_utf8(field(&fields, "f"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Correctly signed (so it passes the HMAC), but from "another build".
+    let sig = sign(b"s", &task, trampoline, theirs, 1, field(&fields, "a"));
+    let mut con = redis.conn();
+    redis::cmd("HSET")
+        .arg(format!("{{build}}:t:{task}"))
+        .arg("b")
+        .arg(theirs)
+        .arg("s")
+        .arg(sig)
+        .query::<()>(&mut con)
+        .unwrap();
+    let _workers = Cluster::builder(&redis.url())
+        .namespace("build")
+        .secret("s")
+        .local_workers(1)
+        .build()
+        .unwrap();
+    match f.result_timeout(Duration::from_secs(20)) {
+        Err(Error::Backend { message }) => {
+            assert!(
+                message.contains(theirs) && message.contains(&ours),
+                "{message}"
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+fn worker_pid() -> String {
+    std::process::id().to_string()
+}
+
+#[test]
+fn namespaces_never_see_each_others_tasks() {
+    let redis = Redis::start();
+    let a = cluster(&redis, "tenant-a", 1);
+    let b = cluster(&redis, "tenant-b", 1);
+    let fa: Vec<_> = (0..40).map(|_| a.submit(worker_pid, ()).unwrap()).collect();
+    let fb: Vec<_> = (0..40).map(|_| b.submit(worker_pid, ()).unwrap()).collect();
+    let pa: Vec<String> = fa.into_iter().map(|f| f.result().unwrap()).collect();
+    let pb: Vec<String> = fb.into_iter().map(|f| f.result().unwrap()).collect();
+    let wa: Vec<String> = a.worker_pids().iter().map(u32::to_string).collect();
+    let wb: Vec<String> = b.worker_pids().iter().map(u32::to_string).collect();
+    assert!(pa.iter().all(|p| wa.contains(p)), "{pa:?} vs {wa:?}");
+    assert!(pb.iter().all(|p| wb.contains(p)), "{pb:?} vs {wb:?}");
+    assert!(redis
+        .keys("tenant-a")
+        .iter()
+        .all(|k| k.starts_with("{tenant-a}:")));
+}
+
+#[test]
+fn no_keys_left_after_10k_tasks_and_shutdown() {
+    let redis = Redis::start();
+    let c = cluster(&redis, "hygiene", 2);
+    let fs: Vec<_> = (0..8_000u64)
+        .map(|i| c.submit(add, (i, 1)).unwrap())
+        .collect();
+    let chunked: u64 = c
+        .map_with(|x: u64| x, 0..2_000u64, MapOptions::default().chunksize(50))
+        .unwrap()
+        .map(Result::unwrap)
+        .sum();
+    assert_eq!(chunked, 1_999_000);
+    // Half the futures are dropped unread: their results must go too.
+    let mut total = 0;
+    for (i, f) in fs.into_iter().enumerate() {
+        if i % 2 == 0 {
+            total += f.result().unwrap();
+        }
+    }
+    assert_eq!(total, (0..8_000u64).step_by(2).map(|i| i + 1).sum::<u64>());
+    c.shutdown(true, false);
+    assert_eq!(redis.keys("hygiene"), ["{hygiene}:q"]);
+    let mut con = redis.conn();
+    let len: u64 = redis::cmd("XLEN")
+        .arg("{hygiene}:q")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(len, 0);
+    let consumers: Vec<redis::Value> = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg("{hygiene}:q")
+        .arg("fanout")
+        .query(&mut con)
+        .unwrap();
+    assert!(consumers.is_empty(), "{consumers:?}");
+}
