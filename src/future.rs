@@ -126,8 +126,6 @@ struct Shared<T> {
     callbacks: Vec<Callback<T>>,
     waiters: Vec<(Arc<Waiter>, usize)>,
     waker: Option<Waker>,
-    /// A copy of the error for `exception()`, so it needs no read token.
-    error: Option<Error>,
     /// The thread holding the read token, and how many times it took it.
     reader: Option<(sync::ThreadId, usize)>,
     /// Threads blocked on `cond`; notifications are skipped when zero.
@@ -151,13 +149,44 @@ unsafe impl<T: Send> Sync for Cell<T> {}
 // SAFETY: the cell owns its `T`; moving it between threads needs `T: Send`.
 unsafe impl<T: Send> Send for Cell<T> {}
 
+/// Something that contains a completion cell: a bare [`Cell`], or a thread
+/// pool's task, which keeps its closure in the same allocation.
+pub(crate) trait CellHolder<T>: Send + Sync {
+    fn cell(&self) -> &Cell<T>;
+}
+
+impl<T: Send> CellHolder<T> for Cell<T> {
+    fn cell(&self) -> &Cell<T> {
+        self
+    }
+}
+
+/// A counted reference to a completion cell, wherever it lives.
+///
+/// (A std `Arc` even under loom: reference counting is not what the models
+/// check; the cell's own synchronisation is.)
+pub(crate) struct CellRef<T>(pub(crate) std::sync::Arc<dyn CellHolder<T>>);
+
+impl<T> std::ops::Deref for CellRef<T> {
+    type Target = Cell<T>;
+    fn deref(&self) -> &Cell<T> {
+        self.0.cell()
+    }
+}
+
+impl<T> Clone for CellRef<T> {
+    fn clone(&self) -> Self {
+        CellRef(self.0.clone())
+    }
+}
+
 fn next_id() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl<T> Cell<T> {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Cell {
             id: next_id(),
             state: AtomicU8::new(PENDING),
@@ -165,7 +194,6 @@ impl<T> Cell<T> {
                 callbacks: Vec::new(),
                 waiters: Vec::new(),
                 waker: None,
-                error: None,
                 reader: None,
                 blocked: 0,
             }),
@@ -184,6 +212,12 @@ impl<T> Cell<T> {
         self.state
             .compare_exchange(PENDING, RUNNING, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
+    }
+
+    /// Completes the cell with `outcome` unless it is already final (the
+    /// backend-side completion used by the thread pool's tasks).
+    pub(crate) fn finish(&self, outcome: Result<T>) -> bool {
+        self.complete(outcome, false)
     }
 
     /// Moves to the final state that fits `outcome`, unless already final.
@@ -207,9 +241,6 @@ impl<T> Cell<T> {
             {
                 break;
             }
-        }
-        if let Err(e) = &outcome {
-            shared.error = Some(e.clone());
         }
         // SAFETY: we hold `sync` and just made the state final; nobody reads
         // `value` before locking `sync` and seeing a final state, and this is
@@ -318,6 +349,15 @@ impl<T> Cell<T> {
         deadline: Option<Instant>,
         for_take: bool,
     ) -> (MutexGuard<'a, Shared<T>>, bool) {
+        // A result that is microseconds away is cheaper to spin for than to
+        // sleep for (sleeping costs both sides a futex call).
+        #[cfg(not(loom))]
+        for _ in 0..32 {
+            if is_final(self.raw_state()) {
+                break;
+            }
+            std::hint::spin_loop();
+        }
         let mut shared = lock(&self.sync);
         loop {
             if is_final(self.raw_state()) && (!for_take || shared.reader.is_none()) {
@@ -376,7 +416,7 @@ impl<T> Cell<T> {
 /// Dropping a promise that was never completed fails its future with
 /// [`Error::Broken`], so a lost task can never leave a caller waiting forever.
 pub(crate) struct Promise<T> {
-    cell: Arc<Cell<T>>,
+    cell: CellRef<T>,
 }
 
 impl<T> Promise<T> {
@@ -431,8 +471,8 @@ impl<T> Drop for Promise<T> {
 }
 
 /// Creates a connected future and promise.
-pub(crate) fn pair<T>() -> (Future<T>, Promise<T>) {
-    let cell = Arc::new(Cell::new());
+pub(crate) fn pair<T: Send + 'static>() -> (Future<T>, Promise<T>) {
+    let cell = CellRef(std::sync::Arc::new(Cell::new()));
     (Future { cell: cell.clone() }, Promise { cell })
 }
 
@@ -451,10 +491,15 @@ pub(crate) fn pair<T>() -> (Future<T>, Promise<T>) {
 /// assert_eq!(f.result(), Ok(3));
 /// ```
 pub struct Future<T> {
-    cell: Arc<Cell<T>>,
+    cell: CellRef<T>,
 }
 
 impl<T> Future<T> {
+    /// The future of a cell that a backend completes directly.
+    pub(crate) fn from_cell(cell: CellRef<T>) -> Self {
+        Future { cell }
+    }
+
     /// An id unique among all futures of this process.
     ///
     /// ```
@@ -611,7 +656,20 @@ impl<T> Future<T> {
                 timeout.unwrap_or_default()
             )));
         }
-        shared.error.clone()
+        match self.cell.raw_state() {
+            FINISHED_OK => None,
+            CANCELLED => Some(Error::Cancelled),
+            _ => {
+                drop(self.cell.acquire_read(shared));
+                // SAFETY: final state and this thread holds the read token.
+                let error = self.cell.value.with(|slot| match unsafe { &*slot } {
+                    Some(Err(e)) => Some(e.clone()),
+                    _ => None,
+                });
+                self.cell.release_read();
+                error
+            }
+        }
     }
 
     /// Runs `f` with the outcome once the future is done.
