@@ -388,7 +388,7 @@ fn throughput_std_thread(cfg: &Config) -> Option<Sample> {
 }
 
 fn throughput_python(cfg: &Config) -> Option<Sample> {
-    let out = python(&["throughput", &cfg.throughput_tasks_slow.to_string()])?;
+    let out = python(cfg, &["throughput", &cfg.throughput_tasks_slow.to_string()])?;
     json_number(&out, "seconds").map(|s| Sample::Elapsed(Duration::from_secs_f64(s)))
 }
 
@@ -488,11 +488,14 @@ fn latency_std_thread(cfg: &Config) -> Option<Sample> {
 }
 
 fn latency_python(cfg: &Config) -> Option<Sample> {
-    let out = python(&[
-        "latency",
-        &cfg.latency_samples.to_string(),
-        &cfg.latency_warmup.to_string(),
-    ])?;
+    let out = python(
+        cfg,
+        &[
+            "latency",
+            &cfg.latency_samples.to_string(),
+            &cfg.latency_warmup.to_string(),
+        ],
+    )?;
     json_u64_array(&out, "samples_ns").map(|mut ns| {
         ns.sort_unstable();
         Sample::RoundTrips(ns)
@@ -545,7 +548,7 @@ fn map_rayon_spawn(cfg: &Config) -> Option<Sample> {
 }
 
 fn map_python(cfg: &Config) -> Option<Sample> {
-    let out = python(&["map", &cfg.map_items_python.to_string()])?;
+    let out = python(cfg, &["map", &cfg.map_items_python.to_string()])?;
     json_number(&out, "seconds").map(|s| Sample::Elapsed(Duration::from_secs_f64(s)))
 }
 
@@ -553,9 +556,44 @@ fn map_python(cfg: &Config) -> Option<Sample> {
 // Python
 // ---------------------------------------------------------------------------
 
-/// Runs benches/py/thread_pool.py with `args`; its one JSON line, or `None`
+/// The Python peer's JSON line for `args` (`[workload, sizes...]`), or `None`
 /// (with a note on stderr) when python3 is missing or the script fails.
-fn python(args: &[&str]) -> Option<String> {
+///
+/// In a quick run, one `smoke` invocation runs all three workloads (a Python
+/// start costs more than the whole smoke test otherwise) and each peer picks
+/// its line from it.
+fn python(cfg: &Config, args: &[&str]) -> Option<String> {
+    if !cfg.quick {
+        return run_python(args);
+    }
+    static SMOKE: OnceLock<Option<String>> = OnceLock::new();
+    let all = SMOKE.get_or_init(|| {
+        run_python_lines(&[
+            "smoke",
+            &cfg.throughput_tasks_slow.to_string(),
+            &cfg.latency_samples.to_string(),
+            &cfg.latency_warmup.to_string(),
+            &cfg.map_items_python.to_string(),
+        ])
+    });
+    let tag = format!("\"workload\": \"{}\"", args[0]);
+    all.as_deref()?
+        .lines()
+        .find(|l| l.contains(&tag))
+        .map(str::to_owned)
+}
+
+/// Runs the script once; its last JSON line.
+fn run_python(args: &[&str]) -> Option<String> {
+    run_python_lines(args)?
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .map(str::to_owned)
+}
+
+/// Runs the script once; all of its stdout.
+fn run_python_lines(args: &[&str]) -> Option<String> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/py/thread_pool.py");
     let output = match Command::new(python_executable())
         .arg(&script)
@@ -577,12 +615,7 @@ fn python(args: &[&str]) -> Option<String> {
         );
         return None;
     }
-    String::from_utf8(output.stdout)
-        .ok()?
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .map(str::to_owned)
+    String::from_utf8(output.stdout).ok()
 }
 
 /// The 1-minute load average, to judge how noisy a run was.

@@ -5,6 +5,7 @@ Invoked by the Rust bench as
     python3 benches/py/thread_pool.py throughput N
     python3 benches/py/thread_pool.py latency N WARMUP
     python3 benches/py/thread_pool.py map N
+    python3 benches/py/thread_pool.py smoke N_THROUGHPUT N_LATENCY WARMUP N_MAP
 
 It runs one measurement (the Rust side repeats and takes medians) and prints
 one JSON line on stdout:
@@ -13,7 +14,8 @@ one JSON line on stdout:
     {"workload": "latency", "n": N, "samples_ns": [...]}     (sorted)
     {"workload": "map", "n": N, "seconds": S}
 
-The pool is created and warmed up before the clock starts, as on the Rust side.
+`smoke` (the bench's quick mode) runs all three in one process and prints
+three lines. The pool is created and warmed up before the clock starts, as on the Rust side.
 """
 
 import json
@@ -76,15 +78,22 @@ def main(argv):
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
         warm_up(pool)
         if workload == "throughput":
-            out = throughput(pool, n)
+            outs = [throughput(pool, n)]
         elif workload == "latency":
-            out = latency(pool, n, int(argv[3]) if len(argv) > 3 else n // 10)
+            outs = [latency(pool, n, int(argv[3]) if len(argv) > 3 else n // 10)]
         elif workload == "map":
-            out = map_(pool, n)
+            outs = [map_(pool, n)]
+        elif workload == "smoke":
+            outs = [
+                throughput(pool, n),
+                latency(pool, int(argv[3]), int(argv[4])),
+                map_(pool, int(argv[5])),
+            ]
         else:
             raise SystemExit(f"unknown workload {workload!r}")
-    out["python"] = sys.version.split()[0]
-    print(json.dumps(out))
+    for out in outs:
+        out["python"] = sys.version.split()[0]
+        print(json.dumps(out))
 
 
 if __name__ == "__main__":
