@@ -14,7 +14,7 @@ use std::iter::FusedIterator;
 
 const BAR: &str =
     "{msg}[{bar:40}] | {percent:>3}% Completed | {pos}/{len} | {elapsed_precise} (eta {eta})";
-const SPINNER: &str = "{msg}{spinner} {pos} completed | {elapsed_precise} ({per_sec})";
+const SPINNER: &str = "{msg}{spinner} {pos} completed | {elapsed_precise}";
 
 /// Wraps `iter` in a progress bar that advances by one for every item it
 /// yields; the items themselves pass through unchanged and in order.
