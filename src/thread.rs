@@ -5,7 +5,7 @@ use crate::future::{Cell, CellHolder, CellRef};
 use crate::{panic, Error, Executor, Future, Payload, Result, Task};
 use crossbeam_channel::{Receiver, Sender};
 use std::fmt;
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 use std::thread::JoinHandle;
 
 /// A submitted call and its completion cell, in one allocation: the
@@ -97,9 +97,47 @@ struct Shared {
     /// Kept to cancel queued calls on `shutdown(cancel_futures = true)`.
     receiver: Receiver<BoxedJob>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Worker threads still in their loop, for `shutdown(wait = true)`.
+    ///
+    /// Joining `threads` alone is not enough: only the first waiting caller
+    /// gets the handles, so a second concurrent `shutdown(true)` (or the
+    /// pool's `Drop` after a task called `shutdown(true)` on its own pool)
+    /// used to find none and return while work was still running.
+    live: Mutex<LiveWorkers>,
+    /// Signalled whenever `live` changes.
+    live_changed: Condvar,
     /// Set once, when an initializer panicked.
     broken: OnceLock<String>,
     workers: usize,
+}
+
+#[derive(Default)]
+struct LiveWorkers {
+    /// Workers that have not yet left `worker_loop`.
+    running: usize,
+    /// How many of those are themselves blocked in `shutdown(wait = true)`
+    /// (a task shutting down its own pool): they cannot exit before it
+    /// returns, so waiters do not wait for them.
+    waiting_in_shutdown: usize,
+}
+
+thread_local! {
+    /// The address of the `Shared` of the pool this thread is a worker of (0 if none).
+    static WORKER_OF: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Counts a worker out of `Shared::live` when its thread leaves `worker_loop`.
+struct LeaveOnExit<'a>(&'a Shared);
+
+impl Drop for LeaveOnExit<'_> {
+    fn drop(&mut self) {
+        self.0
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .running -= 1;
+        self.0.live_changed.notify_all();
+    }
 }
 
 impl Shared {
@@ -142,15 +180,41 @@ impl Shared {
             }
         }
         if wait {
-            let me = std::thread::current().id();
-            let handles =
-                std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
-            for handle in handles {
-                // A task that shuts down its own pool cannot wait for itself.
-                if handle.thread().id() != me {
-                    let _ = handle.join();
-                }
+            self.wait_for_workers();
+        }
+    }
+
+    /// Blocks until every worker has finished its loop, except workers that
+    /// are themselves waiting here (a task that shuts down its own pool
+    /// cannot wait for itself, nor for another task doing the same).
+    fn wait_for_workers(&self) {
+        let on_worker = WORKER_OF.with(|w| w.get()) == self as *const Shared as usize;
+        if on_worker {
+            // Counted before joining, so that two tasks shutting down their
+            // pool at once do not wait for each other.
+            self.live
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .waiting_in_shutdown += 1;
+            self.live_changed.notify_all();
+        }
+        let me = std::thread::current().id();
+        let handles = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for handle in handles {
+            if handle.thread().id() != me {
+                let _ = handle.join();
             }
+        }
+        // Another caller may hold the handles: wait on the count as well.
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        while live.running > live.waiting_in_shutdown {
+            live = self
+                .live_changed
+                .wait(live)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        if on_worker {
+            live.waiting_in_shutdown -= 1;
         }
     }
 }
@@ -370,6 +434,8 @@ impl ThreadPoolBuilder {
             sender: RwLock::new(Some(sender)),
             receiver: receiver.clone(),
             threads: Mutex::new(Vec::with_capacity(workers)),
+            live: Mutex::new(LiveWorkers::default()),
+            live_changed: Condvar::new(),
             broken: OnceLock::new(),
             workers,
         });
@@ -379,9 +445,25 @@ impl ThreadPoolBuilder {
         for i in 0..workers {
             let (shared_w, receiver_w, init) =
                 (shared.clone(), receiver.clone(), self.initializer.clone());
+            shared
+                .live
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .running += 1;
             let spawned = std::thread::Builder::new()
                 .name(format!("{prefix}-{i}"))
-                .spawn(move || worker_loop(&shared_w, receiver_w, init));
+                .spawn(move || {
+                    WORKER_OF.with(|w| w.set(Arc::as_ptr(&shared_w) as usize));
+                    let _leave = LeaveOnExit(&shared_w);
+                    worker_loop(&shared_w, receiver_w, init)
+                });
+            if spawned.is_err() {
+                shared
+                    .live
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .running -= 1;
+            }
             match spawned {
                 Ok(handle) => shared
                     .threads
