@@ -31,10 +31,9 @@ pub enum Error {
     },
 
     /// The task panicked. The worker that ran it survives.
-    #[error("the task panicked{}: {message}{}{}",
+    #[error("the task panicked{}: {message}{}",
         worker.as_deref().map(|w| format!(" on {w}")).unwrap_or_default(),
-        location.as_deref().map(|l| format!(" (at {l})")).unwrap_or_default(),
-        backtrace.as_deref().map(|b| format!("\nremote backtrace:\n{b}")).unwrap_or_default())]
+        location.as_deref().map(|l| format!(" (at {l})")).unwrap_or_default())]
     Panicked {
         /// The panic message (`"<non-string panic payload>"` when it was not a string).
         message: String,
@@ -42,7 +41,8 @@ pub enum Error {
         location: Option<String>,
         /// The worker (process or host) the task ran on, when it ran elsewhere.
         worker: Option<String>,
-        /// A backtrace captured on the remote side, when one was available.
+        /// A backtrace captured on the remote side, when one was available
+        /// (not part of the `Display` text; print it when you need it).
         backtrace: Option<String>,
     },
 

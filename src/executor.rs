@@ -236,7 +236,8 @@ fn check_chunksize(opts: &MapOptions) -> Result<usize> {
     Ok(opts.chunksize.max(1))
 }
 
-type Refill<R> = Box<dyn FnMut() -> Option<Result<Vec<Future<R>>>> + Send>;
+/// Pulls and submits up to the given number of items (at most one chunk).
+type Refill<R> = Box<dyn FnMut(usize) -> Option<Result<Vec<Future<R>>>> + Send>;
 
 /// The outcomes of a map, in input order.
 ///
@@ -257,6 +258,9 @@ pub struct Map<R> {
     queue: VecDeque<Future<R>>,
     refill: Option<Refill<R>>,
     buffersize: Option<usize>,
+    /// Items per submission; with `buffersize`, input is pulled only when a
+    /// whole chunk (or the whole buffer, if smaller) fits.
+    chunk: usize,
     timeout: Option<Duration>,
     deadline: Option<Instant>,
     /// A submission error to report once the items before it are yielded.
@@ -270,6 +274,7 @@ impl<R> Map<R> {
             queue,
             refill: None,
             buffersize: None,
+            chunk: 1,
             timeout,
             deadline: timeout.map(|t| started + t),
             deferred: None,
@@ -289,8 +294,8 @@ impl<R> Map<R> {
         R: 'static,
     {
         let mut items = items;
-        let mut refill: Refill<R> = Box::new(move || {
-            let chunk: Vec<Args> = items.by_ref().take(chunksize).collect();
+        let mut refill: Refill<R> = Box::new(move |room: usize| {
+            let chunk: Vec<Args> = items.by_ref().take(chunksize.min(room.max(1))).collect();
             if chunk.is_empty() {
                 None
             } else {
@@ -300,7 +305,7 @@ impl<R> Map<R> {
         let mut map = Map::eager(VecDeque::new(), started, timeout);
         match buffersize {
             None => {
-                while let Some(batch) = refill() {
+                while let Some(batch) = refill(usize::MAX) {
                     match batch {
                         Ok(fs) => map.queue.extend(fs),
                         Err(e) => return Err(e),
@@ -309,6 +314,7 @@ impl<R> Map<R> {
             }
             Some(n) => {
                 map.buffersize = Some(n);
+                map.chunk = chunksize;
                 map.refill = Some(refill);
                 map.fill(n);
                 if map.queue.is_empty() {
@@ -324,10 +330,14 @@ impl<R> Map<R> {
     /// Pulls input until `target` items are in flight or the input ends.
     fn fill(&mut self, target: usize) {
         while self.queue.len() < target {
+            if target - self.queue.len() < self.chunk.min(target) {
+                return;
+            }
             let Some(refill) = self.refill.as_mut() else {
                 return;
             };
-            match refill() {
+            // Never more than `target` in flight, even with large chunks.
+            match refill(target - self.queue.len()) {
                 Some(Ok(fs)) => self.queue.extend(fs),
                 Some(Err(e)) => {
                     self.deferred = Some(e);

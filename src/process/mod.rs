@@ -453,6 +453,12 @@ fn slot_thread(shared: Arc<Shared>, slot: usize, mut pid: u32, mut from_worker: 
                 }
             }
         }
+        // A broken pool dispatches nothing more, so calls still queued — such
+        // as the frames requeued above from a worker whose initializer failed
+        // before it read them — would wait forever: fail them too.
+        if st.broken.is_some() {
+            failed.extend(st.queue.drain(..).flat_map(|b| b.items));
+        }
         let broken = st.broken.clone();
         let touched = shared.dispatch(&mut st);
         if next.is_none() {
@@ -841,11 +847,8 @@ impl Executor for ProcessPool {
         Box::new(move |batch: Vec<Args>| {
             let (items, futures) = ProcessPool::items::<Args, F::Output>(batch);
             if !items.is_empty() {
-                if let Err(e) = shared.enqueue(ProcessPool::batches(trampoline, items)) {
-                    // The items were never queued: their futures resolve with `e`
-                    // as their promises drop; report the error to the caller.
-                    return Err(e);
-                }
+                // On error the items were never queued; the error goes to the caller.
+                shared.enqueue(ProcessPool::batches(trampoline, items))?;
             }
             Ok(futures)
         })
