@@ -1,9 +1,9 @@
 //! [`AnyExecutor`]: pick the backend at run time from a URL or the environment.
 
 use crate::executor::Submitter;
-use crate::{Error, Executor, Future, Payload, Result, Task, ThreadPool};
 #[cfg(target_os = "linux")]
-use crate::{ProcessPool, StartMethod};
+use crate::{Cluster, ProcessPool, StartMethod};
+use crate::{Error, Executor, Future, Payload, Result, Task, ThreadPool};
 
 const EXPECTED: &str =
     "expected thread://N, process://N (optionally ?start=fork&max_tasks_per_child=N) \
@@ -32,6 +32,9 @@ pub enum AnyExecutor {
     /// A [`ProcessPool`].
     #[cfg(target_os = "linux")]
     Process(ProcessPool),
+    /// A [`Cluster`] on Redis Streams.
+    #[cfg(target_os = "linux")]
+    Cluster(Cluster),
 }
 
 fn parse_count(scheme: &str, text: &str) -> Result<usize> {
@@ -127,6 +130,39 @@ impl AnyExecutor {
                 }
                 builder.build().map(AnyExecutor::Process)
             }
+            #[cfg(target_os = "linux")]
+            "redis" | "rediss" => {
+                // fanout's own options come off the query; the rest (if any)
+                // stays on the URL for the Redis client.
+                let (mut namespace, mut workers, mut passthrough) = (None, 0, Vec::new());
+                for (key, value) in query_pairs(query)? {
+                    match key {
+                        "namespace" if !value.is_empty() => namespace = Some(value.to_string()),
+                        "workers" => {
+                            workers = value.parse().map_err(|_| {
+                                Error::invalid(format!(
+                                    "workers={value} is not a whole number; {EXPECTED}"
+                                ))
+                            })?
+                        }
+                        "namespace" => {
+                            return Err(Error::invalid(format!(
+                                "the namespace in '{url}' is empty; {EXPECTED}"
+                            )))
+                        }
+                        _ => passthrough.push(format!("{key}={value}")),
+                    }
+                }
+                let mut redis_url = format!("{scheme}://{authority}");
+                if !passthrough.is_empty() {
+                    redis_url = format!("{redis_url}?{}", passthrough.join("&"));
+                }
+                let mut builder = Cluster::builder(&redis_url).local_workers(workers);
+                if let Some(ns) = namespace {
+                    builder = builder.namespace(ns);
+                }
+                builder.build().map(AnyExecutor::Cluster)
+            }
             _ => Err(Error::invalid(format!(
                 "unknown executor URL scheme '{scheme}' in '{url}'; {EXPECTED}"
             ))),
@@ -158,6 +194,8 @@ impl AnyExecutor {
             AnyExecutor::Thread(_) => "thread",
             #[cfg(target_os = "linux")]
             AnyExecutor::Process(_) => "process",
+            #[cfg(target_os = "linux")]
+            AnyExecutor::Cluster(_) => "cluster",
         }
     }
 }
@@ -168,6 +206,8 @@ macro_rules! each_backend {
             AnyExecutor::Thread($ex) => $body,
             #[cfg(target_os = "linux")]
             AnyExecutor::Process($ex) => $body,
+            #[cfg(target_os = "linux")]
+            AnyExecutor::Cluster($ex) => $body,
         }
     };
 }
@@ -206,5 +246,12 @@ impl From<ThreadPool> for AnyExecutor {
 impl From<ProcessPool> for AnyExecutor {
     fn from(pool: ProcessPool) -> Self {
         AnyExecutor::Process(pool)
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl From<Cluster> for AnyExecutor {
+    fn from(cluster: Cluster) -> Self {
+        AnyExecutor::Cluster(cluster)
     }
 }

@@ -1,5 +1,8 @@
 //! `AnyExecutor`: URLs and the environment pick the backend; bad URLs say what was expected.
 
+mod cluster_support;
+
+use cluster_support::Redis;
 use fanout::{AnyExecutor, Error, Executor};
 
 fn triple(x: u64) -> u64 {
@@ -67,4 +70,29 @@ fn from_env_reads_fanout_executor() {
     ));
     std::env::remove_var("FANOUT_EXECUTOR");
     assert_eq!(AnyExecutor::from_env().unwrap().kind(), "thread");
+}
+
+#[test]
+fn redis_url_selects_a_cluster_with_local_workers() {
+    let redis = Redis::start();
+    let url = format!("{}?namespace=any-exec&workers=2", redis.url());
+    let ex = AnyExecutor::from_url(&url).unwrap_or_else(|e| panic!("{url}: {e}"));
+    assert_eq!(ex.kind(), "cluster");
+    assert_eq!(run_workload(&ex), 14850);
+    if let AnyExecutor::Cluster(c) = &ex {
+        assert_eq!(c.worker_pids().len(), 2);
+    }
+    ex.shutdown(true, false);
+    for bad in [
+        format!("{}?workers=many", redis.url()),
+        format!("{}?namespace=", redis.url()),
+    ] {
+        assert!(
+            matches!(
+                AnyExecutor::from_url(&bad),
+                Err(Error::InvalidArgument { .. })
+            ),
+            "{bad}"
+        );
+    }
 }
