@@ -16,7 +16,10 @@
 //! (the same work in the main thread), parallel time and speedup, per workload
 //! and per backend.
 
-use fanout::{as_completed, wait, Error, Executor, MapOptions, ReturnWhen, State, ThreadPool};
+use fanout::{
+    as_completed, wait, Cluster, Error, Executor, MapOptions, ProcessPool, ReturnWhen, State,
+    ThreadPool,
+};
 use serde::{Deserialize, Serialize};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -386,6 +389,53 @@ fn run_backend<E: Executor>(
     Ok(())
 }
 
+/// A redis-server of our own on a free loopback port, stopped (by its pid) on drop.
+struct PrivateRedis {
+    child: std::process::Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl PrivateRedis {
+    fn start() -> Option<PrivateRedis> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let dir = std::env::temp_dir().join(format!("fanout-tour-redis-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok()?;
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let redis = PrivateRedis { child, port, dir };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(redis)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 fn main() -> fanout::Result<()> {
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     println!("fanout tour: {workers} CPUs, {workers} workers per backend");
@@ -399,6 +449,18 @@ fn main() -> fanout::Result<()> {
     // One line per backend; the workloads are the same code on each.
     let mut report = Vec::new();
     run_backend("ThreadPool", ThreadPool::new(workers), &mut report)?;
+    run_backend("ProcessPool", ProcessPool::new(workers), &mut report)?;
+    match PrivateRedis::start() {
+        Some(redis) => {
+            let cluster = Cluster::builder(&redis.url())
+                .namespace("tour")
+                .local_workers(workers)
+                .build();
+            run_backend("Cluster (Redis)", cluster, &mut report)?;
+            drop(redis);
+        }
+        None => println!("\n== Cluster ==\n  skipped: redis-server is not on PATH (apt-get install redis-server)"),
+    }
 
     println!("\n== what it measured ==");
     println!(
