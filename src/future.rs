@@ -122,14 +122,36 @@ impl Waiter {
     }
 }
 
-struct Shared<T> {
+/// Who wants to hear about completion. Boxed and created on first use, so
+/// the common future that nobody registers with stays small.
+struct Listeners<T> {
     callbacks: Vec<Callback<T>>,
     waiters: Vec<(Arc<Waiter>, usize)>,
     waker: Option<Waker>,
+}
+
+struct Shared<T> {
+    listeners: Option<Box<Listeners<T>>>,
     /// The thread holding the read token, and how many times it took it.
     reader: Option<(sync::ThreadId, usize)>,
     /// Threads blocked on `cond`; notifications are skipped when zero.
     blocked: usize,
+}
+
+impl<T> Shared<T> {
+    fn listeners(&mut self) -> &mut Listeners<T> {
+        self.listeners.get_or_insert_with(|| {
+            Box::new(Listeners {
+                callbacks: Vec::new(),
+                waiters: Vec::new(),
+                waker: None,
+            })
+        })
+    }
+
+    fn take_waker(&mut self) -> Option<Waker> {
+        self.listeners.as_mut().and_then(|l| l.waker.take())
+    }
 }
 
 /// The completion cell shared by a [`Future`] and its backend's [`Promise`].
@@ -191,9 +213,7 @@ impl<T> Cell<T> {
             id: next_id(),
             state: AtomicU8::new(PENDING),
             sync: Mutex::new(Shared {
-                callbacks: Vec::new(),
-                waiters: Vec::new(),
-                waker: None,
+                listeners: None,
                 reader: None,
                 blocked: 0,
             }),
@@ -246,10 +266,15 @@ impl<T> Cell<T> {
         // `value` before locking `sync` and seeing a final state, and this is
         // the only write (the compare-and-swap above succeeds once).
         self.value.with_mut(|slot| unsafe { *slot = Some(outcome) });
-        let callbacks = std::mem::take(&mut shared.callbacks);
-        let waiters = std::mem::take(&mut shared.waiters);
+        let (callbacks, waiters) = match shared.listeners.as_mut() {
+            Some(l) => (
+                std::mem::take(&mut l.callbacks),
+                std::mem::take(&mut l.waiters),
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
         let waker = if callbacks.is_empty() {
-            shared.waker.take()
+            shared.take_waker()
         } else {
             // Callbacks run below, outside the lock; hold the read token so
             // the owner does not take the outcome from under them.
@@ -330,7 +355,7 @@ impl<T> Cell<T> {
         if !released {
             return;
         }
-        let waker = shared.waker.take();
+        let waker = shared.take_waker();
         let notify = shared.blocked > 0;
         drop(shared);
         if notify {
@@ -400,14 +425,16 @@ impl<T> Cell<T> {
         if is_final(self.raw_state()) {
             return false;
         }
-        shared.waiters.push((waiter.clone(), token));
+        shared.listeners().waiters.push((waiter.clone(), token));
         true
     }
 
     /// Forgets a waiter registered with [`Cell::add_waiter`] (no-op if it already fired).
     pub(crate) fn remove_waiter(&self, waiter: &Arc<Waiter>) {
         let mut shared = lock(&self.sync);
-        shared.waiters.retain(|(w, _)| !Arc::ptr_eq(w, waiter));
+        if let Some(l) = shared.listeners.as_mut() {
+            l.waiters.retain(|(w, _)| !Arc::ptr_eq(w, waiter));
+        }
     }
 }
 
@@ -691,7 +718,7 @@ impl<T> Future<T> {
         let shared = lock(&self.cell.sync);
         if !is_final(self.cell.raw_state()) {
             let mut shared = shared;
-            shared.callbacks.push(Box::new(f));
+            shared.listeners().callbacks.push(Box::new(f));
             return;
         }
         let shared = self.cell.acquire_read(shared);
@@ -733,9 +760,10 @@ impl<T: Send + 'static> std::future::Future for Future<T> {
         if is_final(cell.raw_state()) && shared.reader.is_none() {
             return Poll::Ready(cell.take_outcome(&shared));
         }
-        match &shared.waker {
+        let listeners = shared.listeners();
+        match &listeners.waker {
             Some(w) if w.will_wake(cx.waker()) => {}
-            _ => shared.waker = Some(cx.waker().clone()),
+            _ => listeners.waker = Some(cx.waker().clone()),
         }
         Poll::Pending
     }
