@@ -5,6 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo test --release --lib --tests --examples
-cargo test --release --doc
+cargo test --release --features progress --lib --tests --examples
+cargo test --release --features progress --doc
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --lib loom

@@ -392,7 +392,11 @@ impl<R> Iterator for Map<R> {
         } else if self.refill.is_some() {
             (self.queue.len(), None)
         } else {
-            (self.queue.len(), Some(self.queue.len() + 1))
+            // Plus one pending submission error, reported after the items.
+            // With a deadline, a timeout may end the map after one error.
+            let n = self.queue.len() + usize::from(self.deferred.is_some());
+            let lower = if self.deadline.is_some() { n.min(1) } else { n };
+            (lower, Some(n))
         }
     }
 }

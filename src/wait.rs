@@ -193,6 +193,18 @@ impl<T> Iterator for AsCompleted<T> {
             self.ready.extend(fired);
         }
     }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        if self.finished {
+            (0, Some(0))
+        } else {
+            // Every remaining future; with a deadline, possibly fewer and
+            // one timeout error (never more than the futures left).
+            let n = self.remaining;
+            let lower = if self.deadline.is_some() { n.min(1) } else { n };
+            (lower, Some(n))
+        }
+    }
 }
 
 impl<T> AsCompleted<T> {

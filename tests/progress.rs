@@ -62,13 +62,14 @@ fn as_completed_yields_every_future() {
 }
 
 #[test]
-fn as_completed_without_a_total_is_a_spinner_that_still_counts() {
+fn as_completed_without_a_total_sizes_the_bar_from_its_size_hint() {
     let pool = ThreadPool::new(2).unwrap();
     let fs: Vec<_> = (0..10)
         .map(|i| pool.submit(square, (i,)).unwrap())
         .collect();
     let mut it = progress(as_completed(fs, None), None);
-    assert_eq!(it.length(), None);
+    // `as_completed` without a deadline knows exactly how many futures are left.
+    assert_eq!(it.length(), Some(10));
     let sum: u64 = it.by_ref().map(|f| f.unwrap().result().unwrap()).sum();
     assert_eq!(sum, 285);
     assert_eq!(it.position(), 10);
