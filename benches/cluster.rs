@@ -1,2 +1,341 @@
-//! Cluster benchmark (work in progress).
-fn main() {}
+//! Cluster benchmark: fanout's `Cluster` (Redis Streams, 2 local workers)
+//! against Dask distributed's `LocalCluster` (2 worker processes, 1 thread
+//! each), measured in the same run.
+//!
+//! ```text
+//! cargo bench --bench cluster                      # full run, markdown table on stdout
+//! cargo bench --bench cluster -- --repeats 5       # more repeats
+//! FANOUT_BENCH_QUICK=1 cargo bench --bench cluster # smoke run (also `--test`, `cargo test --benches`)
+//! ```
+//!
+//! Workloads:
+//!
+//! * **throughput** — submit 10,000 trivial tasks (`add(i, 1)`) one `submit` at a
+//!   time, then collect every result; tasks/s.
+//! * **map** — `map_with(add1, 0..10_000, chunksize 100)` (Dask: `client.map`); tasks/s.
+//! * **latency** — one submit → result round trip on an idle cluster, repeated; p50, p99.
+//!
+//! The bench starts its own `redis-server` (save off, appendonly off) on a free
+//! loopback port and stops it by pid. Dask runs through `benches/py/dask_bench.py`
+//! (needs `pip install "dask[distributed]"`). Each repeat runs fanout, then Dask;
+//! figures are medians over the repeats.
+
+use fanout::{Cluster, Executor, MapOptions};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn add(a: u64, b: u64) -> u64 {
+    a + b
+}
+
+fn add1(a: u64) -> u64 {
+    a + 1
+}
+
+struct Config {
+    quick: bool,
+    repeats: usize,
+    tasks: u64,
+    latency_samples: usize,
+}
+
+impl Config {
+    fn from_env() -> Config {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let bench_flag = args.iter().any(|a| a == "--bench");
+        let started_by_cargo = std::env::var_os("CARGO_MANIFEST_DIR").is_some();
+        let quick = args.iter().any(|a| a == "--test")
+            || std::env::var_os("FANOUT_BENCH_QUICK").is_some()
+            || (!bench_flag && started_by_cargo);
+        let mut repeats = if quick { 1 } else { 3 };
+        if let Some(i) = args.iter().position(|a| a == "--repeats") {
+            repeats = args
+                .get(i + 1)
+                .and_then(|r| r.parse().ok())
+                .filter(|&r| r > 0)
+                .expect("--repeats needs a positive number");
+        }
+        Config {
+            quick,
+            repeats,
+            tasks: if quick { 300 } else { 10_000 },
+            latency_samples: if quick { 50 } else { 2_000 },
+        }
+    }
+}
+
+fn find_redis() -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|p| p.join("redis-server"))
+        .find(|p| p.is_file())
+}
+
+struct Redis {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Redis {
+    fn start(bin: &Path) -> Redis {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let dir = std::env::temp_dir().join(format!("fanout-bench-redis-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let child = Command::new(bin)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        let r = Redis { child, port, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        // SAFETY: signalling the redis-server this bench started.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Sample {
+    submit_tps: f64,
+    map_tps: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 * p) as usize).min(sorted.len() - 1);
+    sorted[i].as_secs_f64() * 1e6
+}
+
+fn run_fanout(url: &str, cfg: &Config, round: usize) -> Sample {
+    let cluster = Cluster::builder(url)
+        .namespace(format!("bench{round}"))
+        .local_workers(2)
+        .build()
+        .expect("cluster");
+    // Warm up: both workers up and serving.
+    let warm: u64 = cluster
+        .map(add1, 0..400u64)
+        .unwrap()
+        .map(Result::unwrap)
+        .sum();
+    assert_eq!(warm, 400 * 401 / 2);
+    let n = cfg.tasks;
+
+    let t = Instant::now();
+    let fs: Vec<_> = (0..n)
+        .map(|i| cluster.submit(add, (i, 1)).unwrap())
+        .collect();
+    let total: u64 = fs.into_iter().map(|f| f.result().unwrap()).sum();
+    let submit_s = t.elapsed().as_secs_f64();
+    assert_eq!(total, n * (n - 1) / 2 + n);
+
+    let t = Instant::now();
+    let total: u64 = cluster
+        .map_with(add1, 0..n, MapOptions::default().chunksize(100))
+        .unwrap()
+        .map(Result::unwrap)
+        .sum();
+    let map_s = t.elapsed().as_secs_f64();
+    assert_eq!(total, n * (n - 1) / 2 + n);
+
+    let warmup = cfg.latency_samples / 10;
+    let mut lat = Vec::with_capacity(cfg.latency_samples);
+    for i in 0..(cfg.latency_samples + warmup) as u64 {
+        let t = Instant::now();
+        let r = cluster.submit(add, (i, 1)).unwrap().result().unwrap();
+        let d = t.elapsed();
+        assert_eq!(r, i + 1);
+        if i as usize >= warmup {
+            lat.push(d);
+        }
+    }
+    lat.sort();
+    cluster.shutdown(true, false);
+    Sample {
+        submit_tps: n as f64 / submit_s,
+        map_tps: n as f64 / map_s,
+        p50_us: percentile(&lat, 0.5),
+        p99_us: percentile(&lat, 0.99),
+    }
+}
+
+fn run_dask(cfg: &Config) -> Result<(Sample, String), String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/py/dask_bench.py");
+    let samples = if cfg.quick { 20 } else { 1_000 };
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(cfg.tasks.to_string())
+        .arg(samples.to_string())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| format!("cannot run python3: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().rev().find(|l| l.starts_with('{')).ok_or_else(|| {
+        format!(
+            "dask_bench.py printed no result (is dask installed? `pip install \"dask[distributed]\"`): {}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        )
+    })?;
+    let num = |key: &str| -> f64 {
+        line.split(&format!("\"{key}\": "))
+            .nth(1)
+            .and_then(|r| r.split([',', '}']).next())
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let version = line
+        .split("\"version\": \"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or("?")
+        .to_string();
+    Ok((
+        Sample {
+            submit_tps: num("submit_tps"),
+            map_tps: num("map_tps"),
+            p50_us: num("p50_us"),
+            p99_us: num("p99_us"),
+        },
+        version,
+    ))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+fn summarize(samples: &[Sample]) -> Sample {
+    Sample {
+        submit_tps: median(samples.iter().map(|s| s.submit_tps).collect()),
+        map_tps: median(samples.iter().map(|s| s.map_tps).collect()),
+        p50_us: median(samples.iter().map(|s| s.p50_us).collect()),
+        p99_us: median(samples.iter().map(|s| s.p99_us).collect()),
+    }
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn main() {
+    let cfg = Config::from_env();
+    let Some(bin) = find_redis() else {
+        if cfg.quick {
+            eprintln!("cluster bench: redis-server not found; skipping the smoke run (install it with `apt-get install redis-server`)");
+            return;
+        }
+        panic!(
+            "the cluster bench needs redis-server: install it with `apt-get install redis-server`"
+        );
+    };
+    let redis = Redis::start(&bin);
+    let url = redis.url();
+    eprintln!(
+        "cluster bench: {} tasks, {} latency samples, {} repeat(s), load average {}",
+        cfg.tasks,
+        cfg.latency_samples,
+        cfg.repeats,
+        load_average()
+    );
+    let mut ours = Vec::new();
+    let mut dask = Vec::new();
+    let mut dask_version = String::from("not run");
+    let mut dask_error = None;
+    for round in 0..cfg.repeats {
+        let s = run_fanout(&url, &cfg, round);
+        eprintln!("  fanout round {round}: {s:?}");
+        ours.push(s);
+        if cfg.quick && round > 0 {
+            continue;
+        }
+        match run_dask(&cfg) {
+            Ok((s, v)) => {
+                eprintln!("  dask   round {round}: {s:?}");
+                dask.push(s);
+                dask_version = v;
+            }
+            Err(e) => {
+                eprintln!("  dask: {e}");
+                dask_error = Some(e);
+                if cfg.quick {
+                    break;
+                }
+            }
+        }
+    }
+    let f = summarize(&ours);
+    let d = summarize(&dask);
+    println!(
+        "\n| workload ({} tasks, 2 workers) | fanout Cluster | Dask LocalCluster {dask_version} | ratio |",
+        cfg.tasks
+    );
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| throughput, one submit per task (tasks/s) | {:.0} | {:.0} | **{:.1}×** |",
+        f.submit_tps,
+        d.submit_tps,
+        f.submit_tps / d.submit_tps
+    );
+    println!(
+        "| map, chunksize 100 / client.map (tasks/s) | {:.0} | {:.0} | **{:.1}×** |",
+        f.map_tps,
+        d.map_tps,
+        f.map_tps / d.map_tps
+    );
+    println!(
+        "| round trip p50 (µs) | {:.0} | {:.0} | **{:.1}×** faster |",
+        f.p50_us,
+        d.p50_us,
+        d.p50_us / f.p50_us
+    );
+    println!(
+        "| round trip p99 (µs) | {:.0} | {:.0} | **{:.1}×** faster |",
+        f.p99_us,
+        d.p99_us,
+        d.p99_us / f.p99_us
+    );
+    println!(
+        "\n{} repeat(s), medians; load average at start {}",
+        cfg.repeats,
+        load_average()
+    );
+    if let Some(e) = dask_error {
+        println!("Dask was not measured: {e}");
+    }
+    drop(redis);
+}

@@ -162,6 +162,77 @@ fn redis_restart_mid_run_loses_no_task() {
     assert_eq!(redis.keys("restart"), ["{restart}:q"]);
 }
 
+/// Like `logged`, but returns the pid of the worker that ran it.
+fn logged_pid(log: String, i: u64, ms: u64) -> u32 {
+    logged(log, i, ms);
+    std::process::id()
+}
+
+#[test]
+fn sigterm_drains_a_worker() {
+    let redis = Redis::start();
+    let dir = TempDir::new("drain");
+    let log = dir.path().join("executions");
+    let logs = log.to_string_lossy().into_owned();
+    // A long lease: had the running task been dropped, it could not come back in time.
+    let c = Cluster::builder(&redis.url())
+        .namespace("drain")
+        .local_workers(1)
+        .lease(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let running = c.submit(logged_pid, (logs.clone(), 0, 700)).unwrap();
+    assert!(eventually(Duration::from_secs(20), || running.running()));
+    let victim = c.worker_pids()[0];
+    let queued: Vec<_> = (1..4)
+        .map(|i| c.submit(logged_pid, (logs.clone(), i, 1)).unwrap())
+        .collect();
+    let t = Instant::now();
+    kill(victim, libc::SIGTERM);
+    // The running task finishes on the draining worker...
+    assert_eq!(running.result_timeout(Duration::from_secs(10)), Ok(victim));
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    // ...which reads nothing new: the queued ones run on its replacement.
+    for q in queued {
+        let pid = q.result_timeout(Duration::from_secs(20)).unwrap();
+        assert_ne!(pid, victim, "a draining worker took a new task");
+    }
+    assert_eq!(executions(&log).iter().filter(|&&i| i == 0).count(), 1);
+}
+
+#[test]
+fn redis_gone_for_good_fails_futures_with_backend() {
+    let mut redis = Redis::start();
+    let c = Cluster::builder(&redis.url())
+        .namespace("gone")
+        .local_workers(1)
+        .lease(Duration::from_secs(1))
+        .reconnect_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let running = c
+        .submit(logged, (String::from("/dev/null"), 1, 400))
+        .unwrap();
+    assert!(eventually(Duration::from_secs(20), || running.running()));
+    redis.stop();
+    let t = Instant::now();
+    let later = c.submit(logged, (String::from("/dev/null"), 2, 0)).unwrap();
+    for f in [running, later] {
+        match f.result_timeout(Duration::from_secs(15)) {
+            Err(Error::Backend { message }) => assert!(message.contains("Redis"), "{message}"),
+            other => panic!("expected Backend, got {other:?}"),
+        }
+    }
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    let t = Instant::now();
+    drop(c);
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "shutdown took {:?}",
+        t.elapsed()
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Two network namespaces.
 

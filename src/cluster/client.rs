@@ -425,7 +425,8 @@ impl Shared {
                     }
                 }
                 Err(e) => {
-                    let error = protocol::backend("could not submit tasks", conn.url(), &e);
+                    let error =
+                        protocol::backend("could not submit tasks to Redis", conn.url(), &e);
                     log::error!("{error}");
                     let failed: Vec<Inflight> = batch
                         .iter()

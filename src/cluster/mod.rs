@@ -144,12 +144,6 @@ impl Cluster {
     pub fn worker_pids(&self) -> Vec<u32> {
         self.shared.worker_pids()
     }
-
-    /// The name of this client's completion stream suffix (for diagnostics).
-    #[doc(hidden)]
-    pub fn client_id(&self) -> &str {
-        self.shared.client_id()
-    }
 }
 
 /// Checks that a namespace is usable inside a `{...}` hash tag.

@@ -178,6 +178,8 @@ struct Worker {
     deliveries: AtomicU64,
     /// Every slot has finished: the heartbeat can stop.
     stopped: AtomicBool,
+    /// When to next look for consumers of departed workers.
+    cleanup: Mutex<Instant>,
 }
 
 fn serve(cfg: WorkerConfig) -> i32 {
@@ -197,6 +199,7 @@ fn serve(cfg: WorkerConfig) -> i32 {
         reap: Mutex::new((Instant::now(), "0-0".into())),
         deliveries: AtomicU64::new(0),
         stopped: AtomicBool::new(false),
+        cleanup: Mutex::new(Instant::now()),
         cfg,
     });
     let heartbeat = {
@@ -377,11 +380,17 @@ impl Worker {
             }
             job
         });
-        let mut reap = protocol_lock(&self.reap);
-        reap.1 = next_cursor.clone();
-        if job.is_some() || next_cursor != "0-0" {
-            // More may be waiting: let the next free slot look at once.
-            reap.0 = Instant::now();
+        let wrapped = {
+            let mut reap = protocol_lock(&self.reap);
+            reap.1 = next_cursor.clone();
+            if job.is_some() || next_cursor != "0-0" {
+                // More may be waiting: let the next free slot look at once.
+                reap.0 = Instant::now();
+            }
+            job.is_none() && next_cursor == "0-0"
+        };
+        if wrapped {
+            self.forget_dead_consumers(conn);
         }
         if let Some(j) = &job {
             log::info!(
@@ -393,10 +402,62 @@ impl Worker {
         job
     }
 
+    /// Now and then, removes consumers of workers that are long gone (killed
+    /// without a chance to leave): no pending entries and idle for ten leases.
+    fn forget_dead_consumers(&self, conn: &mut Conn) {
+        let idle_limit = (self.cfg.lease * 10).max(Duration::from_secs(30));
+        {
+            let mut next = protocol_lock(&self.cleanup);
+            if Instant::now() < *next {
+                return;
+            }
+            *next = Instant::now() + idle_limit;
+        }
+        let Ok(reply) = conn.query(
+            redis::cmd("XINFO")
+                .arg("CONSUMERS")
+                .arg(&self.queue)
+                .arg(GROUP),
+        ) else {
+            return;
+        };
+        for consumer in array(&reply).unwrap_or(&[]) {
+            let fields = array(consumer).unwrap_or(&[]);
+            let get = |name: &str| {
+                fields
+                    .chunks(2)
+                    .find(|kv| kv.len() == 2 && text(&kv[0]) == Some(name))
+                    .map(|kv| &kv[1])
+            };
+            let (Some(name), Some(pending), Some(idle)) = (
+                get("name").and_then(text),
+                get("pending").and_then(protocol::int),
+                get("idle").and_then(protocol::int),
+            ) else {
+                continue;
+            };
+            if name != self.consumer && pending == 0 && idle as u128 > idle_limit.as_millis() {
+                log::info!(
+                    "{}: removing the consumer of departed worker {name}",
+                    self.name
+                );
+                let _ = conn.query(
+                    redis::cmd("XGROUP")
+                        .arg("DELCONSUMER")
+                        .arg(&self.queue)
+                        .arg(GROUP)
+                        .arg(name),
+                );
+            }
+        }
+    }
+
     /// Runs a redis call until it succeeds (retrying transient failures with
     /// backoff). Gives up only on a non-transient error.
+    /// While draining, a worker that cannot reach Redis gives up instead: its
+    /// leases lapse and another worker redoes the task.
     fn call(&self, conn: &mut Conn, cmd: &redis::Cmd) -> redis::RedisResult<redis::Value> {
-        conn.query_retry(cmd, None, &|| false)
+        conn.query_retry(cmd, None, &|| DRAIN.load(Ordering::Relaxed))
     }
 
     /// Starts, runs and finishes one job; returns the next job if the finish
