@@ -687,13 +687,21 @@ impl<T> Future<T> {
             FINISHED_OK => None,
             CANCELLED => Some(Error::Cancelled),
             _ => {
-                drop(self.cell.acquire_read(shared));
-                // SAFETY: final state and this thread holds the read token.
+                // No read token here: a done-callback holding it may run for
+                // a long time, and `exception` must neither wait for it nor
+                // overrun its timeout. The token only keeps the owner from
+                // taking the outcome while others read it, and the owner
+                // cannot take it now: taking needs `self` or `&mut self`,
+                // and this call holds `&self`.
+                // SAFETY: the state is final (seen under `sync`), so `value`
+                // is written and is never written again; the only concurrent
+                // accesses are other reads (callbacks); and this reads only
+                // the `Err` side, an `Error`, never the `T`.
                 let error = self.cell.value.with(|slot| match unsafe { &*slot } {
                     Some(Err(e)) => Some(e.clone()),
                     _ => None,
                 });
-                self.cell.release_read();
+                drop(shared);
                 error
             }
         }
