@@ -434,3 +434,37 @@ fn result_waits_for_a_running_callback() {
     assert_eq!(finished.load(Ordering::SeqCst), 1);
     blocker.result().unwrap();
 }
+
+/// `exception(timeout)` on a failed future honours its timeout and answers
+/// even while a slow done-callback is still running on the worker.
+#[test]
+fn exception_is_not_held_up_by_a_running_callback() {
+    let pool = ThreadPool::new(1).unwrap();
+    let (blocker, release) = hold(&pool);
+    let f = Arc::new(pool.submit(fail, ()).unwrap());
+    let (in_cb_tx, in_cb_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    f.add_done_callback(move |_| {
+        in_cb_tx.send(()).unwrap();
+        let _ = go_rx.recv_timeout(GUARD);
+    });
+    release.send(()).unwrap();
+    in_cb_rx.recv_timeout(GUARD).unwrap();
+    assert!(f.done());
+    let (tx, rx) = mpsc::channel();
+    let f2 = f.clone();
+    thread::spawn(move || {
+        let start = std::time::Instant::now();
+        let e = f2.exception(Some(Duration::from_millis(50)));
+        tx.send((e, start.elapsed())).unwrap();
+    });
+    let got = rx.recv_timeout(Duration::from_secs(2));
+    go_tx.send(()).unwrap();
+    let (e, took) = got.expect("exception(50 ms) blocked until the callback finished");
+    assert!(
+        matches!(e, Some(Error::Panicked { .. })),
+        "a done future's error, got {e:?}"
+    );
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    blocker.result().unwrap();
+}
