@@ -180,7 +180,15 @@ impl<T> Iterator for AsCompleted<T> {
                 self.finished = true;
                 return None;
             }
-            if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            if let Some(deadline) = self.deadline.filter(|d| Instant::now() >= *d) {
+                // Futures that finished since the last look are not
+                // unfinished: collect their tokens (without blocking, the
+                // deadline has passed) and yield them before timing out.
+                let fired = self.waiter.take_fired(Some(deadline));
+                if !fired.is_empty() {
+                    self.ready.extend(fired.into_iter().rev());
+                    continue;
+                }
                 self.finished = true;
                 self.unregister();
                 return Some(Err(Error::timeout(format!(
