@@ -313,3 +313,29 @@ fn many_futures_each_yielded_once() {
     assert_eq!(got, want);
     assert_eq!(sum, 3 * (0..2000u64).sum::<u64>());
 }
+
+/// A future that completed before the deadline is yielded, not counted as
+/// unfinished, even if `next()` is only called after the deadline.
+#[test]
+fn completed_before_a_late_next_is_not_unfinished() {
+    let pool = ThreadPool::new(2).unwrap();
+    let (f, release) = gated(&pool);
+    let (g, _hold_g) = gated(&pool);
+    let fid = f.id();
+    // The callback runs after the future's waiters were notified.
+    let (done_tx, done_rx) = mpsc::channel();
+    f.add_done_callback(move |_| done_tx.send(()).unwrap());
+    let mut it = as_completed(vec![g, f], Some(Duration::from_millis(30)));
+    release.send(()).unwrap();
+    done_rx.recv_timeout(GUARD).unwrap();
+    thread::sleep(Duration::from_millis(40)); // the deadline passes
+    let first = it.next().expect("an item");
+    assert_eq!(
+        first.map(|f| f.id()).map_err(|e| e.to_string()),
+        Ok(fid),
+        "the finished future must be yielded before the timeout"
+    );
+    let msg = timeout_message(it.next());
+    assert!(msg.contains("1 (of 2) futures unfinished"), "{msg}");
+    assert!(it.next().is_none());
+}
