@@ -84,6 +84,15 @@ fn write_all(fd: RawFd, mut bytes: &[u8]) -> bool {
 
 /// Serves frames until the pool closes the pipe. Returns the exit code.
 fn serve(input: RawFd, output: RawFd) -> i32 {
+    // The pipes reached us without close-on-exec (inheriting them is how a
+    // spawned worker gets them; dup2 clears the flag in a forked one). Set it
+    // now, or every process a task starts would inherit them: a grandchild
+    // outliving a crashed worker would hold the result pipe open, and the
+    // pool would not see the crash (EOF) until that grandchild exited.
+    for fd in [input, output] {
+        // SAFETY: plain fcntl on our own descriptors; failure is harmless.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
     crate::panic::set_worker_identity(format!("process worker pid {}", std::process::id()));
     let mine = *ship::build_id();
     let mut frames = FrameBuf::new();
