@@ -297,34 +297,39 @@ fn dropping_a_partly_consumed_map() {
     );
 }
 
-/// Lazy input: `buffersize = n` pulls at most n + 1 items ahead of the consumer.
+/// Lazy input: `buffersize = n` pulls at most n + 1 items ahead of the
+/// consumer, whatever the chunk size.
 #[test]
 fn buffersize_pulls_input_lazily() {
     let pool = ThreadPool::new(2).unwrap();
     for n in [1usize, 2, 5] {
-        let pulled = Arc::new(AtomicUsize::new(0));
-        let p = pulled.clone();
-        let input = (0..40u64).map(move |x| {
-            p.fetch_add(1, Ordering::SeqCst);
-            x
-        });
-        let mut it = pool
-            .map_with(jitter, input, MapOptions::default().buffersize(n))
-            .unwrap();
-        let before = pulled.load(Ordering::SeqCst);
-        assert!(
-            (1..=n + 1).contains(&before),
-            "buffersize {n}: pulled {before} before iterating"
-        );
-        let mut consumed = 0;
-        while let Some(r) = it.next() {
-            assert_eq!(r, Ok(consumed as u64));
-            consumed += 1;
-            let ahead = pulled.load(Ordering::SeqCst) - consumed;
-            assert!(ahead <= n + 1, "buffersize {n}: {ahead} in flight");
+        for chunk in [1usize, 3, 8] {
+            let pulled = Arc::new(AtomicUsize::new(0));
+            let p = pulled.clone();
+            let input = (0..40u64).map(move |x| {
+                p.fetch_add(1, Ordering::SeqCst);
+                x
+            });
+            let opts = MapOptions::default().buffersize(n).chunksize(chunk);
+            let mut it = pool.map_with(jitter, input, opts).unwrap();
+            let before = pulled.load(Ordering::SeqCst);
+            assert!(
+                (1..=n + 1).contains(&before),
+                "buffersize {n} chunksize {chunk}: pulled {before} before iterating"
+            );
+            let mut consumed = 0;
+            while let Some(r) = it.next() {
+                assert_eq!(r, Ok(consumed as u64));
+                consumed += 1;
+                let ahead = pulled.load(Ordering::SeqCst) - consumed;
+                assert!(
+                    ahead <= n + 1,
+                    "buffersize {n} chunksize {chunk}: {ahead} in flight"
+                );
+            }
+            assert_eq!(consumed, 40);
+            assert_eq!(pulled.load(Ordering::SeqCst), 40);
         }
-        assert_eq!(consumed, 40);
-        assert_eq!(pulled.load(Ordering::SeqCst), 40);
     }
 }
 
