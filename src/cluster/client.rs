@@ -99,7 +99,7 @@ struct State {
     closing: bool,
     woken: bool,
     loop_done: bool,
-    workers_done: bool,
+    workers_started: bool,
 }
 
 /// A local worker process and its slot.
@@ -178,25 +178,49 @@ impl Shared {
                     reason: format!("could not start the cluster's {name} thread: {e}"),
                 })
         };
+        let abort = |e: Error| {
+            // Let any thread already started end.
+            let mut st = lock(&shared.state);
+            st.closing = true;
+            st.loop_done = true;
+            drop(st);
+            shared.work.notify_all();
+            shared.finished.notify_all();
+            e
+        };
         let s = shared.clone();
-        threads.push(spawn(
-            "fanout-cluster-dispatch",
-            Box::new(move || s.dispatcher(conn)),
-        )?);
+        threads.push(
+            spawn(
+                "fanout-cluster-dispatch",
+                Box::new(move || s.dispatcher(conn)),
+            )
+            .map_err(abort)?,
+        );
         let s = shared.clone();
-        threads.push(spawn(
-            "fanout-cluster-events",
-            Box::new(move || s.event_loop(event_conn)),
-        )?);
+        threads.push(
+            spawn(
+                "fanout-cluster-events",
+                Box::new(move || s.event_loop(event_conn)),
+            )
+            .map_err(abort)?,
+        );
         if shared.cfg.local_workers > 0 {
             super::worker::linked();
             let s = shared.clone();
-            threads.push(spawn(
-                "fanout-cluster-supervisor",
-                Box::new(move || s.supervise()),
-            )?);
-        } else {
-            lock(&shared.state).workers_done = true;
+            threads.push(
+                spawn("fanout-cluster-supervisor", Box::new(move || s.supervise()))
+                    .map_err(abort)?,
+            );
+            // Return with the first workers started (their pids known).
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut st = lock(&shared.state);
+            while !st.workers_started && Instant::now() < deadline {
+                st = shared
+                    .finished
+                    .wait_timeout(st, Duration::from_millis(20))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
         }
         {
             let mut ids = lock(&shared.thread_ids);
@@ -868,7 +892,11 @@ impl Shared {
                     }
                 }
             }
-            let st = lock(&self.state);
+            let mut st = lock(&self.state);
+            if !st.workers_started {
+                st.workers_started = true;
+                self.finished.notify_all();
+            }
             if st.loop_done {
                 break;
             }
@@ -913,7 +941,6 @@ impl Shared {
                 let _ = c.query(&del);
             }
         }
-        lock(&self.state).workers_done = true;
         self.finished.notify_all();
     }
 }

@@ -137,7 +137,6 @@ impl Cluster {
     ///
     /// ```no_run
     /// let cluster = fanout::Cluster::builder("redis://127.0.0.1:6379/0").local_workers(2).build()?;
-    /// std::thread::sleep(std::time::Duration::from_millis(100));
     /// assert_eq!(cluster.worker_pids().len(), 2);
     /// # Ok::<(), fanout::Error>(())
     /// ```

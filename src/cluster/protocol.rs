@@ -114,15 +114,16 @@ pub(crate) fn parse_task_id(task: &str) -> Option<(&str, u64)> {
 /// KEYS: queue, task keys. ARGV: max deliveries, then per task: id,
 /// trampoline, build id, args, signature, item count. Idempotent: a task whose
 /// record exists is not added again (a retried submit after a lost reply).
+/// The record remembers its stream entry (`e`).
 pub(crate) const SUBMIT: &str = r#"
 local per = 6
 local added = 0
 for i = 2, #KEYS do
   local o = 1 + (i - 2) * per
   if redis.call('EXISTS', KEYS[i]) == 0 then
+    local entry = redis.call('XADD', KEYS[1], '*', 't', ARGV[o + 1])
     redis.call('HSET', KEYS[i], 'f', ARGV[o + 2], 'b', ARGV[o + 3], 'a', ARGV[o + 4],
-      's', ARGV[o + 5], 'n', ARGV[o + 6], 'm', ARGV[1], 'st', 'p', 'at', '0')
-    redis.call('XADD', KEYS[1], '*', 't', ARGV[o + 1])
+      's', ARGV[o + 5], 'n', ARGV[o + 6], 'm', ARGV[1], 'st', 'p', 'at', '0', 'e', entry)
     added = added + 1
   end
 end
@@ -130,13 +131,16 @@ return added
 "#;
 
 /// KEYS: queue, task, client events. ARGV: entry id, group, worker, delivery
-/// token, task id. Returns `{'gone'}`, `{'cancelled'}`,
+/// token, task id. An entry other than the one `submit` added for the task
+/// (a replayed entry) is dropped. Returns `{'gone'}`, `{'cancelled'}`,
 /// `{'lost', owner, starts}` or `{'run', trampoline, build, args, signature,
 /// items, cancelled indices}`. Retrying with the same delivery token does not
 /// count a second delivery.
 pub(crate) const START: &str = r#"
 local st = redis.call('HGET', KEYS[2], 'st')
-if (not st) or st == 'x' then
+local entry = redis.call('HGET', KEYS[2], 'e')
+if (not st) or st == 'x' or (entry and entry ~= ARGV[1]) then
+  -- finished, rejected, never existed, or a second entry naming the task
   redis.call('XACK', KEYS[1], ARGV[2], ARGV[1])
   redis.call('XDEL', KEYS[1], ARGV[1])
   return {'gone'}
