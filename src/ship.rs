@@ -265,13 +265,22 @@ where
     Args: Payload,
     F::Output: Payload,
 {
-    let args: Args = decode(args).map_err(WireError::from)?;
-    // SAFETY: `F` is zero-sized — `trampoline_of`, the only place this
-    // function's address is taken, asserts it at compile time — and a
-    // zero-sized fn item or non-capturing closure has no bytes to be invalid.
-    let f: F = unsafe { std::mem::zeroed() };
-    let output = panic::catch(|| f.call(args)).map_err(WireError::from)?;
-    encode(&output, out).map_err(WireError::from)
+    // Decoding the arguments, encoding the output and dropping both run user
+    // code too (serde impls, `Drop`), so the whole call is inside `catch`: a
+    // panic there is the task's panic. Escaping, it would abort a spawned
+    // worker (we are below an `extern "C"` constructor) and unwind a forked
+    // one into its copy of the pool thread's stack.
+    panic::catch(|| {
+        let args: Args = decode(args)?;
+        // SAFETY: `F` is zero-sized — `trampoline_of`, the only place this
+        // function's address is taken, asserts it at compile time — and a
+        // zero-sized fn item or non-capturing closure has no bytes to be invalid.
+        let f: F = unsafe { std::mem::zeroed() };
+        let output = f.call(args);
+        encode(&output, out)
+    })
+    .and_then(|encoded| encoded)
+    .map_err(WireError::from)
 }
 
 /// A 16-byte identity of the running binary.

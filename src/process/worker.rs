@@ -56,7 +56,10 @@ pub(crate) fn prepare_for_fork() {
 
 /// Entry of a forked child.
 pub(crate) fn run_forked(r: RawFd, w: RawFd) -> ! {
-    exit(serve(r, w))
+    // Never unwind out of here: the stack below is a copy of the pool
+    // thread's, and unwinding would run the pool's code in this child.
+    let code = std::panic::catch_unwind(|| serve(r, w)).unwrap_or(9);
+    exit(code)
 }
 
 fn exit(code: i32) -> ! {
