@@ -798,8 +798,9 @@ pub fn wrap_future<T: Send + 'static>(
 mod loom_models {
     //! Model checks of the completion cell (`RUSTFLAGS="--cfg loom" cargo test --lib loom`).
     use super::*;
-    use loom::sync::atomic::AtomicUsize;
+    use loom::sync::atomic::{AtomicBool, AtomicUsize};
     use loom::thread;
+    use std::future::Future as _;
 
     #[test]
     fn loom_cancel_races_start() {
@@ -881,6 +882,95 @@ mod loom_models {
             assert_eq!(fut.result(), Ok(9));
             worker.join().unwrap();
             assert_eq!(calls.load(Ordering::SeqCst), 1);
+        });
+    }
+
+    /// A waker that raises a (loom-tracked) flag.
+    struct FlagWaker(Arc<AtomicBool>);
+
+    impl std::task::Wake for FlagWaker {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn loom_poll_registering_waker_races_completion() {
+        loom::model(|| {
+            let (mut fut, promise) = pair::<u32>();
+            let worker = thread::spawn(move || promise.set_result(5));
+            let woken = Arc::new(AtomicBool::new(false));
+            let waker = Waker::from(std::sync::Arc::new(FlagWaker(woken.clone())));
+            let mut cx = Context::from_waker(&waker);
+            let first = Pin::new(&mut fut).poll(&mut cx);
+            worker.join().unwrap();
+            match first {
+                Poll::Ready(outcome) => assert_eq!(outcome, Ok(5)),
+                Poll::Pending => {
+                    // The waker was registered before completion, so the
+                    // completion must have woken it (no lost wake-up) ...
+                    assert!(woken.load(Ordering::SeqCst), "lost wake-up");
+                    // ... and the next poll has the outcome.
+                    assert_eq!(Pin::new(&mut fut).poll(&mut cx), Poll::Ready(Ok(5)));
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn loom_cancel_races_waiter_registration() {
+        loom::model(|| {
+            let (fut, _promise) = pair::<u32>();
+            let fut = Arc::new(fut);
+            let canceller = {
+                let fut = fut.clone();
+                thread::spawn(move || fut.cancel())
+            };
+            let waiter = Waiter::new();
+            if fut.add_waiter(&waiter, 0) {
+                // Registered while pending: the cancel must fire it.
+                assert_eq!(waiter.take_fired(None), vec![0]);
+            }
+            assert!(fut.done() && fut.cancelled());
+            assert!(canceller.join().unwrap(), "a pending future cancels");
+        });
+    }
+
+    #[test]
+    fn loom_shutdown_cancel_races_wait_all_completed() {
+        // What `shutdown(cancel_futures = true)` does to a queued call, racing
+        // a caller entering `wait(AllCompleted)` (CPython gh-87893).
+        loom::model(|| {
+            let (fut, promise) = pair::<u32>();
+            let canceller = thread::spawn(move || promise.set_error(Error::Cancelled));
+            let r = crate::wait::wait(vec![fut], None, crate::ReturnWhen::AllCompleted);
+            assert!(r.not_done.is_empty());
+            assert_eq!(r.done.len(), 1);
+            assert!(r.done[0].cancelled());
+            canceller.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn loom_exception_races_a_running_callback() {
+        loom::model(|| {
+            let (fut, promise) = pair::<u32>();
+            let calls = Arc::new(AtomicUsize::new(0));
+            let c = calls.clone();
+            fut.add_done_callback(move |r| {
+                assert!(matches!(r, Err(Error::Broken { .. })));
+                c.fetch_add(1, Ordering::SeqCst);
+            });
+            let worker = thread::spawn(move || {
+                promise.set_error(Error::Broken {
+                    reason: "model".into(),
+                })
+            });
+            // Reads the error while the worker's callback may be reading too.
+            assert!(matches!(fut.exception(None), Some(Error::Broken { .. })));
+            worker.join().unwrap();
+            assert_eq!(calls.load(Ordering::SeqCst), 1);
+            assert!(matches!(fut.result(), Err(Error::Broken { .. })));
         });
     }
 }
