@@ -1,0 +1,988 @@
+//! Process-pool benchmarks: fanout's `ProcessPool` against its peers, all with 2 workers.
+//!
+//! ```text
+//! cargo bench --bench process_pool                       # everything, markdown tables on stdout
+//! cargo bench --bench process_pool -- latency            # only rows whose "workload/peer" contains "latency"
+//! cargo bench --bench process_pool -- --repeats 9 echo   # more repeats
+//! FANOUT_BENCH_QUICK=1 cargo bench --bench process_pool  # smoke run (also: `--test`, or `cargo test --benches`)
+//! ```
+//!
+//! Workloads (see BENCHMARKS.md for the numbers and how to read them):
+//!
+//! * **(a) throughput** — submit N trivial tasks (`add(i, 1)`), then collect every result.
+//! * **(b) latency** — one submit → result round trip on an idle pool, repeated; p50 and p99.
+//! * **(c) map** — `map_with(square, 0..N, chunksize 100)` and consume every result.
+//! * **(d) echo** — a 64 MiB `Vec<u8>` sent to a worker and returned (`echo(v) -> v`);
+//!   GB/s = 64 MiB ÷ round-trip time.
+//!
+//! Peers: fanout `ProcessPool` (spawn start method), `procspawn::Pool`, and
+//! Python's `ProcessPoolExecutor` (fork and forkserver contexts) and loky's
+//! reusable executor, run through `benches/py/process_pool.py`. Every peer
+//! runs in the same process run, interleaved (each repeat rotates the order),
+//! and every figure is the median over the repeats; ratios compare peers from
+//! the same run. Pools are built fresh for every repeat and warmed up (every
+//! worker running tasks) before the clock starts.
+//!
+//! Cargo runs this binary with `--bench` under `cargo bench` and with no
+//! argument under `cargo test --benches`; without `--bench`, a run started by
+//! cargo is a smoke test (tiny sizes, one repeat, no Python but one call, well
+//! under 3 s). Run directly (no cargo) with no arguments it does everything.
+
+use fanout::{Executor, MapOptions, ProcessPool};
+use std::hint::black_box;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const WORKERS: usize = 2;
+const CHUNKSIZE: usize = 100;
+
+fn add(a: u64, b: u64) -> u64 {
+    a + b
+}
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn echo(v: Vec<u8>) -> Vec<u8> {
+    v
+}
+
+/// Sum of `add(i, 1)` for `i` in `0..n`.
+fn expected_add_sum(n: u64) -> u64 {
+    n * (n - 1) / 2 + n
+}
+
+/// Sum of `square(i)` for `i` in `0..n`.
+fn expected_square_sum(n: u64) -> u64 {
+    (n - 1) * n * (2 * n - 1) / 6
+}
+
+// procspawn's pool takes `fn(A) -> R` with one argument.
+fn add_pair((a, b): (u64, u64)) -> u64 {
+    add(a, b)
+}
+
+fn square_chunk(xs: Vec<u64>) -> Vec<u64> {
+    xs.into_iter().map(square).collect()
+}
+
+// ---------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------
+
+struct Config {
+    quick: bool,
+    repeats: usize,
+    /// Substrings; a row runs if its "workload/peer" id contains any of them.
+    filters: Vec<String>,
+    throughput_tasks: u64,
+    throughput_tasks_procspawn: u64,
+    throughput_tasks_python: u64,
+    latency_samples: usize,
+    latency_warmup: usize,
+    latency_samples_procspawn: usize,
+    latency_samples_python: usize,
+    map_items: u64,
+    map_items_procspawn: u64,
+    map_items_python: u64,
+    echo_bytes: usize,
+    /// Timed rounds per Python invocation (one repeat = their median), each
+    /// after one untimed round, like the Rust peers.
+    echo_rounds_python: usize,
+}
+
+impl Config {
+    fn from_env() -> Config {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let bench_flag = args.iter().any(|a| a == "--bench");
+        let test_flag = args.iter().any(|a| a == "--test");
+        let started_by_cargo = std::env::var_os("CARGO_MANIFEST_DIR").is_some();
+        let quick = test_flag
+            || std::env::var_os("FANOUT_BENCH_QUICK").is_some()
+            || (!bench_flag && started_by_cargo);
+        let mut repeats = if quick { 1 } else { 5 };
+        let mut filters = Vec::new();
+        let mut rest = args.iter();
+        while let Some(arg) = rest.next() {
+            match arg.as_str() {
+                "--repeats" => {
+                    repeats = rest
+                        .next()
+                        .and_then(|r| r.parse().ok())
+                        .filter(|&r| r > 0)
+                        .expect("--repeats needs a positive number");
+                }
+                a if a.starts_with('-') => {} // --bench, --test and cargo's other flags
+                a => filters.push(a.to_string()),
+            }
+        }
+        if quick {
+            Config {
+                quick,
+                repeats,
+                filters,
+                throughput_tasks: 500,
+                throughput_tasks_procspawn: 100,
+                throughput_tasks_python: 100,
+                latency_samples: 200,
+                latency_warmup: 20,
+                latency_samples_procspawn: 50,
+                latency_samples_python: 50,
+                map_items: 10_000,
+                map_items_procspawn: 1_000,
+                map_items_python: 1_000,
+                echo_bytes: 64 << 10,
+                echo_rounds_python: 1,
+            }
+        } else {
+            Config {
+                quick,
+                repeats,
+                filters,
+                throughput_tasks: 20_000,
+                throughput_tasks_procspawn: 20_000,
+                throughput_tasks_python: 3_000,
+                latency_samples: 5_000,
+                latency_warmup: 500,
+                latency_samples_procspawn: 2_000,
+                latency_samples_python: 1_000,
+                map_items: 1_000_000,
+                map_items_procspawn: 1_000_000,
+                map_items_python: 100_000,
+                echo_bytes: 64 << 20,
+                echo_rounds_python: 1,
+            }
+        }
+    }
+
+    fn selected(&self, id: &str) -> bool {
+        self.filters.is_empty() || self.filters.iter().any(|f| id.contains(f.as_str()))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Measurements
+// ---------------------------------------------------------------------------
+
+/// One repeat of one peer.
+enum Sample {
+    /// Wall time for `size` tasks, items or bytes.
+    Elapsed(Duration),
+    /// Sorted per-round-trip times in nanoseconds.
+    RoundTrips(Vec<u64>),
+}
+
+type Run = fn(&Config) -> Option<Sample>;
+
+struct Peer {
+    name: &'static str,
+    /// How many tasks/items/samples/bytes one repeat uses (for the table).
+    size: fn(&Config) -> u64,
+    run: Run,
+}
+
+struct Row {
+    name: &'static str,
+    size: u64,
+    /// Median over repeats: a rate (per second), or p50 in µs for latency.
+    median: Option<f64>,
+    /// Median p99 in µs (latency only).
+    median_p99: Option<f64>,
+    spread: Option<(f64, f64)>,
+}
+
+fn median(values: &mut [f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(|a, b| a.total_cmp(b));
+    let mid = values.len() / 2;
+    Some(if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    })
+}
+
+fn percentile_us(sorted_ns: &[u64], pct: f64) -> f64 {
+    let idx =
+        ((sorted_ns.len() as f64 * pct / 100.0).ceil() as usize).clamp(1, sorted_ns.len()) - 1;
+    sorted_ns[idx] as f64 / 1_000.0
+}
+
+/// Runs every selected peer `repeats` times, interleaved, and reduces to medians.
+fn measure(cfg: &Config, workload: &str, peers: &[Peer]) -> Vec<Row> {
+    let selected: Vec<&Peer> = peers
+        .iter()
+        .filter(|p| cfg.selected(&format!("{workload}/{}", p.name)))
+        .collect();
+    let mut firsts: Vec<Vec<f64>> = vec![Vec::new(); selected.len()];
+    let mut seconds: Vec<Vec<f64>> = vec![Vec::new(); selected.len()];
+    for rep in 0..cfg.repeats {
+        for k in 0..selected.len() {
+            let i = (k + rep) % selected.len();
+            let peer = selected[i];
+            let size = (peer.size)(cfg);
+            match (peer.run)(cfg) {
+                Some(Sample::Elapsed(d)) => {
+                    let rate = size as f64 / d.as_secs_f64();
+                    let shown = if workload == "echo" {
+                        fmt_gbps(rate)
+                    } else {
+                        fmt_rate(rate)
+                    };
+                    eprintln!(
+                        "  {workload}/{}: repeat {rep}: {shown} ({:.1} ms)",
+                        peer.name,
+                        d.as_secs_f64() * 1e3
+                    );
+                    firsts[i].push(rate);
+                }
+                Some(Sample::RoundTrips(ns)) => {
+                    let (p50, p99) = (percentile_us(&ns, 50.0), percentile_us(&ns, 99.0));
+                    eprintln!(
+                        "  {workload}/{}: repeat {rep}: p50 {p50:.1} µs, p99 {p99:.1} µs",
+                        peer.name
+                    );
+                    firsts[i].push(p50);
+                    seconds[i].push(p99);
+                }
+                None => eprintln!("  {workload}/{}: repeat {rep}: unavailable", peer.name),
+            }
+        }
+    }
+    selected
+        .iter()
+        .enumerate()
+        .map(|(i, peer)| {
+            let spread = firsts[i]
+                .iter()
+                .copied()
+                .fold(None, |acc: Option<(f64, f64)>, v| {
+                    Some(acc.map_or((v, v), |(lo, hi)| (lo.min(v), hi.max(v))))
+                });
+            Row {
+                name: peer.name,
+                size: (peer.size)(cfg),
+                median: median(&mut firsts[i]),
+                median_p99: median(&mut seconds[i]),
+                spread,
+            }
+        })
+        .collect()
+}
+
+/// Times `samples` round trips after `warmup` untimed ones; sorted nanoseconds.
+fn round_trips(warmup: usize, samples: usize, mut round_trip: impl FnMut(u64) -> u64) -> Vec<u64> {
+    for i in 0..warmup {
+        black_box(round_trip(i as u64));
+    }
+    let mut ns = Vec::with_capacity(samples);
+    for i in 0..samples {
+        let start = Instant::now();
+        black_box(round_trip(i as u64));
+        ns.push(start.elapsed().as_nanos() as u64);
+    }
+    ns.sort_unstable();
+    ns
+}
+
+/// The payload for (d): every byte value, repeated.
+fn echo_payload(len: usize) -> Vec<u8> {
+    (0..len).map(|i| i as u8).collect()
+}
+
+// ---------------------------------------------------------------------------
+// Peers: pools
+// ---------------------------------------------------------------------------
+
+/// A fresh fanout pool with both workers started and running tasks.
+fn fanout_pool() -> ProcessPool {
+    let pool = ProcessPool::new(WORKERS).expect("fanout process pool");
+    let fs: Vec<_> = (0..200)
+        .map(|i| pool.submit(add, (i, 1)).unwrap())
+        .collect();
+    for f in fs {
+        f.result().unwrap();
+    }
+    pool
+}
+
+/// A fresh procspawn pool with both workers started and running tasks.
+fn procspawn_pool() -> Option<procspawn::Pool> {
+    let pool = match procspawn::Pool::new(WORKERS) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("  procspawn pool failed to start: {e}");
+            return None;
+        }
+    };
+    let hs: Vec<_> = (0..20).map(|i| pool.spawn((i, 1), add_pair)).collect();
+    for h in hs {
+        h.join().ok()?;
+    }
+    Some(pool)
+}
+
+// ---------------------------------------------------------------------------
+// (a) throughput
+// ---------------------------------------------------------------------------
+
+fn throughput_fanout(cfg: &Config) -> Option<Sample> {
+    let n = cfg.throughput_tasks;
+    let pool = fanout_pool();
+    let start = Instant::now();
+    let fs: Vec<_> = (0..n).map(|i| pool.submit(add, (i, 1)).unwrap()).collect();
+    let total: u64 = fs.into_iter().map(|f| f.result().unwrap()).sum();
+    let elapsed = start.elapsed();
+    assert_eq!(total, expected_add_sum(n));
+    Some(Sample::Elapsed(elapsed))
+}
+
+/// Calls procspawn may have outstanding at once: every pending call holds
+/// about four descriptors (two IPC channels), so 20k at once would exhaust
+/// the usual 20k-descriptor limit. The oldest call is joined before a new one
+/// is spawned past this window; with 2 workers the queue never runs dry.
+const PROCSPAWN_WINDOW: usize = 1024;
+
+/// Spawns `calls` in order through a window of [`PROCSPAWN_WINDOW`]
+/// outstanding handles; folds the results in order.
+fn procspawn_windowed<A, R, T>(
+    pool: &procspawn::Pool,
+    calls: impl Iterator<Item = A>,
+    f: fn(A) -> R,
+    mut fold: impl FnMut(R) -> T,
+) -> Vec<T>
+where
+    A: serde::Serialize + serde::de::DeserializeOwned,
+    R: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+{
+    let mut pending = std::collections::VecDeque::with_capacity(PROCSPAWN_WINDOW);
+    let mut out = Vec::new();
+    for args in calls {
+        if pending.len() == PROCSPAWN_WINDOW {
+            let h: procspawn::JoinHandle<R> = pending.pop_front().unwrap();
+            out.push(fold(h.join().unwrap()));
+        }
+        pending.push_back(pool.spawn(args, f));
+    }
+    out.extend(pending.into_iter().map(|h| fold(h.join().unwrap())));
+    out
+}
+
+fn throughput_procspawn(cfg: &Config) -> Option<Sample> {
+    let n = cfg.throughput_tasks_procspawn;
+    let pool = procspawn_pool()?;
+    let start = Instant::now();
+    let total: u64 = procspawn_windowed(&pool, (0..n).map(|i| (i, 1)), add_pair, |r| r)
+        .into_iter()
+        .sum();
+    let elapsed = start.elapsed();
+    assert_eq!(total, expected_add_sum(n));
+    pool.shutdown();
+    Some(Sample::Elapsed(elapsed))
+}
+
+fn throughput_python(cfg: &Config, executor: &str) -> Option<Sample> {
+    let out = python(
+        executor,
+        &["throughput", &cfg.throughput_tasks_python.to_string()],
+    )?;
+    json_number(&out, "seconds").map(|s| Sample::Elapsed(Duration::from_secs_f64(s)))
+}
+
+// ---------------------------------------------------------------------------
+// (b) latency
+// ---------------------------------------------------------------------------
+
+fn latency_fanout(cfg: &Config) -> Option<Sample> {
+    let pool = fanout_pool();
+    Some(Sample::RoundTrips(round_trips(
+        cfg.latency_warmup,
+        cfg.latency_samples,
+        |i| pool.submit(add, (i, 1)).unwrap().result().unwrap(),
+    )))
+}
+
+fn latency_procspawn(cfg: &Config) -> Option<Sample> {
+    let pool = procspawn_pool()?;
+    let ns = round_trips(cfg.latency_warmup / 5, cfg.latency_samples_procspawn, |i| {
+        pool.spawn((i, 1), add_pair).join().unwrap()
+    });
+    pool.shutdown();
+    Some(Sample::RoundTrips(ns))
+}
+
+fn latency_python(cfg: &Config, executor: &str) -> Option<Sample> {
+    let out = python(
+        executor,
+        &[
+            "latency",
+            &cfg.latency_samples_python.to_string(),
+            &(cfg.latency_warmup / 5).to_string(),
+        ],
+    )?;
+    json_u64_array(&out, "samples_ns").map(|mut ns| {
+        ns.sort_unstable();
+        Sample::RoundTrips(ns)
+    })
+}
+
+// ---------------------------------------------------------------------------
+// (c) map, chunksize 100
+// ---------------------------------------------------------------------------
+
+fn map_fanout(cfg: &Config) -> Option<Sample> {
+    let n = cfg.map_items;
+    let pool = fanout_pool();
+    let start = Instant::now();
+    let total: u64 = pool
+        .map_with(square, 0..n, MapOptions::default().chunksize(CHUNKSIZE))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .sum();
+    let elapsed = start.elapsed();
+    assert_eq!(total, expected_square_sum(n));
+    Some(Sample::Elapsed(elapsed))
+}
+
+/// procspawn has no `map`: one `spawn` per chunk of 100 items, joined in
+/// order (through the same window as throughput).
+fn map_procspawn(cfg: &Config) -> Option<Sample> {
+    let n = cfg.map_items_procspawn;
+    let pool = procspawn_pool()?;
+    let start = Instant::now();
+    let chunks = (0..n)
+        .step_by(CHUNKSIZE)
+        .map(|lo| (lo..n.min(lo + CHUNKSIZE as u64)).collect::<Vec<u64>>());
+    let total: u64 = procspawn_windowed(&pool, chunks, square_chunk, |squares| {
+        squares.iter().sum::<u64>()
+    })
+    .into_iter()
+    .sum();
+    let elapsed = start.elapsed();
+    assert_eq!(total, expected_square_sum(n));
+    pool.shutdown();
+    Some(Sample::Elapsed(elapsed))
+}
+
+fn map_python(cfg: &Config, executor: &str) -> Option<Sample> {
+    let out = python(
+        executor,
+        &[
+            "map",
+            &cfg.map_items_python.to_string(),
+            &CHUNKSIZE.to_string(),
+        ],
+    )?;
+    json_number(&out, "seconds").map(|s| Sample::Elapsed(Duration::from_secs_f64(s)))
+}
+
+// ---------------------------------------------------------------------------
+// (d) 64 MiB echo
+// ---------------------------------------------------------------------------
+
+/// One repeat = one timed round trip, after one untimed round trip of the
+/// same size on the same (fresh) pool.
+fn echo_fanout(cfg: &Config) -> Option<Sample> {
+    let payload = echo_payload(cfg.echo_bytes);
+    let pool = fanout_pool();
+    let back = pool
+        .submit(echo, (payload.clone(),))
+        .unwrap()
+        .result()
+        .unwrap();
+    assert_eq!(back.len(), payload.len());
+    drop(back);
+    let sent = payload.clone();
+    let start = Instant::now();
+    let back = pool.submit(echo, (sent,)).unwrap().result().unwrap();
+    let elapsed = start.elapsed();
+    assert!(back == payload);
+    Some(Sample::Elapsed(elapsed))
+}
+
+fn echo_procspawn(cfg: &Config) -> Option<Sample> {
+    let payload = echo_payload(cfg.echo_bytes);
+    let pool = procspawn_pool()?;
+    let back = pool.spawn(payload.clone(), echo).join().unwrap();
+    assert_eq!(back.len(), payload.len());
+    drop(back);
+    let sent = payload.clone();
+    let start = Instant::now();
+    let back = pool.spawn(sent, echo).join().unwrap();
+    let elapsed = start.elapsed();
+    assert!(back == payload);
+    pool.shutdown();
+    Some(Sample::Elapsed(elapsed))
+}
+
+/// One repeat = the median of the script's timed rounds (one process start each).
+fn echo_python(cfg: &Config, executor: &str) -> Option<Sample> {
+    let out = python(
+        executor,
+        &[
+            "echo",
+            &(cfg.echo_bytes >> 10).to_string(),
+            &cfg.echo_rounds_python.to_string(),
+        ],
+    )?;
+    let mut seconds: Vec<f64> = json_f64_array(&out, "seconds")?;
+    median(&mut seconds).map(|s| Sample::Elapsed(Duration::from_secs_f64(s)))
+}
+
+// ---------------------------------------------------------------------------
+// Python
+// ---------------------------------------------------------------------------
+
+/// Runs benches/py/process_pool.py with `executor` and `args`; its one JSON
+/// line, or `None` (with a note on stderr) when python3, the script or loky
+/// is missing or fails.
+fn python(executor: &str, args: &[&str]) -> Option<String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/py/process_pool.py");
+    let output = match Command::new("python3")
+        .arg(&script)
+        .arg(executor)
+        .args(args)
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("  python3 not runnable ({e}); skipping the Python peer");
+            return None;
+        }
+    };
+    if !output.status.success() {
+        eprintln!(
+            "  {} {executor} {args:?} failed ({}): {}",
+            script.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+        return None;
+    }
+    String::from_utf8(output.stdout)
+        .ok()?
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .map(str::to_owned)
+}
+
+/// The 1-minute load average (the machine is shared; this says how much).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn command_version(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (!text.is_empty()).then_some(text)
+}
+
+/// The text after `"key":` in a flat JSON object (enough for our own output).
+fn json_value<'a>(json: &'a str, key: &str) -> Option<&'a str> {
+    let pattern = format!("\"{key}\":");
+    let at = json.find(&pattern)? + pattern.len();
+    Some(json[at..].trim_start())
+}
+
+fn json_number(json: &str, key: &str) -> Option<f64> {
+    let value = json_value(json, key)?;
+    let end = value.find([',', '}']).unwrap_or(value.len());
+    value[..end].trim().parse().ok()
+}
+
+fn json_array<T: std::str::FromStr>(json: &str, key: &str) -> Option<Vec<T>> {
+    let value = json_value(json, key)?.strip_prefix('[')?;
+    let body = &value[..value.find(']')?];
+    body.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse().ok())
+        .collect()
+}
+
+fn json_u64_array(json: &str, key: &str) -> Option<Vec<u64>> {
+    json_array(json, key)
+}
+
+fn json_f64_array(json: &str, key: &str) -> Option<Vec<f64>> {
+    json_array(json, key)
+}
+
+// ---------------------------------------------------------------------------
+// Report
+// ---------------------------------------------------------------------------
+
+fn fmt_count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push('_');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn fmt_rate(rate: f64) -> String {
+    if rate >= 1e6 {
+        format!("{:.2} M/s", rate / 1e6)
+    } else if rate >= 1e3 {
+        format!("{:.1} k/s", rate / 1e3)
+    } else {
+        format!("{rate:.0} /s")
+    }
+}
+
+fn fmt_bytes(b: u64) -> String {
+    if b >= 1 << 20 {
+        format!("{} MiB", b >> 20)
+    } else {
+        format!("{} KiB", b >> 10)
+    }
+}
+
+fn fmt_gbps(bytes_per_s: f64) -> String {
+    format!("{:.2} GB/s", bytes_per_s / 1e9)
+}
+
+fn fanout_row(rows: &[Row]) -> Option<&Row> {
+    rows.iter().find(|r| r.name == FANOUT)
+}
+
+/// Prints a rate table; returns fanout's speed ratio over each peer.
+fn print_rate_table(
+    title: &str,
+    unit: &str,
+    rows: &[Row],
+    show: fn(f64) -> String,
+    size: fn(u64) -> String,
+) -> Vec<(&'static str, f64)> {
+    println!("### {title}\n");
+    println!("| peer | {unit} per repeat | median | min – max | fanout ÷ peer |");
+    println!("|---|---:|---:|---:|---:|");
+    let base = fanout_row(rows).and_then(|r| r.median);
+    let mut ratios = Vec::new();
+    for row in rows {
+        let (rate, spread) = match (row.median, row.spread) {
+            (Some(m), Some((lo, hi))) => (show(m), format!("{} – {}", show(lo), show(hi))),
+            _ => ("n/a".into(), "n/a".into()),
+        };
+        let ratio = match (base, row.median) {
+            (Some(b), Some(m)) => {
+                ratios.push((row.name, b / m));
+                format!("{:.2}×", b / m)
+            }
+            _ => "n/a".into(),
+        };
+        println!(
+            "| {} | {} | {rate} | {spread} | {ratio} |",
+            row.name,
+            size(row.size)
+        );
+    }
+    println!();
+    ratios
+}
+
+/// Prints the latency table (ratios are peer p50 ÷ fanout p50).
+fn print_latency_table(rows: &[Row]) {
+    println!("### (b) Latency: one submit → result round trip on an idle pool\n");
+    println!(
+        "| peer | samples per repeat | p50 µs | p99 µs | p50 min – max | peer p50 ÷ fanout p50 |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    let base = fanout_row(rows).and_then(|r| r.median);
+    for row in rows {
+        let show = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.1}"));
+        let spread = row
+            .spread
+            .map_or("n/a".into(), |(lo, hi)| format!("{lo:.1} – {hi:.1}"));
+        let ratio = match (base, row.median) {
+            (Some(b), Some(m)) => format!("{:.2}×", m / b),
+            _ => "n/a".into(),
+        };
+        println!(
+            "| {} | {} | {} | {} | {spread} | {ratio} |",
+            row.name,
+            fmt_count(row.size),
+            show(row.median),
+            show(row.median_p99)
+        );
+    }
+    println!();
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "MISSED"
+    }
+}
+
+fn goal_ratio(what: &str, ratios: &[(&'static str, f64)], peer: &str, target: f64) {
+    match ratios.iter().find(|(name, _)| *name == peer) {
+        Some((_, r)) => println!(
+            "- {what}: {r:.2}× (goal ≥ {target}×) — {}",
+            verdict(*r >= target)
+        ),
+        None => println!("- {what}: not measured in this run"),
+    }
+}
+
+fn goal_value(
+    what: &str,
+    value: Option<f64>,
+    shown: String,
+    ok: impl Fn(f64) -> bool,
+    target: &str,
+) {
+    match value {
+        Some(v) => println!("- {what}: {shown} (goal {target}) — {}", verdict(ok(v))),
+        None => println!("- {what}: not measured in this run"),
+    }
+}
+
+const FANOUT: &str = "fanout ProcessPool";
+const PROCSPAWN: &str = "procspawn Pool";
+const PY_FORK: &str = "Python ProcessPoolExecutor (fork)";
+const PY_FORKSERVER: &str = "Python ProcessPoolExecutor (forkserver)";
+const LOKY: &str = "loky reusable executor";
+
+/// The three Python peers for one workload; in a quick run only the fork
+/// executor, and only for throughput (it checks that the script runs).
+fn python_peers(
+    cfg: &Config,
+    workload: &str,
+    size: fn(&Config) -> u64,
+    runs: [Run; 3],
+) -> Vec<Peer> {
+    let names = [PY_FORK, PY_FORKSERVER, LOKY];
+    names
+        .into_iter()
+        .zip(runs)
+        .filter(|(name, _)| !cfg.quick || (workload == "throughput" && *name == PY_FORK))
+        .map(|(name, run)| Peer { name, size, run })
+        .collect()
+}
+
+fn main() {
+    // Must come first: a procspawn child re-enters `main` and is captured here.
+    // (fanout's workers never reach `main`: they are captured before it.)
+    procspawn::init();
+
+    let cfg = Config::from_env();
+    if cfg!(debug_assertions) && !cfg.quick {
+        eprintln!("warning: this is a debug build; numbers are meaningless (use `cargo bench`)");
+    }
+    let started = Instant::now();
+    println!(
+        "## Process pool ({} workers, medians of {} repeat{}{})\n",
+        WORKERS,
+        cfg.repeats,
+        if cfg.repeats == 1 { "" } else { "s" },
+        if cfg.quick {
+            ", QUICK smoke run: sizes are tiny, numbers mean nothing"
+        } else {
+            ""
+        }
+    );
+    let python_version =
+        command_version("python3", &["--version"]).unwrap_or_else(|| "python3 not found".into());
+    let loky_version = command_version("python3", &["-c", "import loky; print(loky.__version__)"])
+        .map_or_else(|| "not installed".into(), |v| format!("loky {v}"));
+    println!(
+        "python: {python_version}, {loky_version}; load average at start: {}\n",
+        load_average()
+    );
+
+    let mut throughput_peers = vec![
+        Peer {
+            name: FANOUT,
+            size: |c| c.throughput_tasks,
+            run: throughput_fanout,
+        },
+        Peer {
+            name: PROCSPAWN,
+            size: |c| c.throughput_tasks_procspawn,
+            run: throughput_procspawn,
+        },
+    ];
+    throughput_peers.extend(python_peers(
+        &cfg,
+        "throughput",
+        |c| c.throughput_tasks_python,
+        [
+            |c| throughput_python(c, "fork"),
+            |c| throughput_python(c, "forkserver"),
+            |c| throughput_python(c, "loky"),
+        ],
+    ));
+    let throughput = measure(&cfg, "throughput", &throughput_peers);
+
+    let mut latency_peers = vec![
+        Peer {
+            name: FANOUT,
+            size: |c| c.latency_samples as u64,
+            run: latency_fanout,
+        },
+        Peer {
+            name: PROCSPAWN,
+            size: |c| c.latency_samples_procspawn as u64,
+            run: latency_procspawn,
+        },
+    ];
+    latency_peers.extend(python_peers(
+        &cfg,
+        "latency",
+        |c| c.latency_samples_python as u64,
+        [
+            |c| latency_python(c, "fork"),
+            |c| latency_python(c, "forkserver"),
+            |c| latency_python(c, "loky"),
+        ],
+    ));
+    let latency = measure(&cfg, "latency", &latency_peers);
+
+    let mut map_peers = vec![
+        Peer {
+            name: FANOUT,
+            size: |c| c.map_items,
+            run: map_fanout,
+        },
+        Peer {
+            name: PROCSPAWN,
+            size: |c| c.map_items_procspawn,
+            run: map_procspawn,
+        },
+    ];
+    map_peers.extend(python_peers(
+        &cfg,
+        "map",
+        |c| c.map_items_python,
+        [
+            |c| map_python(c, "fork"),
+            |c| map_python(c, "forkserver"),
+            |c| map_python(c, "loky"),
+        ],
+    ));
+    let map = measure(&cfg, "map", &map_peers);
+
+    let mut echo_peers = vec![
+        Peer {
+            name: FANOUT,
+            size: |c| c.echo_bytes as u64,
+            run: echo_fanout,
+        },
+        Peer {
+            name: PROCSPAWN,
+            size: |c| c.echo_bytes as u64,
+            run: echo_procspawn,
+        },
+    ];
+    echo_peers.extend(python_peers(
+        &cfg,
+        "echo",
+        |c| c.echo_bytes as u64,
+        [
+            |c| echo_python(c, "fork"),
+            |c| echo_python(c, "forkserver"),
+            |c| echo_python(c, "loky"),
+        ],
+    ));
+    let echo = measure(&cfg, "echo", &echo_peers);
+
+    let r_throughput = print_rate_table(
+        "(a) Throughput: submit N trivial tasks, then collect all",
+        "tasks",
+        &throughput,
+        fmt_rate,
+        fmt_count,
+    );
+    if !latency.is_empty() {
+        print_latency_table(&latency);
+    }
+    let r_map = print_rate_table(
+        "(c) map(square, 0..N) with chunksize 100, consume all",
+        "items",
+        &map,
+        fmt_rate,
+        fmt_count,
+    );
+    print_rate_table(
+        &format!(
+            "(d) {} `Vec<u8>` echoed through a worker (one round trip)",
+            fmt_bytes(cfg.echo_bytes as u64)
+        ),
+        "bytes",
+        &echo,
+        fmt_gbps,
+        fmt_bytes,
+    );
+
+    println!("### Goals\n");
+    if cfg.quick {
+        println!(
+            "(not evaluated: this is a smoke run; {:.1} s)",
+            started.elapsed().as_secs_f64()
+        );
+        return;
+    }
+    goal_ratio(
+        "(a) throughput vs Python ProcessPoolExecutor (fork)",
+        &r_throughput,
+        PY_FORK,
+        20.0,
+    );
+    goal_ratio(
+        "(a) throughput vs Python ProcessPoolExecutor (forkserver)",
+        &r_throughput,
+        PY_FORKSERVER,
+        20.0,
+    );
+    goal_ratio("(a) throughput vs procspawn", &r_throughput, PROCSPAWN, 5.0);
+    let p50 = fanout_row(&latency).and_then(|r| r.median);
+    goal_value(
+        "(b) fanout p50 round trip",
+        p50,
+        p50.map_or_else(String::new, |v| format!("{v:.1} µs")),
+        |v| v <= 50.0,
+        "≤ 50 µs",
+    );
+    goal_ratio(
+        "(c) map vs Python ProcessPoolExecutor (fork)",
+        &r_map,
+        PY_FORK,
+        10.0,
+    );
+    goal_ratio(
+        "(c) map vs Python ProcessPoolExecutor (forkserver)",
+        &r_map,
+        PY_FORKSERVER,
+        10.0,
+    );
+    let gbps = fanout_row(&echo).and_then(|r| r.median).map(|b| b / 1e9);
+    goal_value(
+        "(d) fanout echo (GB/s = bytes ÷ round-trip time)",
+        gbps,
+        gbps.map_or_else(String::new, |v| format!("{v:.2} GB/s")),
+        |v| v >= 1.0,
+        "≥ 1 GB/s",
+    );
+    println!(
+        "\n(total bench time {:.1} s; load average at end: {})",
+        started.elapsed().as_secs_f64(),
+        load_average()
+    );
+}
