@@ -64,7 +64,8 @@ async fn await_under_tokio_multi_thread() {
     let mut handles = Vec::new();
     for i in 0..20u64 {
         let f = pool.submit(square, (i,)).unwrap();
-        handles.push(tokio::spawn(async move { f.await }));
+        // A fanout future is itself a `Send + 'static` std future: spawn it as is.
+        handles.push(tokio::spawn(f));
     }
     for (i, h) in handles.into_iter().enumerate() {
         let i = i as u64;

@@ -306,19 +306,18 @@ fn buffersize_pulls_input_lazily() {
         for chunk in [1usize, 3, 8] {
             let pulled = Arc::new(AtomicUsize::new(0));
             let p = pulled.clone();
-            let input = (0..40u64).map(move |x| {
+            let input = (0..40u64).inspect(move |_| {
                 p.fetch_add(1, Ordering::SeqCst);
-                x
             });
             let opts = MapOptions::default().buffersize(n).chunksize(chunk);
-            let mut it = pool.map_with(jitter, input, opts).unwrap();
+            let it = pool.map_with(jitter, input, opts).unwrap();
             let before = pulled.load(Ordering::SeqCst);
             assert!(
                 (1..=n + 1).contains(&before),
                 "buffersize {n} chunksize {chunk}: pulled {before} before iterating"
             );
             let mut consumed = 0;
-            while let Some(r) = it.next() {
+            for r in it {
                 assert_eq!(r, Ok(consumed as u64));
                 consumed += 1;
                 let ahead = pulled.load(Ordering::SeqCst) - consumed;
@@ -340,9 +339,8 @@ fn buffersize_fetches_only_a_buffer_without_iteration() {
     let pool = ThreadPool::new(2).unwrap();
     let pulled = Arc::new(AtomicUsize::new(0));
     let p = pulled.clone();
-    let input = (0..100u64).map(move |x| {
+    let input = (0..100u64).inspect(move |_| {
         p.fetch_add(1, Ordering::SeqCst);
-        x
     });
     let m = pool
         .map_with(square, input, MapOptions::default().buffersize(2))
@@ -360,9 +358,8 @@ fn buffersize_with_infinite_input() {
     let pool = ThreadPool::new(2).unwrap();
     let pulled = Arc::new(AtomicUsize::new(0));
     let p = pulled.clone();
-    let input = (0u64..).map(move |x| {
+    let input = (0u64..).inspect(move |_| {
         p.fetch_add(1, Ordering::SeqCst);
-        x
     });
     let got: Vec<u64> = pool
         .map_with(square, input, MapOptions::default().buffersize(3))

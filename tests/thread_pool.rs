@@ -249,10 +249,11 @@ fn panicking_initializer_breaks_the_pool() {
 #[test]
 fn spawn_runs_capturing_closures_without_serde() {
     let pool = ThreadPool::new(2).unwrap();
-    // A moved Vec.
-    let data = vec![1, 2, 3, 4];
+    // A moved Vec, grown before it is moved.
+    let mut data = Vec::new();
+    data.extend([1, 2, 3, 4]);
     assert_eq!(
-        pool.spawn(move || data.iter().sum::<i32>())
+        pool.spawn(move || data.into_iter().sum::<i32>())
             .unwrap()
             .result(),
         Ok(10)
