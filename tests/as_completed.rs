@@ -55,8 +55,11 @@ fn gated_queued(pool: &ThreadPool) -> (Future<u32>, Sender<()>) {
 fn completed(pool: &ThreadPool) -> (Future<u32>, Future<u32>, Future<u32>) {
     let ok = pool.submit(mul, (6, 7)).unwrap();
     let err = pool.submit(divide, (1, 0)).unwrap();
-    let (blocker, release) = gated(pool);
-    let cancelled = pool.submit(mul, (1, 1)).unwrap();
+    // The cancelled one is held pending behind the only worker of a side pool
+    // (on `pool`, another idle worker could start it before the cancel).
+    let side = ThreadPool::new(1).unwrap();
+    let (blocker, release) = gated(&side);
+    let cancelled = side.submit(mul, (1, 1)).unwrap();
     assert!(cancelled.cancel());
     release.send(()).unwrap();
     assert!(ok.wait(Some(GUARD)) && err.wait(Some(GUARD)) && blocker.wait(Some(GUARD)));
