@@ -6,7 +6,7 @@
 //! A watchdog aborts the process if a test runs past 60 s, so a hang (a lost
 //! wake-up, a deadlock) fails loudly instead of stalling the suite.
 
-use fanout::{as_completed, wait, Error, Executor, Future, ReturnWhen, ThreadPool};
+use fanout::{as_completed, wait, Error, Future, ReturnWhen, ThreadPool};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
