@@ -50,13 +50,26 @@ where
         if let Some(call) = self.take_call() {
             if self.cell.set_running() {
                 self.cell.finish(panic::catch(call));
+            } else {
+                drop_unrun(call);
             }
         }
     }
 
     fn fail(&self, error: Error) {
-        drop(self.take_call());
+        drop_unrun(self.take_call());
         self.cell.finish(Err(error));
+    }
+}
+
+/// Drops a call that will not run (cancelled, or failed by shutdown or a
+/// broken pool). Its captures' destructors are user code: a panic there is
+/// caught and logged, so it can neither kill the worker thread (which left a
+/// pool without workers and its remaining futures waiting forever) nor
+/// escape from `shutdown` before the remaining queued calls are cancelled.
+fn drop_unrun<F>(call: F) {
+    if let Err(Error::Panicked { message, .. }) = panic::catch(move || drop(call)) {
+        log::error!("dropping a task that did not run panicked: {message}");
     }
 }
 
