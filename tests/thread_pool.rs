@@ -408,3 +408,64 @@ fn pool_is_send_and_sync_and_shared_between_threads() {
     let total: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
     assert_eq!(total, (0..400u64).map(|x| x * x).sum());
 }
+
+/// Captured state whose destructor panics.
+struct PanicOnDrop(Arc<AtomicUsize>);
+
+impl Drop for PanicOnDrop {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        panic!("a destructor panicked");
+    }
+}
+
+/// A cancelled call is dropped without running; a panic in its captures'
+/// destructor neither kills the worker (the pool keeps serving) nor escapes
+/// from `shutdown(cancel_futures)` before every queued call is cancelled.
+#[test]
+fn panicking_drop_of_an_unrun_call_is_contained() {
+    let pool = ThreadPool::new(1).unwrap();
+    let drops = Arc::new(AtomicUsize::new(0));
+    let hold = |pool: &ThreadPool| {
+        let (started_tx, started_rx) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel::<()>();
+        let f = pool
+            .spawn(move || {
+                started_tx.send(()).unwrap();
+                let _ = release_rx.recv_timeout(GUARD);
+            })
+            .unwrap();
+        started_rx.recv_timeout(GUARD).unwrap();
+        (f, release)
+    };
+
+    // Cancelled with cancel(): dropped later by the worker.
+    let (blocker, release) = hold(&pool);
+    let p = PanicOnDrop(drops.clone());
+    let f = pool.spawn(move || drop(p)).unwrap();
+    assert!(f.cancel());
+    release.send(()).unwrap();
+    blocker.result_timeout(GUARD).unwrap();
+    assert_eq!(
+        pool.spawn(|| 2)
+            .unwrap()
+            .result_timeout(Duration::from_secs(5)),
+        Ok(2),
+        "the worker died dropping a cancelled call"
+    );
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+
+    // Cancelled by shutdown: dropped on the caller's thread.
+    let (blocker, release) = hold(&pool);
+    let fs: Vec<_> = (0..3)
+        .map(|_| {
+            let p = PanicOnDrop(drops.clone());
+            pool.spawn(move || drop(p)).unwrap()
+        })
+        .collect();
+    pool.shutdown(false, true);
+    assert!(fs.iter().all(Future::cancelled));
+    assert_eq!(drops.load(Ordering::SeqCst), 4);
+    release.send(()).unwrap();
+    blocker.result_timeout(GUARD).unwrap();
+}
