@@ -8,9 +8,10 @@
 //!   for [`Config::reconnect_timeout`], then fails the affected futures with
 //!   [`Error::Backend`].
 //! * **event loop** — blocks on `XREAD` of the client's event stream, marks
-//!   futures running on `started` events, and on `done` events takes (reads
-//!   and deletes) the results with one script call per batch, verifies their
-//!   signatures and completes the promises. It also probes, now and then,
+//!   futures running on `started` events, and on `done` events reads the
+//!   results of the whole batch with one `MGET`, verifies their signatures,
+//!   completes the promises, then deletes results and events with one `ack`
+//!   script call. It also probes, now and then,
 //!   for tasks that vanished from Redis, so no future can wait forever.
 //! * **supervisor** (with `local_workers(n)`) — keeps n worker processes of
 //!   this binary running, and stops them (SIGTERM: drain) at shutdown.
@@ -673,8 +674,9 @@ impl Shared {
         }
     }
 
-    /// Takes the results of `done` tasks (and deletes the events `ids`) in one
-    /// script call, then completes their futures.
+    /// Reads the results of `done` tasks, completes their futures, then
+    /// deletes the results and the events `ids`. An error before delivery
+    /// means: read the same events again (nothing was deleted).
     fn take_and_deliver(
         &self,
         conn: &mut Conn,
@@ -682,38 +684,54 @@ impl Shared {
         ids: &[String],
         done: &[(u64, String)],
     ) -> redis::RedisResult<()> {
-        let mut keys = Vec::with_capacity(done.len() + 1);
-        keys.push(events.to_string());
-        keys.extend(done.iter().map(|(_, t)| self.cfg.keys.result(t)));
-        let mut cmd = self.scripts.call(ScriptName::Take, &keys);
-        for id in ids {
-            cmd.arg(id);
-        }
-        let reply = conn.query(&cmd)?;
-        let values = array(&reply).unwrap_or(&[]);
-        let mut outcomes = Vec::with_capacity(done.len());
-        {
-            let mut st = lock(&self.state);
-            for (i, (seq, task)) in done.iter().enumerate() {
-                if *seq == 0 {
-                    continue;
+        let results: Vec<String> = done.iter().map(|(_, t)| self.cfg.keys.result(t)).collect();
+        if !results.is_empty() {
+            let mut mget = redis::cmd("MGET");
+            for k in &results {
+                mget.arg(k);
+            }
+            let reply = conn.query(&mget)?;
+            let values = array(&reply).unwrap_or(&[]);
+            let mut outcomes = Vec::with_capacity(done.len());
+            {
+                let mut st = lock(&self.state);
+                for (i, (seq, task)) in done.iter().enumerate() {
+                    if *seq == 0 {
+                        continue;
+                    }
+                    let Some(inflight) = st.inflight.remove(seq) else {
+                        continue;
+                    };
+                    let envelope = values.get(i).and_then(bytes).unwrap_or(&[]);
+                    outcomes.push((
+                        inflight,
+                        Outcome::open(self.cfg.secret.as_bytes(), task, envelope),
+                    ));
                 }
-                let Some(inflight) = st.inflight.remove(seq) else {
-                    continue;
-                };
-                let envelope = values.get(i).and_then(bytes).unwrap_or(&[]);
-                outcomes.push((
-                    inflight,
-                    Outcome::open(self.cfg.secret.as_bytes(), task, envelope),
-                ));
+            }
+            let idle = lock(&self.state).inflight.is_empty();
+            for (inflight, outcome) in outcomes {
+                deliver(inflight, outcome);
+            }
+            if idle {
+                self.work.notify_all();
             }
         }
-        let idle = lock(&self.state).inflight.is_empty();
-        for (inflight, outcome) in outcomes {
-            deliver(inflight, outcome);
+        // Delivered: the results and events can go.
+        let mut keys = Vec::with_capacity(results.len() + 1);
+        keys.push(events.to_string());
+        keys.extend(results);
+        let mut ack = self.scripts.call(ScriptName::Ack, &keys);
+        for id in ids {
+            ack.arg(id);
         }
-        if idle {
-            self.work.notify_all();
+        let deadline = Instant::now() + self.cfg.reconnect_timeout;
+        if let Err(e) = conn.query_retry(&ack, Some(deadline), &|| false) {
+            log::warn!(
+                "could not delete delivered results from Redis at {} (they expire within \
+                 an hour): {e}",
+                protocol::redact(conn.url())
+            );
         }
         Ok(())
     }

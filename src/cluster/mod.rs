@@ -36,7 +36,16 @@
 //! consumer group `fanout` (and consumers of workers still running).
 //! Transient keys: a task record until it is finished, a result until the
 //! client takes it (an hour at most if the client went away), a rejected or
-//! cancelled record for an hour, and a client's event stream while it runs.
+//! cancelled record for an hour, a client's event stream while it runs, and
+//! how a local worker died (`{ns}:died:<host>:<pid>`, until the cluster that
+//! started it shuts down; an hour at most).
+//!
+//! # Cancelling
+//!
+//! [`Future::cancel`] succeeds until the client has heard that a worker
+//! started the task; the cancellation then reaches Redis (the record is
+//! marked cancelled and workers skip it). A worker that picked the task up
+//! in between still runs it, and its result is discarded.
 
 mod client;
 mod protocol;

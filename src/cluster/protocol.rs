@@ -12,7 +12,7 @@
 //! |----------------------|--------|-------------------------------------------------------------|
 //! | `{ns}:q`             | stream | persists (empty when idle), with consumer group `fanout`    |
 //! | `{ns}:t:<task>`      | hash   | from submit until a worker finishes (or skips) the task     |
-//! | `{ns}:r:<task>`      | string | from finish until the client takes it; TTL [`RESULT_TTL`]   |
+//! | `{ns}:r:<task>`      | string | from finish until the client has read it; TTL [`RESULT_TTL`] |
 //! | `{ns}:ev:<client>`   | stream | while the client runs; deleted by `shutdown`                |
 //! | `{ns}:died:<worker>` | string | how a local worker died; deleted by `shutdown`; TTL 1 hour  |
 //!
@@ -30,7 +30,8 @@
 //! runs `finish`, which acknowledges and deletes the stream entry, stores the
 //! signed result envelope with `SET NX` (exactly once, even when a redelivered
 //! copy finishes too), deletes the record and tells the client (`k=d`). The
-//! client's `take` reads and deletes the result. A worker whose lease lapses
+//! client reads the result (`MGET`), completes the future, then `ack` deletes
+//! the result and the events. A worker whose lease lapses
 //! (no heartbeat) loses its entries to another worker's `XAUTOCLAIM`; a task
 //! started more than its `m` times resolves to `WorkerLost`. `cancel` marks a
 //! pending record cancelled (`c`); `start` then drops it without running it.
@@ -247,17 +248,14 @@ end
 return out
 "#;
 
-/// KEYS: client events, result keys. ARGV: event ids. Returns each result
-/// (empty string when missing) and deletes it, and deletes the events.
-pub(crate) const TAKE: &str = r#"
-local out = {}
-for i = 2, #KEYS do
-  local v = redis.call('GET', KEYS[i])
-  if v then redis.call('DEL', KEYS[i]) else v = '' end
-  out[i - 1] = v
-end
+/// KEYS: client events, result keys. ARGV: event ids. Deletes results the
+/// client has delivered (it read them with `MGET`) and the events it has
+/// processed. Reading and deleting are separate steps so that a reply lost
+/// to a dropped connection never loses a result: the client reads again.
+pub(crate) const ACK: &str = r#"
+for i = 2, #KEYS do redis.call('DEL', KEYS[i]) end
 if #ARGV > 0 then redis.call('XDEL', KEYS[1], unpack(ARGV)) end
-return out
+return 1
 "#;
 
 /// KEYS: pairs of (task, result) keys. Returns per pair 1 if either exists.
@@ -273,7 +271,7 @@ return out
 "#;
 
 /// The scripts, in a fixed order (see [`Scripts`]).
-const ALL: [&str; 7] = [SUBMIT, START, FINISH, REJECT, CANCEL, TAKE, PROBE];
+const ALL: [&str; 7] = [SUBMIT, START, FINISH, REJECT, CANCEL, ACK, PROBE];
 
 /// Which script to run.
 #[derive(Debug, Clone, Copy)]
@@ -283,7 +281,7 @@ pub(crate) enum ScriptName {
     Finish = 2,
     Reject = 3,
     Cancel = 4,
-    Take = 5,
+    Ack = 5,
     Probe = 6,
 }
 
