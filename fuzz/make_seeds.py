@@ -6,7 +6,7 @@ Each seed is a frame *body* (kind byte onwards) or a stream of length-prefixed f
 """
 import os, struct
 
-TASK, INIT, DONE, INIT_FAILED = 1, 2, 10, 11
+TASK, INIT, DONE, INIT_FAILED, INIT_OK = 1, 2, 10, 11, 12
 BID = bytes(range(16))
 
 def s(b):  # postcard string / bytes: varint length + bytes
@@ -46,7 +46,9 @@ seeds = {
     "done_ok": done([(7, 0, b"\x2a")]),
     "done_mixed": done([(1, 0, b"ok"), (2, 1, panicked), (3, 1, codec), (4, 1, refused)]),
     "init_failed": init_failed(panicked),
+    "init_ok": bytes([INIT_OK]),
     "stream": framed(task([(1, b"x")]), done([(1, 0, b"y")]), init_failed(refused)),
+    "stream_init_ok": framed(init(b""), bytes([INIT_OK]), task([(2, b"")]), done([(2, 0, b"")])),
 }
 d = os.path.join(os.path.dirname(__file__), "corpus", "frame_decoder")
 os.makedirs(d, exist_ok=True)

@@ -26,6 +26,7 @@ fn check(body: &[u8]) {
         Ok(Frame::InitFailed { error }) => {
             let _ = format!("{error:?}");
         }
+        Ok(Frame::InitOk) => assert_eq!(body.len(), 1),
         Err(e) => {
             // Messages are built from the input; they must stay printable.
             let _ = e.to_string();

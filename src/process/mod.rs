@@ -36,7 +36,7 @@ use start::Started;
 use wire::{decode_frame, task_frame, Frame, FrameBuf, FrameWriter, Piece, MAX_FRAME};
 
 /// Frames (single calls or map chunks) handed to one worker ahead of time.
-pub const MAX_AHEAD: usize = 3;
+pub const MAX_AHEAD: usize = 1;
 
 /// How worker processes are started.
 ///
@@ -107,6 +107,8 @@ struct WorkerBook {
     sent: usize,
     /// Its call pipe is being closed; it gets nothing more.
     closing: bool,
+    /// Its initializer (if any) has succeeded.
+    initialized: bool,
 }
 
 struct State {
@@ -370,6 +372,7 @@ impl Shared {
             in_flight: VecDeque::new(),
             sent: 0,
             closing: false,
+            initialized: self.config.init.is_none(),
         });
         Ok((pid, from_worker))
     }
@@ -405,7 +408,9 @@ fn slot_thread(shared: Arc<Shared>, slot: usize, mut pid: u32, mut from_worker: 
         let mut st = lock(&shared.state);
         let book = st.slots[slot].take();
         let mut lost = Vec::new();
+        let mut init_died = false;
         if let Some(mut book) = book {
+            init_died = !book.initialized;
             drop(lock(&book.link.outbox).fd.take());
             if let Some(running) = book.in_flight.pop_front() {
                 lost = running.items;
@@ -417,6 +422,16 @@ fn slot_thread(shared: Arc<Shared>, slot: usize, mut pid: u32, mut from_worker: 
                 }
                 st.queue.push_front(batch);
             }
+        }
+        let mut failed: Vec<Item> = Vec::new();
+        // A worker that died before its initializer finished (the initializer
+        // crashed or exited) would die the same way in every replacement: the
+        // pool would respawn workers in a tight loop (hundreds a second) while
+        // every call failed with WorkerLost. Break the pool instead, as a
+        // panicking initializer does.
+        if init_died && st.broken.is_none() && matches!(ending, Ending::Closed) {
+            let reason = format!("the initializer ended {worker}: {status}");
+            failed = shared.break_pool(&mut st, reason);
         }
         let lost_error = match (&st.broken, &ending) {
             (Some(reason), _) => Error::Broken {
@@ -437,7 +452,6 @@ fn slot_thread(shared: Arc<Shared>, slot: usize, mut pid: u32, mut from_worker: 
             log::warn!("{worker} {status} with {} call(s) running", lost.len());
         }
         let replace = st.broken.is_none() && !(st.shutdown && st.queue.is_empty());
-        let mut failed: Vec<Item> = Vec::new();
         let mut next = None;
         if replace {
             drop(st);
@@ -446,10 +460,10 @@ fn slot_thread(shared: Arc<Shared>, slot: usize, mut pid: u32, mut from_worker: 
             match started.and_then(|s| shared.install(&mut st, slot, s)) {
                 Ok(p) => next = Some(p),
                 Err(e) => {
-                    failed = shared.break_pool(
+                    failed.extend(shared.break_pool(
                         &mut st,
                         format!("could not start a replacement worker: {e}"),
-                    );
+                    ));
                 }
             }
         }
@@ -631,6 +645,12 @@ fn handle_frame(
             }
             for link in touched {
                 link.kick();
+            }
+            Ok(())
+        }
+        Frame::InitOk => {
+            if let Some(book) = lock(&shared.state).slots[slot].as_mut() {
+                book.initialized = true;
             }
             Ok(())
         }

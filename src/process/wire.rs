@@ -12,6 +12,7 @@
 //!                 INIT  build_id[16] trampoline:u64 len:u32 args[len]
 //! worker → pool   DONE  n:u32 { id:u64 tag:u8 len:u32 bytes[len] }*n   tag 0 = output, 1 = WireError
 //!                 INIT_FAILED  len:u32 WireError[len]
+//!                 INIT_OK      (empty: the initializer succeeded)
 //! ```
 
 use crate::ship::{BuildId, Encoded, WireError};
@@ -26,6 +27,7 @@ const TASK: u8 = 1;
 const INIT: u8 = 2;
 const DONE: u8 = 10;
 const INIT_FAILED: u8 = 11;
+const INIT_OK: u8 = 12;
 
 /// A decoded frame, borrowing its byte strings from the frame buffer.
 #[derive(Debug, PartialEq, Eq)]
@@ -58,6 +60,9 @@ pub enum Frame<'a> {
         /// What went wrong.
         error: WireError,
     },
+    /// The initializer succeeded (lets the pool tell a worker that its
+    /// initializer killed from one that a call killed).
+    InitOk,
 }
 
 /// Why a frame could not be decoded.
@@ -176,6 +181,7 @@ pub fn decode_frame(body: &[u8]) -> Result<Frame<'_>, FrameError> {
         INIT_FAILED => Frame::InitFailed {
             error: decode_wire_error(c.bytes("error")?)?,
         },
+        INIT_OK => Frame::InitOk,
         k => return Err(bad(format!("unknown frame kind {k}"))),
     };
     c.finish()?;
@@ -261,6 +267,12 @@ impl FrameWriter {
         let _ = postcard::to_io(error, &mut self.buf);
         let len = (self.buf.len() - at - 4) as u32;
         self.buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        self.end();
+    }
+
+    /// Writes a whole INIT_OK frame.
+    pub(crate) fn init_ok(&mut self) {
+        self.begin(INIT_OK);
         self.end();
     }
 

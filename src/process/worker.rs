@@ -146,7 +146,10 @@ fn serve(input: RawFd, output: RawFd) -> i32 {
                     })
                     .and_then(|t| t(args, &mut Vec::new()));
                 match outcome {
-                    Ok(()) => true,
+                    Ok(()) => {
+                        w.init_ok();
+                        true
+                    }
                     Err(e) => {
                         w.init_failed(&e);
                         false
@@ -154,7 +157,7 @@ fn serve(input: RawFd, output: RawFd) -> i32 {
                 }
             }
             // A pool never sends these; treat them as a broken pipe.
-            Frame::Done { .. } | Frame::InitFailed { .. } => return 6,
+            Frame::Done { .. } | Frame::InitFailed { .. } | Frame::InitOk => return 6,
         };
         reply = w.into_inner();
         if !reply.is_empty() && !write_all(output, &reply) {
