@@ -436,6 +436,66 @@ fn panicking_initializer_breaks_the_pool() {
     }
 }
 
+fn init_aborts() {
+    std::process::abort()
+}
+
+fn init_exits(code: i32) {
+    std::process::exit(code)
+}
+
+/// Sees whether the pool respawns workers whose initializer kills them.
+fn check_crashing_initializer(pool: ProcessPool, needle: &str) {
+    let mut seen = std::collections::HashSet::new();
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < Duration::from_millis(300) {
+        seen.extend(pool.worker_pids());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(seen.len() <= 2, "{} workers started in 300 ms", seen.len());
+    let outcome = pool
+        .submit(sleep_ms, (1,))
+        .and_then(|f| f.result_timeout(Duration::from_secs(10)));
+    match outcome {
+        Err(Error::Broken { reason }) => {
+            assert!(reason.contains("initializer"), "{reason}");
+            assert!(reason.contains(needle), "{reason}");
+        }
+        other => panic!("expected Broken, got {other:?}"),
+    }
+    pool.shutdown(true, false);
+}
+
+#[test]
+fn an_initializer_that_kills_its_worker_breaks_the_pool() {
+    for method in METHODS {
+        let pool = ProcessPool::builder()
+            .workers(2)
+            .start_method(method)
+            .initializer(init_aborts, ())
+            .build()
+            .unwrap();
+        check_crashing_initializer(pool, "SIGABRT");
+        let pool = ProcessPool::builder()
+            .workers(1)
+            .start_method(method)
+            .initializer(init_exits, (5,))
+            .build()
+            .unwrap();
+        // Calls submitted before the worker dies are failed too.
+        let early: Vec<_> = (0..5u64)
+            .filter_map(|i| pool.submit(sleep_ms, (i,)).ok())
+            .collect();
+        for f in early {
+            assert!(matches!(
+                f.result_timeout(Duration::from_secs(10)),
+                Err(Error::Broken { .. })
+            ));
+        }
+        check_crashing_initializer(pool, "exited with code 5");
+    }
+}
+
 #[test]
 fn max_tasks_per_child_recycles_workers() {
     for method in METHODS {

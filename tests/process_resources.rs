@@ -151,26 +151,33 @@ fn shutdown_leaves_no_process_zombie_or_descriptor() {
             &listing_before,
         );
 
-        // A broken pool (its initializer panics) also cleans up.
-        fn bad_init() {
+        // A broken pool (its initializer panics, or kills the worker) also cleans up.
+        fn panicking_init(_: u8) {
             panic!("no")
         }
-        let pool = ProcessPool::builder()
-            .workers(2)
-            .start_method(method)
-            .initializer(bad_init, ())
-            .build()
-            .unwrap();
-        let pids: BTreeSet<u32> = pool.worker_pids().into_iter().collect();
-        if let Ok(f) = pool.submit(add, (1, 2)) {
-            assert!(f.result_timeout(T).is_err());
+        fn aborting_init(_: u8) {
+            std::process::abort()
         }
-        drop(pool);
-        check_clean(
-            &format!("{method:?} broken + drop"),
-            &pids,
-            fds_before,
-            &listing_before,
-        );
+        for name in ["panicking", "aborting"] {
+            let builder = ProcessPool::builder().workers(2).start_method(method);
+            let builder = if name == "panicking" {
+                builder.initializer(panicking_init, (0,))
+            } else {
+                builder.initializer(aborting_init, (0,))
+            };
+            let pool = builder.build().unwrap();
+            let mut pids: BTreeSet<u32> = pool.worker_pids().into_iter().collect();
+            if let Ok(f) = pool.submit(add, (1, 2)) {
+                assert!(f.result_timeout(T).is_err());
+            }
+            pids.extend(pool.worker_pids());
+            drop(pool);
+            check_clean(
+                &format!("{method:?} {name} initializer + drop"),
+                &pids,
+                fds_before,
+                &listing_before,
+            );
+        }
     }
 }

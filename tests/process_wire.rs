@@ -77,6 +77,8 @@ fn valid_frames_decode() {
         decode_frame(&failed).unwrap(),
         Frame::InitFailed { .. }
     ));
+    assert_eq!(decode_frame(&[12]).unwrap(), Frame::InitOk);
+    assert!(decode_frame(&[12, 0]).is_err());
 }
 
 #[test]
