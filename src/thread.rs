@@ -51,25 +51,27 @@ where
             if self.cell.set_running() {
                 self.cell.finish(panic::catch(call));
             } else {
-                drop_unrun(call);
+                drop_contained(call);
             }
         }
     }
 
     fn fail(&self, error: Error) {
-        drop_unrun(self.take_call());
+        drop_contained(self.take_call());
         self.cell.finish(Err(error));
     }
 }
 
-/// Drops a call that will not run (cancelled, or failed by shutdown or a
-/// broken pool). Its captures' destructors are user code: a panic there is
-/// caught and logged, so it can neither kill the worker thread (which left a
-/// pool without workers and its remaining futures waiting forever) nor
-/// escape from `shutdown` before the remaining queued calls are cancelled.
-fn drop_unrun<F>(call: F) {
-    if let Err(Error::Panicked { message, .. }) = panic::catch(move || drop(call)) {
-        log::error!("dropping a task that did not run panicked: {message}");
+/// Drops user data a worker (or `shutdown`) is left holding: a call that
+/// will not run (cancelled, or failed by shutdown or a broken pool), or a
+/// finished call's result whose future was dropped. Their destructors are
+/// user code: a panic there is caught and logged, so it can neither kill the
+/// worker thread (which left a pool without workers and its remaining
+/// futures waiting forever) nor escape from `shutdown` before the remaining
+/// queued calls are cancelled.
+fn drop_contained<D>(value: D) {
+    if let Err(Error::Panicked { message, .. }) = panic::catch(move || drop(value)) {
+        log::error!("dropping a task's closure or result panicked: {message}");
     }
 }
 
@@ -81,6 +83,11 @@ impl Job {
     fn run(mut self) {
         if let Some(task) = self.0.take() {
             task.run();
+            // If the future was dropped already, this is the last reference
+            // and drops the call's result: user code, like any other drop.
+            if Arc::strong_count(&task) == 1 {
+                drop_contained(task);
+            }
         }
     }
 
