@@ -469,3 +469,32 @@ fn panicking_drop_of_an_unrun_call_is_contained() {
     release.send(()).unwrap();
     blocker.result_timeout(GUARD).unwrap();
 }
+
+/// A result whose future was dropped before the call finished is dropped by
+/// the worker; a panic in its destructor does not kill the worker.
+#[test]
+fn panicking_drop_of_an_orphaned_result_is_contained() {
+    let pool = ThreadPool::new(1).unwrap();
+    let drops = Arc::new(AtomicUsize::new(0));
+    for _ in 0..3 {
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let d = drops.clone();
+        let f = pool
+            .spawn(move || {
+                let _ = go_rx.recv_timeout(GUARD);
+                PanicOnDrop(d)
+            })
+            .unwrap();
+        drop(f); // the worker now holds the only reference
+        go_tx.send(()).unwrap();
+    }
+    assert_eq!(
+        pool.spawn(|| 2)
+            .unwrap()
+            .result_timeout(Duration::from_secs(5)),
+        Ok(2),
+        "the worker died dropping an orphaned result"
+    );
+    pool.shutdown(true, false);
+    assert_eq!(drops.load(Ordering::SeqCst), 3);
+}
