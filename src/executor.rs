@@ -215,10 +215,18 @@ pub trait Executor: Send + Sync {
         let started = Instant::now();
         let mut submit = self.submitter(f);
         let mut queue = VecDeque::new();
-        let items: Vec<Args> = items.into_iter().collect();
-        match submit(items) {
-            Ok(fs) => queue.extend(fs),
-            Err(e) => return Err(e),
+        // One call per item (a batch would make the whole input one unit of
+        // work on a process or cluster worker; chunking is `map_with`'s job).
+        for args in items {
+            match submit(vec![args]) {
+                Ok(fs) => queue.extend(fs),
+                Err(e) => {
+                    for f in &queue {
+                        f.cancel();
+                    }
+                    return Err(e);
+                }
+            }
         }
         Ok(Map::eager(queue, started, None))
     }

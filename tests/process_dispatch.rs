@@ -2,8 +2,7 @@
 //! items over the workers.
 //!
 //! Alone in its binary, and its tests take turns (`serial`): they measure
-//! time, so they must not share two cores with other process-pool tests. Tests marked `#[ignore]` describe known
-//! shortcomings (see their reasons); run them with `-- --ignored`.
+//! time, so they must not share two cores with other process-pool tests.
 
 mod process_util;
 
@@ -88,9 +87,6 @@ fn calls_submitted_while_a_worker_is_idle_go_to_it() {
 }
 
 #[test]
-#[ignore = "known limit: up to MAX_AHEAD (3) frames are handed to a worker at \
-            submit time, so a burst of short calls after a long one puts some \
-            of them in the long call's pipe while the other worker goes idle"]
 fn short_calls_do_not_wait_behind_a_long_one() {
     let _turn = serial();
     for method in METHODS {
@@ -127,10 +123,6 @@ fn map_with_spreads_items_over_the_workers() {
 }
 
 #[test]
-#[ignore = "BUG: Executor::starmap (and so map) hands the process pool its whole \
-            input as one batch, which the pool sends as one frame: every item \
-            runs on one worker, one after another, cannot be cancelled, and a \
-            crash fails them all (map_with without options is fine)"]
 fn map_and_starmap_spread_items_over_the_workers() {
     let _turn = serial();
     for method in METHODS {
