@@ -36,7 +36,7 @@ use start::Started;
 use wire::{decode_frame, task_frame, Frame, FrameBuf, FrameWriter, Piece, MAX_FRAME};
 
 /// Frames (single calls or map chunks) handed to one worker ahead of time.
-pub const MAX_AHEAD: usize = 1;
+pub const MAX_AHEAD: usize = 3;
 
 /// How worker processes are started.
 ///
@@ -109,6 +109,8 @@ struct WorkerBook {
     closing: bool,
     /// Its initializer (if any) has succeeded.
     initialized: bool,
+    /// A STEAL request is on its way; its RETURNED answer has not arrived.
+    steal_pending: bool,
 }
 
 struct State {
@@ -304,6 +306,29 @@ impl Shared {
                 }
             }
         }
+        if st.broken.is_none() && st.queue.is_empty() {
+            let idle = st.slots.iter().flatten().any(|b| {
+                !b.closing && b.in_flight.is_empty() && max_tasks.is_none_or(|m| b.sent < m)
+            });
+            if idle {
+                for book in st.slots.iter_mut().flatten() {
+                    // Frames behind its running one could run on the idle
+                    // worker: ask for the ones not started back (STEAL); they
+                    // return through `RETURNED` and are dispatched again.
+                    if book.in_flight.len() >= 2 && !book.steal_pending {
+                        book.steal_pending = true;
+                        let mut w = FrameWriter::new(Vec::new());
+                        w.steal();
+                        lock(&book.link.outbox)
+                            .frames
+                            .push_back(Piece::Own(w.into_inner()));
+                        if !touched.iter().any(|l| Arc::ptr_eq(l, &book.link)) {
+                            touched.push(book.link.clone());
+                        }
+                    }
+                }
+            }
+        }
         let finished = st.broken.is_some() || (st.shutdown && st.queue.is_empty());
         for book in st.slots.iter_mut().flatten() {
             let retire = max_tasks.is_some_and(|m| book.sent >= m);
@@ -373,6 +398,7 @@ impl Shared {
             sent: 0,
             closing: false,
             initialized: self.config.init.is_none(),
+            steal_pending: false,
         });
         Ok((pid, from_worker))
     }
@@ -654,7 +680,42 @@ fn handle_frame(
             }
             Ok(())
         }
-        Frame::Task { .. } | Frame::Init { .. } => Err("a frame only a pool may send".into()),
+        Frame::Returned { frames } => {
+            let touched = {
+                let mut st = lock(&shared.state);
+                let Some(book) = st.slots[slot].as_mut() else {
+                    return Err("a reply from a worker the pool no longer tracks".into());
+                };
+                book.steal_pending = false;
+                let mut back = Vec::new();
+                for first in frames {
+                    let at = book
+                        .in_flight
+                        .iter()
+                        .position(|b| b.items.first().is_some_and(|it| it.delivery.id() == first));
+                    // Any position: after answering the front frame, a worker
+                    // may hand back the next one before it starts it.
+                    match at {
+                        Some(at) => back.extend(book.in_flight.remove(at)),
+                        None => return Err("it handed back a frame it was not holding".into()),
+                    }
+                }
+                for batch in back.into_iter().rev() {
+                    for it in &batch.items {
+                        it.delivery.set_pending();
+                    }
+                    st.queue.push_front(batch);
+                }
+                shared.dispatch(&mut st)
+            };
+            for link in touched {
+                link.kick();
+            }
+            Ok(())
+        }
+        Frame::Task { .. } | Frame::Init { .. } | Frame::Steal => {
+            Err("a frame only a pool may send".into())
+        }
     }
 }
 

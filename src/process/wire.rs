@@ -12,6 +12,8 @@
 //!                 INIT  build_id[16] trampoline:u64 len:u32 args[len]
 //! worker → pool   DONE  n:u32 { id:u64 tag:u8 len:u32 bytes[len] }*n   tag 0 = output, 1 = WireError
 //!                 INIT_FAILED  len:u32 WireError[len]
+//! pool → worker   STEAL          (hand back the frames you have not started)
+//! worker → pool   RETURNED  n:u32 { first call id:u64 }*n   (the frames handed back)
 //!                 INIT_OK      (empty: the initializer succeeded)
 //! ```
 
@@ -27,6 +29,8 @@ const TASK: u8 = 1;
 const INIT: u8 = 2;
 const DONE: u8 = 10;
 const INIT_FAILED: u8 = 11;
+const STEAL: u8 = 3;
+const RETURNED: u8 = 13;
 const INIT_OK: u8 = 12;
 
 /// A decoded frame, borrowing its byte strings from the frame buffer.
@@ -54,6 +58,13 @@ pub enum Frame<'a> {
     Done {
         /// `(call id, encoded output or error)`.
         results: Vec<(u64, Result<&'a [u8], WireError>)>,
+    },
+    /// Hand back every frame not yet started.
+    Steal,
+    /// Frames handed back, each named by its first call id.
+    Returned {
+        /// First call id of each returned frame.
+        frames: Vec<u64>,
     },
     /// The initializer failed; the worker exits.
     InitFailed {
@@ -178,6 +189,15 @@ pub fn decode_frame(body: &[u8]) -> Result<Frame<'_>, FrameError> {
             }
             Frame::Done { results }
         }
+        STEAL => Frame::Steal,
+        RETURNED => {
+            let n = c.count(8)?;
+            let mut frames = Vec::with_capacity(n);
+            for _ in 0..n {
+                frames.push(c.u64("frame id")?);
+            }
+            Frame::Returned { frames }
+        }
         INIT_FAILED => Frame::InitFailed {
             error: decode_wire_error(c.bytes("error")?)?,
         },
@@ -190,6 +210,19 @@ pub fn decode_frame(body: &[u8]) -> Result<Frame<'_>, FrameError> {
 
 fn decode_wire_error(bytes: &[u8]) -> Result<WireError, FrameError> {
     postcard::from_bytes(bytes).map_err(|e| bad(format!("malformed error record: {e}")))
+}
+
+/// True if a frame body is a STEAL request.
+pub(crate) fn is_steal(body: &[u8]) -> bool {
+    body == [STEAL]
+}
+
+/// The first call id of a TASK frame body (how RETURNED names frames).
+pub(crate) fn task_first_id(body: &[u8]) -> Option<u64> {
+    match decode_frame(body) {
+        Ok(Frame::Task { items, .. }) => items.first().map(|(id, _)| *id),
+        _ => None,
+    }
 }
 
 /// Builds frames into one growing buffer.
@@ -256,6 +289,23 @@ impl FrameWriter {
         self.buf.extend_from_slice(build_id);
         self.buf.extend_from_slice(&trampoline.to_le_bytes());
         self.put_bytes(args);
+        self.end();
+    }
+
+    /// Writes a whole STEAL frame.
+    pub(crate) fn steal(&mut self) {
+        self.begin(STEAL);
+        self.end();
+    }
+
+    /// Writes a whole RETURNED frame.
+    pub(crate) fn returned(&mut self, frames: &[u64]) {
+        self.begin(RETURNED);
+        self.buf
+            .extend_from_slice(&(frames.len() as u32).to_le_bytes());
+        for id in frames {
+            self.buf.extend_from_slice(&id.to_le_bytes());
+        }
         self.end();
     }
 
@@ -432,6 +482,21 @@ impl FrameBuf {
         Ok(Some(body..body + len))
     }
 
+    /// Takes a frame body out as an owned buffer and the body's offset in
+    /// it: a large frame that is all the buffer holds is handed over whole
+    /// (no copy); anything else is copied.
+    pub(crate) fn take_frame(&mut self, range: Range<usize>) -> (Vec<u8>, usize) {
+        if range.end == self.buf.len() && range.len() >= 64 * 1024 {
+            self.start = 0;
+            (
+                std::mem::replace(&mut self.buf, Vec::with_capacity(64 * 1024)),
+                range.start,
+            )
+        } else {
+            (self.buf[range].to_vec(), 0)
+        }
+    }
+
     pub(crate) fn slice(&self, range: Range<usize>) -> &[u8] {
         &self.buf[range]
     }
@@ -521,6 +586,28 @@ mod tests {
                     )
                 ]
             }
+        );
+    }
+
+    #[test]
+    fn steal_and_returned_round_trip() {
+        let mut w = FrameWriter::new(Vec::new());
+        w.steal();
+        let buf = w.into_inner();
+        assert!(is_steal(body(&buf)));
+        assert_eq!(decode_frame(body(&buf)).unwrap(), Frame::Steal);
+        let mut w = FrameWriter::new(Vec::new());
+        w.returned(&[7, 9]);
+        let buf = w.into_inner();
+        assert_eq!(
+            decode_frame(body(&buf)).unwrap(),
+            Frame::Returned { frames: vec![7, 9] }
+        );
+        assert!(decode_frame(&[RETURNED, 9, 0, 0, 0, 1]).is_err());
+        let items = vec![(42, Arc::new(Encoded::default()))];
+        assert_eq!(
+            task_first_id(body(&join(&task_frame(&[0; 16], 1, &items)))),
+            Some(42)
         );
     }
 

@@ -14,10 +14,12 @@
 //! constructor of another crate that runs before ours still runs in workers.
 
 use super::start::WORKER_ENV;
-use super::wire::{decode_frame, Frame, FrameBuf, FrameWriter};
+use super::wire::{self, decode_frame, Frame, FrameBuf, FrameWriter};
 use crate::ship::{self, WireError};
+use std::collections::VecDeque;
 use std::io::Write;
 use std::os::fd::RawFd;
+use std::sync::{Arc, Condvar, Mutex};
 
 #[used]
 #[link_section = ".init_array"]
@@ -98,20 +100,27 @@ fn serve(input: RawFd, output: RawFd) -> i32 {
     }
     crate::panic::set_worker_identity(format!("process worker pid {}", std::process::id()));
     let mine = *ship::build_id();
-    let mut frames = FrameBuf::new();
+    // Frames are read by a thread of their own into `inbox`, so that while a
+    // call runs the worker can still hand back frames it has not started
+    // (STEAL → RETURNED) to a pool that has an idle worker for them.
+    let inbox = Arc::new(Inbox::default());
+    let out_lock = Arc::new(Mutex::new(()));
+    {
+        let (inbox, out_lock) = (inbox.clone(), out_lock.clone());
+        let spawned = std::thread::Builder::new()
+            .name("fanout-worker-reader".into())
+            .spawn(move || read_frames(input, output, &inbox, &out_lock));
+        if spawned.is_err() {
+            return 9;
+        }
+    }
     let mut reply = Vec::with_capacity(64 * 1024);
     loop {
-        let range = match frames.next_frame() {
-            Ok(Some(r)) => r,
-            Ok(None) => match frames.read_from(input) {
-                Ok(0) => return if frames.has_partial() { 3 } else { 0 },
-                Ok(_) => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(_) => return 4,
-            },
-            Err(_) => return 5,
+        let (buffer, offset) = match inbox.next() {
+            Ok(frame) => frame,
+            Err(code) => return code,
         };
-        let frame = match decode_frame(frames.slice(range)) {
+        let frame = match decode_frame(&buffer[offset..]) {
             Ok(f) => f,
             Err(_) => return 5,
         };
@@ -157,11 +166,18 @@ fn serve(input: RawFd, output: RawFd) -> i32 {
                 }
             }
             // A pool never sends these; treat them as a broken pipe.
-            Frame::Done { .. } | Frame::InitFailed { .. } | Frame::InitOk => return 6,
+            Frame::Done { .. }
+            | Frame::InitFailed { .. }
+            | Frame::InitOk
+            | Frame::Steal
+            | Frame::Returned { .. } => return 6,
         };
         reply = w.into_inner();
-        if !reply.is_empty() && !write_all(output, &reply) {
-            return 7;
+        if !reply.is_empty() {
+            let _out = out_lock.lock().unwrap_or_else(|p| p.into_inner());
+            if !write_all(output, &reply) {
+                return 7;
+            }
         }
         reply.clear();
         // Keep a large reply buffer warm for the next large result, up to a bound.
@@ -171,6 +187,89 @@ fn serve(input: RawFd, output: RawFd) -> i32 {
         if !keep_going {
             return 8;
         }
+    }
+}
+
+/// Frames read from the pool and not yet started, oldest first.
+#[derive(Default)]
+struct Inbox {
+    state: Mutex<InboxState>,
+    arrived: Condvar,
+}
+
+#[derive(Default)]
+struct InboxState {
+    /// Each frame's buffer and the offset of its body in it.
+    frames: VecDeque<(Vec<u8>, usize)>,
+    /// Set when the pool's pipe ended (or broke): the exit code to use once
+    /// the frames already read are done.
+    closed: Option<i32>,
+}
+
+impl Inbox {
+    /// The next frame to run, or the exit code once there will be none.
+    fn next(&self) -> Result<(Vec<u8>, usize), i32> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(body) = st.frames.pop_front() {
+                return Ok(body);
+            }
+            if let Some(code) = st.closed {
+                return Err(code);
+            }
+            st = self.arrived.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn close(&self, code: i32) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).closed = Some(code);
+        self.arrived.notify_all();
+    }
+}
+
+/// The worker's reader thread: queues frames, and answers STEAL at once by
+/// handing back every task frame not yet started.
+fn read_frames(input: RawFd, output: RawFd, inbox: &Inbox, out_lock: &Mutex<()>) {
+    let mut frames = FrameBuf::new();
+    loop {
+        let range = match frames.next_frame() {
+            Ok(Some(r)) => r,
+            Ok(None) => match frames.read_from(input) {
+                Ok(0) => return inbox.close(if frames.has_partial() { 3 } else { 0 }),
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => return inbox.close(4),
+            },
+            Err(_) => return inbox.close(5),
+        };
+        if wire::is_steal(frames.slice(range.clone())) {
+            let returned: Vec<u64> = {
+                let mut st = inbox.state.lock().unwrap_or_else(|p| p.into_inner());
+                let (tasks, keep): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut st.frames)
+                    .into_iter()
+                    .partition(|(b, at)| wire::task_first_id(&b[*at..]).is_some());
+                st.frames = keep;
+                tasks
+                    .iter()
+                    .filter_map(|(b, at)| wire::task_first_id(&b[*at..]))
+                    .collect()
+            };
+            let mut w = FrameWriter::new(Vec::new());
+            w.returned(&returned);
+            let _out = out_lock.lock().unwrap_or_else(|p| p.into_inner());
+            if !write_all(output, &w.into_inner()) {
+                return inbox.close(7);
+            }
+            continue;
+        }
+        let frame = frames.take_frame(range);
+        inbox
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .frames
+            .push_back(frame);
+        inbox.arrived.notify_one();
     }
 }
 
