@@ -19,7 +19,9 @@ fn counted(pulled: Arc<AtomicUsize>) -> impl Iterator<Item = u64> + Send + 'stat
 fn check_bound(ex: &impl Executor) {
     for (buffersize, chunksize) in [(10, 4), (3, 100), (1, 1), (7, 7)] {
         let pulled = Arc::new(AtomicUsize::new(0));
-        let opts = MapOptions::default().buffersize(buffersize).chunksize(chunksize);
+        let opts = MapOptions::default()
+            .buffersize(buffersize)
+            .chunksize(chunksize);
         let mut results = ex.map_with(double, counted(pulled.clone()), opts).unwrap();
         for consumed in 1..=50usize {
             assert_eq!(results.next(), Some(Ok(2 * (consumed as u64 - 1))));
