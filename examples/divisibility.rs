@@ -38,7 +38,7 @@ const N: u64 = 10_000_000;
 const CHUNKS: u64 = 20;
 const DIVISORS: [u64; 3] = [3, 5, 7];
 // Chunks must be whole bytes of bitset for `concat` to just append them.
-const _: () = assert!((N / CHUNKS) % 8 == 0 && N % CHUNKS == 0);
+const _: () = assert!((N / CHUNKS).is_multiple_of(8) && N.is_multiple_of(CHUNKS));
 
 /// Bit `k` of the result is set when `start + k` is divisible by `d`.
 fn divisible_by(start: u64, end: u64, d: u64) -> Vec<u8> {

@@ -33,11 +33,11 @@ fn is_prime(n: u64) -> bool {
     if n < 4 {
         return n >= 2;
     }
-    n % 2 != 0
+    !n.is_multiple_of(2)
         && (3..)
             .step_by(2)
             .take_while(|d| d * d <= n)
-            .all(|d| n % d != 0)
+            .all(|d| !n.is_multiple_of(d))
 }
 
 /// How many primes lie in `start..end` (trial division: slow on purpose).

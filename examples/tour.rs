@@ -37,12 +37,12 @@ fn is_prime(n: u64) -> bool {
     if n < 2 {
         return false;
     }
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         return n == 2;
     }
     let mut d = 3;
     while d * d <= n {
-        if n % d == 0 {
+        if n.is_multiple_of(d) {
             return false;
         }
         d += 2;
@@ -277,7 +277,7 @@ fn tour<E: Executor>(ex: &E) -> fanout::Result<Vec<Measured>> {
             for (n, f) in as_completed(futures, Some(Duration::from_secs(60))).enumerate() {
                 let summary = f?.result()?;
                 let n = n as u32 + 1;
-                if n % (FILES / 4) == 0 {
+                if n.is_multiple_of(FILES / 4) {
                     println!(
                         "    [{:>3}%] {n:>2}/{FILES} files, {:>6.1?} (just finished: file {:>2}, {} tweets)",
                         100 * n / FILES,

@@ -78,7 +78,7 @@ fn checked_div(a: i32, b: i32) -> Result<i32, String> {
 }
 
 fn fails_on_multiples_of_97(x: u64) -> u64 {
-    if x % 97 == 0 && x > 0 {
+    if x.is_multiple_of(97) && x > 0 {
         panic!("item {x} is a multiple of 97");
     }
     x + 1
@@ -219,7 +219,7 @@ fn map_starmap_chunks_and_buffers() {
         assert_eq!(out.len(), 1000);
         for (x, r) in out.into_iter().enumerate() {
             let x = x as u64;
-            if x % 97 == 0 && x > 0 {
+            if x.is_multiple_of(97) && x > 0 {
                 match r {
                     Err(Error::Panicked {
                         message, worker, ..

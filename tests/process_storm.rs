@@ -21,7 +21,7 @@ fn storm_call(i: u64) -> u64 {
         31 => std::process::exit(3),
         13 => panic!("call {i} panics"),
         _ => {
-            if i % 5 == 0 {
+            if i.is_multiple_of(5) {
                 std::thread::sleep(Duration::from_millis(1));
             }
             i * 2
