@@ -107,10 +107,9 @@ fn serve(input: RawFd, output: RawFd) -> i32 {
     let out_lock = Arc::new(Mutex::new(()));
     {
         let (inbox, out_lock) = (inbox.clone(), out_lock.clone());
-        let spawned = std::thread::Builder::new()
-            .name("fanout-worker-reader".into())
-            .spawn(move || read_frames(input, output, &inbox, &out_lock));
-        if spawned.is_err() {
+        if !spawn_bare(Box::new(move || {
+            read_frames(input, output, &inbox, &out_lock)
+        })) {
             return 9;
         }
     }
@@ -188,6 +187,36 @@ fn serve(input: RawFd, output: RawFd) -> i32 {
             return 8;
         }
     }
+}
+
+/// Runs `f` on a bare pthread rather than through `std::thread`.
+///
+/// A forked worker is a copy of a multi-threaded process; std's thread
+/// start-up takes a process-wide lock that another thread of the pool's
+/// process may have held at the moment of the fork, and then never returns
+/// (seen as a hung worker). The reader thread needs none of that start-up:
+/// it only uses libc, std's futex-based `Mutex`/`Condvar` and the allocator,
+/// all of which are safe here. A panic in `f` aborts the worker (unwinding
+/// out of an `extern "C"` function aborts), which the pool sees as a death.
+fn spawn_bare(f: Box<dyn FnOnce() + Send>) -> bool {
+    extern "C" fn start(arg: *mut libc::c_void) -> *mut libc::c_void {
+        // SAFETY: `arg` is the box leaked by `spawn_bare`, taken back once here.
+        let f = unsafe { Box::from_raw(arg as *mut Box<dyn FnOnce() + Send>) };
+        f();
+        std::ptr::null_mut()
+    }
+    let arg = Box::into_raw(Box::new(f)) as *mut libc::c_void;
+    let mut thread: libc::pthread_t = 0;
+    // SAFETY: `start` matches pthread's signature and owns `arg` once started.
+    let rc = unsafe { libc::pthread_create(&mut thread, std::ptr::null(), start, arg) };
+    if rc != 0 {
+        // SAFETY: the thread did not start, so `arg` is still ours to free.
+        drop(unsafe { Box::from_raw(arg as *mut Box<dyn FnOnce() + Send>) });
+        return false;
+    }
+    // SAFETY: a thread we just created; nobody joins it.
+    unsafe { libc::pthread_detach(thread) };
+    true
 }
 
 /// Frames read from the pool and not yet started, oldest first.
