@@ -254,11 +254,17 @@ fn unreachable_redis_is_a_backend_error_not_a_hang() {
 
 /// Finds the one pending task record of a namespace.
 fn only_record(redis: &Redis, ns: &str) -> (String, Vec<(String, Vec<u8>)>) {
-    let keys: Vec<String> = redis
-        .keys(ns)
-        .into_iter()
-        .filter(|k| k.starts_with(&format!("{{{ns}}}:t:")))
-        .collect();
+    let records = || -> Vec<String> {
+        redis
+            .keys(ns)
+            .into_iter()
+            .filter(|k| k.starts_with(&format!("{{{ns}}}:t:")))
+            .collect()
+    };
+    // `submit` hands the record to the client's dispatcher thread, so it
+    // reaches Redis a moment later (longer on a loaded machine).
+    eventually(Duration::from_secs(10), || !records().is_empty());
+    let keys = records();
     assert_eq!(keys.len(), 1, "{keys:?}");
     let mut con = redis.conn();
     let fields: Vec<(String, Vec<u8>)> =

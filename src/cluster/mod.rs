@@ -52,7 +52,7 @@ mod protocol;
 mod worker;
 
 use crate::executor::Submitter;
-use crate::{Error, Executor, Future, Map, MapOptions, Payload, Result, Task};
+use crate::{Error, Executor, Future, Payload, Result, Task};
 use client::{Config, Shared};
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -356,21 +356,6 @@ impl Executor for Cluster {
         let shared = self.shared.clone();
         // Each batch is one map chunk: one task record, one round trip.
         Box::new(move |batch: Vec<Args>| shared.enqueue(trampoline, batch, true))
-    }
-
-    /// One task record per item (the trait's default would send every item
-    /// as a single chunk, run by a single worker).
-    fn starmap<F, Args, I>(&self, f: F, items: I) -> Result<Map<F::Output>>
-    where
-        F: Task<Args>,
-        Args: Payload,
-        F::Output: Payload,
-        I: IntoIterator<Item = Args>,
-    {
-        let items: Vec<Args> = items.into_iter().collect();
-        // Zero-sized when `f` is (a capturing `f` fails to compile in `trampoline_of`).
-        let call = move |args: Args| f.call(args);
-        self.map_with(call, items, MapOptions::default())
     }
 }
 
