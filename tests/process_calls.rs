@@ -86,6 +86,10 @@ fn fails_on_multiples_of_97(x: u64) -> u64 {
 
 #[test]
 fn all_arities_closures_and_payloads() {
+    let _watchdog = watchdog(
+        "all_arities_closures_and_payloads",
+        Duration::from_secs(120),
+    );
     for method in METHODS {
         let pool = pool(method, 2);
         let s = || "s".to_string();
@@ -201,6 +205,7 @@ fn all_arities_closures_and_payloads() {
 
 #[test]
 fn map_starmap_chunks_and_buffers() {
+    let _watchdog = watchdog("map_starmap_chunks_and_buffers", Duration::from_secs(120));
     for method in METHODS {
         let pool = pool(method, 2);
         let got: Vec<u64> = pool
@@ -300,6 +305,10 @@ fn boom_non_string() -> u32 {
 
 #[test]
 fn panics_are_values_and_the_worker_survives() {
+    let _watchdog = watchdog(
+        "panics_are_values_and_the_worker_survives",
+        Duration::from_secs(120),
+    );
     for method in METHODS {
         let pool = pool(method, 1);
         let [worker] = pool.worker_pids()[..] else {
@@ -369,6 +378,10 @@ fn init_panics(why: String) {
 
 #[test]
 fn initializer_runs_once_per_worker_before_tasks() {
+    let _watchdog = watchdog(
+        "initializer_runs_once_per_worker_before_tasks",
+        Duration::from_secs(120),
+    );
     for method in METHODS {
         let pool = ProcessPool::builder()
             .workers(2)
@@ -397,6 +410,10 @@ fn initializer_runs_once_per_worker_before_tasks() {
 
 #[test]
 fn panicking_initializer_breaks_the_pool() {
+    let _watchdog = watchdog(
+        "panicking_initializer_breaks_the_pool",
+        Duration::from_secs(120),
+    );
     for method in METHODS {
         for workers in [1, 2] {
             let pool = ProcessPool::builder()
@@ -468,6 +485,10 @@ fn check_crashing_initializer(pool: ProcessPool, needle: &str) {
 
 #[test]
 fn an_initializer_that_kills_its_worker_breaks_the_pool() {
+    let _watchdog = watchdog(
+        "an_initializer_that_kills_its_worker_breaks_the_pool",
+        Duration::from_secs(120),
+    );
     for method in METHODS {
         let pool = ProcessPool::builder()
             .workers(2)
@@ -498,6 +519,10 @@ fn an_initializer_that_kills_its_worker_breaks_the_pool() {
 
 #[test]
 fn max_tasks_per_child_recycles_workers() {
+    let _watchdog = watchdog(
+        "max_tasks_per_child_recycles_workers",
+        Duration::from_secs(120),
+    );
     for method in METHODS {
         let pool = ProcessPool::builder()
             .workers(1)

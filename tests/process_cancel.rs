@@ -25,6 +25,10 @@ fn submit_touch(pool: &fanout::ProcessPool, dir: &Path, i: usize, ms: u64) -> Fu
 
 #[test]
 fn cancelled_pending_calls_never_run() {
+    let _watchdog = watchdog(
+        "cancelled_pending_calls_never_run",
+        Duration::from_secs(120),
+    );
     for method in METHODS {
         let pool = pool(method, 1);
         let dir = tempfile::tempdir().unwrap();
@@ -73,6 +77,10 @@ fn cancelled_pending_calls_never_run() {
 
 #[test]
 fn shutdown_cancel_futures_cancels_queued_calls_at_once() {
+    let _watchdog = watchdog(
+        "shutdown_cancel_futures_cancels_queued_calls_at_once",
+        Duration::from_secs(120),
+    );
     for method in METHODS {
         let pool = pool(method, 2);
         let dir = tempfile::tempdir().unwrap();
@@ -116,6 +124,10 @@ fn shutdown_cancel_futures_cancels_queued_calls_at_once() {
 
 #[test]
 fn shutdown_wait_runs_everything_queued() {
+    let _watchdog = watchdog(
+        "shutdown_wait_runs_everything_queued",
+        Duration::from_secs(120),
+    );
     for method in METHODS {
         let pool = pool(method, 2);
         let dir = tempfile::tempdir().unwrap();
@@ -149,6 +161,10 @@ fn shutdown_wait_runs_everything_queued() {
 
 #[test]
 fn drop_is_shutdown_wait_without_cancelling() {
+    let _watchdog = watchdog(
+        "drop_is_shutdown_wait_without_cancelling",
+        Duration::from_secs(120),
+    );
     for method in METHODS {
         let dir = tempfile::tempdir().unwrap();
         let pool = pool(method, 2);
@@ -172,6 +188,10 @@ fn touch_slowly(path: String) -> u32 {
 
 #[test]
 fn dropping_a_map_cancels_what_has_not_started() {
+    let _watchdog = watchdog(
+        "dropping_a_map_cancels_what_has_not_started",
+        Duration::from_secs(120),
+    );
     // map_with: Executor::map/starmap currently send the whole input as one
     // frame (see tests/process_dispatch.rs), which nothing can cancel.
     for method in METHODS {
@@ -196,6 +216,7 @@ fn dropping_a_map_cancels_what_has_not_started() {
 
 #[test]
 fn map_timeout_cancels_the_rest() {
+    let _watchdog = watchdog("map_timeout_cancels_the_rest", Duration::from_secs(120));
     for method in METHODS {
         let pool = pool(method, 1);
         let opts = MapOptions::default().timeout(Duration::from_millis(300));

@@ -49,6 +49,7 @@ fn isolate<F: Task<(), Output = u32>>(method: StartMethod, crash: F, needle: &st
 
 #[test]
 fn abort_fails_only_its_own_future() {
+    let _watchdog = watchdog("abort_fails_only_its_own_future", Duration::from_secs(120));
     for method in METHODS {
         isolate(method, abort_now, "SIGABRT");
     }
@@ -56,6 +57,10 @@ fn abort_fails_only_its_own_future() {
 
 #[test]
 fn segfault_fails_only_its_own_future() {
+    let _watchdog = watchdog(
+        "segfault_fails_only_its_own_future",
+        Duration::from_secs(120),
+    );
     for method in METHODS {
         isolate(method, segfault, "SIGSEGV");
     }
@@ -63,6 +68,7 @@ fn segfault_fails_only_its_own_future() {
 
 #[test]
 fn exit_fails_only_its_own_future() {
+    let _watchdog = watchdog("exit_fails_only_its_own_future", Duration::from_secs(120));
     for method in METHODS {
         isolate(method, exit3, "exited with code 3");
     }
@@ -70,6 +76,10 @@ fn exit_fails_only_its_own_future() {
 
 #[test]
 fn self_sigkill_fails_only_its_own_future() {
+    let _watchdog = watchdog(
+        "self_sigkill_fails_only_its_own_future",
+        Duration::from_secs(120),
+    );
     for method in METHODS {
         isolate(method, sigkill_self, "SIGKILL");
     }
@@ -77,6 +87,10 @@ fn self_sigkill_fails_only_its_own_future() {
 
 #[test]
 fn crash_inside_a_map_chunk_fails_that_chunk_only() {
+    let _watchdog = watchdog(
+        "crash_inside_a_map_chunk_fails_that_chunk_only",
+        Duration::from_secs(120),
+    );
     fn maybe_crash(x: u64) -> u64 {
         if x == 137 {
             std::process::abort();
@@ -103,6 +117,10 @@ fn crash_inside_a_map_chunk_fails_that_chunk_only() {
 
 #[test]
 fn killing_a_busy_worker_from_outside() {
+    let _watchdog = watchdog(
+        "killing_a_busy_worker_from_outside",
+        Duration::from_secs(120),
+    );
     for method in METHODS {
         let pool = pool(method, 1);
         let [worker] = pool.worker_pids()[..] else {
@@ -156,6 +174,10 @@ fn spawn_grandchild_then_abort() -> u32 {
 
 #[test]
 fn a_grandchild_holding_no_pipe_does_not_delay_crash_detection() {
+    let _watchdog = watchdog(
+        "a_grandchild_holding_no_pipe_does_not_delay_crash_detection",
+        Duration::from_secs(120),
+    );
     for method in METHODS {
         let pool = pool(method, 1);
         let [worker] = pool.worker_pids()[..] else {
@@ -229,6 +251,10 @@ fn write_garbage(kind: Garbage) -> u32 {
 
 #[test]
 fn garbage_on_the_result_pipe_loses_nothing_else() {
+    let _watchdog = watchdog(
+        "garbage_on_the_result_pipe_loses_nothing_else",
+        Duration::from_secs(120),
+    );
     let kinds = [
         Garbage::UnknownKind,
         Garbage::Text,
@@ -352,6 +378,10 @@ fn expect_codec<T: std::fmt::Debug>(r: fanout::Result<T>, type_part: &str, msg_p
 
 #[test]
 fn unserializable_arguments_fail_only_their_future() {
+    let _watchdog = watchdog(
+        "unserializable_arguments_fail_only_their_future",
+        Duration::from_secs(120),
+    );
     for method in METHODS {
         let pool = pool(method, 2);
         let before = pool.worker_pids();
@@ -406,6 +436,10 @@ fn unserializable_arguments_fail_only_their_future() {
 
 #[test]
 fn unserializable_results_fail_only_their_future() {
+    let _watchdog = watchdog(
+        "unserializable_results_fail_only_their_future",
+        Duration::from_secs(120),
+    );
     for method in METHODS {
         let pool = pool(method, 1);
         let [worker] = pool.worker_pids()[..] else {
@@ -443,6 +477,10 @@ fn unserializable_results_fail_only_their_future() {
 
 #[test]
 fn a_result_that_panics_while_serializing_is_a_panic() {
+    let _watchdog = watchdog(
+        "a_result_that_panics_while_serializing_is_a_panic",
+        Duration::from_secs(120),
+    );
     for method in METHODS {
         let pool = pool(method, 1);
         let [worker] = pool.worker_pids()[..] else {

@@ -52,6 +52,10 @@ fn burst(method: StartMethod, shorts: u64) {
 
 #[test]
 fn a_lone_short_call_does_not_wait_behind_a_long_one() {
+    let _watchdog = watchdog(
+        "a_lone_short_call_does_not_wait_behind_a_long_one",
+        Duration::from_secs(120),
+    );
     let _turn = serial();
     for method in METHODS {
         burst(method, 1);
@@ -60,6 +64,10 @@ fn a_lone_short_call_does_not_wait_behind_a_long_one() {
 
 #[test]
 fn calls_submitted_while_a_worker_is_idle_go_to_it() {
+    let _watchdog = watchdog(
+        "calls_submitted_while_a_worker_is_idle_go_to_it",
+        Duration::from_secs(120),
+    );
     let _turn = serial();
     for method in METHODS {
         let pool = pool(method, 2);
@@ -88,6 +96,10 @@ fn calls_submitted_while_a_worker_is_idle_go_to_it() {
 
 #[test]
 fn short_calls_do_not_wait_behind_a_long_one() {
+    let _watchdog = watchdog(
+        "short_calls_do_not_wait_behind_a_long_one",
+        Duration::from_secs(120),
+    );
     let _turn = serial();
     for method in METHODS {
         for shorts in [2, 5, 20] {
@@ -98,6 +110,10 @@ fn short_calls_do_not_wait_behind_a_long_one() {
 
 #[test]
 fn map_with_spreads_items_over_the_workers() {
+    let _watchdog = watchdog(
+        "map_with_spreads_items_over_the_workers",
+        Duration::from_secs(120),
+    );
     let _turn = serial();
     for method in METHODS {
         let pool = pool(method, 2);
@@ -124,6 +140,10 @@ fn map_with_spreads_items_over_the_workers() {
 
 #[test]
 fn map_and_starmap_spread_items_over_the_workers() {
+    let _watchdog = watchdog(
+        "map_and_starmap_spread_items_over_the_workers",
+        Duration::from_secs(120),
+    );
     let _turn = serial();
     for method in METHODS {
         let pool = pool(method, 2);

@@ -78,6 +78,10 @@ fn check_clean(what: &str, pids: &BTreeSet<u32>, fds_before: usize, listing_befo
 
 #[test]
 fn shutdown_leaves_no_process_zombie_or_descriptor() {
+    let _watchdog = watchdog(
+        "shutdown_leaves_no_process_zombie_or_descriptor",
+        Duration::from_secs(120),
+    );
     // Warm up whatever the first pool initialises lazily and keeps for the
     // process's life (build id, panic hook, std's own state).
     {

@@ -46,6 +46,10 @@ fn check_storm_outcome(i: u64, r: fanout::Result<u64>, cancelled: bool) {
 
 #[test]
 fn concurrent_submits_with_crashes_recycling_and_cancels() {
+    let _watchdog = watchdog(
+        "concurrent_submits_with_crashes_recycling_and_cancels",
+        Duration::from_secs(120),
+    );
     for method in METHODS {
         let pool = Arc::new(
             ProcessPool::builder()
@@ -113,7 +117,11 @@ fn concurrent_submits_with_crashes_recycling_and_cancels() {
         for t in threads {
             t.join().unwrap();
         }
-        assert_eq!(pool.worker_pids().len(), 3);
+        // A recycled worker's slot is empty until its replacement is up.
+        assert!(eventually(Duration::from_secs(5), || pool
+            .worker_pids()
+            .len()
+            == 3));
         let sum: u64 = pool
             .map(|x: u64| x, 0..100u64)
             .unwrap()
@@ -125,6 +133,10 @@ fn concurrent_submits_with_crashes_recycling_and_cancels() {
 
 #[test]
 fn shutdown_racing_with_submitters_leaves_no_future_pending() {
+    let _watchdog = watchdog(
+        "shutdown_racing_with_submitters_leaves_no_future_pending",
+        Duration::from_secs(120),
+    );
     for method in METHODS {
         for cancel in [false, true] {
             let pool = Arc::new(process_util::pool(method, 2));
@@ -170,6 +182,7 @@ fn shutdown_racing_with_submitters_leaves_no_future_pending() {
 
 #[test]
 fn large_payloads_both_ways_at_once() {
+    let _watchdog = watchdog("large_payloads_both_ways_at_once", Duration::from_secs(120));
     fn echo_rev(mut v: Vec<u8>) -> Vec<u8> {
         v.reverse();
         v
@@ -218,6 +231,7 @@ fn nested(method_fork: bool, x: u64) -> (u32, Vec<u32>, u64) {
 
 #[test]
 fn a_task_can_run_its_own_pool() {
+    let _watchdog = watchdog("a_task_can_run_its_own_pool", Duration::from_secs(120));
     for method in METHODS {
         let pool = process_util::pool(method, 1);
         for inner_fork in [false, true] {
