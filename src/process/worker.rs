@@ -42,7 +42,7 @@ extern "C" fn become_worker(_argc: libc::c_int, _argv: *const *const u8, _envp: 
         [r, w] => serve(r, w),
         _ => 120,
     };
-    exit(code)
+    exit(code, true)
 }
 
 /// Makes sure the constructor is linked into any binary that starts a pool.
@@ -61,12 +61,18 @@ pub(crate) fn run_forked(r: RawFd, w: RawFd) -> ! {
     // Never unwind out of here: the stack below is a copy of the pool
     // thread's, and unwinding would run the pool's code in this child.
     let code = std::panic::catch_unwind(|| serve(r, w)).unwrap_or(9);
-    exit(code)
+    // No flush: Rust's stdout/stderr locks were copied from the pool's
+    // process, where another thread may have held them at the fork (the test
+    // harness printing, a logger); flushing would then wait forever, the
+    // worker would never exit, and the pool's shutdown would hang.
+    exit(code, false)
 }
 
-fn exit(code: i32) -> ! {
-    let _ = std::io::stdout().flush();
-    let _ = std::io::stderr().flush();
+fn exit(code: i32, flush_stdio: bool) -> ! {
+    if flush_stdio {
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+    }
     // SAFETY: ends the process without running the host program's atexit
     // handlers or destructors, which belong to the pool's process, not us.
     unsafe { libc::_exit(code) }
