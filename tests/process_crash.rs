@@ -511,3 +511,37 @@ fn a_result_that_panics_while_serializing_is_a_panic() {
         assert_eq!(got, HashSet::from([worker]));
     }
 }
+
+/// Fork while another thread of the pool's process holds the stdout and
+/// stderr locks: the child inherits them held by a thread it does not have.
+/// The worker must still serve and, above all, exit when the pool closes it
+/// (its exit path must not wait for those locks), or shutdown hangs.
+#[test]
+fn forking_while_another_thread_holds_stdout_and_stderr() {
+    let _watchdog = watchdog(
+        "forking_while_another_thread_holds_stdout_and_stderr",
+        Duration::from_secs(60),
+    );
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let out = std::io::stdout().lock();
+        let err = std::io::stderr().lock();
+        held_tx.send(()).unwrap();
+        let _ = release_rx.recv_timeout(Duration::from_secs(30));
+        drop((out, err));
+    });
+    held_rx.recv().unwrap();
+    let pool = std::thread::spawn(|| process_util::pool(StartMethod::Fork, 1));
+    // The pool is built on another thread: with the locks held it may wait for them.
+    std::thread::sleep(Duration::from_millis(300));
+    release_tx.send(()).unwrap();
+    holder.join().unwrap();
+    let pool = pool.join().unwrap();
+    assert_eq!(pool.submit(add, (2, 2)).unwrap().result_timeout(T), Ok(4));
+    let pids = pool.worker_pids();
+    let t0 = Instant::now();
+    drop(pool);
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    assert!(pids.iter().all(|&p| process_gone(p)));
+}
