@@ -222,6 +222,20 @@ impl Executor for AnyExecutor {
         each_backend!(self, ex => ex.submit(f, args))
     }
 
+    fn submit_with<F, Args>(
+        &self,
+        f: F,
+        args: Args,
+        options: &crate::CallOptions,
+    ) -> Result<Future<F::Output>>
+    where
+        F: Task<Args>,
+        Args: Payload,
+        F::Output: Payload,
+    {
+        each_backend!(self, ex => ex.submit_with(f, args, options))
+    }
+
     fn shutdown(&self, wait: bool, cancel_futures: bool) {
         each_backend!(self, ex => ex.shutdown(wait, cancel_futures))
     }

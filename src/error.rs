@@ -88,6 +88,16 @@ pub enum Error {
         /// What the engine reported.
         message: String,
     },
+
+    /// An input of the call (a future passed as an [`Arg`](crate::Arg)) failed,
+    /// so the call did not run. Carries the root cause, however deep the chain.
+    #[error("input future {input} failed, so this call did not run: {error}")]
+    Dependency {
+        /// The id ([`Future::id`](crate::Future::id)) of the input that failed.
+        input: u64,
+        /// The root error: the first failure up the chain of inputs.
+        error: Box<Error>,
+    },
 }
 
 impl Error {

@@ -4,6 +4,7 @@
 //! (a batch submission hook that owns a handle to the backend); `map`,
 //! `map_with` and `starmap` are written once here on top of it.
 
+use crate::call::{Call, CallOptions};
 use crate::{Error, Future, Payload, Result, Task};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -104,6 +105,66 @@ pub trait Executor: Send + Sync {
         F: Task<Args>,
         Args: Payload,
         F::Output: Payload;
+
+    /// Starts one call with per-call options and inputs that may be futures;
+    /// finish it with [`Call::submit`]. `ex.submit(f, args)` is
+    /// `ex.call(f).submit(args)`.
+    ///
+    /// ```
+    /// use fanout::{Executor, ThreadPool};
+    /// fn add3(a: u64, b: u64, c: u64) -> u64 { a + b + c }
+    /// let pool = ThreadPool::new(2)?;
+    /// let a = pool.submit(add3, (1, 0, 0))?;
+    /// let b = pool.submit(add3, (2, 0, 0))?;
+    /// let c = pool.call(add3).submit((a.arg(), b.arg(), 10u64))?;
+    /// assert_eq!(c.result()?, 13);
+    /// # Ok::<(), fanout::Error>(())
+    /// ```
+    fn call<F>(&self, f: F) -> Call<'_, Self, F>
+    where
+        Self: Sized,
+    {
+        Call::new(self, f)
+    }
+
+    /// Dask's `scatter`: a finished future whose value lives where this
+    /// executor's workers read inputs (in Redis for the cluster), so many
+    /// calls can take it as an [`Arg`](crate::Arg) without the caller
+    /// shipping it each time.
+    ///
+    /// ```
+    /// use fanout::{Executor, ThreadPool};
+    /// fn len(v: Vec<u8>) -> usize { v.len() }
+    /// let pool = ThreadPool::new(2)?;
+    /// let data = pool.put(vec![7u8; 1000])?;
+    /// let fs: Vec<_> = (0..3).map(|_| pool.call(len).submit((data.arg(),))).collect::<Result<_, _>>()?;
+    /// assert_eq!(fanout::gather(fs)?, [1000, 1000, 1000]);
+    /// # Ok::<(), fanout::Error>(())
+    /// ```
+    fn put<T: Payload + Clone>(&self, value: T) -> Result<Future<T>> {
+        let (future, promise) = crate::future::pair::<T>();
+        promise.set_result(value);
+        Ok(future)
+    }
+
+    /// Submits one call with its options (priority, timeout, resources);
+    /// a backend overrides this to honour them. Retries and dependencies are
+    /// handled above the backends.
+    #[doc(hidden)]
+    fn submit_with<F, Args>(
+        &self,
+        f: F,
+        args: Args,
+        options: &CallOptions,
+    ) -> Result<Future<F::Output>>
+    where
+        F: Task<Args>,
+        Args: Payload,
+        F::Output: Payload,
+    {
+        let _ = options;
+        self.submit(f, args)
+    }
 
     /// Shuts the executor down. Idempotent.
     ///

@@ -62,11 +62,13 @@
 #![warn(missing_docs)]
 
 mod any;
+mod call;
 #[cfg(target_os = "linux")]
 mod cluster;
 mod error;
 mod executor;
 mod future;
+mod graph;
 mod panic;
 #[cfg(target_os = "linux")]
 mod process;
@@ -79,6 +81,9 @@ mod thread;
 mod wait;
 
 pub use any::AnyExecutor;
+pub use call::{Arg, Call, IntoArg, IntoArgs};
+#[doc(hidden)]
+pub use call::{CallOptions, Input};
 #[cfg(target_os = "linux")]
 pub use cluster::{Cluster, ClusterBuilder};
 pub use error::{Error, Result};
@@ -86,6 +91,9 @@ pub use error::{Error, Result};
 pub use executor::Submitter;
 pub use executor::{Executor, Map, MapOptions};
 pub use future::{wrap_future, Future, State};
+pub use graph::gather;
+#[doc(hidden)]
+pub use graph::Inputs;
 /// The process pool's frame decoder, exposed for the fuzz target only.
 #[doc(hidden)]
 #[cfg(target_os = "linux")]
