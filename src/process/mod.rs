@@ -55,6 +55,42 @@ pub enum StartMethod {
     /// copy of a multi-threaded process: tasks must not need a lock another
     /// thread of the parent might have held at fork time (stdout, a logger,
     /// your own mutexes). Prefer `Spawn` unless start-up time matters.
+    ///
+    /// **Stale random state.** Every forked worker starts with a copy of the
+    /// parent's memory, random number generators included. After the
+    /// parent has drawn from `rand::random()`, 16 draws spread over 4
+    /// forked workers give only a handful of distinct values (each worker
+    /// repeats the same sequence; with `Spawn`: 16). The fix is to reseed in
+    /// the pool's initializer, which runs in every worker before its first
+    /// call — keep your own generator (or use `rand::rngs::OsRng` in tasks):
+    ///
+    /// ```
+    /// use fanout::{Executor, ProcessPool, StartMethod};
+    /// use rand::{rngs::StdRng, Rng, SeedableRng};
+    /// use std::cell::RefCell;
+    ///
+    /// thread_local! {
+    ///     static RNG: RefCell<StdRng> = RefCell::new(StdRng::from_entropy());
+    /// }
+    /// fn reseed() {
+    ///     RNG.with(|r| *r.borrow_mut() = StdRng::from_entropy());
+    /// }
+    /// fn draw() -> u64 {
+    ///     RNG.with(|r| r.borrow_mut().gen())
+    /// }
+    ///
+    /// let _ = draw(); // the parent uses its generator before forking
+    /// let pool = ProcessPool::builder()
+    ///     .workers(4)
+    ///     .start_method(StartMethod::Fork)
+    ///     .initializer(reseed, ()) // runs in every worker
+    ///     .build()?;
+    /// let fs: Vec<_> = (0..16).map(|_| pool.submit(draw, ())).collect::<Result<_, _>>()?;
+    /// let values: std::collections::HashSet<u64> =
+    ///     fs.into_iter().map(|f| f.result()).collect::<Result<_, _>>()?;
+    /// assert_eq!(values.len(), 16);
+    /// # Ok::<(), fanout::Error>(())
+    /// ```
     Fork,
 }
 
