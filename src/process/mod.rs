@@ -22,6 +22,7 @@ mod start;
 pub mod wire;
 mod worker;
 
+use crate::codec_guard;
 use crate::executor::Submitter;
 use crate::future::{pair, Promise};
 use crate::ship::{self, BuildId, Encoded};
@@ -117,7 +118,14 @@ impl<R: Payload> Delivery for Promise<R> {
         Promise::set_pending(self);
     }
     fn deliver(self: Box<Self>, outcome: Result<&[u8]>) {
-        self.set_outcome(outcome.and_then(ship::decode::<R>));
+        let outcome = outcome.and_then(codec_guard::decode::<R>);
+        // Completing runs user code too (a waker; dropping the value when
+        // its future is gone); a panic there must not kill the I/O thread,
+        // which delivers every other result of this worker slot.
+        let id = self.id();
+        if let Err(e) = crate::panic::catch(move || self.set_outcome(outcome)) {
+            log::error!("delivering the result of future {id} panicked: {e}");
+        }
     }
 }
 
@@ -846,7 +854,7 @@ impl ProcessPool {
         let mut futures = Vec::with_capacity(batch.len());
         for args in batch {
             let (future, promise) = pair::<R>();
-            let encoded = ship::encode_owned(args).and_then(|e| {
+            let encoded = codec_guard::encode_owned(args).and_then(|e| {
                 if e.len() > MAX_FRAME / 2 {
                     Err(Error::Codec {
                         type_name: std::any::type_name::<Args>().into(),
@@ -1078,7 +1086,8 @@ impl ProcessPoolBuilder {
         let _ = f;
         let mut bytes = Vec::new();
         self.init = Some(
-            ship::encode(&args, &mut bytes).map(|()| (ship::trampoline_of::<F, Args>(), bytes)),
+            codec_guard::encode(&args, &mut bytes)
+                .map(|()| (ship::trampoline_of::<F, Args>(), bytes)),
         );
         self
     }
