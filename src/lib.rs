@@ -65,6 +65,7 @@ mod any;
 mod call;
 #[cfg(target_os = "linux")]
 mod cluster;
+mod codec_guard;
 mod error;
 mod executor;
 mod future;

@@ -22,6 +22,7 @@ mod start;
 pub mod wire;
 mod worker;
 
+use crate::codec_guard;
 use crate::executor::Submitter;
 use crate::future::{pair, Promise};
 use crate::ship::{self, BuildId, Encoded};
@@ -55,6 +56,42 @@ pub enum StartMethod {
     /// copy of a multi-threaded process: tasks must not need a lock another
     /// thread of the parent might have held at fork time (stdout, a logger,
     /// your own mutexes). Prefer `Spawn` unless start-up time matters.
+    ///
+    /// **Stale random state.** Every forked worker starts with a copy of the
+    /// parent's memory, random number generators included. After the
+    /// parent has drawn from `rand::random()`, 16 draws spread over 4
+    /// forked workers give only a handful of distinct values (each worker
+    /// repeats the same sequence; with `Spawn`: 16). The fix is to reseed in
+    /// the pool's initializer, which runs in every worker before its first
+    /// call — keep your own generator (or use `rand::rngs::OsRng` in tasks):
+    ///
+    /// ```
+    /// use fanout::{Executor, ProcessPool, StartMethod};
+    /// use rand::{rngs::StdRng, Rng, SeedableRng};
+    /// use std::cell::RefCell;
+    ///
+    /// thread_local! {
+    ///     static RNG: RefCell<StdRng> = RefCell::new(StdRng::from_entropy());
+    /// }
+    /// fn reseed() {
+    ///     RNG.with(|r| *r.borrow_mut() = StdRng::from_entropy());
+    /// }
+    /// fn draw() -> u64 {
+    ///     RNG.with(|r| r.borrow_mut().gen())
+    /// }
+    ///
+    /// let _ = draw(); // the parent uses its generator before forking
+    /// let pool = ProcessPool::builder()
+    ///     .workers(4)
+    ///     .start_method(StartMethod::Fork)
+    ///     .initializer(reseed, ()) // runs in every worker
+    ///     .build()?;
+    /// let fs: Vec<_> = (0..16).map(|_| pool.submit(draw, ())).collect::<Result<_, _>>()?;
+    /// let values: std::collections::HashSet<u64> =
+    ///     fs.into_iter().map(|f| f.result()).collect::<Result<_, _>>()?;
+    /// assert_eq!(values.len(), 16);
+    /// # Ok::<(), fanout::Error>(())
+    /// ```
     Fork,
 }
 
@@ -81,7 +118,14 @@ impl<R: Payload> Delivery for Promise<R> {
         Promise::set_pending(self);
     }
     fn deliver(self: Box<Self>, outcome: Result<&[u8]>) {
-        self.set_outcome(outcome.and_then(ship::decode::<R>));
+        let outcome = outcome.and_then(codec_guard::decode::<R>);
+        // Completing runs user code too (a waker; dropping the value when
+        // its future is gone); a panic there must not kill the I/O thread,
+        // which delivers every other result of this worker slot.
+        let id = self.id();
+        if let Err(e) = crate::panic::catch(move || self.set_outcome(outcome)) {
+            log::error!("delivering the result of future {id} panicked: {e}");
+        }
     }
 }
 
@@ -810,7 +854,7 @@ impl ProcessPool {
         let mut futures = Vec::with_capacity(batch.len());
         for args in batch {
             let (future, promise) = pair::<R>();
-            let encoded = ship::encode_owned(args).and_then(|e| {
+            let encoded = codec_guard::encode_owned(args).and_then(|e| {
                 if e.len() > MAX_FRAME / 2 {
                     Err(Error::Codec {
                         type_name: std::any::type_name::<Args>().into(),
@@ -1042,7 +1086,8 @@ impl ProcessPoolBuilder {
         let _ = f;
         let mut bytes = Vec::new();
         self.init = Some(
-            ship::encode(&args, &mut bytes).map(|()| (ship::trampoline_of::<F, Args>(), bytes)),
+            codec_guard::encode(&args, &mut bytes)
+                .map(|()| (ship::trampoline_of::<F, Args>(), bytes)),
         );
         self
     }

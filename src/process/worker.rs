@@ -104,6 +104,12 @@ fn serve(input: RawFd, output: RawFd) -> i32 {
         // SAFETY: plain fcntl on our own descriptors; failure is harmless.
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
+    // As std does before a Rust `main`: a write to a closed pipe fails with
+    // EPIPE instead of killing the process. A spawned worker never reaches
+    // std's start-up (it serves from a constructor), and a forked one
+    // inherits whatever the pool's process had.
+    // SAFETY: installing SIG_IGN has no preconditions.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     crate::panic::set_worker_identity(format!("process worker pid {}", std::process::id()));
     let mine = *ship::build_id();
     // Frames are read by a thread of their own into `inbox`, so that while a
