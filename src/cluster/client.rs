@@ -16,6 +16,8 @@
 //! * **supervisor** (with `local_workers(n)`) — keeps n worker processes of
 //!   this binary running, and stops them (SIGTERM: drain) at shutdown.
 
+use super::contain::contain;
+use super::courier::{Courier, Job};
 use super::protocol::{
     self, array, bytes, read_reply, Conn, ItemOutcome, Keys, Outcome, ScriptName, Scripts,
 };
@@ -48,6 +50,9 @@ pub(crate) struct Config {
 /// How long the event loop blocks in one `XREAD`.
 const EVENT_BLOCK: Duration = Duration::from_millis(1000);
 
+/// How long shutdown waits for done-callbacks that are still running.
+const COURIER_DRAIN: Duration = Duration::from_secs(30);
+
 /// How often (and after how long) the event loop checks that sent tasks still exist.
 const PROBE_EVERY: Duration = Duration::from_secs(5);
 
@@ -63,7 +68,10 @@ impl<R: Payload> Delivery for Promise<R> {
         Promise::set_running(self)
     }
     fn deliver(self: Box<Self>, outcome: Result<&[u8]>) {
-        self.set_outcome(outcome.and_then(ship::decode::<R>));
+        // The result type's `Deserialize` is user code: a panic there is
+        // this call's error, never the courier's death.
+        let decoded = outcome.and_then(|bytes| contain(|| ship::decode::<R>(bytes))?);
+        self.set_outcome(decoded);
     }
     fn fail(self: Box<Self>, error: Error) {
         self.set_error(error);
@@ -123,6 +131,8 @@ pub(crate) struct Shared {
     workers: Mutex<Vec<Option<LocalWorker>>>,
     /// The client's own threads (a shutdown from one of them must not wait).
     thread_ids: Mutex<Vec<ThreadId>>,
+    /// Completes futures (and runs their done-callbacks) off the event loop.
+    courier: Courier,
 }
 
 impl Shared {
@@ -169,6 +179,7 @@ impl Shared {
             finished: Condvar::new(),
             workers: Mutex::new(Vec::new()),
             thread_ids: Mutex::new(Vec::new()),
+            courier: Courier::default(),
         });
         let mut threads = Vec::new();
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
@@ -248,13 +259,18 @@ impl Shared {
         if lock(&self.state).closing {
             return Err(Error::Shutdown);
         }
-        let mut encoded = Vec::with_capacity(batch.len());
-        for args in &batch {
-            let mut out = Vec::new();
-            ship::encode(args, &mut out)?;
-            encoded.push(out);
-        }
-        drop(batch);
+        // The arguments' `Serialize` and `Drop` are user code: a panic there
+        // is an error from `submit`, never an unwinding `submit`.
+        let encoded = contain(move || {
+            let mut encoded = Vec::with_capacity(batch.len());
+            for args in &batch {
+                let mut out = Vec::new();
+                ship::encode(args, &mut out)?;
+                encoded.push(out);
+            }
+            drop(batch);
+            Ok::<_, Error>(encoded)
+        })??;
         let groups: Vec<Vec<Vec<u8>>> = if one_task {
             vec![encoded]
         } else {
@@ -458,7 +474,7 @@ impl Shared {
                         .filter_map(|o| st.inflight.remove(&o.seq))
                         .collect();
                     drop(st);
-                    fail_all(failed, &error);
+                    self.courier.send_all(failing(failed, error));
                     self.work.notify_all();
                 }
             }
@@ -543,6 +559,7 @@ impl Shared {
                 self.recreate_events(&mut conn, &events);
             }
             backoff = protocol::Backoff::new();
+            self.courier.tick();
             let entries = read_reply(&reply);
             if !entries.is_empty() {
                 let mut ids = Vec::with_capacity(entries.len());
@@ -581,6 +598,9 @@ impl Shared {
                 self.probe(&mut conn);
             }
         }
+        // Shut down: let the completions already read run (their callbacks
+        // may still submit, and get Shutdown), then the event stream goes.
+        self.courier.close(COURIER_DRAIN);
         // Shut down: the event stream goes with us.
         let _ = conn.query_retry(
             redis::cmd("DEL").arg(&events),
@@ -628,7 +648,7 @@ impl Shared {
             };
             if !failed.is_empty() {
                 log::error!("{error}");
-                fail_all(failed, &error);
+                self.courier.send_all(failing(failed, error));
                 self.work.notify_all();
             }
             *outage = Some(Instant::now());
@@ -710,9 +730,11 @@ impl Shared {
                 }
             }
             let idle = lock(&self.state).inflight.is_empty();
-            for (inflight, outcome) in outcomes {
-                deliver(inflight, outcome);
-            }
+            self.courier.send_all(
+                outcomes
+                    .into_iter()
+                    .flat_map(|(inflight, outcome)| completions(inflight, outcome)),
+            );
             if idle {
                 self.work.notify_all();
             }
@@ -777,7 +799,7 @@ impl Shared {
                     ),
                 };
                 log::error!("{error}");
-                fail_all(gone, &error);
+                self.courier.send_all(failing(gone, error));
                 self.work.notify_all();
             }
         }
@@ -812,7 +834,7 @@ impl Shared {
     /// True when called from one of the client's own threads (a done-callback).
     pub(crate) fn on_own_thread(&self) -> bool {
         let me = std::thread::current().id();
-        lock(&self.thread_ids).contains(&me)
+        lock(&self.thread_ids).contains(&me) || self.courier.is_own_thread()
     }
 
     // -----------------------------------------------------------------------
@@ -986,53 +1008,56 @@ fn request_cancel(shared: &Weak<Shared>, seq: u64, idx: i64) {
     shared.work.notify_one();
 }
 
-fn fail_all(tasks: Vec<Inflight>, error: &Error) {
-    for t in tasks {
-        for d in t.items.into_iter().flatten() {
-            d.fail(error.clone());
-        }
-    }
+/// The courier jobs that fail every item of `tasks` with `error`, one job
+/// per item (a callback of one item may wait for another).
+fn failing(tasks: Vec<Inflight>, error: Error) -> Vec<Job> {
+    tasks
+        .into_iter()
+        .flat_map(|t| t.items.into_iter().flatten())
+        .map(|d| {
+            let error = error.clone();
+            Box::new(move || d.fail(error)) as Job
+        })
+        .collect()
 }
 
-fn deliver(inflight: Inflight, outcome: Result<Outcome>) {
+/// The courier jobs that complete a task's items with its outcome.
+fn completions(inflight: Inflight, outcome: Result<Outcome>) -> Vec<Job> {
     let n = inflight.items.len();
-    match outcome {
+    let error = match outcome {
         Ok(Outcome::Ran { worker, items }) if items.len() == n => {
-            for (d, item) in inflight.items.into_iter().zip(items) {
-                let Some(d) = d else { continue };
-                match item {
-                    ItemOutcome::Value(v) => d.deliver(Ok(&v)),
-                    ItemOutcome::Failed(e) => d.fail(e.into_error(&worker)),
-                    ItemOutcome::Skipped => d.fail(Error::Cancelled),
-                }
-            }
+            let worker: Arc<str> = worker.into();
+            return inflight
+                .items
+                .into_iter()
+                .zip(items)
+                .filter_map(|(d, item)| {
+                    let d = d?;
+                    let worker = worker.clone();
+                    Some(Box::new(move || match item {
+                        ItemOutcome::Value(v) => d.deliver(Ok(&v)),
+                        ItemOutcome::Failed(e) => d.fail(e.into_error(&worker)),
+                        ItemOutcome::Skipped => d.fail(Error::Cancelled),
+                    }) as Job)
+                })
+                .collect();
         }
-        Ok(Outcome::Ran { worker, items }) => fail_all(
-            vec![inflight],
-            &Error::Backend {
-                message: format!(
-                    "{worker} reported {} outcomes for a task of {n} items",
-                    items.len()
-                ),
-            },
-        ),
-        Ok(Outcome::Refused { worker, message }) => fail_all(
-            vec![inflight],
-            &Error::Backend {
-                message: format!("{worker} refused the task: {message}"),
-            },
-        ),
-        Ok(Outcome::Lost { worker, status }) => {
-            fail_all(vec![inflight], &Error::WorkerLost { worker, status })
-        }
-        Ok(Outcome::Rejected { worker, reason }) => fail_all(
-            vec![inflight],
-            &Error::Backend {
-                message: format!("{worker} rejected the task: {reason}"),
-            },
-        ),
-        Err(e) => fail_all(vec![inflight], &e),
-    }
+        Ok(Outcome::Ran { worker, items }) => Error::Backend {
+            message: format!(
+                "{worker} reported {} outcomes for a task of {n} items",
+                items.len()
+            ),
+        },
+        Ok(Outcome::Refused { worker, message }) => Error::Backend {
+            message: format!("{worker} refused the task: {message}"),
+        },
+        Ok(Outcome::Lost { worker, status }) => Error::WorkerLost { worker, status },
+        Ok(Outcome::Rejected { worker, reason }) => Error::Backend {
+            message: format!("{worker} rejected the task: {reason}"),
+        },
+        Err(e) => e,
+    };
+    failing(vec![inflight], error)
 }
 
 fn check_version(info: &str, url: &str) -> Result<()> {

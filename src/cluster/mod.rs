@@ -48,6 +48,8 @@
 //! in between still runs it, and its result is discarded.
 
 mod client;
+mod contain;
+mod courier;
 mod protocol;
 mod worker;
 
