@@ -559,7 +559,6 @@ impl Shared {
                 self.recreate_events(&mut conn, &events);
             }
             backoff = protocol::Backoff::new();
-            self.courier.tick();
             let entries = read_reply(&reply);
             if !entries.is_empty() {
                 let mut ids = Vec::with_capacity(entries.len());

@@ -6,10 +6,10 @@
 //! would stall every future of the cluster (the result it waits for could
 //! never be read). So the event loop and the dispatcher hand completions to
 //! the courier: a few threads that run them, one at a time each, inside
-//! [`contain`](super::contain::contain). When every courier thread has been
-//! busy with one completion for longer than [`STALL`] while more wait, a new
-//! thread is started (up to [`MAX_THREADS`]); idle extra threads end after
-//! [`IDLE_END`]. This is Dask's callback thread, grown on demand like a
+//! [`contain`](super::contain::contain). A monitor thread watches: when
+//! every courier thread has been busy with one completion for longer than
+//! [`STALL`] while more wait, it starts another (up to [`MAX_THREADS`]);
+//! idle extra threads end after [`IDLE_END`]. This is Dask's callback thread, grown on demand like a
 //! thread pool that adds a thread while a task waits.
 
 use super::client::lock;
@@ -40,6 +40,8 @@ struct State {
     busy: Vec<(ThreadId, Instant)>,
     ids: Vec<ThreadId>,
     closed: bool,
+    /// The monitor thread is running.
+    monitor: bool,
 }
 
 /// The courier: see the module documentation.
@@ -55,6 +57,8 @@ struct Inner {
     work: Condvar,
     /// A thread ended.
     ended: Condvar,
+    /// Wakes the monitor: completions are queued and no thread is idle.
+    queued: Condvar,
 }
 
 impl Courier {
@@ -84,41 +88,51 @@ impl Courier {
         self.send_all(std::iter::once(job));
     }
 
-    /// Starts a thread if completions wait behind threads that are all
-    /// blocked; called by the event loop after every read.
-    pub(crate) fn tick(&self) {
-        let st = lock(&self.inner.state);
-        if !st.queue.is_empty() {
-            self.wake(st);
-        }
-    }
-
     fn wake(&self, mut st: std::sync::MutexGuard<'_, State>) {
         if st.idle > 0 {
             drop(st);
             self.inner.work.notify_one();
             return;
         }
-        let stalled = st.busy.len() == st.threads
-            && st.busy.iter().all(|(_, since)| since.elapsed() >= STALL);
-        if st.threads == 0 || (stalled && st.threads < MAX_THREADS) {
+        if st.threads == 0 {
             st.threads += 1;
+            let start_monitor = !st.monitor;
+            st.monitor = true;
             drop(st);
+            self.start(start_monitor);
+        } else {
+            // The monitor starts a thread if the busy ones stay busy.
+            drop(st);
+            self.inner.queued.notify_one();
+        }
+    }
+
+    /// Starts a courier thread (its count is already taken), and the monitor.
+    fn start(&self, with_monitor: bool) {
+        if with_monitor {
             let inner = self.inner.clone();
             let started = std::thread::Builder::new()
-                .name("fanout-cluster-courier".into())
-                .spawn(move || run(inner));
+                .name("fanout-cluster-courier-monitor".into())
+                .spawn(move || monitor(inner));
             if let Err(e) = started {
-                log::error!("could not start a cluster courier thread: {e}");
-                let mut st = lock(&self.inner.state);
-                st.threads -= 1;
-                if st.threads == 0 {
-                    // Nobody can run them: run them here rather than lose them.
-                    let jobs: Vec<Job> = st.queue.drain(..).collect();
-                    drop(st);
-                    for job in jobs {
-                        let _ = contain(job);
-                    }
+                log::error!("could not start the cluster courier monitor: {e}");
+                lock(&self.inner.state).monitor = false;
+            }
+        }
+        let inner = self.inner.clone();
+        let started = std::thread::Builder::new()
+            .name("fanout-cluster-courier".into())
+            .spawn(move || run(inner));
+        if let Err(e) = started {
+            log::error!("could not start a cluster courier thread: {e}");
+            let mut st = lock(&self.inner.state);
+            st.threads -= 1;
+            if st.threads == 0 {
+                // Nobody can run them: run them here rather than lose them.
+                let jobs: Vec<Job> = st.queue.drain(..).collect();
+                drop(st);
+                for job in jobs {
+                    let _ = contain(job);
                 }
             }
         }
@@ -137,6 +151,7 @@ impl Courier {
         let mut st = lock(&self.inner.state);
         st.closed = true;
         self.inner.work.notify_all();
+        self.inner.queued.notify_all();
         if st.ids.contains(&std::thread::current().id()) {
             return;
         }
@@ -157,6 +172,43 @@ impl Courier {
                 .0;
         }
     }
+}
+
+/// Watches for completions queued behind threads that are all blocked in
+/// a callback, and starts another thread for them.
+fn monitor(inner: Arc<Inner>) {
+    let courier = Courier {
+        inner: inner.clone(),
+    };
+    let mut st = lock(&inner.state);
+    loop {
+        if st.closed && st.threads == 0 {
+            break;
+        }
+        let starting = st.threads - st.busy.len() - st.idle;
+        let stalled = !st.queue.is_empty()
+            && st.idle == 0
+            && starting == 0
+            && st.busy.iter().all(|(_, since)| since.elapsed() >= STALL);
+        if stalled && st.threads < MAX_THREADS {
+            st.threads += 1;
+            drop(st);
+            courier.start(false);
+            st = lock(&inner.state);
+            continue;
+        }
+        let wait = if st.queue.is_empty() {
+            Duration::from_secs(1)
+        } else {
+            STALL / 2
+        };
+        st = inner
+            .queued
+            .wait_timeout(st, wait)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
+    }
+    st.monitor = false;
 }
 
 fn run(inner: Arc<Inner>) {

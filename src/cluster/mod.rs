@@ -40,6 +40,14 @@
 //! how a local worker died (`{ns}:died:<host>:<pid>`, until the cluster that
 //! started it shuts down; an hour at most).
 //!
+//! # Done-callbacks
+//!
+//! A cluster future's done-callbacks run on one of the client's courier
+//! threads, never on the event loop that reads results from Redis: a
+//! callback may block (even on another future of the same cluster) without
+//! holding back any other future. When every courier thread is blocked in a
+//! callback and more results wait, another courier thread starts.
+//!
 //! # Cancelling
 //!
 //! [`Future::cancel`] succeeds until the client has heard that a worker
