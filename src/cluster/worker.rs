@@ -111,6 +111,12 @@ impl WorkerConfig {
         let secret = take(SECRET_ENV).ok_or_else(|| {
             format!("{SECRET_ENV} is not set; set it to the secret the cluster's clients use")
         })?;
+        if secret.is_empty() {
+            // HMAC under an empty key is public: anyone could sign tasks.
+            return Err(format!(
+                "{SECRET_ENV} is empty, and an empty secret lets anyone who can write to                  Redis run code in this worker; set it to the (non-empty) secret the                  cluster's clients use"
+            ));
+        }
         let concurrency = match take(CONCURRENCY_ENV) {
             Some(c) => c
                 .trim()
