@@ -139,7 +139,7 @@ impl Shared {
     /// Connects, prepares the namespace and starts the client's threads.
     pub(crate) fn start(cfg: Config) -> Result<(Arc<Shared>, Vec<std::thread::JoinHandle<()>>)> {
         let scripts = Arc::new(Scripts::new());
-        let client_id = ship::hex(&protocol::random_bytes::<8>());
+        let client_id = ship::hex(&protocol::random_bytes::<8>()?);
         let mut conn = Conn::new(&cfg.url, &cfg.keys, scripts.clone(), Duration::from_secs(5))?;
         let url = protocol::redact(&cfg.url);
         let info = conn

@@ -301,7 +301,7 @@ impl ClusterBuilder {
                      shared with local workers only",
                     worker::SECRET_ENV
                 );
-                crate::ship::hex(&protocol::random_bytes::<32>())
+                crate::ship::hex(&protocol::random_bytes::<32>()?)
             }
         };
         let cfg = Config {

@@ -884,35 +884,15 @@ impl Backoff {
     }
 }
 
-/// Random bytes from the kernel.
-pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
+/// Random bytes from the operating system's random source (`getrandom`);
+/// an error if it fails, never a guessable fallback (these bytes become
+/// secrets and the client ids that name keys).
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], Error> {
     let mut buf = [0u8; N];
-    let mut filled = 0;
-    while filled < N {
-        // SAFETY: getrandom writes at most `N - filled` bytes into our buffer.
-        let n = unsafe {
-            libc::getrandom(
-                buf[filled..].as_mut_ptr() as *mut libc::c_void,
-                N - filled,
-                0,
-            )
-        };
-        if n <= 0 {
-            // Fall back to something unique enough for ids (never for secrets:
-            // `getrandom` does not fail on Linux ≥ 3.17 once the pool is seeded).
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos() as u64
-                ^ u64::from(std::process::id()).rotate_left(32);
-            for (i, b) in buf[filled..].iter_mut().enumerate() {
-                *b = (t.rotate_left((i * 8) as u32 % 64) & 0xff) as u8;
-            }
-            break;
-        }
-        filled += n as usize;
-    }
-    buf
+    getrandom::fill(&mut buf).map_err(|e| Error::Broken {
+        reason: format!("the operating system's random source failed: {e}"),
+    })?;
+    Ok(buf)
 }
 
 /// This host's name.
@@ -1002,6 +982,14 @@ mod tests {
             status: "s".into(),
         };
         assert_eq!(Outcome::open(b"k", "t", &lost.seal(b"k", "t")), Ok(lost));
+    }
+
+    #[test]
+    fn random_bytes_come_from_the_os() {
+        let a = random_bytes::<32>().unwrap();
+        let b = random_bytes::<32>().unwrap();
+        assert_ne!(a, b);
+        assert_ne!(a, [0u8; 32]);
     }
 
     #[test]
