@@ -116,20 +116,7 @@ pub(crate) fn parse_task_id(task: &str) -> Option<(&str, u64)> {
 /// trampoline, build id, args, signature, item count. Idempotent: a task whose
 /// record exists is not added again (a retried submit after a lost reply).
 /// The record remembers its stream entry (`e`).
-pub(crate) const SUBMIT: &str = r#"
-local per = 6
-local added = 0
-for i = 2, #KEYS do
-  local o = 1 + (i - 2) * per
-  if redis.call('EXISTS', KEYS[i]) == 0 then
-    local entry = redis.call('XADD', KEYS[1], '*', 't', ARGV[o + 1])
-    redis.call('HSET', KEYS[i], 'f', ARGV[o + 2], 'b', ARGV[o + 3], 'a', ARGV[o + 4],
-      's', ARGV[o + 5], 'n', ARGV[o + 6], 'm', ARGV[1], 'st', 'p', 'at', '0', 'e', entry)
-    added = added + 1
-  end
-end
-return added
-"#;
+pub(crate) const SUBMIT: &str = include_str!("lua/submit.lua");
 
 /// KEYS: queue, task, client events. ARGV: entry id, group, worker, delivery
 /// token, task id. An entry other than the one `submit` added for the task
@@ -137,46 +124,7 @@ return added
 /// `{'lost', owner, starts}` or `{'run', trampoline, build, args, signature,
 /// items, cancelled indices}`. Retrying with the same delivery token does not
 /// count a second delivery.
-pub(crate) const START: &str = r#"
-local st = redis.call('HGET', KEYS[2], 'st')
-local entry = redis.call('HGET', KEYS[2], 'e')
-if (not st) or st == 'x' or (entry and entry ~= ARGV[1]) then
-  -- finished, rejected, never existed, or a second entry naming the task
-  redis.call('XACK', KEYS[1], ARGV[2], ARGV[1])
-  redis.call('XDEL', KEYS[1], ARGV[1])
-  return {'gone'}
-end
-if st == 'c' then
-  redis.call('DEL', KEYS[2])
-  redis.call('XACK', KEYS[1], ARGV[2], ARGV[1])
-  redis.call('XDEL', KEYS[1], ARGV[1])
-  return {'cancelled'}
-end
-local at = tonumber(redis.call('HGET', KEYS[2], 'at')) or 0
-if redis.call('HGET', KEYS[2], 'd') ~= ARGV[4] then
-  at = at + 1
-  redis.call('HSET', KEYS[2], 'at', tostring(at))
-end
-local m = tonumber(redis.call('HGET', KEYS[2], 'm')) or 1
-if at > m then
-  return {'lost', redis.call('HGET', KEYS[2], 'o') or '', tostring(at - 1)}
-end
-redis.call('HSET', KEYS[2], 'st', 'r', 'o', ARGV[3], 'd', ARGV[4])
-if at == 1 and redis.call('EXISTS', KEYS[3]) == 1 then
-  redis.call('XADD', KEYS[3], '*', 'k', 's', 't', ARGV[5])
-end
-local r = redis.call('HMGET', KEYS[2], 'f', 'b', 'a', 's', 'n', 'x')
-local out = {'run'}
-for i = 1, 5 do out[i + 1] = r[i] or '' end
-local cancelled = {}
-if (tonumber(r[6]) or 0) > 0 then
-  for i = 0, (tonumber(r[5]) or 0) - 1 do
-    if redis.call('HEXISTS', KEYS[2], 'x' .. i) == 1 then cancelled[#cancelled + 1] = tostring(i) end
-  end
-end
-out[7] = table.concat(cancelled, ',')
-return out
-"#;
+pub(crate) const START: &str = include_str!("lua/start.lua");
 
 /// KEYS: queue, task, result, client events. ARGV: entry id, group, signed
 /// envelope, result TTL (s), task id. Acknowledges the entry; stores the
@@ -184,91 +132,30 @@ return out
 /// redelivered copy finishing second is dropped) and the client is still
 /// there. `SET NX` makes a second result for the same task impossible even
 /// if the record were written again. Returns 1 if this call delivered.
-pub(crate) const FINISH: &str = r#"
-redis.call('XACK', KEYS[1], ARGV[2], ARGV[1])
-redis.call('XDEL', KEYS[1], ARGV[1])
-local st = redis.call('HGET', KEYS[2], 'st')
-if (not st) or st == 'x' or st == 'c' then return 0 end
-redis.call('DEL', KEYS[2])
-if redis.call('EXISTS', KEYS[4]) == 0 then return 0 end
-if not redis.call('SET', KEYS[3], ARGV[3], 'NX', 'EX', ARGV[4]) then return 0 end
-redis.call('XADD', KEYS[4], '*', 'k', 'd', 't', ARGV[5])
-return 1
-"#;
+pub(crate) const FINISH: &str = include_str!("lua/finish.lua");
 
 /// KEYS: queue, task, result, client events. ARGV: entry id, group, signed
 /// envelope, TTL (s), task id, reason. A record that failed verification is
 /// marked rejected (`st = x`, reason in `why`) and kept for the TTL; its
 /// entry is acknowledged; the named client (if it exists) is told.
-pub(crate) const REJECT: &str = r#"
-redis.call('XACK', KEYS[1], ARGV[2], ARGV[1])
-redis.call('XDEL', KEYS[1], ARGV[1])
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  redis.call('HSET', KEYS[2], 'st', 'x', 'why', ARGV[6])
-  redis.call('EXPIRE', KEYS[2], ARGV[4])
-end
-if redis.call('EXISTS', KEYS[4]) == 0 then return 0 end
-if not redis.call('SET', KEYS[3], ARGV[3], 'NX', 'EX', ARGV[4]) then return 0 end
-redis.call('XADD', KEYS[4], '*', 'k', 'd', 't', ARGV[5])
-return 1
-"#;
+pub(crate) const REJECT: &str = include_str!("lua/reject.lua");
 
 /// KEYS: task keys. ARGV: TTL (s) for cancelled records, then per key the
 /// item index to cancel (`-1` for the whole task). A pending task has the
 /// item marked; once every item is cancelled the record is marked `c` and
 /// workers drop it. Returns, per key, 2 if the whole task is now cancelled,
 /// 1 if the item is, 0 if the task already started (or is gone).
-pub(crate) const CANCEL: &str = r#"
-local out = {}
-for i = 1, #KEYS do
-  local k = KEYS[i]
-  local idx = ARGV[i + 1]
-  local st = redis.call('HGET', k, 'st')
-  if st == 'c' then
-    out[i] = 2
-  elseif st == 'p' then
-    local whole = (idx == '-1')
-    if not whole then
-      if redis.call('HSETNX', k, 'x' .. idx, '1') == 1 then
-        redis.call('HINCRBY', k, 'x', 1)
-      end
-      whole = (tonumber(redis.call('HGET', k, 'x')) or 0) >= (tonumber(redis.call('HGET', k, 'n')) or 1)
-    end
-    if whole then
-      redis.call('HSET', k, 'st', 'c')
-      redis.call('EXPIRE', k, ARGV[1])
-      out[i] = 2
-    else
-      out[i] = 1
-    end
-  else
-    out[i] = 0
-  end
-end
-return out
-"#;
+pub(crate) const CANCEL: &str = include_str!("lua/cancel.lua");
 
 /// KEYS: client events, result keys. ARGV: event ids. Deletes results the
 /// client has delivered (it read them with `MGET`) and the events it has
 /// processed. Reading and deleting are separate steps so that a reply lost
 /// to a dropped connection never loses a result: the client reads again.
-pub(crate) const ACK: &str = r#"
-for i = 2, #KEYS do redis.call('DEL', KEYS[i]) end
-if #ARGV > 0 then redis.call('XDEL', KEYS[1], unpack(ARGV)) end
-return 1
-"#;
+pub(crate) const ACK: &str = include_str!("lua/ack.lua");
 
 /// KEYS: pairs of (task, result) keys. Returns per pair 1 if either exists.
 /// The client uses it to notice tasks that vanished from Redis.
-pub(crate) const PROBE: &str = r#"
-local out = {}
-for i = 1, #KEYS, 2 do
-  local n = redis.call('EXISTS', KEYS[i])
-  if n == 0 and KEYS[i + 1] then n = redis.call('EXISTS', KEYS[i + 1]) end
-  out[#out + 1] = n
-end
-return out
-"#;
+pub(crate) const PROBE: &str = include_str!("lua/probe.lua");
 
 /// The scripts, in a fixed order (see [`Scripts`]).
 const ALL: [&str; 7] = [SUBMIT, START, FINISH, REJECT, CANCEL, ACK, PROBE];
