@@ -45,6 +45,8 @@ pub(crate) struct Config {
     pub(crate) max_deliveries: u32,
     pub(crate) local_workers: usize,
     pub(crate) reconnect_timeout: Duration,
+    /// How long the client's keys outlive it (refreshed while it runs).
+    pub(crate) client_ttl: Duration,
 }
 
 /// How long the event loop blocks in one `XREAD`.
@@ -97,6 +99,7 @@ struct Outgoing {
     args: Vec<u8>,
     signature: [u8; protocol::SIG_LEN],
     items: usize,
+    nonce: String,
 }
 
 #[derive(Default)]
@@ -133,6 +136,8 @@ pub(crate) struct Shared {
     thread_ids: Mutex<Vec<ThreadId>>,
     /// Completes futures (and runs their done-callbacks) off the event loop.
     courier: Courier,
+    /// The latest liveness value the keeper wrote.
+    live: Mutex<String>,
 }
 
 impl Shared {
@@ -180,6 +185,7 @@ impl Shared {
             workers: Mutex::new(Vec::new()),
             thread_ids: Mutex::new(Vec::new()),
             courier: Courier::default(),
+            live: Mutex::new(String::new()),
         });
         let mut threads = Vec::new();
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
@@ -200,6 +206,24 @@ impl Shared {
             shared.finished.notify_all();
             e
         };
+        // Workers run only tasks of a live client: be alive before the first submit.
+        let mut keeper_conn = Conn::new(
+            &shared.cfg.url,
+            &shared.cfg.keys,
+            shared.scripts.clone(),
+            Duration::from_secs(5),
+        )?;
+        shared
+            .refresh(&mut keeper_conn)
+            .map_err(|e| protocol::backend("could not register the client", &shared.cfg.url, &e))?;
+        let s = shared.clone();
+        threads.push(
+            spawn(
+                "fanout-cluster-keeper",
+                Box::new(move || s.keeper(keeper_conn)),
+            )
+            .map_err(abort)?,
+        );
         let s = shared.clone();
         threads.push(
             spawn(
@@ -246,6 +270,90 @@ impl Shared {
     }
 
     // -----------------------------------------------------------------------
+    // Keeper: the client's liveness, and the lifetime of its keys.
+
+    /// Writes a fresh signed liveness value (expiring `client_ttl` from now,
+    /// in Redis time) and extends the lifetime of the client's event stream
+    /// and finished-task bitmap by as much. A crashed client stops doing
+    /// this: its keys expire, and workers drop its queued tasks.
+    fn refresh(&self, conn: &mut Conn) -> redis::RedisResult<()> {
+        let time = conn.query(&redis::cmd("TIME"))?;
+        let parts = array(&time).unwrap_or(&[]);
+        let field = |i: usize| {
+            parts
+                .get(i)
+                .and_then(protocol::text)
+                .and_then(|t| t.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let now_ms = field(0) * 1000 + field(1) / 1000;
+        let ttl_ms = self.cfg.client_ttl.as_millis().max(1) as u64;
+        let value = protocol::live_value(
+            self.cfg.secret.as_bytes(),
+            &self.cfg.namespace,
+            &self.client_id,
+            now_ms + ttl_ms,
+        );
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(self.cfg.keys.live(&self.client_id))
+            .arg(&value)
+            .arg("PX")
+            .arg(ttl_ms)
+            .cmd("PEXPIRE")
+            .arg(self.cfg.keys.events(&self.client_id))
+            .arg(ttl_ms)
+            .cmd("PEXPIRE")
+            .arg(self.cfg.keys.finished(&self.client_id))
+            .arg(ttl_ms);
+        conn.query_pipe(&pipe)?;
+        *lock(&self.live) = value;
+        Ok(())
+    }
+
+    fn keeper(self: Arc<Self>, mut conn: Conn) {
+        // Often enough that a server restarted empty learns again soon
+        // that this client is alive (submits restore it too).
+        let every =
+            (self.cfg.client_ttl / 4).clamp(Duration::from_millis(20), Duration::from_secs(2));
+        let mut next = Instant::now() + every;
+        loop {
+            {
+                let mut st = lock(&self.state);
+                loop {
+                    if st.loop_done {
+                        break;
+                    }
+                    let now = Instant::now();
+                    if now >= next {
+                        break;
+                    }
+                    st = self
+                        .finished
+                        .wait_timeout(st, next - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+                if st.loop_done {
+                    break;
+                }
+            }
+            next = Instant::now() + every;
+            if let Err(e) = self.refresh(&mut conn) {
+                log::debug!("cluster keeper: {e}; retrying");
+                next = Instant::now() + every.min(Duration::from_millis(200));
+            }
+        }
+        let _ = conn.query_retry(
+            redis::cmd("DEL")
+                .arg(self.cfg.keys.live(&self.client_id))
+                .arg(self.cfg.keys.finished(&self.client_id)),
+            Some(Instant::now() + Duration::from_secs(2)),
+            &|| false,
+        );
+    }
+
+    // -----------------------------------------------------------------------
     // Submitting.
 
     /// Queues calls of the trampoline `trampoline`: as one task record with
@@ -289,13 +397,18 @@ impl Shared {
                 protocol::push_item(&mut args, item);
             }
             let n = items.len();
+            let nonce = ship::hex(&protocol::random_bytes::<12>()?);
             let signature = protocol::sign_task(
                 self.cfg.secret.as_bytes(),
-                &task,
-                trampoline,
-                &self.build_id,
-                n as u64,
-                &args,
+                &protocol::TaskSeal {
+                    namespace: &self.cfg.namespace,
+                    task: &task,
+                    nonce: &nonce,
+                    trampoline,
+                    build_id: &self.build_id,
+                    items: n as u64,
+                    args: &args,
+                },
             );
             let mut deliveries: Vec<Option<Box<dyn Delivery>>> = Vec::with_capacity(n);
             for idx in 0..n {
@@ -318,6 +431,7 @@ impl Shared {
                     args,
                     signature,
                     items: n,
+                    nonce,
                 },
                 Inflight {
                     items: deliveries,
@@ -441,18 +555,23 @@ impl Shared {
         let queue = self.cfg.keys.queue();
         let max = self.cfg.max_deliveries.to_string();
         for batch in outbox.chunks(protocol::SUBMIT_BATCH) {
-            let mut keys = Vec::with_capacity(batch.len() + 1);
+            let mut keys = Vec::with_capacity(batch.len() + 3);
             keys.push(queue.clone());
+            keys.push(self.cfg.keys.live(&self.client_id));
+            keys.push(self.cfg.keys.events(&self.client_id));
             keys.extend(batch.iter().map(|o| self.cfg.keys.task(&o.task)));
             let mut cmd = self.scripts.call(ScriptName::Submit, &keys);
-            cmd.arg(&max);
+            cmd.arg(&max)
+                .arg(lock(&self.live).as_str())
+                .arg(self.cfg.client_ttl.as_millis().max(1) as u64);
             for o in batch {
                 cmd.arg(&o.task)
                     .arg(o.trampoline)
                     .arg(&self.build_id)
                     .arg(&o.args)
                     .arg(&o.signature[..])
-                    .arg(o.items);
+                    .arg(o.items)
+                    .arg(&o.nonce);
             }
             let outcome = conn.query_retry(&cmd, Some(deadline), &self.give_up());
             let mut st = lock(&self.state);

@@ -13,7 +13,9 @@
 //! | `{ns}:q`             | stream | persists (empty when idle), with consumer group `fanout`    |
 //! | `{ns}:t:<task>`      | hash   | from submit until a worker finishes (or skips) the task     |
 //! | `{ns}:r:<task>`      | string | from finish until the client has read it; TTL [`RESULT_TTL`] |
-//! | `{ns}:ev:<client>`   | stream | while the client runs; deleted by `shutdown`                |
+//! | `{ns}:ev:<client>`   | stream | while the client runs (TTL refreshed); deleted by `shutdown` |
+//! | `{ns}:live:<client>` | string | signed expiry time, refreshed while the client runs         |
+//! | `{ns}:fin:<client>`  | bitmap | bit `seq` set when the task finished; lives as the client    |
 //! | `{ns}:died:<worker>` | string | how a local worker died; deleted by `shutdown`; TTL 1 hour  |
 //!
 //! A task id is `<client>.<seq>`: 16 hex digits naming the client, a dot and
@@ -35,6 +37,17 @@
 //! (no heartbeat) loses its entries to another worker's `XAUTOCLAIM`; a task
 //! started more than its `m` times resolves to `WorkerLost`. `cancel` marks a
 //! pending record cancelled (`c`); `start` then drops it without running it.
+//!
+//! # Replays
+//!
+//! A record's signature covers the namespace and a per-task nonce as well as
+//! the call, so a copy in another namespace sharing the secret does not
+//! verify there. `finish` sets the task's bit in the client's finished
+//! bitmap, and `start` drops a record whose bit is set, so a finished record
+//! written back is never run again. A worker runs a task only while its
+//! client's liveness value (HMAC over the namespace, client and an expiry in
+//! Redis time, refreshed by the client) verifies and has not expired: the
+//! records of a client that is gone are dropped (`drop`), not run.
 
 use crate::ship::{self, WireError};
 use crate::Error;
@@ -87,6 +100,16 @@ impl Keys {
         format!("{}:ev:{client}", self.tag)
     }
 
+    /// A client's liveness: a signed expiry time, refreshed while it runs.
+    pub(crate) fn live(&self, client: &str) -> String {
+        format!("{}:live:{client}", self.tag)
+    }
+
+    /// A client's finished-task bitmap (bit = sequence number).
+    pub(crate) fn finished(&self, client: &str) -> String {
+        format!("{}:fin:{client}", self.tag)
+    }
+
     /// How a local worker died (written by the supervisor).
     pub(crate) fn died(&self, worker: &str) -> String {
         format!("{}:died:{worker}", self.tag)
@@ -96,6 +119,16 @@ impl Keys {
 /// A task id: `<client>.<seq>`.
 pub(crate) fn task_id(client: &str, seq: u64) -> String {
     format!("{client}.{seq:x}")
+}
+
+/// The sequence number as the scripts take it: decimal, or `-1` when it is
+/// beyond what a Redis bitmap can address.
+pub(crate) fn bit_of(seq: u64) -> i64 {
+    if seq < (1 << 32) {
+        seq as i64
+    } else {
+        -1
+    }
 }
 
 /// Splits a task id into its client and sequence number; `None` unless it
@@ -157,8 +190,10 @@ pub(crate) const ACK: &str = include_str!("lua/ack.lua");
 /// The client uses it to notice tasks that vanished from Redis.
 pub(crate) const PROBE: &str = include_str!("lua/probe.lua");
 
+pub(crate) const DROP: &str = include_str!("lua/drop.lua");
+
 /// The scripts, in a fixed order (see [`Scripts`]).
-const ALL: [&str; 7] = [SUBMIT, START, FINISH, REJECT, CANCEL, ACK, PROBE];
+const ALL: [&str; 8] = [SUBMIT, START, FINISH, REJECT, CANCEL, ACK, PROBE, DROP];
 
 /// Which script to run.
 #[derive(Debug, Clone, Copy)]
@@ -170,6 +205,7 @@ pub(crate) enum ScriptName {
     Cancel = 4,
     Ack = 5,
     Probe = 6,
+    Drop = 7,
 }
 
 /// The scripts with their SHA1s, for `EVALSHA`.
@@ -225,56 +261,101 @@ fn unreachable_mac() -> HmacSha256 {
     HmacSha256::new_from_slice(&[0u8; 32]).unwrap_or_else(|_| std::process::abort())
 }
 
-fn task_mac(
-    secret: &[u8],
-    task: &str,
-    trampoline: u64,
-    build_id: &str,
-    items: u64,
-    args: &[u8],
-) -> HmacSha256 {
+/// What a task record's signature covers.
+pub(crate) struct TaskSeal<'a> {
+    pub(crate) namespace: &'a str,
+    pub(crate) task: &'a str,
+    pub(crate) nonce: &'a str,
+    pub(crate) trampoline: u64,
+    pub(crate) build_id: &'a str,
+    pub(crate) items: u64,
+    pub(crate) args: &'a [u8],
+}
+
+fn put_field(m: &mut HmacSha256, b: &[u8]) {
+    m.update(&(b.len() as u64).to_le_bytes());
+    m.update(b);
+}
+
+fn task_mac(secret: &[u8], t: &TaskSeal<'_>) -> HmacSha256 {
     let mut m = mac(secret);
-    m.update(b"fanout-cluster-task-v1\0");
-    m.update(&(task.len() as u64).to_le_bytes());
-    m.update(task.as_bytes());
-    m.update(&trampoline.to_le_bytes());
-    m.update(&(build_id.len() as u64).to_le_bytes());
-    m.update(build_id.as_bytes());
-    m.update(&items.to_le_bytes());
-    m.update(&(args.len() as u64).to_le_bytes());
-    m.update(args);
+    m.update(b"fanout-cluster-task-v2\0");
+    put_field(&mut m, t.namespace.as_bytes());
+    put_field(&mut m, t.task.as_bytes());
+    put_field(&mut m, t.nonce.as_bytes());
+    m.update(&t.trampoline.to_le_bytes());
+    put_field(&mut m, t.build_id.as_bytes());
+    m.update(&t.items.to_le_bytes());
+    put_field(&mut m, t.args);
     m
 }
 
-/// The signature of a task record: HMAC-SHA256 over its id, trampoline,
-/// build id, item count and arguments under the cluster secret.
-pub(crate) fn sign_task(
-    secret: &[u8],
-    task: &str,
-    trampoline: u64,
-    build_id: &str,
-    items: u64,
-    args: &[u8],
-) -> [u8; SIG_LEN] {
-    task_mac(secret, task, trampoline, build_id, items, args)
-        .finalize()
-        .into_bytes()
-        .into()
+/// The signature of a task record: HMAC-SHA256 under the cluster secret
+/// over its namespace, id, nonce, trampoline, build id, item count and
+/// arguments (so a record copied to another namespace sharing the secret
+/// does not verify there).
+pub(crate) fn sign_task(secret: &[u8], t: &TaskSeal<'_>) -> [u8; SIG_LEN] {
+    task_mac(secret, t).finalize().into_bytes().into()
 }
 
 /// Checks a task record's signature in constant time.
-pub(crate) fn verify_task(
+pub(crate) fn verify_task(secret: &[u8], t: &TaskSeal<'_>, signature: &[u8]) -> bool {
+    task_mac(secret, t).verify_slice(signature).is_ok()
+}
+
+fn live_mac(secret: &[u8], namespace: &str, client: &str, expires_ms: u64) -> HmacSha256 {
+    let mut m = mac(secret);
+    m.update(b"fanout-cluster-live-v1\0");
+    put_field(&mut m, namespace.as_bytes());
+    put_field(&mut m, client.as_bytes());
+    m.update(&expires_ms.to_le_bytes());
+    m
+}
+
+/// A client's liveness value: `<expires, ms of Redis time>:<hex signature>`.
+pub(crate) fn live_value(secret: &[u8], namespace: &str, client: &str, expires_ms: u64) -> String {
+    let sig = live_mac(secret, namespace, client, expires_ms)
+        .finalize()
+        .into_bytes();
+    format!("{expires_ms}:{}", ship::hex(&sig))
+}
+
+/// True if `value` is a liveness value for `client` signed under `secret`
+/// that has not expired at `now_ms` (Redis time). Anything else — missing,
+/// malformed, forged, or an old value written back — means the client is gone.
+pub(crate) fn client_alive(
     secret: &[u8],
-    task: &str,
-    trampoline: u64,
-    build_id: &str,
-    items: u64,
-    args: &[u8],
-    signature: &[u8],
+    namespace: &str,
+    client: &str,
+    value: &[u8],
+    now_ms: u64,
 ) -> bool {
-    task_mac(secret, task, trampoline, build_id, items, args)
-        .verify_slice(signature)
-        .is_ok()
+    let Some((expires, sig)) = std::str::from_utf8(value)
+        .ok()
+        .and_then(|v| v.split_once(':'))
+    else {
+        return false;
+    };
+    let Ok(expires_ms) = expires.parse::<u64>() else {
+        return false;
+    };
+    let Some(sig) = unhex(sig) else {
+        return false;
+    };
+    expires_ms > now_ms
+        && live_mac(secret, namespace, client, expires_ms)
+            .verify_slice(&sig)
+            .is_ok()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 || s.len() > 2 * SIG_LEN {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 fn result_mac(secret: &[u8], task: &str, body: &[u8]) -> HmacSha256 {
@@ -829,15 +910,55 @@ mod tests {
 
     #[test]
     fn signatures_bind_every_field() {
-        let s = sign_task(b"k", "t", 1, "b", 1, b"a");
-        assert!(verify_task(b"k", "t", 1, "b", 1, b"a", &s));
-        assert!(!verify_task(b"K", "t", 1, "b", 1, b"a", &s));
-        assert!(!verify_task(b"k", "u", 1, "b", 1, b"a", &s));
-        assert!(!verify_task(b"k", "t", 2, "b", 1, b"a", &s));
-        assert!(!verify_task(b"k", "t", 1, "c", 1, b"a", &s));
-        assert!(!verify_task(b"k", "t", 1, "b", 2, b"a", &s));
-        assert!(!verify_task(b"k", "t", 1, "b", 1, b"b", &s));
-        assert!(!verify_task(b"k", "t", 1, "b", 1, b"a", &s[..31]));
+        let base = TaskSeal {
+            namespace: "ns",
+            task: "t",
+            nonce: "n",
+            trampoline: 1,
+            build_id: "b",
+            items: 1,
+            args: b"a",
+        };
+        let s = sign_task(b"k", &base);
+        assert!(verify_task(b"k", &base, &s));
+        assert!(!verify_task(b"K", &base, &s));
+        assert!(!verify_task(b"k", &base, &s[..31]));
+        let variants = [
+            TaskSeal {
+                namespace: "other",
+                ..base
+            },
+            TaskSeal { task: "u", ..base },
+            TaskSeal { nonce: "m", ..base },
+            TaskSeal {
+                trampoline: 2,
+                ..base
+            },
+            TaskSeal {
+                build_id: "c",
+                ..base
+            },
+            TaskSeal { items: 2, ..base },
+            TaskSeal { args: b"b", ..base },
+        ];
+        for v in &variants {
+            assert!(!verify_task(b"k", v, &s));
+        }
+    }
+
+    #[test]
+    fn liveness_values_expire_and_bind_their_client() {
+        let v = live_value(b"k", "ns", "c", 1000);
+        assert!(client_alive(b"k", "ns", "c", v.as_bytes(), 999));
+        assert!(!client_alive(b"k", "ns", "c", v.as_bytes(), 1000));
+        assert!(!client_alive(b"K", "ns", "c", v.as_bytes(), 0));
+        assert!(!client_alive(b"k", "ns2", "c", v.as_bytes(), 0));
+        assert!(!client_alive(b"k", "ns", "d", v.as_bytes(), 0));
+        let forged = v.replacen("1000", "9000", 1);
+        assert!(!client_alive(b"k", "ns", "c", forged.as_bytes(), 0));
+        for junk in ["", ":", "x:y", "5:zz", "1000"] {
+            assert!(!client_alive(b"k", "ns", "c", junk.as_bytes(), 0), "{junk}");
+        }
     }
 
     #[test]
