@@ -62,6 +62,7 @@
 #![warn(missing_docs)]
 
 mod any;
+mod bound;
 mod call;
 #[cfg(target_os = "linux")]
 mod cluster;
@@ -81,6 +82,7 @@ mod thread;
 mod wait;
 
 pub use any::AnyExecutor;
+pub use bound::{bind, Bound};
 pub use call::{Arg, Call, IntoArg, IntoArgs};
 #[doc(hidden)]
 pub use call::{CallOptions, Input};

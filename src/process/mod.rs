@@ -93,7 +93,7 @@ struct Item {
 
 /// One frame's worth of calls to one function: a single submit or a map chunk.
 struct Batch {
-    trampoline: u64,
+    trampoline: ship::Callee,
     items: Vec<Item>,
 }
 
@@ -127,7 +127,7 @@ struct Config {
     workers: usize,
     start: StartMethod,
     max_tasks_per_child: Option<usize>,
-    init: Option<(u64, Vec<u8>)>,
+    init: Option<(ship::Callee, Vec<u8>)>,
     build_id: BuildId,
 }
 
@@ -294,7 +294,7 @@ impl Shared {
                     .iter()
                     .map(|it| (it.delivery.id(), it.args.clone()))
                     .collect();
-                let pieces = task_frame(&self.config.build_id, trampoline, &calls);
+                let pieces = task_frame(&self.config.build_id, &trampoline, &calls);
                 let Some(book) = st.slots[i].as_mut() else {
                     break;
                 };
@@ -386,7 +386,7 @@ impl Shared {
         let link = Arc::new(Link::new(to_worker)?);
         if let Some((trampoline, args)) = &self.config.init {
             let mut w = FrameWriter::new(Vec::new());
-            w.init(&self.config.build_id, *trampoline, args);
+            w.init(&self.config.build_id, trampoline, args);
             lock(&link.outbox)
                 .frames
                 .push_back(Piece::Own(w.into_inner()));
@@ -836,15 +836,16 @@ impl ProcessPool {
         (items, futures)
     }
 
-    /// Splits items into batches that fit in one frame.
-    fn batches(trampoline: u64, items: Vec<Item>) -> Vec<Batch> {
+    /// Splits items into batches that fit in one frame (each frame carries
+    /// the captures once, at most a quarter of a frame: see `submitter`).
+    fn batches(trampoline: ship::Callee, items: Vec<Item>) -> Vec<Batch> {
         let mut batches = Vec::new();
         let mut current = Vec::new();
         let mut size = 0;
         for it in items {
             if !current.is_empty() && size + it.args.len() + 12 > MAX_FRAME / 2 {
                 batches.push(Batch {
-                    trampoline,
+                    trampoline: trampoline.clone(),
                     items: std::mem::take(&mut current),
                 });
                 size = 0;
@@ -922,10 +923,24 @@ impl Executor for ProcessPool {
         Args: Payload,
         F::Output: Payload,
     {
-        let _ = f;
-        let trampoline = ship::trampoline_of::<F, Args>();
+        // The captures are encoded once here and shared by every batch.
+        let callee = f.__callee().and_then(|c| {
+            if c.captures().len() > MAX_FRAME / 4 {
+                Err(Error::Codec {
+                    type_name: std::any::type_name::<F>().into(),
+                    message: format!(
+                        "encoded captures take {} bytes, over the {} byte limit",
+                        c.captures().len(),
+                        MAX_FRAME / 4
+                    ),
+                })
+            } else {
+                Ok(c)
+            }
+        });
         let shared = self.shared.clone();
         Box::new(move |batch: Vec<Args>| {
+            let trampoline = callee.clone()?;
             let (items, futures) = ProcessPool::items::<Args, F::Output>(batch);
             if !items.is_empty() {
                 // On error the items were never queued; the error goes to the caller.
@@ -977,7 +992,7 @@ pub struct ProcessPoolBuilder {
     workers: Option<usize>,
     start: StartMethod,
     max_tasks_per_child: Option<usize>,
-    init: Option<Result<(u64, Vec<u8>)>>,
+    init: Option<Result<(ship::Callee, Vec<u8>)>>,
 }
 
 impl ProcessPoolBuilder {
@@ -1039,10 +1054,10 @@ impl ProcessPoolBuilder {
         Args: Payload,
         F::Output: Payload,
     {
-        let _ = f;
         let mut bytes = Vec::new();
         self.init = Some(
-            ship::encode(&args, &mut bytes).map(|()| (ship::trampoline_of::<F, Args>(), bytes)),
+            f.__callee()
+                .and_then(|callee| ship::encode(&args, &mut bytes).map(|()| (callee, bytes))),
         );
         self
     }
