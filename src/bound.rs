@@ -108,7 +108,13 @@ where
     C: Payload + Clone + Sync,
     F: Copy + Send + Sync + 'static,
 {
-    const { ship::assert_shippable::<F>() };
+    const {
+        assert!(
+            ship::shippable::<F>(),
+            "fanout::bind: the function must not capture anything (workers rebuild it from its \
+             type alone); move what it captures into the captures argument"
+        )
+    };
     Bound {
         inner: Arc::new(Inner {
             captures,

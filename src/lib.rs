@@ -104,6 +104,9 @@ pub use process::wire as __wire;
 pub use process::{ProcessPool, ProcessPoolBuilder, StartMethod};
 #[cfg(feature = "progress")]
 pub use progress::{progress, Progress, ProgressExt};
+/// Frame pieces for hand-laid test frames.
+#[doc(hidden)]
+pub use ship::frame_parts as __frame_parts;
 pub use task::{Payload, Task};
 pub use thread::{ThreadPool, ThreadPoolBuilder};
 pub use wait::{as_completed, wait, AsCompleted, Done, ReturnWhen};

@@ -325,11 +325,16 @@ fn get_varint(bytes: &[u8]) -> Option<(u64, usize)> {
 /// initialised" is, in a worker, only a token.
 pub(crate) const fn assert_shippable<F>() {
     assert!(
-        std::mem::size_of::<F>() == 0 && !std::mem::needs_drop::<F>(),
+        shippable::<F>(),
         "fanout: only fn items and non-capturing closures can run on a process or cluster \
          backend; this closure captures variables (pass them as arguments, or wrap the \
          function with fanout::bind(captures, f))"
     )
+}
+
+/// Whether a worker can conjure an `F` (see [`assert_shippable`]).
+pub(crate) const fn shippable<F>() -> bool {
+    std::mem::size_of::<F>() == 0 && !std::mem::needs_drop::<F>()
 }
 
 /// Makes the value of a type [`assert_shippable`] accepts.
@@ -445,6 +450,32 @@ where
     })
     .and_then(|encoded| encoded)
     .map_err(WireError::from)
+}
+
+/// The pieces of a TASK frame for `f`, for tests that lay frames out by
+/// hand: this binary's build id, `f`'s trampoline offset, and its encoded
+/// captures.
+///
+/// ```
+/// fn square(x: u64) -> u64 { x * x }
+/// let (build_id, offset, captures) = fanout::__frame_parts::<_, (u64,)>(&square)?;
+/// assert_ne!(build_id, [0; 16]);
+/// assert!(captures.is_empty());
+/// let (_, bound_offset, captures) =
+///     fanout::__frame_parts::<_, (u64,)>(&fanout::bind(3u8, |k: &u8, x: u64| x * *k as u64))?;
+/// assert_ne!(offset, bound_offset);
+/// assert_eq!(captures, [3]);
+/// # Ok::<(), fanout::Error>(())
+/// ```
+#[doc(hidden)]
+pub fn frame_parts<F, Args>(f: &F) -> Result<(BuildId, u64, Vec<u8>), Error>
+where
+    F: Task<Args>,
+    Args: Payload,
+    F::Output: Payload,
+{
+    let callee = f.__callee()?;
+    Ok((*build_id(), callee.trampoline, callee.captures().to_vec()))
 }
 
 /// Encodes a task's captures for shipping (a panicking `Serialize` is a
