@@ -572,7 +572,7 @@ pub(crate) fn resolve(offset: u64, captures: &[u8]) -> Result<Resolved<'_>, Stri
     let addr = anchor_addr().wrapping_add(offset as usize);
     let image = image();
     let size = std::mem::size_of::<Entry>();
-    if addr % std::mem::align_of::<Entry>() != 0 {
+    if !addr.is_multiple_of(std::mem::align_of::<Entry>()) {
         return refuse("misaligned");
     }
     let inside = |ranges: &[(usize, usize)], lo: usize, len: usize| {
@@ -725,6 +725,7 @@ mod tests {
 
     #[test]
     fn bound_trampoline_decodes_captures_once_per_frame() {
+        #[allow(clippy::ptr_arg)] // the captures are a `Vec`, so `f` takes `&Vec`
         fn pick(v: &Vec<i32>, i: usize) -> i32 {
             v[i]
         }
