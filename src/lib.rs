@@ -38,6 +38,7 @@
 //! |----------------------------------------|-----------------------------------------------|
 //! | `ThreadPoolExecutor(max_workers=n)`    | [`ThreadPool::new(n)`](ThreadPool::new)        |
 //! | `executor.submit(fn, *args)`           | [`Executor::submit(fn, (args,))`](Executor::submit), [`ThreadPool::spawn`] for closures |
+//! | `executor.submit(lambda x: x * k, 5)`  | [`submit(bind(k, \|k: &u64, x: u64\| x * k), (5,))`](bind), on every backend |
 //! | `executor.map(fn, items, timeout=, chunksize=, buffersize=)` | [`Executor::map`], [`Executor::map_with`] |
 //! | `executor.shutdown(wait, cancel_futures=)` | [`Executor::shutdown`]                    |
 //! | `future.result(timeout)`               | [`Future::result`], [`Future::result_timeout`] |

@@ -504,3 +504,32 @@ fn forged_trampoline_offsets_are_refused_by_a_worker() {
     let why = refusal(&w.call(&build_id, bound_offset, &[0xff; 3], &[1]));
     assert!(why.contains("Codec"), "{why}");
 }
+
+/// What the remote backends' compile-time check admits besides fn items
+/// and non-capturing closures, exactly as documented (`src/ship.rs`,
+/// `assert_shippable`): a closure whose captures are all zero-sized `Copy`
+/// values. The worker makes them from nothing, which for a zero-sized type
+/// is the same value a copy would be.
+#[test]
+fn zero_sized_captures_are_admitted_as_documented() {
+    #[derive(Clone, Copy)]
+    struct Unit;
+    impl Unit {
+        fn twice(self, x: u64) -> u64 {
+            2 * x
+        }
+    }
+    let unit = Unit;
+    let marker = std::marker::PhantomData::<String>;
+    let pool = ProcessPool::builder().workers(1).build().unwrap();
+    let f = pool
+        .submit(
+            move |x: u64| {
+                let _ = marker;
+                unit.twice(x)
+            },
+            (21,),
+        )
+        .unwrap();
+    assert_eq!(f.result_timeout(T), Ok(42));
+}
