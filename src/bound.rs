@@ -112,7 +112,7 @@ where
         assert!(
             ship::shippable::<F>(),
             "fanout::bind: the function must not capture anything (workers rebuild it from its \
-             type alone); move what it captures into the captures argument"
+             type alone); move what it captures into the captures argument (or the list of fanout::closure!)"
         )
     };
     Bound {
@@ -122,6 +122,80 @@ where
         }),
         f,
     }
+}
+
+/// Writes the [`bind`] for a closure from its list of captured variables:
+/// `closure!([k, table] |x: u64| table[x as usize] * k)` is
+/// `bind((k, table), |(k, table): &(u64, Vec<u64>), x: u64| table[x as usize] * k)`.
+///
+/// The listed variables are moved into the captures (clone one first to
+/// keep it); inside the body each is a reference to the copy the call
+/// runs with (`&u64`, `&Vec<u64>`), since [`bind`] hands its function the
+/// captures by reference. The arguments need their types written
+/// (`|x: u64|`), and a return type, when given, needs a block body. A
+/// `move` before the closure is accepted and changes nothing (the closure
+/// is written `move`, so a variable missing from the list is captured by
+/// value and refused by `bind` with a message saying so).
+///
+/// ```
+/// use fanout::{closure, Executor, ProcessPool, ThreadPool};
+///
+/// let k = 3u64;
+/// let table = vec![10u64, 20, 30];
+/// let task = closure!([k, table] move |i: usize, plus: u64| table[i] * k + plus);
+///
+/// let threads = ThreadPool::new(2)?;
+/// assert_eq!(threads.submit(task.clone(), (1, 4))?.result()?, 64);
+/// let processes = ProcessPool::new(1)?;
+/// assert_eq!(processes.submit(task, (2, 0))?.result()?, 90);
+///
+/// let name = String::from("fanout");
+/// let shout = closure!([name] |times: usize| -> String { name.to_uppercase().repeat(times) });
+/// assert_eq!(processes.submit(shout, (2,))?.result()?, "FANOUTFANOUT");
+/// let table = vec![7u8; 3]; // `table` itself moved into `task` above
+/// let len = closure!([table] || table.len());
+/// assert_eq!(processes.submit(len, ())?.result()?, 3);
+/// # Ok::<(), fanout::Error>(())
+/// ```
+///
+/// A variable the body uses but the list leaves out would be captured by
+/// the closure itself, which `bind` refuses at compile time:
+///
+/// ```compile_fail
+/// let k = 3u64;
+/// let offset = 1u64;
+/// let task = fanout::closure!([k] |x: u64| x * k + offset);
+/// ```
+///
+/// The argument types are written into a helper function, so they cannot
+/// name a generic parameter of the function around the macro; use [`bind`]
+/// there.
+#[macro_export]
+macro_rules! closure {
+    ([$($cap:ident),* $(,)?] $(move)? || $body:expr) => {{
+        fn __fanout_signature<C, R, F: Fn(&C) -> R>(_: &C, f: F) -> F {
+            f
+        }
+        let captures = ($($cap,)*);
+        let f = __fanout_signature(&captures, move |($($cap,)*): &_| $body);
+        $crate::bind(captures, f)
+    }};
+    ([$($cap:ident),* $(,)?] $(move)? |$($arg:ident : $ty:ty),* $(,)?| -> $ret:ty { $($body:tt)* }) => {{
+        fn __fanout_signature<C, F: Fn(&C, $($ty),*) -> $ret>(_: &C, f: F) -> F {
+            f
+        }
+        let captures = ($($cap,)*);
+        let f = __fanout_signature(&captures, move |($($cap,)*): &_, $($arg: $ty),*| -> $ret { $($body)* });
+        $crate::bind(captures, f)
+    }};
+    ([$($cap:ident),* $(,)?] $(move)? |$($arg:ident : $ty:ty),* $(,)?| $body:expr) => {{
+        fn __fanout_signature<C, R, F: Fn(&C, $($ty),*) -> R>(_: &C, f: F) -> F {
+            f
+        }
+        let captures = ($($cap,)*);
+        let f = __fanout_signature(&captures, move |($($cap,)*): &_, $($arg: $ty),*| $body);
+        $crate::bind(captures, f)
+    }};
 }
 
 impl<C, F> Bound<C, F> {

@@ -121,6 +121,12 @@ fn exercise<E: Executor>(ex: &E, backend: &str) {
         other => panic!("{backend}: expected Panicked, got {other:?}"),
     }
 
+    // The macro writes the bind from a capture list.
+    let (scale, names) = (2u64, vec!["a".to_string(), "bb".to_string()]);
+    let task = fanout::closure!([scale, names] |i: usize| names[i].len() as u64 * scale);
+    let got = values(ex.map_with(task, [1, 0], opts().chunksize(2)).unwrap());
+    assert_eq!(got, [4, 2], "{backend}: closure!");
+
     // The same generic function.
     assert_eq!(
         scale_all(ex, 10, vec![1, 2, 3]),
