@@ -58,6 +58,13 @@ fn exercise<E: Executor>(ex: &E, backend: &str) {
     let f = ex.submit(bind(k, |k: &u64, x: u64| x * k), (5,)).unwrap();
     assert_eq!(f.result_timeout(T), Ok(15), "{backend}: scalar");
 
+    // Through call(..).submit, as any task.
+    let f = ex
+        .call(bind(k, |k: &u64, x: u64, y: u64| x * k + y))
+        .submit((5u64, 1u64))
+        .unwrap();
+    assert_eq!(f.result_timeout(T), Ok(16), "{backend}: call().submit");
+
     // A Vec capture used by a map, a chunked map_with and a lazy one.
     let table: Vec<u64> = (0..50).map(|i| i * i).collect();
     let lookup = bind(table.clone(), |t: &Vec<u64>, i: usize| t[i] + 1);
