@@ -93,6 +93,7 @@ struct Item {
 
 /// One frame's worth of calls to one function: a single submit or a map chunk.
 struct Batch {
+    /// The trampoline and the captures sent with it.
     trampoline: ship::Callee,
     items: Vec<Item>,
 }
