@@ -148,14 +148,16 @@ fn exercise<E: Executor>(ex: &E, backend: &str) {
 struct Counted {
     data: Vec<u32>,
     copy: u64,
+    /// Counts serializations of this value and its clones (not shipped:
+    /// a deserialized copy starts a counter of its own).
+    serialized: std::sync::Arc<AtomicU64>,
 }
 
-static SERIALIZED: AtomicU64 = AtomicU64::new(0);
 static COPIES: AtomicU64 = AtomicU64::new(0);
 
 impl Serialize for Counted {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        SERIALIZED.fetch_add(1, Ordering::SeqCst);
+        self.serialized.fetch_add(1, Ordering::SeqCst);
         self.data.serialize(s)
     }
 }
@@ -165,6 +167,7 @@ impl<'de> Deserialize<'de> for Counted {
         Ok(Counted {
             data: Vec::deserialize(d)?,
             copy: COPIES.fetch_add(1, Ordering::SeqCst) + 1,
+            serialized: Default::default(),
         })
     }
 }
@@ -182,13 +185,14 @@ fn captures_once_per_chunk<E: Executor>(ex: &E, backend: &str, in_place: bool) {
     let c = Counted {
         data: (100..112).collect(),
         copy: 0,
+        serialized: Default::default(),
     };
-    let before = SERIALIZED.load(Ordering::SeqCst);
+    let counter = c.serialized.clone();
     let out = values(
         ex.map_with(bind(c, which_copy), 0..12, opts().chunksize(4))
             .unwrap(),
     );
-    let serialized = SERIALIZED.load(Ordering::SeqCst) - before;
+    let serialized = counter.load(Ordering::SeqCst);
     let data: Vec<u32> = out.iter().map(|o| o.2).collect();
     assert_eq!(data, (100..112).collect::<Vec<_>>(), "{backend}");
     if in_place {
@@ -209,6 +213,7 @@ fn captures_once_per_chunk<E: Executor>(ex: &E, backend: &str, in_place: bool) {
     let c = Counted {
         data: vec![1, 2, 3],
         copy: 0,
+        serialized: Default::default(),
     };
     let out = values(ex.map_with(bind(c, which_copy), 0..3, opts()).unwrap());
     let mut copies: Vec<(u32, u64)> = out.iter().map(|o| (o.0, o.1)).collect();
@@ -545,4 +550,42 @@ fn zero_sized_captures_are_admitted_as_documented() {
         )
         .unwrap();
     assert_eq!(f.result_timeout(T), Ok(42));
+}
+
+/// A chunk's task record in Redis holds the captures once, not once per
+/// item: with no worker to take it, the record of a 4-item chunk whose
+/// captures are 20 KB is a little over 20 KB.
+#[test]
+fn cluster_record_carries_captures_once() {
+    let redis = Redis::start();
+    let c = cluster(&redis, "bind-record", 0);
+    let table: Vec<u8> = (0..20_000u32).map(|i| i as u8).collect();
+    let task = bind(table.clone(), |t: &Vec<u8>, i: usize| t[i]);
+    let m = c.map_with(task, 0..4usize, opts().chunksize(4)).unwrap();
+    let records = || -> Vec<String> {
+        redis
+            .keys("bind-record")
+            .into_iter()
+            .filter(|k| k.starts_with("{bind-record}:t:"))
+            .collect()
+    };
+    assert!(
+        cluster_support::eventually(Duration::from_secs(10), || !records().is_empty()),
+        "no task record reached Redis"
+    );
+    let keys = records();
+    assert_eq!(keys.len(), 1, "one record per chunk: {keys:?}");
+    let mut con = redis.conn();
+    let blob: Vec<u8> = redis::cmd("HGET")
+        .arg(&keys[0])
+        .arg("a")
+        .query(&mut con)
+        .unwrap();
+    // captures: 4-byte length + postcard (varint length + bytes); then 4
+    // items of 4-byte length + one varint byte each.
+    let captures = postcard::to_allocvec(&table).unwrap();
+    assert_eq!(blob.len(), 4 + captures.len() + 4 * (4 + 1));
+    assert_eq!(&blob[4..4 + captures.len()], &captures[..]);
+    drop(m);
+    c.shutdown(true, true);
 }
