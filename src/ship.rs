@@ -10,8 +10,8 @@
 //! Four guards stand between a frame and a jump:
 //! 1. the function must be zero-sized and without drop glue — a
 //!    post-monomorphisation assertion, so a capturing closure given to a
-//!    remote backend does not compile (see [`trampoline_of`] for exactly what
-//!    that admits);
+//!    remote backend does not compile (see [`assert_shippable`] for exactly
+//!    what that admits);
 //! 2. every frame carries the sender's build id, and a worker refuses frames
 //!    from a different build ([`build_id`]);
 //! 3. the offset must name an [`Entry`]: an aligned address inside a
@@ -319,7 +319,8 @@ fn get_varint(bytes: &[u8]) -> Option<(u64, usize)> {
 /// it has no bytes, so the value the worker makes is bit-for-bit the one
 /// a copy would be, and without drop glue nothing runs when it is dropped.
 /// (An uninhabited zero-sized type cannot reach a call in the sender; in a
-/// worker, `mem::zeroed` refuses it with a panic, never by running it.) What
+/// worker, a frame naming its trampoline makes `mem::zeroed` abort the
+/// worker — a `WorkerLost`, never a call.) What
 /// the worker does not have is any process-local fact the sender's value
 /// stood for: a zero-sized token meaning "this process has been
 /// initialised" is, in a worker, only a token.
