@@ -277,10 +277,12 @@ fn field<'a>(fields: &'a [(String, Vec<u8>)], name: &str) -> &'a [u8] {
     &fields.iter().find(|(k, _)| k == name).unwrap().1
 }
 
-/// The args blob of a one-item task: length prefix + postcard encoding.
+/// The args blob of a one-item task: the (empty) captures, then the item,
+/// each as a length prefix + postcard encoding.
 fn args_blob<T: serde::Serialize>(args: &T) -> Vec<u8> {
     let item = postcard::to_allocvec(args).unwrap();
-    let mut blob = (item.len() as u32).to_le_bytes().to_vec();
+    let mut blob = vec![0, 0, 0, 0];
+    blob.extend_from_slice(&(item.len() as u32).to_le_bytes());
     blob.extend_from_slice(&item);
     blob
 }

@@ -356,11 +356,12 @@ impl Shared {
     // -----------------------------------------------------------------------
     // Submitting.
 
-    /// Queues calls of the trampoline `trampoline`: as one task record with
-    /// every item (`one_task`, a map chunk) or one record per item.
+    /// Queues calls of `callee`: as one task record with every item
+    /// (`one_task`, a map chunk) or one record per item. A record's argument
+    /// blob holds the callee's captures first (once), then its items.
     pub(crate) fn enqueue<Args: Payload, R: Payload>(
         self: &Arc<Self>,
-        trampoline: u64,
+        callee: &ship::Callee,
         batch: Vec<Args>,
         one_task: bool,
     ) -> Result<Vec<Future<R>>> {
@@ -392,7 +393,11 @@ impl Shared {
             }
             let seq = self.seq.fetch_add(1, Ordering::Relaxed);
             let task = protocol::task_id(&self.client_id, seq);
-            let mut args = Vec::with_capacity(items.iter().map(|i| i.len() + 4).sum());
+            let trampoline = callee.trampoline;
+            let mut args = Vec::with_capacity(
+                callee.captures().len() + 4 + items.iter().map(|i| i.len() + 4).sum::<usize>(),
+            );
+            protocol::push_item(&mut args, callee.captures());
             for item in &items {
                 protocol::push_item(&mut args, item);
             }

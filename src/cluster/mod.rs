@@ -355,10 +355,9 @@ impl Executor for Cluster {
         Args: Payload,
         F::Output: Payload,
     {
-        let _ = f;
-        let trampoline = crate::ship::trampoline_of::<F, Args>();
+        let callee = f.__callee()?;
         self.shared
-            .enqueue::<Args, F::Output>(trampoline, vec![args], true)?
+            .enqueue::<Args, F::Output>(&callee, vec![args], true)?
             .pop()
             .ok_or_else(|| Error::invalid("internal: a batch of one produced no future"))
     }
@@ -387,11 +386,13 @@ impl Executor for Cluster {
         Args: Payload,
         F::Output: Payload,
     {
-        let _ = f;
-        let trampoline = crate::ship::trampoline_of::<F, Args>();
+        // The captures are encoded once here and shared by every chunk.
+        let callee = f.__callee();
         let shared = self.shared.clone();
         // Each batch is one map chunk: one task record, one round trip.
-        Box::new(move |batch: Vec<Args>| shared.enqueue(trampoline, batch, true))
+        Box::new(move |batch: Vec<Args>| {
+            shared.enqueue(callee.as_ref().map_err(Clone::clone)?, batch, true)
+        })
     }
 }
 

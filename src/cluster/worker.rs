@@ -697,12 +697,17 @@ impl Worker {
                 self.build_id
             ));
         }
-        let call = match ship::resolve(trampoline) {
+        // The blob holds the captures, then the items (see `Shared::enqueue`).
+        let Some((captures, items)) = (n as usize)
+            .checked_add(1)
+            .and_then(|count| protocol::split_items(args, count))
+            .and_then(|mut items| (!items.is_empty()).then(|| (items.remove(0), items)))
+        else {
+            return refuse("the task's arguments are malformed".into());
+        };
+        let mut call = match ship::resolve(trampoline, captures) {
             Ok(t) => t,
             Err(message) => return refuse(message),
-        };
-        let Some(items) = protocol::split_items(args, n as usize) else {
-            return refuse("the task's arguments are malformed".into());
         };
         let mut outcomes = Vec::with_capacity(items.len());
         let mut out = Vec::new();
@@ -715,7 +720,7 @@ impl Worker {
             // The trampoline catches the task's panics; `contain` also
             // catches one whose payload panics again when dropped, which
             // would otherwise end this slot's thread.
-            outcomes.push(match contain(|| call(item, &mut out)) {
+            outcomes.push(match contain(|| call.call(item, &mut out)) {
                 Ok(Ok(())) => ItemOutcome::Value(std::mem::take(&mut out)),
                 Ok(Err(e)) => ItemOutcome::Failed(e),
                 Err(e) => ItemOutcome::Failed(ship::WireError::from(e)),

@@ -137,7 +137,8 @@ struct Item {
 
 /// One frame's worth of calls to one function: a single submit or a map chunk.
 struct Batch {
-    trampoline: u64,
+    /// The trampoline and the captures sent with it.
+    trampoline: ship::Callee,
     items: Vec<Item>,
 }
 
@@ -171,7 +172,7 @@ struct Config {
     workers: usize,
     start: StartMethod,
     max_tasks_per_child: Option<usize>,
-    init: Option<(u64, Vec<u8>)>,
+    init: Option<(ship::Callee, Vec<u8>)>,
     build_id: BuildId,
 }
 
@@ -338,7 +339,7 @@ impl Shared {
                     .iter()
                     .map(|it| (it.delivery.id(), it.args.clone()))
                     .collect();
-                let pieces = task_frame(&self.config.build_id, trampoline, &calls);
+                let pieces = task_frame(&self.config.build_id, &trampoline, &calls);
                 let Some(book) = st.slots[i].as_mut() else {
                     break;
                 };
@@ -430,7 +431,7 @@ impl Shared {
         let link = Arc::new(Link::new(to_worker)?);
         if let Some((trampoline, args)) = &self.config.init {
             let mut w = FrameWriter::new(Vec::new());
-            w.init(&self.config.build_id, *trampoline, args);
+            w.init(&self.config.build_id, trampoline, args);
             lock(&link.outbox)
                 .frames
                 .push_back(Piece::Own(w.into_inner()));
@@ -880,15 +881,16 @@ impl ProcessPool {
         (items, futures)
     }
 
-    /// Splits items into batches that fit in one frame.
-    fn batches(trampoline: u64, items: Vec<Item>) -> Vec<Batch> {
+    /// Splits items into batches that fit in one frame (each frame carries
+    /// the captures once, at most a quarter of a frame: see `submitter`).
+    fn batches(trampoline: ship::Callee, items: Vec<Item>) -> Vec<Batch> {
         let mut batches = Vec::new();
         let mut current = Vec::new();
         let mut size = 0;
         for it in items {
             if !current.is_empty() && size + it.args.len() + 12 > MAX_FRAME / 2 {
                 batches.push(Batch {
-                    trampoline,
+                    trampoline: trampoline.clone(),
                     items: std::mem::take(&mut current),
                 });
                 size = 0;
@@ -966,10 +968,24 @@ impl Executor for ProcessPool {
         Args: Payload,
         F::Output: Payload,
     {
-        let _ = f;
-        let trampoline = ship::trampoline_of::<F, Args>();
+        // The captures are encoded once here and shared by every batch.
+        let callee = f.__callee().and_then(|c| {
+            if c.captures().len() > MAX_FRAME / 4 {
+                Err(Error::Codec {
+                    type_name: std::any::type_name::<F>().into(),
+                    message: format!(
+                        "encoded captures take {} bytes, over the {} byte limit",
+                        c.captures().len(),
+                        MAX_FRAME / 4
+                    ),
+                })
+            } else {
+                Ok(c)
+            }
+        });
         let shared = self.shared.clone();
         Box::new(move |batch: Vec<Args>| {
+            let trampoline = callee.clone()?;
             let (items, futures) = ProcessPool::items::<Args, F::Output>(batch);
             if !items.is_empty() {
                 // On error the items were never queued; the error goes to the caller.
@@ -1021,7 +1037,7 @@ pub struct ProcessPoolBuilder {
     workers: Option<usize>,
     start: StartMethod,
     max_tasks_per_child: Option<usize>,
-    init: Option<Result<(u64, Vec<u8>)>>,
+    init: Option<Result<(ship::Callee, Vec<u8>)>>,
 }
 
 impl ProcessPoolBuilder {
@@ -1083,11 +1099,11 @@ impl ProcessPoolBuilder {
         Args: Payload,
         F::Output: Payload,
     {
-        let _ = f;
         let mut bytes = Vec::new();
         self.init = Some(
-            codec_guard::encode(&args, &mut bytes)
-                .map(|()| (ship::trampoline_of::<F, Args>(), bytes)),
+            f.__callee().and_then(|callee| {
+                codec_guard::encode(&args, &mut bytes).map(|()| (callee, bytes))
+            }),
         );
         self
     }

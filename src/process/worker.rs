@@ -140,15 +140,17 @@ fn serve(input: RawFd, output: RawFd) -> i32 {
             Frame::Task {
                 build_id,
                 trampoline,
+                captures,
                 items,
             } => {
-                let call = check(&build_id, &mine).and_then(|()| {
-                    ship::resolve(trampoline).map_err(|message| WireError::Refused { message })
+                let mut call = check(&build_id, &mine).and_then(|()| {
+                    ship::resolve(trampoline, captures)
+                        .map_err(|message| WireError::Refused { message })
                 });
                 w.begin_done();
                 for (id, args) in items {
-                    w.outcome(id, |out| match &call {
-                        Ok(t) => t(args, out),
+                    w.outcome(id, |out| match &mut call {
+                        Ok(t) => t.call(args, out),
                         Err(e) => Err(e.clone()),
                     });
                 }
@@ -158,13 +160,15 @@ fn serve(input: RawFd, output: RawFd) -> i32 {
             Frame::Init {
                 build_id,
                 trampoline,
+                captures,
                 args,
             } => {
                 let outcome = check(&build_id, &mine)
                     .and_then(|()| {
-                        ship::resolve(trampoline).map_err(|message| WireError::Refused { message })
+                        ship::resolve(trampoline, captures)
+                            .map_err(|message| WireError::Refused { message })
                     })
-                    .and_then(|t| t(args, &mut Vec::new()));
+                    .and_then(|mut t| t.call(args, &mut Vec::new()));
                 match outcome {
                     Ok(()) => {
                         w.init_ok();
