@@ -74,8 +74,10 @@ pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, Error> {
     let outcome = outcome.map_err(|payload| {
         let location = LAST_LOCATION.with(|slot| slot.borrow_mut().take());
         let backtrace = LAST_BACKTRACE.with(|slot| slot.borrow_mut().take());
-        let message = payload_message(payload.as_ref());
-        drop_payload(payload);
+        let mut message = payload_message(payload.as_ref());
+        if let Some(again) = drop_payload(payload) {
+            message = format!("{message} (and dropping its panic payload panicked: {again})");
+        }
         Error::Panicked {
             message,
             location,
@@ -91,15 +93,12 @@ pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, Error> {
 /// its `Drop` may panic in turn; that panic must not escape from [`catch`]
 /// (it would kill the worker thread and leave the task's future unresolved),
 /// so it is caught, and a payload of *that* panic, which might do the same,
-/// is leaked rather than dropped.
-fn drop_payload(payload: Box<dyn Any + Send>) {
-    if let Err(second) = panic::catch_unwind(AssertUnwindSafe(move || drop(payload))) {
-        log::debug!(
-            "dropping a panic payload panicked too: {}",
-            payload_message(second.as_ref())
-        );
-        LAST_LOCATION.with(|slot| slot.borrow_mut().take());
-        LAST_BACKTRACE.with(|slot| slot.borrow_mut().take());
-        std::mem::forget(second);
-    }
+/// is leaked rather than dropped. Returns the second panic's message.
+fn drop_payload(payload: Box<dyn Any + Send>) -> Option<String> {
+    let second = panic::catch_unwind(AssertUnwindSafe(move || drop(payload))).err()?;
+    let message = payload_message(second.as_ref());
+    LAST_LOCATION.with(|slot| slot.borrow_mut().take());
+    LAST_BACKTRACE.with(|slot| slot.borrow_mut().take());
+    std::mem::forget(second);
+    Some(message)
 }

@@ -38,7 +38,9 @@ fn draw_thread_rng() -> (u32, u64) {
 }
 
 fn draws<F: fanout::Task<(), Output = (u32, u64)>>(pool: &ProcessPool, f: F) -> Vec<(u32, u64)> {
-    let fs: Vec<_> = (0..16).map(|_| pool.submit(f.clone(), ()).unwrap()).collect();
+    let fs: Vec<_> = (0..16)
+        .map(|_| pool.submit(f.clone(), ()).unwrap())
+        .collect();
     fs.into_iter()
         .map(|f| f.result_timeout(T).unwrap())
         .collect()

@@ -1100,11 +1100,10 @@ impl ProcessPoolBuilder {
         F::Output: Payload,
     {
         let mut bytes = Vec::new();
-        self.init = Some(
-            f.__callee().and_then(|callee| {
+        self.init =
+            Some(f.__callee().and_then(|callee| {
                 codec_guard::encode(&args, &mut bytes).map(|()| (callee, bytes))
-            }),
-        );
+            }));
         self
     }
 
