@@ -39,7 +39,7 @@ extern "C" fn become_worker(_argc: libc::c_int, _argv: *const *const u8, _envp: 
         .filter_map(|s| s.parse().ok())
         .collect();
     let code = match fds[..] {
-        [r, w] => serve(r, w),
+        [r, w] => serve(r, w, false),
         _ => 120,
     };
     exit(code, true)
@@ -60,7 +60,7 @@ pub(crate) fn prepare_for_fork() {
 pub(crate) fn run_forked(r: RawFd, w: RawFd) -> ! {
     // Never unwind out of here: the stack below is a copy of the pool
     // thread's, and unwinding would run the pool's code in this child.
-    let code = std::panic::catch_unwind(|| serve(r, w)).unwrap_or(9);
+    let code = std::panic::catch_unwind(|| serve(r, w, true)).unwrap_or(9);
     // No flush: Rust's stdout/stderr locks were copied from the pool's
     // process, where another thread may have held them at the fork (the test
     // harness printing, a logger); flushing would then wait forever, the
@@ -94,7 +94,7 @@ fn write_all(fd: RawFd, mut bytes: &[u8]) -> bool {
 }
 
 /// Serves frames until the pool closes the pipe. Returns the exit code.
-fn serve(input: RawFd, output: RawFd) -> i32 {
+fn serve(input: RawFd, output: RawFd, forked: bool) -> i32 {
     // The pipes reached us without close-on-exec (inheriting them is how a
     // spawned worker gets them; dup2 clears the flag in a forked one). Set it
     // now, or every process a task starts would inherit them: a grandchild
@@ -110,7 +110,17 @@ fn serve(input: RawFd, output: RawFd) -> i32 {
     // inherits whatever the pool's process had.
     // SAFETY: installing SIG_IGN has no preconditions.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-    crate::panic::set_worker_identity(format!("process worker pid {}", std::process::id()));
+    if forked {
+        // Nothing here may take a lock that another thread of the parent
+        // could have held at the fork: no logging, no backtrace on this
+        // thread (the probe runs on a thread of its own).
+        crate::panic::set_forked_worker();
+        if !spawn_bare(Box::new(crate::panic::probe_backtraces)) {
+            crate::panic::backtraces_unusable();
+        }
+    } else {
+        crate::panic::set_worker_identity(format!("process worker pid {}", std::process::id()));
+    }
     let mine = *ship::build_id();
     // Frames are read by a thread of their own into `inbox`, so that while a
     // call runs the worker can still hand back frames it has not started
