@@ -46,6 +46,7 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned + 'static>(bytes: &[u8]) -> 
 mod tests {
     use super::*;
 
+    #[derive(Debug)]
     struct Grenade;
 
     impl serde::Serialize for Grenade {

@@ -63,6 +63,7 @@
 
 mod any;
 mod call;
+mod callbacks;
 #[cfg(target_os = "linux")]
 mod cluster;
 mod codec_guard;

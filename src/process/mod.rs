@@ -24,7 +24,7 @@ mod worker;
 
 use crate::codec_guard;
 use crate::executor::Submitter;
-use crate::future::{pair, Promise};
+use crate::future::{remote_pair, Promise};
 use crate::ship::{self, BuildId, Encoded};
 use crate::{Error, Executor, Future, Payload, Result, Task};
 use std::collections::VecDeque;
@@ -853,7 +853,7 @@ impl ProcessPool {
         let mut items = Vec::with_capacity(batch.len());
         let mut futures = Vec::with_capacity(batch.len());
         for args in batch {
-            let (future, promise) = pair::<R>();
+            let (future, promise) = remote_pair::<R>();
             let encoded = codec_guard::encode_owned(args).and_then(|e| {
                 if e.len() > MAX_FRAME / 2 {
                     Err(Error::Codec {
