@@ -122,6 +122,7 @@ fn serve(input: RawFd, output: RawFd, forked: bool) -> i32 {
         crate::panic::set_worker_identity(format!("process worker pid {}", std::process::id()));
     }
     let mine = *ship::build_id();
+    let me = std::process::id();
     // Frames are read by a thread of their own into `inbox`, so that while a
     // call runs the worker can still hand back frames it has not started
     // (STEAL → RETURNED) to a pool that has an idle worker for them.
@@ -161,6 +162,7 @@ fn serve(input: RawFd, output: RawFd, forked: bool) -> i32 {
                         Ok(t) => t(args, out),
                         Err(e) => Err(e.clone()),
                     });
+                    leave_if_forked(me);
                 }
                 w.end();
                 true
@@ -175,6 +177,7 @@ fn serve(input: RawFd, output: RawFd, forked: bool) -> i32 {
                         ship::resolve(trampoline).map_err(|message| WireError::Refused { message })
                     })
                     .and_then(|t| t(args, &mut Vec::new()));
+                leave_if_forked(me);
                 match outcome {
                     Ok(()) => {
                         w.init_ok();
@@ -208,6 +211,18 @@ fn serve(input: RawFd, output: RawFd, forked: bool) -> i32 {
         if !keep_going {
             return 8;
         }
+    }
+}
+
+/// Ends this process, silently, if it is not the worker `original` but a
+/// copy of it that a task made with `fork` (without exec) and that returned
+/// from the task into this loop. Such a copy shares the worker's pipes: it
+/// must never answer or read frames (the pool would take its answers for
+/// the worker's), so it leaves without a word.
+fn leave_if_forked(original: u32) {
+    if std::process::id() != original {
+        // SAFETY: ends this copy at once; its memory is a copy of the worker's.
+        unsafe { libc::_exit(0) }
     }
 }
 
