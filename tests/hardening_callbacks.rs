@@ -29,20 +29,24 @@ fn gated_panic(path: String) -> u64 {
     panic!("gated panic")
 }
 
-struct Gate(tempfile::TempDir, String);
+/// A file that does not exist until `open`; its directory goes with it.
+struct Gate {
+    _dir: tempfile::TempDir,
+    path: String,
+}
 
 fn gate() -> Gate {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("open").display().to_string();
-    Gate(dir, path)
+    Gate { _dir: dir, path }
 }
 
 impl Gate {
     fn path(&self) -> String {
-        self.1.clone()
+        self.path.clone()
     }
     fn open(&self) {
-        std::fs::write(&self.1, b"").unwrap();
+        std::fs::write(&self.path, b"").unwrap();
     }
 }
 
