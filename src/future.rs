@@ -106,6 +106,10 @@ impl Waiter {
     /// returns (and forgets) the tokens fired so far.
     pub(crate) fn take_fired(&self, deadline: Option<Instant>) -> Vec<usize> {
         let mut fired = lock(&self.fired);
+        #[cfg(not(loom))]
+        let _blocked = (fired.is_empty())
+            .then(crate::callbacks::blocking)
+            .flatten();
         while fired.is_empty() {
             match deadline {
                 None => fired = sync::wait(&self.cond, fired),
@@ -134,6 +138,9 @@ struct Shared<T> {
     listeners: Option<Box<Listeners<T>>>,
     /// The thread holding the read token, and how many times it took it.
     reader: Option<(sync::ThreadId, usize)>,
+    /// Callbacks are queued on the callback runner and hold the read token
+    /// until one of its threads takes it over (see [`Cell::run_deferred`]).
+    deferred: bool,
     /// Threads blocked on `cond`; notifications are skipped when zero.
     blocked: usize,
 }
@@ -152,6 +159,39 @@ impl<T> Shared<T> {
     fn take_waker(&mut self) -> Option<Waker> {
         self.listeners.as_mut().and_then(|l| l.waker.take())
     }
+
+    /// Nobody reads the outcome now or is about to (the owner may take it).
+    fn unread(&self) -> bool {
+        self.reader.is_none() && !self.deferred
+    }
+}
+
+/// Makes a second value equal to a finished future's value, for `result()`
+/// called inside one of the future's own done-callbacks (which still holds
+/// a reference to the first).
+pub(crate) type Copier<T> = fn(&T) -> Result<T>;
+
+/// A [`Copier`] for serializable values: a round trip through the codec.
+fn copy_payload<T: crate::Payload>(value: &T) -> Result<T> {
+    let mut bytes = Vec::new();
+    crate::codec_guard::encode(value, &mut bytes)?;
+    crate::codec_guard::decode(&bytes)
+}
+
+/// The [`Copier`] of a serializable type.
+pub(crate) fn payload_copier<T: crate::Payload>() -> Option<Copier<T>> {
+    Some(copy_payload::<T>)
+}
+
+/// What completing a cell did.
+enum Settled<T> {
+    /// It was final already; nothing changed.
+    AlreadyFinal,
+    /// Completed; any callbacks ran on this thread.
+    Done,
+    /// Completed; these callbacks are to run on the callback runner, and
+    /// hold the read token until then.
+    Deferred(Vec<Callback<T>>),
 }
 
 /// The completion cell shared by a [`Future`] and its backend's [`Promise`].
@@ -161,6 +201,12 @@ pub(crate) struct Cell<T> {
     sync: Mutex<Shared<T>>,
     cond: Condvar,
     value: sync::UnsafeCell<Option<Result<T>>>,
+    /// For `result()` inside the future's own done-callback (see [`Copier`]).
+    copier: Option<Copier<T>>,
+    /// Done-callbacks run on the callback runner rather than on the thread
+    /// that completes the future (a backend's delivery thread, which must
+    /// never block); see `crate::callbacks`.
+    defer_callbacks: bool,
 }
 
 // SAFETY: `value` is written once under `sync` before the state becomes final
@@ -209,16 +255,26 @@ fn next_id() -> u64 {
 
 impl<T> Cell<T> {
     pub(crate) fn new() -> Self {
+        Cell::with_options(None, false)
+    }
+
+    /// A cell whose `result()` inside its own done-callback returns a copy
+    /// made by `copier` (without one: an `InvalidArgument` error), and whose
+    /// callbacks, with `defer_callbacks`, run on the callback runner.
+    pub(crate) fn with_options(copier: Option<Copier<T>>, defer_callbacks: bool) -> Self {
         Cell {
             id: next_id(),
             state: AtomicU8::new(PENDING),
             sync: Mutex::new(Shared {
                 listeners: None,
                 reader: None,
+                deferred: false,
                 blocked: 0,
             }),
             cond: Condvar::new(),
             value: sync::UnsafeCell::new(None),
+            copier,
+            defer_callbacks,
         }
     }
 
@@ -240,9 +296,23 @@ impl<T> Cell<T> {
         self.complete(outcome, false)
     }
 
-    /// Moves to the final state that fits `outcome`, unless already final.
-    /// Returns whether this call decided the outcome.
+    /// Moves to the final state that fits `outcome`, unless already final;
+    /// runs the callbacks here. Returns whether this call decided the outcome.
     fn complete(&self, outcome: Result<T>, cancel_only_pending: bool) -> bool {
+        match self.settle(outcome, cancel_only_pending, false) {
+            Settled::AlreadyFinal => false,
+            Settled::Done => true,
+            Settled::Deferred(callbacks) => {
+                // Not reached (deferring was not allowed); run them here.
+                self.run_deferred(callbacks);
+                true
+            }
+        }
+    }
+
+    /// [`Cell::complete`], except that with `may_defer` and a cell that
+    /// defers its callbacks, the callbacks are handed back to be queued.
+    fn settle(&self, outcome: Result<T>, cancel_only_pending: bool, may_defer: bool) -> Settled<T> {
         let mut shared = lock(&self.sync);
         let final_state = match &outcome {
             Err(Error::Cancelled) => CANCELLED,
@@ -252,7 +322,7 @@ impl<T> Cell<T> {
         loop {
             let current = self.state.load(Ordering::Acquire);
             if is_final(current) || (cancel_only_pending && current != PENDING) {
-                return false;
+                return Settled::AlreadyFinal;
             }
             if self
                 .state
@@ -273,8 +343,13 @@ impl<T> Cell<T> {
             ),
             None => (Vec::new(), Vec::new()),
         };
+        let defer = may_defer && self.defer_callbacks && !callbacks.is_empty();
         let waker = if callbacks.is_empty() {
             shared.take_waker()
+        } else if defer {
+            // The queued callbacks hold the read token until they run.
+            shared.deferred = true;
+            None
         } else {
             // Callbacks run below, outside the lock; hold the read token so
             // the owner does not take the outcome from under them.
@@ -292,13 +367,61 @@ impl<T> Cell<T> {
         if let Some(waker) = waker {
             waker.wake();
         }
+        if defer {
+            return Settled::Deferred(callbacks);
+        }
         if !callbacks.is_empty() {
             for callback in callbacks {
                 self.run_callback(callback);
             }
             self.release_read();
         }
-        true
+        Settled::Done
+    }
+
+    /// Runs callbacks that [`Cell::settle`] deferred: takes over the read
+    /// token they held, runs them, releases it.
+    fn run_deferred(&self, callbacks: Vec<Callback<T>>) {
+        {
+            let mut shared = lock(&self.sync);
+            shared.deferred = false;
+            shared.reader = Some((current_thread().id(), 1));
+        }
+        for callback in callbacks {
+            self.run_callback(callback);
+        }
+        self.release_read();
+    }
+
+    /// `result()` called by a thread that holds the read token, i.e. inside
+    /// one of this future's own done-callbacks: the outcome stays where the
+    /// callback can see it, and the caller gets a copy of it (errors are
+    /// cloned; a value needs a [`Copier`]). `None` on any other thread.
+    fn outcome_in_own_callback(&self) -> Option<Result<T>> {
+        let shared = lock(&self.sync);
+        let me = current_thread().id();
+        if !matches!(shared.reader, Some((holder, _)) if holder == me) {
+            return None;
+        }
+        // SAFETY: this thread holds the read token, so the state is final,
+        // `value` is written and never written again, and no other thread
+        // reads it or takes it meanwhile; `sync` is held as well.
+        let copy = self.value.with(|slot| match unsafe { &*slot } {
+            Some(Ok(value)) => match self.copier {
+                Some(copy) => copy(value),
+                None => Err(Error::invalid(
+                    "result() was called inside the future's own done-callback, and its \
+                     value cannot be copied (a ThreadPool::spawn result need not be \
+                     serializable): use the callback's argument instead",
+                )),
+            },
+            Some(Err(e)) => Err(e.clone()),
+            None => Err(Error::invalid(
+                "the future's result was already taken (it was awaited to completion before)",
+            )),
+        });
+        drop(shared);
+        Some(copy)
     }
 
     /// Runs one callback with the outcome. The caller holds the read token.
@@ -322,8 +445,9 @@ impl<T> Cell<T> {
     ) -> MutexGuard<'a, Shared<T>> {
         let me = current_thread().id();
         loop {
+            let deferred = shared.deferred;
             match &mut shared.reader {
-                None => {
+                None if !deferred => {
                     shared.reader = Some((me, 1));
                     return shared;
                 }
@@ -331,8 +455,10 @@ impl<T> Cell<T> {
                     *depth += 1;
                     return shared;
                 }
-                Some(_) => {
+                _ => {
                     shared.blocked += 1;
+                    #[cfg(not(loom))]
+                    let _blocked = crate::callbacks::blocking();
                     shared = sync::wait(&self.cond, shared);
                     shared.blocked -= 1;
                 }
@@ -385,10 +511,12 @@ impl<T> Cell<T> {
         }
         let mut shared = lock(&self.sync);
         loop {
-            if is_final(self.raw_state()) && (!for_take || shared.reader.is_none()) {
+            if is_final(self.raw_state()) && (!for_take || shared.unread()) {
                 return (shared, true);
             }
             shared.blocked += 1;
+            #[cfg(not(loom))]
+            let _blocked = crate::callbacks::blocking();
             match deadline {
                 None => shared = sync::wait(&self.cond, shared),
                 Some(d) => {
@@ -446,21 +574,33 @@ pub(crate) struct Promise<T> {
     cell: CellRef<T>,
 }
 
-impl<T> Promise<T> {
-    /// `Pending → Running`; false if the call was cancelled and must not run.
-    pub(crate) fn set_running(&self) -> bool {
-        self.cell.set_running()
-    }
-
+impl<T: Send + 'static> Promise<T> {
     /// Completes the future with a value.
     #[allow(dead_code)]
     pub(crate) fn set_result(self, value: T) {
-        self.cell.complete(Ok(value), false);
+        self.set_outcome(Ok(value));
     }
 
     /// Completes the future with an error.
     pub(crate) fn set_error(self, error: Error) {
-        self.cell.complete(Err(error), false);
+        self.set_outcome(Err(error));
+    }
+
+    /// Completes the future with an outcome. A future made by
+    /// [`remote_pair`] hands its done-callbacks to the callback runner
+    /// instead of running them on this thread.
+    pub(crate) fn set_outcome(self, outcome: Result<T>) {
+        if let Settled::Deferred(callbacks) = self.cell.settle(outcome, false, true) {
+            let cell = self.cell.clone();
+            crate::callbacks::run_later(Box::new(move || cell.run_deferred(callbacks)));
+        }
+    }
+}
+
+impl<T> Promise<T> {
+    /// `Pending → Running`; false if the call was cancelled and must not run.
+    pub(crate) fn set_running(&self) -> bool {
+        self.cell.set_running()
     }
 
     /// `Running → Pending`, for a call that was handed to a worker which died
@@ -470,11 +610,6 @@ impl<T> Promise<T> {
             .state
             .compare_exchange(RUNNING, PENDING, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
-    }
-
-    /// Completes the future with an outcome.
-    pub(crate) fn set_outcome(self, outcome: Result<T>) {
-        self.cell.complete(outcome, false);
     }
 
     /// The future's id.
@@ -500,6 +635,23 @@ impl<T> Drop for Promise<T> {
 /// Creates a connected future and promise.
 pub(crate) fn pair<T: Send + 'static>() -> (Future<T>, Promise<T>) {
     let cell = CellRef(std::sync::Arc::new(Cell::new()));
+    (Future { cell: cell.clone() }, Promise { cell })
+}
+
+/// Creates a connected future and promise for a backend that completes
+/// futures on a delivery thread which must never block (a process pool's
+/// I/O thread, a cluster client's event loop):
+///
+/// * done-callbacks run on the callback runner (`crate::callbacks`), where
+///   a callback may block — on another future of the same executor, say —
+///   without stopping delivery;
+/// * `result()` inside the future's own done-callback returns a copy of the
+///   value (a codec round trip), since the callback still holds the value.
+pub(crate) fn remote_pair<T: crate::Payload>() -> (Future<T>, Promise<T>) {
+    let cell = CellRef(std::sync::Arc::new(Cell::with_options(
+        payload_copier::<T>(),
+        true,
+    )));
     (Future { cell: cell.clone() }, Promise { cell })
 }
 
@@ -636,6 +788,9 @@ impl<T> Future<T> {
     /// assert_eq!(f.result().unwrap(), "hello");
     /// ```
     pub fn result(self) -> Result<T> {
+        if let Some(copy) = self.cell.outcome_in_own_callback() {
+            return copy;
+        }
         let (shared, _) = self.cell.block_until(None, true);
         self.cell.take_outcome(&shared)
     }
@@ -650,6 +805,9 @@ impl<T> Future<T> {
     ///                  Err(fanout::Error::Timeout { .. })));
     /// ```
     pub fn result_timeout(self, timeout: Duration) -> Result<T> {
+        if let Some(copy) = self.cell.outcome_in_own_callback() {
+            return copy;
+        }
         let (shared, ready) = self.cell.block_until(Some(Instant::now() + timeout), true);
         if ready {
             self.cell.take_outcome(&shared)
@@ -714,6 +872,16 @@ impl<T> Future<T> {
     /// caller's thread if it is already done. A panicking callback is caught
     /// and logged and does not stop the others.
     ///
+    /// Futures of a [`ProcessPool`](crate::ProcessPool) are completed by a
+    /// thread that delivers results; their callbacks run on a callback
+    /// thread instead, so a callback may block — even on another future of
+    /// the same pool (`pool.submit(..)?.result()`) — without stopping
+    /// delivery. Inside a callback, `result()` on the future itself returns
+    /// its outcome (a copy of the value, made through serde, since the
+    /// callback still holds the original; for [`ThreadPool::spawn`](crate::ThreadPool::spawn)
+    /// futures, whose values need not be serializable, an
+    /// [`Error::InvalidArgument`] saying so).
+    ///
     /// ```
     /// use std::sync::mpsc;
     /// let pool = fanout::ThreadPool::new(1).unwrap();
@@ -765,7 +933,7 @@ impl<T: Send + 'static> std::future::Future for Future<T> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
         let cell = &self.cell;
         let mut shared = lock(&cell.sync);
-        if is_final(cell.raw_state()) && shared.reader.is_none() {
+        if is_final(cell.raw_state()) && shared.unread() {
             return Poll::Ready(cell.take_outcome(&shared));
         }
         let listeners = shared.listeners();

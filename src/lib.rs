@@ -65,6 +65,7 @@
 mod any;
 mod bound;
 mod call;
+mod callbacks;
 #[cfg(target_os = "linux")]
 mod cluster;
 mod codec_guard;

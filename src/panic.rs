@@ -10,17 +10,83 @@ use crate::Error;
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Once;
+use std::time::{Duration, Instant};
 
-/// Set in worker processes: panics there also capture a backtrace, which
-/// travels back to the caller inside [`Error::Panicked`].
-static CAPTURE_BACKTRACE: AtomicBool = AtomicBool::new(false);
+/// Not a worker: panics carry no backtrace.
+const BACKTRACE_OFF: u8 = 0;
+/// A worker process: panics also capture a backtrace, which travels back to
+/// the caller inside [`Error::Panicked`].
+const BACKTRACE_ON: u8 = 1;
+/// A forked worker whose probe (see [`probe_backtraces`]) has not finished.
+const BACKTRACE_PROBING: u8 = 2;
+/// A forked worker in which capturing would hang: no backtraces.
+const BACKTRACE_UNUSABLE: u8 = 3;
 
-/// Marks this process as a worker (see [`CAPTURE_BACKTRACE`]); `name` is for logs.
+static BACKTRACES: AtomicU8 = AtomicU8::new(BACKTRACE_OFF);
+
+/// Set in forked workers: the panic hook does not log. The logger's lock is
+/// a copy of the parent's and may have been held by a thread the child does
+/// not have; logging would then wait forever.
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// Marks this process as a worker (see [`BACKTRACE_ON`]); `name` is for logs.
 pub(crate) fn set_worker_identity(name: String) {
     log::debug!("{name} ready");
-    CAPTURE_BACKTRACE.store(true, Ordering::Relaxed);
+    BACKTRACES.store(BACKTRACE_ON, Ordering::Relaxed);
+}
+
+/// Marks this process as a forked worker: no logging from panics, and
+/// backtraces only once [`probe_backtraces`] has shown that capturing one
+/// does not hang. Takes no lock (it runs between `fork` and the worker loop).
+pub(crate) fn set_forked_worker() {
+    QUIET.store(true, Ordering::Relaxed);
+    BACKTRACES.store(BACKTRACE_PROBING, Ordering::Relaxed);
+}
+
+/// Run on a thread of its own in a forked worker: captures one backtrace.
+///
+/// std serialises backtrace capture with a process-wide lock; if another
+/// thread of the parent held it at the moment of the fork, the child's copy
+/// stays locked for good and this call never returns. Then the panic hook
+/// gives up waiting and the worker's panics carry no backtrace, instead of
+/// the worker hanging at its first panic.
+pub(crate) fn probe_backtraces() {
+    drop(std::backtrace::Backtrace::force_capture());
+    let _ = BACKTRACES.compare_exchange(
+        BACKTRACE_PROBING,
+        BACKTRACE_ON,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+}
+
+/// The probe could not even start: no backtraces in this worker.
+pub(crate) fn backtraces_unusable() {
+    BACKTRACES.store(BACKTRACE_UNUSABLE, Ordering::Relaxed);
+}
+
+/// Whether a panic now should capture a backtrace (waits for a running probe).
+fn capture_backtraces() -> bool {
+    let end = Instant::now() + Duration::from_secs(2);
+    loop {
+        match BACKTRACES.load(Ordering::Relaxed) {
+            BACKTRACE_ON => return true,
+            BACKTRACE_PROBING if Instant::now() < end => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            BACKTRACE_PROBING => {
+                backtraces_unusable();
+                return false;
+            }
+            _ => return false,
+        }
+    }
+}
+
+fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
 }
 
 thread_local! {
@@ -38,13 +104,15 @@ fn install_hook() {
                 let location = info
                     .location()
                     .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
-                log::debug!(
-                    "task panicked at {}: {}",
-                    location.as_deref().unwrap_or("<unknown>"),
-                    payload_message(info.payload())
-                );
+                if !quiet() {
+                    log::debug!(
+                        "task panicked at {}: {}",
+                        location.as_deref().unwrap_or("<unknown>"),
+                        payload_message(info.payload())
+                    );
+                }
                 LAST_LOCATION.with(|slot| *slot.borrow_mut() = location);
-                if CAPTURE_BACKTRACE.load(Ordering::Relaxed) {
+                if capture_backtraces() {
                     let trace = std::backtrace::Backtrace::force_capture().to_string();
                     LAST_BACKTRACE.with(|slot| *slot.borrow_mut() = Some(trace));
                 }

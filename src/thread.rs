@@ -1,7 +1,7 @@
 //! [`ThreadPool`]: a fixed set of worker threads pulling calls from one queue.
 
 use crate::executor::Submitter;
-use crate::future::{Cell, CellHolder, CellRef};
+use crate::future::{payload_copier, Cell, CellHolder, CellRef, Copier};
 use crate::{panic, Error, Executor, Future, Payload, Result, Task};
 use crossbeam_channel::{Receiver, Sender};
 use std::fmt;
@@ -168,6 +168,16 @@ impl Shared {
     }
 
     fn push<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> Result<Future<R>> {
+        self.push_with(f, None)
+    }
+
+    /// [`Shared::push`], with the [`Copier`] that lets `result()` inside the
+    /// future's own done-callback return the value.
+    fn push_with<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+        copier: Option<Copier<R>>,
+    ) -> Result<Future<R>> {
         if let Some(e) = self.broken_error() {
             return Err(e);
         }
@@ -176,7 +186,7 @@ impl Shared {
             return Err(Error::Shutdown);
         };
         let task = Arc::new(TaskCell {
-            cell: Cell::new(),
+            cell: Cell::with_options(copier, false),
             call: std::cell::UnsafeCell::new(Some(f)),
         });
         let future = Future::from_cell(CellRef(task.clone()));
@@ -340,7 +350,8 @@ impl Executor for ThreadPool {
         Args: Payload,
         F::Output: Payload,
     {
-        self.shared.push(move || f.call(args))
+        self.shared
+            .push_with(move || f.call(args), payload_copier::<F::Output>())
     }
 
     fn shutdown(&self, wait: bool, cancel_futures: bool) {
@@ -359,7 +370,7 @@ impl Executor for ThreadPool {
                 .into_iter()
                 .map(|args| {
                     let f = f.clone();
-                    shared.push(move || f.call(args))
+                    shared.push_with(move || f.call(args), payload_copier::<F::Output>())
                 })
                 .collect()
         })

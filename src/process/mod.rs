@@ -24,7 +24,7 @@ mod worker;
 
 use crate::codec_guard;
 use crate::executor::Submitter;
-use crate::future::{pair, Promise};
+use crate::future::{remote_pair, Promise};
 use crate::ship::{self, BuildId, Encoded};
 use crate::{Error, Executor, Future, Payload, Result, Task};
 use std::collections::VecDeque;
@@ -583,6 +583,11 @@ fn serve_worker(
 ) -> Ending {
     let from = from_worker.as_raw_fd();
     let mut frames = FrameBuf::new();
+    // The worker's own exit, seen without waiting for EOF: a process that a
+    // task forked (without exec) holds a copy of the result pipe's write
+    // end, and keeps the pipe open after the worker itself died.
+    let exited = start::pidfd(pid);
+    let mut worker_gone = false;
     loop {
         // Closing the call pipe is this thread's job (see `Outbox::fd`).
         let out_fd: Option<RawFd> = {
@@ -611,11 +616,22 @@ fn serve_worker(
                 events: libc::POLLOUT,
                 revents: 0,
             },
+            libc::pollfd {
+                fd: exited.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
-        // SAFETY: `fds` is a live array of three pollfds (a negative fd is ignored).
-        let r = unsafe { libc::poll(fds.as_mut_ptr(), 3, -1) };
+        // SAFETY: `fds` is a live array of four pollfds (a negative fd is ignored).
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), 4, -1) };
         if r < 0 {
             continue; // EINTR
+        }
+        if fds[3].revents != 0 {
+            // It is gone: read what it wrote before it died, then stop, even
+            // if the pipe stays open.
+            worker_gone = true;
+            fds[0].revents = libc::POLLIN;
         }
         if fds[1].revents != 0 {
             let mut buf = 0u64;
@@ -645,7 +661,12 @@ fn serve_worker(
                 }
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if worker_gone {
+                        return Ending::Closed;
+                    }
+                    break;
+                }
                 Err(_) => return Ending::Closed,
             }
             loop {
@@ -854,7 +875,7 @@ impl ProcessPool {
         let mut items = Vec::with_capacity(batch.len());
         let mut futures = Vec::with_capacity(batch.len());
         for args in batch {
-            let (future, promise) = pair::<R>();
+            let (future, promise) = remote_pair::<R>();
             let encoded = codec_guard::encode_owned(args).and_then(|e| {
                 if e.len() > MAX_FRAME / 2 {
                     Err(Error::Codec {

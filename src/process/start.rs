@@ -184,6 +184,19 @@ pub(crate) fn reap(pid: u32) -> String {
     "vanished".into()
 }
 
+/// A descriptor that becomes readable when our child `pid` exits (pidfd,
+/// Linux 5.3+); `None` where the kernel has none (then only EOF on the
+/// result pipe reveals a death).
+pub(crate) fn pidfd(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open on our own unreaped child; no memory is involved.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the syscall returned a new descriptor (close-on-exec) we own.
+    Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
 /// Kills a worker (used when it broke the protocol).
 pub(crate) fn kill(pid: u32) {
     // SAFETY: signalling our own child.

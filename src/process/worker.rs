@@ -39,7 +39,7 @@ extern "C" fn become_worker(_argc: libc::c_int, _argv: *const *const u8, _envp: 
         .filter_map(|s| s.parse().ok())
         .collect();
     let code = match fds[..] {
-        [r, w] => serve(r, w),
+        [r, w] => serve(r, w, false),
         _ => 120,
     };
     exit(code, true)
@@ -60,7 +60,7 @@ pub(crate) fn prepare_for_fork() {
 pub(crate) fn run_forked(r: RawFd, w: RawFd) -> ! {
     // Never unwind out of here: the stack below is a copy of the pool
     // thread's, and unwinding would run the pool's code in this child.
-    let code = std::panic::catch_unwind(|| serve(r, w)).unwrap_or(9);
+    let code = std::panic::catch_unwind(|| serve(r, w, true)).unwrap_or(9);
     // No flush: Rust's stdout/stderr locks were copied from the pool's
     // process, where another thread may have held them at the fork (the test
     // harness printing, a logger); flushing would then wait forever, the
@@ -94,7 +94,7 @@ fn write_all(fd: RawFd, mut bytes: &[u8]) -> bool {
 }
 
 /// Serves frames until the pool closes the pipe. Returns the exit code.
-fn serve(input: RawFd, output: RawFd) -> i32 {
+fn serve(input: RawFd, output: RawFd, forked: bool) -> i32 {
     // The pipes reached us without close-on-exec (inheriting them is how a
     // spawned worker gets them; dup2 clears the flag in a forked one). Set it
     // now, or every process a task starts would inherit them: a grandchild
@@ -110,8 +110,19 @@ fn serve(input: RawFd, output: RawFd) -> i32 {
     // inherits whatever the pool's process had.
     // SAFETY: installing SIG_IGN has no preconditions.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-    crate::panic::set_worker_identity(format!("process worker pid {}", std::process::id()));
+    if forked {
+        // Nothing here may take a lock that another thread of the parent
+        // could have held at the fork: no logging, no backtrace on this
+        // thread (the probe runs on a thread of its own).
+        crate::panic::set_forked_worker();
+        if !spawn_bare(Box::new(crate::panic::probe_backtraces)) {
+            crate::panic::backtraces_unusable();
+        }
+    } else {
+        crate::panic::set_worker_identity(format!("process worker pid {}", std::process::id()));
+    }
     let mine = *ship::build_id();
+    let me = std::process::id();
     // Frames are read by a thread of their own into `inbox`, so that while a
     // call runs the worker can still hand back frames it has not started
     // (STEAL → RETURNED) to a pool that has an idle worker for them.
@@ -153,6 +164,7 @@ fn serve(input: RawFd, output: RawFd) -> i32 {
                         Ok(t) => t.call(args, out),
                         Err(e) => Err(e.clone()),
                     });
+                    leave_if_forked(me);
                 }
                 w.end();
                 true
@@ -169,6 +181,7 @@ fn serve(input: RawFd, output: RawFd) -> i32 {
                             .map_err(|message| WireError::Refused { message })
                     })
                     .and_then(|mut t| t.call(args, &mut Vec::new()));
+                leave_if_forked(me);
                 match outcome {
                     Ok(()) => {
                         w.init_ok();
@@ -202,6 +215,18 @@ fn serve(input: RawFd, output: RawFd) -> i32 {
         if !keep_going {
             return 8;
         }
+    }
+}
+
+/// Ends this process, silently, if it is not the worker `original` but a
+/// copy of it that a task made with `fork` (without exec) and that returned
+/// from the task into this loop. Such a copy shares the worker's pipes: it
+/// must never answer or read frames (the pool would take its answers for
+/// the worker's), so it leaves without a word.
+fn leave_if_forked(original: u32) {
+    if std::process::id() != original {
+        // SAFETY: ends this copy at once; its memory is a copy of the worker's.
+        unsafe { libc::_exit(0) }
     }
 }
 
