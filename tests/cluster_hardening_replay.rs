@@ -64,28 +64,24 @@ fn pending_record(
 }
 
 /// Writes the record back into `ns` as a new pending task, the way someone
-/// with write access to Redis (but not the secret) could.
+/// with write access to Redis (but not the secret) could; atomically, so no
+/// worker sees the entry before the record.
 fn replay(redis: &Redis, ns: &str, task: &str, fields: &Fields) {
     let mut con = redis.conn();
-    let entry: String = redis::cmd("XADD")
-        .arg(format!("{{{ns}}}:q"))
-        .arg("*")
-        .arg("t")
-        .arg(task)
-        .query(&mut con)
-        .unwrap();
-    let mut hset = redis::cmd("HSET");
-    hset.arg(format!("{{{ns}}}:t:{task}"));
+    let mut eval = redis::cmd("EVAL");
+    eval.arg(
+        "local e = redis.call('XADD', KEYS[1], '*', 't', ARGV[1]) \
+         for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end \
+         redis.call('HSET', KEYS[2], 'st', 'p', 'at', '0', 'e', e) return e",
+    )
+    .arg(2)
+    .arg(format!("{{{ns}}}:q"))
+    .arg(format!("{{{ns}}}:t:{task}"))
+    .arg(task);
     for (k, v) in fields {
-        let v: &[u8] = match k.as_str() {
-            "st" => b"p",
-            "at" => b"0",
-            "e" => entry.as_bytes(),
-            _ => v,
-        };
-        hset.arg(k).arg(v);
+        eval.arg(k).arg(v.as_slice());
     }
-    hset.query::<()>(&mut con).unwrap();
+    eval.query::<String>(&mut con).unwrap();
 }
 
 /// Waits until the namespace's single worker has processed everything
