@@ -488,6 +488,40 @@ impl Outcome {
         body
     }
 
+    /// Makes the sealed envelope fit in `limit` bytes: the largest values
+    /// are replaced, one by one, with a `Codec` error naming their size.
+    /// Returns the envelope.
+    pub(crate) fn seal_within(&mut self, secret: &[u8], task: &str, limit: u64) -> Vec<u8> {
+        loop {
+            let sealed = self.seal(secret, task);
+            if sealed.len() as u64 <= limit {
+                return sealed;
+            }
+            let Outcome::Ran { items, .. } = self else {
+                return sealed;
+            };
+            let largest = items
+                .iter_mut()
+                .filter_map(|i| match i {
+                    ItemOutcome::Value(v) => Some((v.len(), i)),
+                    _ => None,
+                })
+                .max_by_key(|(len, _)| *len);
+            let Some((len, item)) = largest else {
+                return sealed;
+            };
+            *item = ItemOutcome::Failed(WireError::Codec {
+                type_name: "the call's result".into(),
+                message: format!(
+                    "the encoded result is {len} bytes ({} in all with the rest of the \
+                     task), more than Redis accepts in one value (proto-max-bulk-len = \
+                     {limit} bytes); return less, or store large data elsewhere",
+                    sealed.len()
+                ),
+            });
+        }
+    }
+
     /// Verifies and decodes an envelope. Every byte here came from Redis, so
     /// nothing is trusted: a bad signature or a malformed body is an error.
     pub(crate) fn open(secret: &[u8], task: &str, envelope: &[u8]) -> Result<Outcome, Error> {
@@ -811,6 +845,23 @@ impl Conn {
             }
         }
     }
+}
+
+/// Redis's default limit on one value (`proto-max-bulk-len`).
+pub(crate) const DEFAULT_BULK_LIMIT: u64 = 512 << 20;
+
+/// The server's limit on one value (`CONFIG GET proto-max-bulk-len`); the
+/// default when the server does not say (`CONFIG` renamed or forbidden).
+pub(crate) fn bulk_limit(conn: &mut Conn) -> u64 {
+    conn.query(redis::cmd("CONFIG").arg("GET").arg("proto-max-bulk-len"))
+        .ok()
+        .and_then(|v| match &v {
+            redis::Value::Map(kv) => kv.first().and_then(|(_, v)| int(v)),
+            other => array(other).and_then(|a| a.get(1)).and_then(int),
+        })
+        .and_then(|n| u64::try_from(n).ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(DEFAULT_BULK_LIMIT)
 }
 
 /// Creates the task stream and its consumer group if missing.
