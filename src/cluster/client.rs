@@ -11,8 +11,8 @@
 //!   futures running on `started` events, and on `done` events reads the
 //!   results of the whole batch with one `MGET`, verifies their signatures,
 //!   completes the promises, then deletes results and events with one `ack`
-//!   script call. It also probes, now and then,
-//!   for tasks that vanished from Redis, so no future can wait forever.
+//!   script call. It also probes, now and then, for tasks that vanished from
+//!   Redis, and sends them again, so no future can wait forever.
 //! * **supervisor** (with `local_workers(n)`) — keeps n worker processes of
 //!   this binary running, and stops them (SIGTERM: drain) at shutdown.
 
@@ -95,6 +95,10 @@ struct Inflight {
     sent_at: Option<Instant>,
     /// Items whose cancellation the dispatcher has processed.
     cancelled: usize,
+    /// The call, kept until its outcome arrives: a task whose record
+    /// vanished from Redis (a restart without persistence) is sent again.
+    trampoline: u64,
+    args: Arc<Vec<u8>>,
 }
 
 /// A task record waiting for the dispatcher.
@@ -102,7 +106,7 @@ struct Outgoing {
     seq: u64,
     task: String,
     trampoline: u64,
-    args: Vec<u8>,
+    args: Arc<Vec<u8>>,
     signature: [u8; protocol::SIG_LEN],
     items: usize,
     nonce: String,
@@ -114,6 +118,8 @@ struct State {
     outbox: Vec<Outgoing>,
     /// (seq, item index or -1 for a one-item task)
     cancels: Vec<(u64, i64)>,
+    /// A task sent again under a new sequence number: old → new.
+    aliases: HashMap<u64, u64>,
     closing: bool,
     woken: bool,
     loop_done: bool,
@@ -427,19 +433,8 @@ impl Shared {
                 protocol::push_item(&mut args, item);
             }
             let n = items.len();
-            let nonce = ship::hex(&protocol::random_bytes::<12>()?);
-            let signature = protocol::sign_task(
-                self.cfg.secret.as_bytes(),
-                &protocol::TaskSeal {
-                    namespace: &self.cfg.namespace,
-                    task: &task,
-                    nonce: &nonce,
-                    trampoline,
-                    build_id: &self.build_id,
-                    items: n as u64,
-                    args: &args,
-                },
-            );
+            let args = Arc::new(args);
+            let outgoing = self.outgoing(seq, task, trampoline, args.clone(), n)?;
             let mut deliveries: Vec<Option<Box<dyn Delivery>>> = Vec::with_capacity(n);
             for idx in 0..n {
                 let (future, promise) = pair::<R>();
@@ -454,20 +449,14 @@ impl Shared {
                 deliveries.push(Some(Box::new(promise)));
             }
             records.push((
-                Outgoing {
-                    seq,
-                    task,
-                    trampoline,
-                    args,
-                    signature,
-                    items: n,
-                    nonce,
-                },
+                outgoing,
                 Inflight {
                     items: deliveries,
                     started: false,
                     sent_at: None,
                     cancelled: 0,
+                    trampoline,
+                    args,
                 },
             ));
         }
@@ -483,6 +472,73 @@ impl Shared {
         drop(st);
         self.work.notify_one();
         Ok(futures)
+    }
+
+    /// A signed task record (a fresh nonce each time).
+    fn outgoing(
+        &self,
+        seq: u64,
+        task: String,
+        trampoline: u64,
+        args: Arc<Vec<u8>>,
+        items: usize,
+    ) -> Result<Outgoing> {
+        let nonce = ship::hex(&protocol::random_bytes::<12>()?);
+        let signature = protocol::sign_task(
+            self.cfg.secret.as_bytes(),
+            &protocol::TaskSeal {
+                namespace: &self.cfg.namespace,
+                task: &task,
+                nonce: &nonce,
+                trampoline,
+                build_id: &self.build_id,
+                items: items as u64,
+                args: &args,
+            },
+        );
+        Ok(Outgoing {
+            seq,
+            task,
+            trampoline,
+            args,
+            signature,
+            items,
+            nonce,
+        })
+    }
+
+    /// Sends tasks again whose records vanished from Redis, each under a new
+    /// sequence number (so nothing the server remembers of the old one, a
+    /// finished bit or a late event, can get in the way). The client still
+    /// delivers exactly one outcome per future; the call may run twice.
+    fn resubmit(&self, seqs: &[u64]) -> usize {
+        let mut st = lock(&self.state);
+        let mut sent = 0;
+        for old in seqs {
+            let Some(mut inflight) = st.inflight.remove(old) else {
+                continue;
+            };
+            let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+            let task = protocol::task_id(&self.client_id, seq);
+            let n = inflight.items.len();
+            match self.outgoing(seq, task, inflight.trampoline, inflight.args.clone(), n) {
+                Ok(out) => {
+                    inflight.sent_at = None;
+                    st.inflight.insert(seq, inflight);
+                    st.aliases.insert(*old, seq);
+                    st.outbox.push(out);
+                    sent += 1;
+                }
+                Err(e) => {
+                    drop(st);
+                    self.courier.send_all(failing(vec![inflight], e));
+                    st = lock(&self.state);
+                }
+            }
+        }
+        drop(st);
+        self.work.notify_all();
+        sent
     }
 
     // -----------------------------------------------------------------------
@@ -545,6 +601,16 @@ impl Shared {
             return (outbox, cancels);
         }
         let mut st = lock(&self.state);
+        // Cancels of tasks sent again go to their new sequence number.
+        let cancels: Vec<(u64, i64)> = cancels
+            .into_iter()
+            .map(|(mut seq, idx)| {
+                while let Some(&next) = st.aliases.get(&seq) {
+                    seq = next;
+                }
+                (seq, idx)
+            })
+            .collect();
         let mut remote = Vec::new();
         for &(seq, idx) in &cancels {
             if let Some(t) = st.inflight.get_mut(&seq) {
@@ -612,7 +678,7 @@ impl Shared {
                 cmd.arg(&o.task)
                     .arg(o.trampoline)
                     .arg(&self.build_id)
-                    .arg(&o.args)
+                    .arg(o.args.as_slice())
                     .arg(&o.signature[..])
                     .arg(o.items)
                     .arg(&o.nonce);
@@ -989,8 +1055,9 @@ impl Shared {
         Ok(())
     }
 
-    /// Fails tasks that were sent a while ago and whose record and result are
-    /// both gone from Redis (a server restarted without persistence, a flush).
+    /// Sends again tasks that were sent a while ago and whose record and
+    /// result are both gone from Redis (a server restarted without
+    /// persistence, a flush): while the client lives, no call is lost.
     fn probe(&self, conn: &mut Conn) {
         let old: Vec<u64> = {
             let st = lock(&self.state);
@@ -1011,27 +1078,19 @@ impl Shared {
                 return;
             };
             let answers = array(&reply).unwrap_or(&[]);
-            let gone: Vec<Inflight> = {
-                let mut st = lock(&self.state);
-                batch
-                    .iter()
-                    .zip(answers)
-                    .filter(|(_, a)| protocol::int(a) == Some(0))
-                    .filter_map(|(seq, _)| st.inflight.remove(seq))
-                    .collect()
-            };
+            let gone: Vec<u64> = batch
+                .iter()
+                .zip(answers)
+                .filter(|(_, a)| protocol::int(a) == Some(0))
+                .map(|(seq, _)| *seq)
+                .collect();
             if !gone.is_empty() {
-                let error = Error::Backend {
-                    message: format!(
-                        "{} task(s) vanished from Redis at {} without a result (was the server \
-                         restarted without persistence, or the namespace deleted?)",
-                        gone.len(),
-                        protocol::redact(conn.url())
-                    ),
-                };
-                log::error!("{error}");
-                self.courier.send_all(failing(gone, error));
-                self.work.notify_all();
+                let sent = self.resubmit(&gone);
+                log::warn!(
+                    "{sent} task(s) vanished from Redis at {} without a result (was the server \
+                     restarted without persistence, or the namespace deleted?); sent them again",
+                    protocol::redact(conn.url())
+                );
             }
         }
     }
