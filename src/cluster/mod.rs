@@ -63,6 +63,8 @@
 mod client;
 mod contain;
 mod courier;
+#[doc(hidden)]
+pub mod fuzz;
 mod protocol;
 mod worker;
 

@@ -349,7 +349,7 @@ pub(crate) fn client_alive(
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || s.len() > 2 * SIG_LEN {
+    if !s.len().is_multiple_of(2) || s.len() > 2 * SIG_LEN {
         return None;
     }
     (0..s.len())
@@ -548,7 +548,7 @@ impl Outcome {
         })
     }
 
-    fn decode_body(body: &[u8]) -> Option<Outcome> {
+    pub(crate) fn decode_body(body: &[u8]) -> Option<Outcome> {
         let mut r = Reader(body);
         let kind = r.byte()?;
         let worker = r.string()?;
