@@ -492,6 +492,8 @@ impl Outcome {
     /// are replaced, one by one, with a `Codec` error naming their size.
     /// Returns the envelope.
     pub(crate) fn seal_within(&mut self, secret: &[u8], task: &str, limit: u64) -> Vec<u8> {
+        // Lengths inside the envelope are u32: never let one wrap.
+        let limit = limit.min(u64::from(u32::MAX));
         loop {
             let sealed = self.seal(secret, task);
             if sealed.len() as u64 <= limit {
@@ -1010,6 +1012,29 @@ mod tests {
         for junk in ["", ":", "x:y", "5:zz", "1000"] {
             assert!(!client_alive(b"k", "ns", "c", junk.as_bytes(), 0), "{junk}");
         }
+    }
+
+    #[test]
+    fn oversized_values_are_replaced_until_the_envelope_fits() {
+        let mut outcome = Outcome::Ran {
+            worker: "w".into(),
+            items: vec![
+                ItemOutcome::Value(vec![1; 10]),
+                ItemOutcome::Value(vec![2; 2000]),
+                ItemOutcome::Value(vec![3; 5]),
+            ],
+        };
+        let sealed = outcome.seal_within(b"k", "t", 500);
+        assert!(sealed.len() <= 500);
+        let Ok(Outcome::Ran { items, .. }) = Outcome::open(b"k", "t", &sealed) else {
+            panic!("does not open");
+        };
+        assert_eq!(items[0], ItemOutcome::Value(vec![1; 10]));
+        assert!(
+            matches!(&items[1], ItemOutcome::Failed(WireError::Codec { message, .. })
+            if message.contains("2000 bytes") && message.contains("proto-max-bulk-len"))
+        );
+        assert_eq!(items[2], ItemOutcome::Value(vec![3; 5]));
     }
 
     #[test]
