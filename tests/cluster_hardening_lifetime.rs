@@ -6,6 +6,7 @@
 //! The client runs in a child process (this test binary again, selected by
 //! an environment variable) so that it can be killed with SIGKILL.
 
+mod cluster_hardening_support;
 mod cluster_support;
 
 use cluster_support::{eventually, Redis, TempDir};
@@ -71,6 +72,10 @@ fn stop(child: &mut Child, signal: libc::c_int) {
 
 #[test]
 fn a_killed_clients_keys_and_queued_work_are_gone_after_its_ttl() {
+    let _watchdog = cluster_hardening_support::watchdog(
+        "a_killed_clients_keys_and_queued_work_are_gone_after_its_ttl",
+        std::time::Duration::from_secs(180),
+    );
     if let (Ok(url), Ok(log)) = (std::env::var(CHILD_URL), std::env::var(CHILD_LOG)) {
         child_client(&url, &log);
         return;

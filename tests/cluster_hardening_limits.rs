@@ -4,6 +4,7 @@
 //! fetch that keeps failing resolves its futures to `Backend` after the
 //! reconnect timeout instead of spinning.
 
+mod cluster_hardening_support;
 mod cluster_support;
 
 use cluster_support::Redis;
@@ -44,6 +45,10 @@ fn too_big(e: &Error) -> bool {
 
 #[test]
 fn an_oversized_argument_fails_only_its_own_call() {
+    let _watchdog = cluster_hardening_support::watchdog(
+        "an_oversized_argument_fails_only_its_own_call",
+        std::time::Duration::from_secs(180),
+    );
     let redis = limited_redis();
     let c = Cluster::builder(&redis.url())
         .namespace("big-args")
@@ -73,6 +78,10 @@ fn an_oversized_argument_fails_only_its_own_call() {
 
 #[test]
 fn an_oversized_result_fails_only_its_own_item_and_the_slot_survives() {
+    let _watchdog = cluster_hardening_support::watchdog(
+        "an_oversized_result_fails_only_its_own_item_and_the_slot_survives",
+        std::time::Duration::from_secs(180),
+    );
     let redis = limited_redis();
     let c = Cluster::builder(&redis.url())
         .namespace("big-results")
@@ -118,6 +127,10 @@ fn acl(redis: &Redis, rule: &str) {
 
 #[test]
 fn a_fetch_that_keeps_failing_resolves_to_backend_after_the_reconnect_timeout() {
+    let _watchdog = cluster_hardening_support::watchdog(
+        "a_fetch_that_keeps_failing_resolves_to_backend_after_the_reconnect_timeout",
+        std::time::Duration::from_secs(180),
+    );
     let redis = Redis::start();
     let c = Cluster::builder(&redis.url())
         .namespace("fetch-fails")

@@ -3,6 +3,7 @@
 //! another namespace that shares the secret, or after its client is gone.
 //! Marker files count the executions.
 
+mod cluster_hardening_support;
 mod cluster_support;
 
 use cluster_support::{Redis, TempDir};
@@ -105,6 +106,10 @@ fn workers(redis: &Redis, ns: &str) -> Cluster {
 
 #[test]
 fn a_finished_record_written_back_does_not_run_again() {
+    let _watchdog = cluster_hardening_support::watchdog(
+        "a_finished_record_written_back_does_not_run_again",
+        std::time::Duration::from_secs(180),
+    );
     let redis = Redis::start();
     let dir = TempDir::new("replay-finished");
     let marker = dir.path().join("m");
@@ -134,6 +139,10 @@ fn a_finished_record_written_back_does_not_run_again() {
 
 #[test]
 fn a_record_copied_to_another_namespace_with_the_same_secret_does_not_run() {
+    let _watchdog = cluster_hardening_support::watchdog(
+        "a_record_copied_to_another_namespace_with_the_same_secret_does_not_run",
+        std::time::Duration::from_secs(180),
+    );
     let redis = Redis::start();
     let dir = TempDir::new("replay-ns");
     let marker = dir.path().join("m");
@@ -160,6 +169,10 @@ fn a_record_copied_to_another_namespace_with_the_same_secret_does_not_run() {
 
 #[test]
 fn a_record_of_a_client_that_is_gone_does_not_run() {
+    let _watchdog = cluster_hardening_support::watchdog(
+        "a_record_of_a_client_that_is_gone_does_not_run",
+        std::time::Duration::from_secs(180),
+    );
     let redis = Redis::start();
     let dir = TempDir::new("replay-gone");
     let marker = dir.path().join("m");

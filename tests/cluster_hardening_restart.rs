@@ -3,6 +3,7 @@
 //! records vanished, and every future resolves Ok (at-least-once execution,
 //! exactly one result).
 
+mod cluster_hardening_support;
 mod cluster_support;
 
 use cluster_support::{eventually, Redis, TempDir};
@@ -34,6 +35,10 @@ fn executions(log: &std::path::Path) -> Vec<u64> {
 
 #[test]
 fn redis_restarting_empty_loses_no_call_while_the_client_lives() {
+    let _watchdog = cluster_hardening_support::watchdog(
+        "redis_restarting_empty_loses_no_call_while_the_client_lives",
+        std::time::Duration::from_secs(180),
+    );
     let mut redis = Redis::start_with(false);
     let dir = TempDir::new("restart-empty");
     let log = dir.path().join("executions");
