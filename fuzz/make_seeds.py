@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""Writes a seed corpus of valid frames (layout: src/process/wire.rs) to fuzz/corpus/frame_decoder.
+"""Writes seed corpora: valid frames (layout: src/process/wire.rs) to fuzz/corpus/frame_decoder,
+and valid cluster envelope bodies and records (layout: src/cluster/protocol.rs) to
+fuzz/corpus/cluster_envelope and fuzz/corpus/cluster_record.
 
 Usage: python3 fuzz/make_seeds.py   (from the crate root)
 Each seed is a frame *body* (kind byte onwards) or a stream of length-prefixed frames.
 """
 import os, struct
 
-TASK, INIT, DONE, INIT_FAILED, INIT_OK = 1, 2, 10, 11, 12
+TASK, INIT, STEAL, DONE, INIT_FAILED, RETURNED, INIT_OK = 1, 2, 3, 10, 11, 13, 12
 BID = bytes(range(16))
 
 def s(b):  # postcard string / bytes: varint length + bytes
@@ -37,6 +39,9 @@ refused = b"\x02" + s(b"different build")
 def init_failed(err):
     return bytes([INIT_FAILED]) + struct.pack("<I", len(err)) + err
 
+def returned(ids):
+    return bytes([RETURNED]) + struct.pack("<I", len(ids)) + b"".join(struct.pack("<Q", i) for i in ids)
+
 def framed(*bodies):
     return b"".join(struct.pack("<I", len(b)) + b for b in bodies)
 
@@ -52,6 +57,10 @@ seeds = {
     "init_ok": bytes([INIT_OK]),
     "stream": framed(task([(1, b"x")]), done([(1, 0, b"y")]), init_failed(refused)),
     "stream_init_ok": framed(init(b""), bytes([INIT_OK]), task([(2, b"")]), done([(2, 0, b"")])),
+    "steal": bytes([STEAL]),
+    "returned_none": returned([]),
+    "returned_two": returned([5, 9]),
+    "stream_steal": framed(task([(1, b"x"), (2, b"y")]), bytes([STEAL]), returned([2]), done([(1, 0, b"z")])),
 }
 d = os.path.join(os.path.dirname(__file__), "corpus", "frame_decoder")
 os.makedirs(d, exist_ok=True)
@@ -59,3 +68,37 @@ for name, data in seeds.items():
     with open(os.path.join(d, name), "wb") as f:
         f.write(data)
 print(f"wrote {len(seeds)} seeds to {d}")
+
+# Cluster result envelope bodies (what follows the 32-byte signature).
+def u32b(b):
+    return struct.pack("<I", len(b)) + b
+
+worker = u32b(b"cluster worker h:1")
+def ran(items):
+    out = bytes([0]) + worker + struct.pack("<I", len(items))
+    for kind, b in items:
+        out += bytes([kind]) + (u32b(b) if kind != 2 else b"")
+    return out
+
+envelopes = {
+    "ran_value": ran([(0, b"\x2a")]),
+    "ran_mixed": ran([(0, b"ok"), (1, panicked), (1, codec), (2, b"")]),
+    "ran_empty": ran([]),
+    "refused": bytes([1]) + worker + u32b(b"different build"),
+    "lost": bytes([2]) + worker + u32b(b"killed by signal 9"),
+    "rejected": bytes([3]) + worker + u32b(b"bad signature"),
+}
+# Task records: item count byte, then the argument blob; task ids; liveness.
+records = {
+    "items_two": bytes([2]) + u32b(b"abc") + u32b(b""),
+    "items_one": bytes([1]) + u32b(bytes(40)),
+    "task_id": b"0123456789abcdef.2a",
+    "liveness": b"1700000000000:" + b"ab" * 32,
+}
+for name, corpus in (("cluster_envelope", envelopes), ("cluster_record", records)):
+    d = os.path.join(os.path.dirname(__file__), "corpus", name)
+    os.makedirs(d, exist_ok=True)
+    for seed, data in corpus.items():
+        with open(os.path.join(d, seed), "wb") as f:
+            f.write(data)
+    print(f"wrote {len(corpus)} seeds to {d}")

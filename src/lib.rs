@@ -89,6 +89,10 @@ pub use bound::{bind, Bound};
 pub use call::{Arg, Call, IntoArg, IntoArgs};
 #[doc(hidden)]
 pub use call::{CallOptions, Input};
+/// The cluster's decoders of bytes from Redis, exposed for the fuzz targets only.
+#[doc(hidden)]
+#[cfg(target_os = "linux")]
+pub use cluster::fuzz as __cluster_fuzz;
 #[cfg(target_os = "linux")]
 pub use cluster::{Cluster, ClusterBuilder};
 pub use error::{Error, Result};

@@ -2,6 +2,7 @@
 //! a callback that blocks (on another future of the same cluster, or on
 //! anything else) does not stop other futures from resolving.
 
+mod cluster_hardening_support;
 mod cluster_support;
 
 use cluster_support::Redis;
@@ -27,6 +28,10 @@ fn cluster(redis: &Redis, namespace: &str, workers: usize) -> Arc<Cluster> {
 
 #[test]
 fn a_callback_that_blocks_on_another_future_of_the_same_cluster() {
+    let _watchdog = cluster_hardening_support::watchdog(
+        "a_callback_that_blocks_on_another_future_of_the_same_cluster",
+        std::time::Duration::from_secs(180),
+    );
     let redis = Redis::start();
     let c = cluster(&redis, "cb-nested", 2);
     let (tx, rx) = mpsc::channel();
@@ -71,6 +76,10 @@ fn a_callback_that_blocks_on_another_future_of_the_same_cluster() {
 
 #[test]
 fn a_blocked_callback_does_not_stall_other_futures() {
+    let _watchdog = cluster_hardening_support::watchdog(
+        "a_blocked_callback_does_not_stall_other_futures",
+        std::time::Duration::from_secs(180),
+    );
     let redis = Redis::start();
     let c = cluster(&redis, "cb-blocked", 2);
     let (release_tx, release_rx) = mpsc::channel::<()>();
@@ -94,6 +103,10 @@ fn a_blocked_callback_does_not_stall_other_futures() {
 
 #[test]
 fn callbacks_can_submit_and_a_panicking_one_is_contained() {
+    let _watchdog = cluster_hardening_support::watchdog(
+        "callbacks_can_submit_and_a_panicking_one_is_contained",
+        std::time::Duration::from_secs(180),
+    );
     let redis = Redis::start();
     let c = cluster(&redis, "cb-misc", 1);
     let f = c.submit(add, (2, 2)).unwrap();

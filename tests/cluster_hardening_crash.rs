@@ -8,6 +8,7 @@
 //! exit or a segfault in the caller kills this test process itself. After
 //! every case the cluster serves the next call.
 
+mod cluster_hardening_support;
 mod cluster_support;
 
 use cluster_support::Redis;
@@ -141,6 +142,10 @@ fn expect(what: &str, way: u8, e: Error) {
 
 #[test]
 fn caller_serializing_the_arguments() {
+    let _watchdog = cluster_hardening_support::watchdog(
+        "caller_serializing_the_arguments",
+        std::time::Duration::from_secs(180),
+    );
     let redis = Redis::start();
     let c = cluster(&redis, "crash1");
     let e = outcome("serde error", || {
@@ -169,6 +174,10 @@ fn caller_serializing_the_arguments() {
 
 #[test]
 fn caller_deserializing_the_result() {
+    let _watchdog = cluster_hardening_support::watchdog(
+        "caller_deserializing_the_result",
+        std::time::Duration::from_secs(180),
+    );
     let redis = Redis::start();
     let c = cluster(&redis, "crash4");
     let e = outcome("serde error", || {
@@ -224,6 +233,10 @@ macro_rules! worker_stage {
 
 #[test]
 fn worker_deserializing_the_arguments() {
+    let _watchdog = cluster_hardening_support::watchdog(
+        "worker_deserializing_the_arguments",
+        std::time::Duration::from_secs(180),
+    );
     let redis = Redis::start();
     let c = cluster(&redis, "crash2");
     worker_stage!(&c, take, WORKER_DESERIALIZES_ARGS, Bad(1));
@@ -231,6 +244,10 @@ fn worker_deserializing_the_arguments() {
 
 #[test]
 fn worker_serializing_the_result() {
+    let _watchdog = cluster_hardening_support::watchdog(
+        "worker_serializing_the_result",
+        std::time::Duration::from_secs(180),
+    );
     let redis = Redis::start();
     let c = cluster(&redis, "crash3");
     worker_stage!(&c, make, WORKER_SERIALIZES_RESULT, 1u32);
@@ -256,6 +273,10 @@ fn worker_pid() -> u32 {
 /// and the worker (and its slot) survives.
 #[test]
 fn a_panic_payload_that_panics_on_drop_is_contained() {
+    let _watchdog = cluster_hardening_support::watchdog(
+        "a_panic_payload_that_panics_on_drop_is_contained",
+        std::time::Duration::from_secs(180),
+    );
     let redis = Redis::start();
     let c = cluster(&redis, "bomb");
     let pid = c

@@ -3,6 +3,7 @@
 //! another namespace that shares the secret, or after its client is gone.
 //! Marker files count the executions.
 
+mod cluster_hardening_support;
 mod cluster_support;
 
 use cluster_support::{Redis, TempDir};
@@ -64,28 +65,24 @@ fn pending_record(
 }
 
 /// Writes the record back into `ns` as a new pending task, the way someone
-/// with write access to Redis (but not the secret) could.
+/// with write access to Redis (but not the secret) could; atomically, so no
+/// worker sees the entry before the record.
 fn replay(redis: &Redis, ns: &str, task: &str, fields: &Fields) {
     let mut con = redis.conn();
-    let entry: String = redis::cmd("XADD")
-        .arg(format!("{{{ns}}}:q"))
-        .arg("*")
-        .arg("t")
-        .arg(task)
-        .query(&mut con)
-        .unwrap();
-    let mut hset = redis::cmd("HSET");
-    hset.arg(format!("{{{ns}}}:t:{task}"));
+    let mut eval = redis::cmd("EVAL");
+    eval.arg(
+        "local e = redis.call('XADD', KEYS[1], '*', 't', ARGV[1]) \
+         for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end \
+         redis.call('HSET', KEYS[2], 'st', 'p', 'at', '0', 'e', e) return e",
+    )
+    .arg(2)
+    .arg(format!("{{{ns}}}:q"))
+    .arg(format!("{{{ns}}}:t:{task}"))
+    .arg(task);
     for (k, v) in fields {
-        let v: &[u8] = match k.as_str() {
-            "st" => b"p",
-            "at" => b"0",
-            "e" => entry.as_bytes(),
-            _ => v,
-        };
-        hset.arg(k).arg(v);
+        eval.arg(k).arg(v.as_slice());
     }
-    hset.query::<()>(&mut con).unwrap();
+    eval.query::<String>(&mut con).unwrap();
 }
 
 /// Waits until the namespace's single worker has processed everything
@@ -109,6 +106,10 @@ fn workers(redis: &Redis, ns: &str) -> Cluster {
 
 #[test]
 fn a_finished_record_written_back_does_not_run_again() {
+    let _watchdog = cluster_hardening_support::watchdog(
+        "a_finished_record_written_back_does_not_run_again",
+        std::time::Duration::from_secs(180),
+    );
     let redis = Redis::start();
     let dir = TempDir::new("replay-finished");
     let marker = dir.path().join("m");
@@ -138,6 +139,10 @@ fn a_finished_record_written_back_does_not_run_again() {
 
 #[test]
 fn a_record_copied_to_another_namespace_with_the_same_secret_does_not_run() {
+    let _watchdog = cluster_hardening_support::watchdog(
+        "a_record_copied_to_another_namespace_with_the_same_secret_does_not_run",
+        std::time::Duration::from_secs(180),
+    );
     let redis = Redis::start();
     let dir = TempDir::new("replay-ns");
     let marker = dir.path().join("m");
@@ -164,6 +169,10 @@ fn a_record_copied_to_another_namespace_with_the_same_secret_does_not_run() {
 
 #[test]
 fn a_record_of_a_client_that_is_gone_does_not_run() {
+    let _watchdog = cluster_hardening_support::watchdog(
+        "a_record_of_a_client_that_is_gone_does_not_run",
+        std::time::Duration::from_secs(180),
+    );
     let redis = Redis::start();
     let dir = TempDir::new("replay-gone");
     let marker = dir.path().join("m");

@@ -1,5 +1,6 @@
 //! The cluster secret: never empty, and (by default) from the OS random source.
 
+mod cluster_hardening_support;
 mod cluster_support;
 
 use cluster_support::Redis;
@@ -11,6 +12,10 @@ use std::time::{Duration, Instant};
 /// and says why (an HMAC under an empty key is public).
 #[test]
 fn a_worker_with_an_empty_secret_refuses_to_start() {
+    let _watchdog = cluster_hardening_support::watchdog(
+        "a_worker_with_an_empty_secret_refuses_to_start",
+        std::time::Duration::from_secs(180),
+    );
     let redis = Redis::start();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .env("FANOUT_CLUSTER_URL", redis.url())
@@ -51,6 +56,10 @@ fn a_worker_with_an_empty_secret_refuses_to_start() {
 
 #[test]
 fn a_builder_given_an_empty_secret_is_refused() {
+    let _watchdog = cluster_hardening_support::watchdog(
+        "a_builder_given_an_empty_secret_is_refused",
+        std::time::Duration::from_secs(180),
+    );
     let redis = Redis::start();
     match Cluster::builder(&redis.url()).secret("").build() {
         Err(Error::InvalidArgument { .. }) => {}

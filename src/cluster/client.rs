@@ -11,8 +11,8 @@
 //!   futures running on `started` events, and on `done` events reads the
 //!   results of the whole batch with one `MGET`, verifies their signatures,
 //!   completes the promises, then deletes results and events with one `ack`
-//!   script call. It also probes, now and then,
-//!   for tasks that vanished from Redis, so no future can wait forever.
+//!   script call. It also probes, now and then, for tasks that vanished from
+//!   Redis, and sends them again, so no future can wait forever.
 //! * **supervisor** (with `local_workers(n)`) — keeps n worker processes of
 //!   this binary running, and stops them (SIGTERM: drain) at shutdown.
 
@@ -52,6 +52,12 @@ pub(crate) struct Config {
 /// How long the event loop blocks in one `XREAD`.
 const EVENT_BLOCK: Duration = Duration::from_millis(1000);
 
+/// Most result bytes fetched in one `MGET` (a larger result comes alone).
+const FETCH_BYTES: u64 = 64 << 20;
+
+/// Most argument bytes sent in one `submit` script call (a larger task goes alone).
+const SUBMIT_BYTES: usize = 64 << 20;
+
 /// How long shutdown waits for done-callbacks that are still running.
 const COURIER_DRAIN: Duration = Duration::from_secs(30);
 
@@ -89,6 +95,10 @@ struct Inflight {
     sent_at: Option<Instant>,
     /// Items whose cancellation the dispatcher has processed.
     cancelled: usize,
+    /// The call, kept until its outcome arrives: a task whose record
+    /// vanished from Redis (a restart without persistence) is sent again.
+    trampoline: u64,
+    args: Arc<Vec<u8>>,
 }
 
 /// A task record waiting for the dispatcher.
@@ -96,7 +106,7 @@ struct Outgoing {
     seq: u64,
     task: String,
     trampoline: u64,
-    args: Vec<u8>,
+    args: Arc<Vec<u8>>,
     signature: [u8; protocol::SIG_LEN],
     items: usize,
     nonce: String,
@@ -108,6 +118,8 @@ struct State {
     outbox: Vec<Outgoing>,
     /// (seq, item index or -1 for a one-item task)
     cancels: Vec<(u64, i64)>,
+    /// A task sent again under a new sequence number: old → new.
+    aliases: HashMap<u64, u64>,
     closing: bool,
     woken: bool,
     loop_done: bool,
@@ -138,6 +150,8 @@ pub(crate) struct Shared {
     courier: Courier,
     /// The latest liveness value the keeper wrote.
     live: Mutex<String>,
+    /// The server's limit on one value (`proto-max-bulk-len`).
+    bulk_limit: u64,
 }
 
 impl Shared {
@@ -186,6 +200,7 @@ impl Shared {
             thread_ids: Mutex::new(Vec::new()),
             courier: Courier::default(),
             live: Mutex::new(String::new()),
+            bulk_limit: protocol::bulk_limit(&mut conn),
         });
         let mut threads = Vec::new();
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
@@ -391,6 +406,27 @@ impl Shared {
             if items.is_empty() {
                 continue;
             }
+            let size: u64 = items.iter().map(|i| i.len() as u64 + 4).sum();
+            let largest = items.iter().map(Vec::len).max().unwrap_or(0) as u64;
+            if size > self.bulk_limit || largest > u64::from(u32::MAX) {
+                // Redis would refuse the value (and drop the connection, failing
+                // every call sent with it): fail only these calls, at once.
+                let error = Error::Codec {
+                    type_name: std::any::type_name::<Args>().to_string(),
+                    message: format!(
+                        "the encoded arguments are {size} bytes, more than Redis accepts in \
+                         one value (proto-max-bulk-len = {} bytes); pass less, or store \
+                         large data elsewhere and pass its name",
+                        self.bulk_limit
+                    ),
+                };
+                for _ in 0..items.len() {
+                    let (future, promise) = pair::<R>();
+                    promise.set_error(error.clone());
+                    futures.push(future);
+                }
+                continue;
+            }
             let seq = self.seq.fetch_add(1, Ordering::Relaxed);
             let task = protocol::task_id(&self.client_id, seq);
             let trampoline = callee.trampoline;
@@ -402,19 +438,8 @@ impl Shared {
                 protocol::push_item(&mut args, item);
             }
             let n = items.len();
-            let nonce = ship::hex(&protocol::random_bytes::<12>()?);
-            let signature = protocol::sign_task(
-                self.cfg.secret.as_bytes(),
-                &protocol::TaskSeal {
-                    namespace: &self.cfg.namespace,
-                    task: &task,
-                    nonce: &nonce,
-                    trampoline,
-                    build_id: &self.build_id,
-                    items: n as u64,
-                    args: &args,
-                },
-            );
+            let args = Arc::new(args);
+            let outgoing = self.outgoing(seq, task, trampoline, args.clone(), n)?;
             let mut deliveries: Vec<Option<Box<dyn Delivery>>> = Vec::with_capacity(n);
             for idx in 0..n {
                 let (future, promise) = pair::<R>();
@@ -429,20 +454,14 @@ impl Shared {
                 deliveries.push(Some(Box::new(promise)));
             }
             records.push((
-                Outgoing {
-                    seq,
-                    task,
-                    trampoline,
-                    args,
-                    signature,
-                    items: n,
-                    nonce,
-                },
+                outgoing,
                 Inflight {
                     items: deliveries,
                     started: false,
                     sent_at: None,
                     cancelled: 0,
+                    trampoline,
+                    args,
                 },
             ));
         }
@@ -458,6 +477,73 @@ impl Shared {
         drop(st);
         self.work.notify_one();
         Ok(futures)
+    }
+
+    /// A signed task record (a fresh nonce each time).
+    fn outgoing(
+        &self,
+        seq: u64,
+        task: String,
+        trampoline: u64,
+        args: Arc<Vec<u8>>,
+        items: usize,
+    ) -> Result<Outgoing> {
+        let nonce = ship::hex(&protocol::random_bytes::<12>()?);
+        let signature = protocol::sign_task(
+            self.cfg.secret.as_bytes(),
+            &protocol::TaskSeal {
+                namespace: &self.cfg.namespace,
+                task: &task,
+                nonce: &nonce,
+                trampoline,
+                build_id: &self.build_id,
+                items: items as u64,
+                args: &args,
+            },
+        );
+        Ok(Outgoing {
+            seq,
+            task,
+            trampoline,
+            args,
+            signature,
+            items,
+            nonce,
+        })
+    }
+
+    /// Sends tasks again whose records vanished from Redis, each under a new
+    /// sequence number (so nothing the server remembers of the old one, a
+    /// finished bit or a late event, can get in the way). The client still
+    /// delivers exactly one outcome per future; the call may run twice.
+    fn resubmit(&self, seqs: &[u64]) -> usize {
+        let mut st = lock(&self.state);
+        let mut sent = 0;
+        for old in seqs {
+            let Some(mut inflight) = st.inflight.remove(old) else {
+                continue;
+            };
+            let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+            let task = protocol::task_id(&self.client_id, seq);
+            let n = inflight.items.len();
+            match self.outgoing(seq, task, inflight.trampoline, inflight.args.clone(), n) {
+                Ok(out) => {
+                    inflight.sent_at = None;
+                    st.inflight.insert(seq, inflight);
+                    st.aliases.insert(*old, seq);
+                    st.outbox.push(out);
+                    sent += 1;
+                }
+                Err(e) => {
+                    drop(st);
+                    self.courier.send_all(failing(vec![inflight], e));
+                    st = lock(&self.state);
+                }
+            }
+        }
+        drop(st);
+        self.work.notify_all();
+        sent
     }
 
     // -----------------------------------------------------------------------
@@ -520,6 +606,16 @@ impl Shared {
             return (outbox, cancels);
         }
         let mut st = lock(&self.state);
+        // Cancels of tasks sent again go to their new sequence number.
+        let cancels: Vec<(u64, i64)> = cancels
+            .into_iter()
+            .map(|(mut seq, idx)| {
+                while let Some(&next) = st.aliases.get(&seq) {
+                    seq = next;
+                }
+                (seq, idx)
+            })
+            .collect();
         let mut remote = Vec::new();
         for &(seq, idx) in &cancels {
             if let Some(t) = st.inflight.get_mut(&seq) {
@@ -559,7 +655,21 @@ impl Shared {
         let deadline = Instant::now() + self.cfg.reconnect_timeout;
         let queue = self.cfg.keys.queue();
         let max = self.cfg.max_deliveries.to_string();
-        for batch in outbox.chunks(protocol::SUBMIT_BATCH) {
+        let mut batches: Vec<&[Outgoing]> = Vec::new();
+        let (mut from, mut bytes) = (0, 0usize);
+        for (i, o) in outbox.iter().enumerate() {
+            if i > from
+                && (i - from >= protocol::SUBMIT_BATCH || bytes + o.args.len() > SUBMIT_BYTES)
+            {
+                batches.push(&outbox[from..i]);
+                (from, bytes) = (i, 0);
+            }
+            bytes += o.args.len();
+        }
+        if from < outbox.len() {
+            batches.push(&outbox[from..]);
+        }
+        for batch in batches {
             let mut keys = Vec::with_capacity(batch.len() + 3);
             keys.push(queue.clone());
             keys.push(self.cfg.keys.live(&self.client_id));
@@ -573,7 +683,7 @@ impl Shared {
                 cmd.arg(&o.task)
                     .arg(o.trampoline)
                     .arg(&self.build_id)
-                    .arg(&o.args)
+                    .arg(o.args.as_slice())
                     .arg(&o.signature[..])
                     .arg(o.items)
                     .arg(&o.nonce);
@@ -658,6 +768,7 @@ impl Shared {
         let mut outage: Option<Instant> = None;
         let mut backoff = protocol::Backoff::new();
         let mut next_probe = Instant::now() + PROBE_EVERY;
+        let mut fetch_failing: Option<Instant> = None;
         loop {
             if self.should_stop() {
                 break;
@@ -692,12 +803,19 @@ impl Shared {
                     ids.push(e.id.to_string());
                     let task = e.field("t").and_then(|t| std::str::from_utf8(t).ok());
                     let seq = task.and_then(|t| self.own_seq(t));
+                    // The result's size, so fetches can be bounded by bytes.
+                    let size = e
+                        .field("z")
+                        .and_then(|z| std::str::from_utf8(z).ok()?.parse::<u64>().ok())
+                        .unwrap_or(0);
                     match (e.field("k"), seq, task) {
                         (Some(b"s"), Some(seq), _) => started.push(seq),
-                        (Some(b"d"), Some(seq), Some(task)) => done.push((seq, task.to_string())),
+                        (Some(b"d"), Some(seq), Some(task)) => {
+                            done.push((seq, task.to_string(), size))
+                        }
                         (Some(b"d"), None, Some(task)) => {
                             // Not ours (a forged record naming us): take and drop it.
-                            done.push((0, task.to_string()))
+                            done.push((0, task.to_string(), size))
                         }
                         _ => {}
                     }
@@ -707,6 +825,14 @@ impl Shared {
                 }
                 self.mark_started(&started);
                 if let Err(e) = self.take_and_deliver(&mut conn, &events, &ids, &done) {
+                    // Reading events may work while fetching results keeps
+                    // failing (permissions, a reply too large): that has its
+                    // own clock, which a successful XREAD does not reset.
+                    let since = *fetch_failing.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= self.cfg.reconnect_timeout {
+                        self.fail_unfetched(&done, conn.url(), &e);
+                        fetch_failing = None;
+                    }
                     self.outage(&mut conn, &mut outage, &mut backoff, &e);
                     // Read these events again once Redis is back.
                     last = ids
@@ -715,6 +841,7 @@ impl Shared {
                         .unwrap_or_else(|| last.clone());
                     continue;
                 }
+                fetch_failing = None;
             }
             if Instant::now() >= next_probe {
                 next_probe = Instant::now() + PROBE_EVERY;
@@ -733,6 +860,32 @@ impl Shared {
         lock(&self.state).loop_done = true;
         self.work.notify_all();
         self.finished.notify_all();
+    }
+
+    /// Fails the futures of `done` tasks whose results could not be read
+    /// for `reconnect_timeout`; their events are then acknowledged without
+    /// fetching (nothing waits for them any more).
+    fn fail_unfetched(&self, done: &[(u64, String, u64)], url: &str, e: &redis::RedisError) {
+        let failed: Vec<Inflight> = {
+            let mut st = lock(&self.state);
+            done.iter()
+                .filter_map(|(seq, _, _)| st.inflight.remove(seq))
+                .collect()
+        };
+        if failed.is_empty() {
+            return;
+        }
+        let error = Error::Backend {
+            message: format!(
+                "could not read {} result(s) from Redis at {} for {:?}: {e}",
+                failed.len(),
+                protocol::redact(url),
+                self.cfg.reconnect_timeout
+            ),
+        };
+        log::error!("{error}");
+        self.courier.send_all(failing(failed, error));
+        self.work.notify_all();
     }
 
     fn should_stop(&self) -> bool {
@@ -825,34 +978,60 @@ impl Shared {
         conn: &mut Conn,
         events: &str,
         ids: &[String],
-        done: &[(u64, String)],
+        done: &[(u64, String, u64)],
     ) -> redis::RedisResult<()> {
-        let results: Vec<String> = done.iter().map(|(_, t)| self.cfg.keys.result(t)).collect();
-        if !results.is_empty() {
+        let results: Vec<String> = done
+            .iter()
+            .map(|(_, t, _)| self.cfg.keys.result(t))
+            .collect();
+        // Fetch only what a future still waits for (a task failed meanwhile,
+        // e.g. after a long outage, is not fetched again, so a fetch that
+        // keeps failing cannot keep the loop spinning on the same events),
+        // in MGETs of at most FETCH_BYTES each.
+        let wanted: Vec<usize> = {
+            let st = lock(&self.state);
+            (0..done.len())
+                .filter(|&i| done[i].0 != 0 && st.inflight.contains_key(&done[i].0))
+                .collect()
+        };
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        let mut bytes_in_group = 0u64;
+        for i in wanted {
+            let size = done[i].2;
+            match groups.last_mut() {
+                Some(g) if bytes_in_group + size <= FETCH_BYTES => {
+                    g.push(i);
+                    bytes_in_group += size;
+                }
+                _ => {
+                    groups.push(vec![i]);
+                    bytes_in_group = size;
+                }
+            }
+        }
+        for group in groups {
             let mut mget = redis::cmd("MGET");
-            for k in &results {
-                mget.arg(k);
+            for &i in &group {
+                mget.arg(&results[i]);
             }
             let reply = conn.query(&mget)?;
             let values = array(&reply).unwrap_or(&[]);
-            let mut outcomes = Vec::with_capacity(done.len());
-            {
+            let mut outcomes = Vec::with_capacity(group.len());
+            let idle = {
                 let mut st = lock(&self.state);
-                for (i, (seq, task)) in done.iter().enumerate() {
-                    if *seq == 0 {
-                        continue;
-                    }
+                for (j, &i) in group.iter().enumerate() {
+                    let (seq, task, _) = &done[i];
                     let Some(inflight) = st.inflight.remove(seq) else {
                         continue;
                     };
-                    let envelope = values.get(i).and_then(bytes).unwrap_or(&[]);
+                    let envelope = values.get(j).and_then(bytes).unwrap_or(&[]);
                     outcomes.push((
                         inflight,
                         Outcome::open(self.cfg.secret.as_bytes(), task, envelope),
                     ));
                 }
-            }
-            let idle = lock(&self.state).inflight.is_empty();
+                st.inflight.is_empty()
+            };
             self.courier.send_all(
                 outcomes
                     .into_iter()
@@ -881,8 +1060,9 @@ impl Shared {
         Ok(())
     }
 
-    /// Fails tasks that were sent a while ago and whose record and result are
-    /// both gone from Redis (a server restarted without persistence, a flush).
+    /// Sends again tasks that were sent a while ago and whose record and
+    /// result are both gone from Redis (a server restarted without
+    /// persistence, a flush): while the client lives, no call is lost.
     fn probe(&self, conn: &mut Conn) {
         let old: Vec<u64> = {
             let st = lock(&self.state);
@@ -903,27 +1083,19 @@ impl Shared {
                 return;
             };
             let answers = array(&reply).unwrap_or(&[]);
-            let gone: Vec<Inflight> = {
-                let mut st = lock(&self.state);
-                batch
-                    .iter()
-                    .zip(answers)
-                    .filter(|(_, a)| protocol::int(a) == Some(0))
-                    .filter_map(|(seq, _)| st.inflight.remove(seq))
-                    .collect()
-            };
+            let gone: Vec<u64> = batch
+                .iter()
+                .zip(answers)
+                .filter(|(_, a)| protocol::int(a) == Some(0))
+                .map(|(seq, _)| *seq)
+                .collect();
             if !gone.is_empty() {
-                let error = Error::Backend {
-                    message: format!(
-                        "{} task(s) vanished from Redis at {} without a result (was the server \
-                         restarted without persistence, or the namespace deleted?)",
-                        gone.len(),
-                        protocol::redact(conn.url())
-                    ),
-                };
-                log::error!("{error}");
-                self.courier.send_all(failing(gone, error));
-                self.work.notify_all();
+                let sent = self.resubmit(&gone);
+                log::warn!(
+                    "{sent} task(s) vanished from Redis at {} without a result (was the server \
+                     restarted without persistence, or the namespace deleted?); sent them again",
+                    protocol::redact(conn.url())
+                );
             }
         }
     }

@@ -35,10 +35,15 @@
 //! the namespace holds only `{ns}:q`, the (empty) task stream, with its
 //! consumer group `fanout` (and consumers of workers still running).
 //! Transient keys: a task record until it is finished, a result until the
-//! client takes it (an hour at most if the client went away), a rejected or
-//! cancelled record for an hour, a client's event stream while it runs, and
-//! how a local worker died (`{ns}:died:<host>:<pid>`, until the cluster that
+//! client takes it, a rejected or cancelled record for an hour, a client's
+//! event stream, liveness and finished-task bitmap while it runs, and how a
+//! local worker died (`{ns}:died:<host>:<pid>`, until the cluster that
 //! started it shuts down; an hour at most).
+//!
+//! A client that dies without shutting down stops refreshing its keys: they
+//! expire after [`ClusterBuilder::client_ttl`]. Workers drop its queued
+//! tasks (and their records) instead of running them; a result written just
+//! before the death expires within about twice the TTL.
 //!
 //! # Done-callbacks
 //!
@@ -58,6 +63,8 @@
 mod client;
 mod contain;
 mod courier;
+#[doc(hidden)]
+pub mod fuzz;
 mod protocol;
 mod worker;
 

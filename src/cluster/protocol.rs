@@ -349,7 +349,7 @@ pub(crate) fn client_alive(
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || s.len() > 2 * SIG_LEN {
+    if !s.len().is_multiple_of(2) || s.len() > 2 * SIG_LEN {
         return None;
     }
     (0..s.len())
@@ -488,6 +488,42 @@ impl Outcome {
         body
     }
 
+    /// Makes the sealed envelope fit in `limit` bytes: the largest values
+    /// are replaced, one by one, with a `Codec` error naming their size.
+    /// Returns the envelope.
+    pub(crate) fn seal_within(&mut self, secret: &[u8], task: &str, limit: u64) -> Vec<u8> {
+        // Lengths inside the envelope are u32: never let one wrap.
+        let limit = limit.min(u64::from(u32::MAX));
+        loop {
+            let sealed = self.seal(secret, task);
+            if sealed.len() as u64 <= limit {
+                return sealed;
+            }
+            let Outcome::Ran { items, .. } = self else {
+                return sealed;
+            };
+            let largest = items
+                .iter_mut()
+                .filter_map(|i| match i {
+                    ItemOutcome::Value(v) => Some((v.len(), i)),
+                    _ => None,
+                })
+                .max_by_key(|(len, _)| *len);
+            let Some((len, item)) = largest else {
+                return sealed;
+            };
+            *item = ItemOutcome::Failed(WireError::Codec {
+                type_name: "the call's result".into(),
+                message: format!(
+                    "the encoded result is {len} bytes ({} in all with the rest of the \
+                     task), more than Redis accepts in one value (proto-max-bulk-len = \
+                     {limit} bytes); return less, or store large data elsewhere",
+                    sealed.len()
+                ),
+            });
+        }
+    }
+
     /// Verifies and decodes an envelope. Every byte here came from Redis, so
     /// nothing is trusted: a bad signature or a malformed body is an error.
     pub(crate) fn open(secret: &[u8], task: &str, envelope: &[u8]) -> Result<Outcome, Error> {
@@ -514,7 +550,7 @@ impl Outcome {
         })
     }
 
-    fn decode_body(body: &[u8]) -> Option<Outcome> {
+    pub(crate) fn decode_body(body: &[u8]) -> Option<Outcome> {
         let mut r = Reader(body);
         let kind = r.byte()?;
         let worker = r.string()?;
@@ -813,6 +849,23 @@ impl Conn {
     }
 }
 
+/// Redis's default limit on one value (`proto-max-bulk-len`).
+pub(crate) const DEFAULT_BULK_LIMIT: u64 = 512 << 20;
+
+/// The server's limit on one value (`CONFIG GET proto-max-bulk-len`); the
+/// default when the server does not say (`CONFIG` renamed or forbidden).
+pub(crate) fn bulk_limit(conn: &mut Conn) -> u64 {
+    conn.query(redis::cmd("CONFIG").arg("GET").arg("proto-max-bulk-len"))
+        .ok()
+        .and_then(|v| match &v {
+            redis::Value::Map(kv) => kv.first().and_then(|(_, v)| int(v)),
+            other => array(other).and_then(|a| a.get(1)).and_then(int),
+        })
+        .and_then(|n| u64::try_from(n).ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(DEFAULT_BULK_LIMIT)
+}
+
 /// Creates the task stream and its consumer group if missing.
 pub(crate) fn ensure_group(con: &mut redis::Connection, queue: &str) -> redis::RedisResult<()> {
     let out = redis::cmd("XGROUP")
@@ -959,6 +1012,29 @@ mod tests {
         for junk in ["", ":", "x:y", "5:zz", "1000"] {
             assert!(!client_alive(b"k", "ns", "c", junk.as_bytes(), 0), "{junk}");
         }
+    }
+
+    #[test]
+    fn oversized_values_are_replaced_until_the_envelope_fits() {
+        let mut outcome = Outcome::Ran {
+            worker: "w".into(),
+            items: vec![
+                ItemOutcome::Value(vec![1; 10]),
+                ItemOutcome::Value(vec![2; 2000]),
+                ItemOutcome::Value(vec![3; 5]),
+            ],
+        };
+        let sealed = outcome.seal_within(b"k", "t", 500);
+        assert!(sealed.len() <= 500);
+        let Ok(Outcome::Ran { items, .. }) = Outcome::open(b"k", "t", &sealed) else {
+            panic!("does not open");
+        };
+        assert_eq!(items[0], ItemOutcome::Value(vec![1; 10]));
+        assert!(
+            matches!(&items[1], ItemOutcome::Failed(WireError::Codec { message, .. })
+            if message.contains("2000 bytes") && message.contains("proto-max-bulk-len"))
+        );
+        assert_eq!(items[2], ItemOutcome::Value(vec![3; 5]));
     }
 
     #[test]

@@ -187,6 +187,8 @@ struct Worker {
     stopped: AtomicBool,
     /// When to next look for consumers of departed workers.
     cleanup: Mutex<Instant>,
+    /// The server's limit on one value (0: not asked yet).
+    bulk_limit: AtomicU64,
 }
 
 fn serve(cfg: WorkerConfig) -> i32 {
@@ -207,6 +209,7 @@ fn serve(cfg: WorkerConfig) -> i32 {
         deliveries: AtomicU64::new(0),
         stopped: AtomicBool::new(false),
         cleanup: Mutex::new(Instant::now()),
+        bulk_limit: AtomicU64::new(0),
         cfg,
     });
     let heartbeat = {
@@ -279,6 +282,20 @@ impl Worker {
                 None
             }
         }
+    }
+
+    /// The server's limit on one value, asked once.
+    fn bulk_limit(&self) -> u64 {
+        let known = self.bulk_limit.load(Ordering::Relaxed);
+        if known != 0 {
+            return known;
+        }
+        let limit = self
+            .connect(Duration::from_secs(5))
+            .map(|mut c| protocol::bulk_limit(&mut c))
+            .unwrap_or(protocol::DEFAULT_BULK_LIMIT);
+        self.bulk_limit.store(limit, Ordering::Relaxed);
+        limit
     }
 
     fn draining(&self) -> bool {
@@ -606,7 +623,9 @@ impl Worker {
             // Gone (finished elsewhere, never existed) or cancelled: already acknowledged.
             _ => return None,
         };
-        let envelope = outcome.seal(self.cfg.secret.as_bytes(), &job.task);
+        let mut outcome = outcome;
+        let envelope =
+            outcome.seal_within(self.cfg.secret.as_bytes(), &job.task, self.bulk_limit());
         let mut finish = self.scripts.call(
             ScriptName::Finish,
             &[
@@ -623,7 +642,8 @@ impl Worker {
             .arg(&envelope)
             .arg(protocol::RESULT_TTL.as_secs())
             .arg(&job.task)
-            .arg(bit);
+            .arg(bit)
+            .arg(envelope.len());
         if !self.draining() {
             // Finish and read the next entry in one round trip.
             let mut pipe = redis::pipe();
