@@ -9,7 +9,8 @@
 //! B=target/release/examples/profile_process
 //! $B map 100000            # map_with(square, 0..N, chunksize 100), consume all
 //! $B submit 20000          # N submits of add(i, 1), then every result
-//! $B echo 64               # one N MiB Vec<u8> echoed through one worker
+//! $B echo 64 [K]           # an N MiB Vec<u8> echoed through one worker, K times (1)
+//! $B copy 64 [K]           # the same clone + compare as `echo`, without the pool (its baseline)
 //! valgrind --tool=callgrind --callgrind-out-file=cg.%p $B map 100000
 //! strace -c -f $B submit 20000
 //! ```
@@ -58,11 +59,23 @@ fn main() -> fanout::Result<()> {
             let total: u64 = fs.into_iter().map(|f| f.result().unwrap()).sum();
             println!("submit {n}: {total}");
         }
-        "echo" => {
+        "copy" => {
+            let times: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1);
             let payload: Vec<u8> = (0..(n as usize) << 20).map(|i| i as u8).collect();
-            let back = pool.submit(echo, (payload.clone(),))?.result()?;
-            assert!(back == payload);
-            println!("echo {n} MiB: ok");
+            for _ in 0..times {
+                let back = std::hint::black_box(payload.clone());
+                assert!(back == payload);
+            }
+            println!("copy {n} MiB × {times}: ok");
+        }
+        "echo" => {
+            let times: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1);
+            let payload: Vec<u8> = (0..(n as usize) << 20).map(|i| i as u8).collect();
+            for _ in 0..times {
+                let back = pool.submit(echo, (payload.clone(),))?.result()?;
+                assert!(back == payload);
+            }
+            println!("echo {n} MiB × {times}: ok");
         }
         other => {
             eprintln!("unknown workload {other:?}: use map, submit or echo");

@@ -18,6 +18,7 @@
 //!   signal, frames it had not started go back to the front of the queue as
 //!   pending, and a replacement starts in the same slot.
 
+mod shm;
 mod start;
 pub mod wire;
 mod worker;
@@ -95,6 +96,8 @@ struct Item {
 struct Batch {
     trampoline: u64,
     items: Vec<Item>,
+    /// The batch's TASK frame in shared memory, when it is large (see `shm`).
+    shm: Option<shm::Lent>,
 }
 
 /// A worker process as the pool's bookkeeping sees it.
@@ -135,6 +138,8 @@ struct Shared {
     config: Config,
     state: Mutex<State>,
     thread_exited: Condvar,
+    /// Idle shared-memory regions for large call frames.
+    shm: Arc<shm::Cache>,
 }
 
 /// The pool's end of one worker's call pipe, with the frames waiting to go out.
@@ -280,9 +285,15 @@ impl Shared {
                     })
                     .min();
                 let Some((_, i)) = pick else { break };
-                let Some(Batch { trampoline, items }) = st.queue.pop_front() else {
+                let Some(Batch {
+                    trampoline,
+                    items,
+                    shm,
+                }) = st.queue.pop_front()
+                else {
                     break;
                 };
+                let submitted = items.len();
                 let items: Vec<Item> = items
                     .into_iter()
                     .filter(|it| it.delivery.set_running())
@@ -290,17 +301,22 @@ impl Shared {
                 if items.is_empty() {
                     continue;
                 }
-                let calls: Vec<(u64, Arc<Encoded>)> = items
-                    .iter()
-                    .map(|it| (it.delivery.id(), it.args.clone()))
-                    .collect();
-                let pieces = task_frame(&self.config.build_id, trampoline, &calls);
+                // A frame in shared memory is only good for all its calls.
+                let shm = shm.filter(|_| items.len() == submitted);
+                let pieces = match &shm {
+                    Some(lent) => vec![Piece::Own(lent.frame())],
+                    None => self.task_pieces(trampoline, &items),
+                };
                 let Some(book) = st.slots[i].as_mut() else {
                     break;
                 };
                 lock(&book.link.outbox).frames.extend(pieces);
                 book.sent += items.len();
-                book.in_flight.push_back(Batch { trampoline, items });
+                book.in_flight.push_back(Batch {
+                    trampoline,
+                    items,
+                    shm,
+                });
                 if !touched.iter().any(|l| Arc::ptr_eq(l, &book.link)) {
                     touched.push(book.link.clone());
                 }
@@ -341,6 +357,40 @@ impl Shared {
             }
         }
         touched
+    }
+
+    /// The TASK frame for `items`, as pieces for `writev`.
+    fn task_pieces(&self, trampoline: u64, items: &[Item]) -> Vec<Piece> {
+        let calls: Vec<(u64, Arc<Encoded>)> = items
+            .iter()
+            .map(|it| (it.delivery.id(), it.args.clone()))
+            .collect();
+        task_frame(&self.config.build_id, trampoline, &calls)
+    }
+
+    /// Puts a large batch's TASK frame into shared memory (on the
+    /// submitting thread, before the batch is queued).
+    fn offload(&self, batch: &mut Batch) {
+        let body: usize = 29
+            + batch
+                .items
+                .iter()
+                .map(|it| 12 + it.args.len())
+                .sum::<usize>();
+        if body < shm::SHM_AT {
+            return;
+        }
+        let Some(first) = batch.items.first().map(|it| it.delivery.id()) else {
+            return;
+        };
+        let pieces = self.task_pieces(batch.trampoline, &batch.items);
+        batch.shm = shm::offload(&self.shm, pieces.iter().map(Piece::bytes), first);
+        drop(pieces);
+        // A single call's frame in shared memory is never rebuilt (it cannot
+        // be partly cancelled), so its argument bytes can go now.
+        if let (Some(_), [only]) = (&batch.shm, &mut batch.items[..]) {
+            only.args = Arc::default();
+        }
     }
 
     /// Queues batches and dispatches them.
@@ -609,7 +659,16 @@ fn serve_worker(
                     Ok(None) => break,
                     Err(e) => return Ending::Malformed(e.0),
                 };
-                if let Err(why) = handle_frame(shared, slot, pid, frames.slice(range)) {
+                let body = frames.slice(range);
+                // A large frame arrives as a reference to shared memory.
+                let mapped = match shm::map_incoming(body, pid) {
+                    Ok(m) => m,
+                    // It sent the reference and died before we mapped it.
+                    Err(_) if shm::exited(pid) => return Ending::Closed,
+                    Err(why) => return Ending::Malformed(why),
+                };
+                if let Err(why) = handle_frame(shared, slot, pid, mapped.as_deref().unwrap_or(body))
+                {
                     return Ending::Malformed(why);
                 }
             }
@@ -763,7 +822,10 @@ fn handle_frame(
 /// worker refuses calls from another); constructors of other libraries still
 /// run in workers; with [`StartMethod::Fork`] the child is a copy of a
 /// multi-threaded process (see there). Large `Vec<u8>` arguments and results
-/// travel without serde's per-byte overhead.
+/// travel without serde's per-byte overhead, and a call or result frame of
+/// 1 MiB or more goes through shared memory (a `memfd` the other side opens
+/// through `/proc/<pid>/fd`, so pool and workers must be able to read each
+/// other's `/proc` entries — the same user, not made undumpable).
 pub struct ProcessPool {
     shared: Arc<Shared>,
 }
@@ -846,6 +908,7 @@ impl ProcessPool {
                 batches.push(Batch {
                     trampoline,
                     items: std::mem::take(&mut current),
+                    shm: None,
                 });
                 size = 0;
             }
@@ -856,6 +919,7 @@ impl ProcessPool {
             batches.push(Batch {
                 trampoline,
                 items: current,
+                shm: None,
             });
         }
         batches
@@ -928,8 +992,12 @@ impl Executor for ProcessPool {
         Box::new(move |batch: Vec<Args>| {
             let (items, futures) = ProcessPool::items::<Args, F::Output>(batch);
             if !items.is_empty() {
+                let mut batches = ProcessPool::batches(trampoline, items);
+                for b in &mut batches {
+                    shared.offload(b);
+                }
                 // On error the items were never queued; the error goes to the caller.
-                shared.enqueue(ProcessPool::batches(trampoline, items))?;
+                shared.enqueue(batches)?;
             }
             Ok(futures)
         })
@@ -1089,6 +1157,7 @@ impl ProcessPoolBuilder {
                 io_thread_ids: Vec::new(),
             }),
             thread_exited: Condvar::new(),
+            shm: Arc::default(),
         });
         let pool = ProcessPool {
             shared: shared.clone(),
