@@ -9,6 +9,7 @@
 //! B=target/release/examples/profile_process
 //! $B map 100000            # map_with(square, 0..N, chunksize 100), consume all
 //! $B submit 20000          # N submits of add(i, 1), then every result
+//! $B chunks 100000         # the same squares as `map`, one submit per 100 (a Vec<u64> each)
 //! $B echo 64 [K]           # an N MiB Vec<u8> echoed through one worker, K times (1)
 //! $B copy 64 [K]           # the same clone + compare as `echo`, without the pool (its baseline)
 //! valgrind --tool=callgrind --callgrind-out-file=cg.%p $B map 100000
@@ -21,6 +22,11 @@ use fanout::{Executor, MapOptions, ProcessPool, StartMethod};
 
 fn square(x: u64) -> u64 {
     x * x
+}
+
+/// `map`'s work with one call, and one completion, per chunk of 100.
+fn square_chunk(xs: Vec<u64>) -> Vec<u64> {
+    xs.into_iter().map(square).collect()
 }
 
 fn add(a: u64, b: u64) -> u64 {
@@ -52,6 +58,17 @@ fn main() -> fanout::Result<()> {
                 .fold(0u64, u64::wrapping_add);
             println!("map {n}: {total}");
         }
+        "chunks" => {
+            let fs = (0..n)
+                .step_by(100)
+                .map(|i| pool.submit(square_chunk, ((i..(i + 100).min(n)).collect(),)))
+                .collect::<fanout::Result<Vec<_>>>()?;
+            let total: u64 = fs
+                .into_iter()
+                .flat_map(|f| f.result().unwrap())
+                .fold(0u64, u64::wrapping_add);
+            println!("chunks {n}: {total}");
+        }
         "submit" => {
             let fs = (0..n)
                 .map(|i| pool.submit(add, (i, 1)))
@@ -78,7 +95,7 @@ fn main() -> fanout::Result<()> {
             println!("echo {n} MiB × {times}: ok");
         }
         other => {
-            eprintln!("unknown workload {other:?}: use map, submit or echo");
+            eprintln!("unknown workload {other:?}: use map, chunks, submit, echo or copy");
             std::process::exit(2);
         }
     }
