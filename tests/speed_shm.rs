@@ -133,7 +133,8 @@ fn large_arguments_and_results_round_trip() {
             );
         }
         assert!(region_fds(me()) <= KEEP, "{method:?}: {:?}", fd_listing());
-        assert_eq!(region_maps(me()), region_fds(me()));
+        // (The I/O thread unmaps a result region just after delivering.)
+        assert!(eventually(T, || region_maps(me()) == region_fds(me())));
         drop(pool);
         assert_eq!(region_fds(me()), 0, "{method:?}: {:?}", fd_listing());
         assert_eq!(region_maps(me()), 0, "{method:?}");
@@ -190,7 +191,8 @@ fn a_worker_killed_mid_call_leaks_nothing() {
             assert!(pool.submit(echo, (v.clone(),)).unwrap().result_timeout(T) == Ok(v));
         }
         assert!(region_fds(me()) <= KEEP, "{method:?}: {:?}", fd_listing());
-        assert_eq!(region_maps(me()), region_fds(me()));
+        // (The I/O thread unmaps a result region just after delivering.)
+        assert!(eventually(T, || region_maps(me()) == region_fds(me())));
         drop(pool);
         assert_eq!(region_fds(me()), 0, "{method:?}: {:?}", fd_listing());
         assert_eq!(region_maps(me()), 0, "{method:?}");

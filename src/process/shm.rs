@@ -32,13 +32,15 @@
 //!   clears the flag when it unmaps. A dead worker's region dies with it.
 //!
 //! The receiver must be allowed to open the sender's descriptors through
-//! `/proc` (same user, not made undumpable); a worker that cannot map a
-//! call's region exits with code 10 and its call fails with `WorkerLost`.
+//! `/proc` (same user, sender not made undumpable). A process that is not
+//! dumpable (setuid, or `prctl(PR_SET_DUMPABLE, 0)`) keeps its frames in the
+//! pipes. A worker that still cannot map a call's region exits with code 10
+//! and its call fails with `WorkerLost`.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 /// Frame bodies at least this large travel through shared memory.
 pub(crate) const SHM_AT: usize = 1 << 20;
@@ -67,6 +69,14 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     } else {
         Ok(r)
     }
+}
+
+/// Whether other processes of our user may open our descriptors through
+/// `/proc` (they may not when this process is not dumpable).
+fn shareable() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    // SAFETY: PR_GET_DUMPABLE only reads a flag of this process.
+    *OK.get_or_init(|| unsafe { libc::prctl(libc::PR_GET_DUMPABLE) } == 1)
 }
 
 fn round_up(n: usize) -> usize {
@@ -247,7 +257,7 @@ pub(crate) fn offload<'a>(
 ) -> Option<Lent> {
     let total: usize = frame.clone().map(<[u8]>::len).sum();
     let body = total.checked_sub(4)?;
-    if body < SHM_AT {
+    if body < SHM_AT || !shareable() {
         return None;
     }
     let mut region = match cache.take() {
@@ -282,7 +292,7 @@ impl Outgoing {
     /// `frame` itself.
     pub(crate) fn offload(&mut self, frame: &[u8]) -> Option<Vec<u8>> {
         let body = frame.get(4..)?;
-        if body.len() < SHM_AT {
+        if body.len() < SHM_AT || !shareable() {
             return None;
         }
         if let Some(r) = &self.region {
