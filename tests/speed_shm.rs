@@ -16,8 +16,9 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 /// Frame bodies at least this large go through shared memory (`shm::SHM_AT`).
 const SHM_AT: usize = 1 << 20;
-/// Regions a pool keeps for reuse (`shm::KEEP`).
-const KEEP: usize = 4;
+/// Regions a pool of 2 may hold when idle: the call regions it keeps for
+/// reuse (`shm::KEEP`) and one result region per worker.
+const KEEP: usize = 4 + 2;
 const NAME: &str = "memfd:fanout-shm";
 
 fn echo(v: Vec<u8>) -> Vec<u8> {
@@ -199,6 +200,37 @@ fn a_worker_killed_mid_call_leaks_nothing() {
         assert!(eventually(T, no_children), "{method:?}: a worker is left");
     }
     assert_eq!(open_fds(), fds_before, "{:?}", fd_listing());
+}
+
+/// Kills its worker at once.
+fn die() -> usize {
+    // SAFETY: signalling ourselves.
+    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    0
+}
+
+#[test]
+fn a_large_result_sent_just_before_the_worker_dies_still_arrives() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _dog = watchdog("a_large_result_sent_just_before", Duration::from_secs(120));
+    for method in METHODS {
+        let pool = pool(method, 1);
+        for i in 0..5u8 {
+            // Both frames are with the worker at once: it answers the first
+            // through its result region, then dies in the second, likely
+            // before the pool has read the first.
+            let big = pool.submit(make, (3 * SHM_AT, i)).unwrap();
+            let death = pool.submit(die, ()).unwrap();
+            assert!(
+                big.result_timeout(T).unwrap() == payload(3 * SHM_AT, i),
+                "{method:?}"
+            );
+            expect_worker_lost(death.result_timeout(T), "SIGKILL");
+        }
+        drop(pool);
+        assert_eq!(region_fds(me()), 0, "{method:?}: {:?}", fd_listing());
+        assert_eq!(region_maps(me()), 0, "{method:?}");
+    }
 }
 
 #[test]

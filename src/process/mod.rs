@@ -147,6 +147,8 @@ struct Link {
     outbox: Mutex<Outbox>,
     /// Wakes the slot's I/O thread (eventfd).
     wake: OwnedFd,
+    /// The region the worker puts large results in (see `shm`).
+    results: Option<shm::Results>,
 }
 
 struct Outbox {
@@ -179,6 +181,7 @@ impl Link {
             }),
             // SAFETY: eventfd succeeded; we own the descriptor.
             wake: unsafe { OwnedFd::from_raw_fd(efd) },
+            results: shm::Results::new(),
         })
     }
 
@@ -434,6 +437,10 @@ impl Shared {
             from_worker,
         } = started;
         let link = Arc::new(Link::new(to_worker)?);
+        if let Some(results) = &link.results {
+            let offer = results.offer();
+            lock(&link.outbox).frames.push_back(Piece::Own(offer));
+        }
         if let Some((trampoline, args)) = &self.config.init {
             let mut w = FrameWriter::new(Vec::new());
             w.init(&self.config.build_id, *trampoline, args);
@@ -660,12 +667,11 @@ fn serve_worker(
                     Err(e) => return Ending::Malformed(e.0),
                 };
                 let body = frames.slice(range);
-                // A large frame arrives as a reference to shared memory.
-                let mapped = match shm::map_incoming(body, pid) {
-                    Ok(m) => m,
-                    // It sent the reference and died before we mapped it.
-                    Err(_) if shm::exited(pid) => return Ending::Closed,
-                    Err(why) => return Ending::Malformed(why),
+                // A large result arrives in the worker's result region.
+                let mapped = match link.results.as_ref().map(|r| r.incoming(body)) {
+                    Some(Err(why)) => return Ending::Malformed(why),
+                    Some(Ok(m)) => m,
+                    None => None,
                 };
                 if let Err(why) = handle_frame(shared, slot, pid, mapped.as_deref().unwrap_or(body))
                 {
@@ -823,9 +829,9 @@ fn handle_frame(
 /// run in workers; with [`StartMethod::Fork`] the child is a copy of a
 /// multi-threaded process (see there). Large `Vec<u8>` arguments and results
 /// travel without serde's per-byte overhead, and a call or result frame of
-/// 1 MiB or more goes through shared memory (a `memfd` the other side opens
-/// through `/proc/<pid>/fd`, so pool and workers must be able to read each
-/// other's `/proc` entries — the same user, not made undumpable).
+/// 1 MiB or more goes through shared memory (`memfd`s of the pool that
+/// workers open through `/proc/<pool pid>/fd`: a pool that is not dumpable
+/// keeps large frames in the pipes).
 pub struct ProcessPool {
     shared: Arc<Shared>,
 }

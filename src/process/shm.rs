@@ -1,21 +1,21 @@
 //! Large frames through shared memory instead of the pipes.
 //!
 //! A frame whose body is at least [`SHM_AT`] bytes is not written into the
-//! pipe. Its sender copies the body once into a *region* — a `memfd` it
-//! keeps mapped and reuses, so its pages are already faulted in from the
-//! last large frame — and writes a small SHM frame in its place:
+//! pipe. Its sender copies the body once into a *region* — a `memfd` of the
+//! pool's, kept mapped and reused, so its pages are already faulted in from
+//! the last large frame — and writes a small SHM frame in its place:
 //!
 //! ```text
 //! SHM  pid:u32 fd:i32 len:u64 task:u8 first_id:u64
 //! ```
 //!
-//! naming the sender's process, the region's descriptor number in it, the
-//! body's length, and for a TASK frame its first call id (so a STEAL can hand
-//! it back unread). The receiver opens `/proc/<pid>/fd/<fd>`, maps the
-//! region, reads the body in place (it is decoded straight from the
-//! mapping: the one copy a payload makes in each direction is the sender's
-//! copy into the region), and unmaps it. Regions are sealed against
-//! shrinking, so a mapping checked against the region's size cannot fault.
+//! naming the process that owns the region, the region's descriptor number
+//! in it, the body's length, and for a TASK frame its first call id (so a
+//! STEAL can hand it back unread). The body is read in place (decoded
+//! straight from the mapping: the one copy a payload makes in each
+//! direction is the sender's copy into the region). Regions are sealed
+//! against shrinking, so a mapping checked against the region's size cannot
+//! fault, and are not inherited by forked workers (`MADV_DONTFORK`).
 //!
 //! Who owns what, and why nothing leaks when a worker dies:
 //!
@@ -23,19 +23,25 @@
 //!   to a batch of calls when the batch is submitted ([`offload`]); the
 //!   batch holds it ([`Lent`]) until its results arrive, the worker dies, or
 //!   the batch is cancelled, and then it goes back to the cache (at most
-//!   [`KEEP`] regions are kept; the rest are closed). The worker's mapping of
-//!   it ends with the frame, or with the worker.
-//! * **Results** (worker → pool): each worker owns one region ([`Outgoing`]).
-//!   A flag in the region's first bytes says the pool has not yet read the
-//!   last result sent through it; while it is set the worker sends results
-//!   through the pipe instead. The pool maps the region for one frame and
-//!   clears the flag when it unmaps. A dead worker's region dies with it.
+//!   [`KEEP`] regions are kept; the rest are closed). The worker opens
+//!   `/proc/<pool>/fd/<fd>` and maps it for the one frame ([`map_incoming`]);
+//!   that mapping ends with the frame, or with the worker.
+//! * **Results** (worker → pool): the pool makes one region per worker
+//!   ([`Results`]) and offers it in the worker's first frame (OFFER, same
+//!   layout as SHM); the worker maps it for its life ([`Outgoing`]) and may
+//!   grow it. A flag in the region's first bytes says the pool has not yet
+//!   read the last result put there; while it is set, and for results over
+//!   256 MiB, the worker uses the pipe. The pool reads from its own
+//!   mapping, so a result the worker sent just before it died is still
+//!   read, like bytes left in a pipe. The region goes with the worker's
+//!   bookkeeping when it is replaced.
 //!
-//! The receiver must be allowed to open the sender's descriptors through
-//! `/proc` (same user, sender not made undumpable). A process that is not
-//! dumpable (setuid, or `prctl(PR_SET_DUMPABLE, 0)`) keeps its frames in the
-//! pipes. A worker that still cannot map a call's region exits with code 10
-//! and its call fails with `WorkerLost`.
+//! Workers must be allowed to open the pool's descriptors through `/proc`
+//! (same user, pool not made undumpable). A pool that is not dumpable
+//! (setuid, or `prctl(PR_SET_DUMPABLE, 0)`) keeps all frames in the pipes.
+//! A worker that still cannot map a call's region exits with code 10 and
+//! its call fails with `WorkerLost`; one that cannot map its result region
+//! sends its results through the pipe.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -53,6 +59,9 @@ const KEEP_MAX: usize = 256 << 20;
 
 /// The frame kind of an SHM frame (distinct from every kind in `wire`).
 const SHM: u8 = 20;
+
+/// The frame kind that offers a worker its result region.
+const OFFER: u8 = 21;
 
 /// Bytes at the start of a region before the body (the "not yet read" flag).
 const HEADER: usize = 64;
@@ -84,12 +93,14 @@ fn round_up(n: usize) -> usize {
     n.div_ceil(STEP) * STEP
 }
 
-/// A memfd this process created, mapped read-write, sealed against shrinking.
+/// A pool's memfd, mapped read-write, sealed against shrinking.
 pub(crate) struct Region {
     fd: OwnedFd,
     ptr: *mut u8,
-    /// Mapped (and file) size in bytes, header included.
+    /// Mapped size in bytes, header included (the file may be larger).
     cap: usize,
+    /// The owning process and the region's descriptor number there.
+    owner: (u32, RawFd),
 }
 
 // SAFETY: a Region is a descriptor plus a private mapping of it; nothing
@@ -105,10 +116,12 @@ impl Region {
         })?;
         // SAFETY: memfd_create succeeded; the descriptor is ours.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let owner = (std::process::id(), fd.as_raw_fd());
         let mut r = Region {
             fd,
             ptr: std::ptr::null_mut(),
             cap: 0,
+            owner,
         };
         r.grow(body)?;
         // SAFETY: fcntl on our own memfd. With the seal the region can grow
@@ -129,12 +142,23 @@ impl Region {
         if want <= self.cap {
             return Ok(());
         }
-        // SAFETY: growing our own memfd.
-        cvt(unsafe { libc::ftruncate(self.fd.as_raw_fd(), want as libc::off_t) })?;
-        let ptr = map(self.fd.as_raw_fd(), want, 0)?;
+        if want > file_size(self.fd.as_raw_fd())? {
+            // SAFETY: growing a memfd we hold open read-write.
+            cvt(unsafe { libc::ftruncate(self.fd.as_raw_fd(), want as libc::off_t) })?;
+        }
+        self.remap(want)
+    }
+
+    /// Maps `len` bytes of the file (which must hold them) in place of the old mapping.
+    fn remap(&mut self, len: usize) -> io::Result<()> {
+        let ptr = map(self.fd.as_raw_fd(), len, 0)?;
+        // A worker forked later must not inherit the mapping (it would keep
+        // the region's memory alive, and see calls that are not its own).
+        // SAFETY: advice on the mapping we just made.
+        unsafe { libc::madvise(ptr as *mut libc::c_void, len, libc::MADV_DONTFORK) };
         self.unmap();
         self.ptr = ptr;
-        self.cap = want;
+        self.cap = len;
         Ok(())
     }
 
@@ -167,11 +191,15 @@ impl Region {
 
     /// The SHM frame (length prefix included) that stands for `len` body bytes.
     fn frame(&self, len: usize, first_id: Option<u64>) -> Vec<u8> {
+        self.frame_of(SHM, len, first_id)
+    }
+
+    fn frame_of(&self, kind: u8, len: usize, first_id: Option<u64>) -> Vec<u8> {
         let mut f = Vec::with_capacity(4 + SHM_BODY);
         f.extend_from_slice(&(SHM_BODY as u32).to_le_bytes());
-        f.push(SHM);
-        f.extend_from_slice(&std::process::id().to_le_bytes());
-        f.extend_from_slice(&self.fd.as_raw_fd().to_le_bytes());
+        f.push(kind);
+        f.extend_from_slice(&self.owner.0.to_le_bytes());
+        f.extend_from_slice(&self.owner.1.to_le_bytes());
         f.extend_from_slice(&(len as u64).to_le_bytes());
         f.push(first_id.is_some() as u8);
         f.extend_from_slice(&first_id.unwrap_or(0).to_le_bytes());
@@ -183,6 +211,40 @@ impl Drop for Region {
     fn drop(&mut self) {
         self.unmap();
     }
+}
+
+fn file_size(fd: RawFd) -> io::Result<usize> {
+    // SAFETY: fstat of a descriptor we hold, into a local struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    cvt(unsafe { libc::fstat(fd, &mut st) })?;
+    Ok(st.st_size as usize)
+}
+
+/// Opens another process's region through `/proc` and checks its seals.
+fn open_region(pid: u32, fd: RawFd) -> Result<OwnedFd, String> {
+    let path = format!("/proc/{pid}/fd/{fd}");
+    let c_path = format!("{path}\0");
+    // SAFETY: opening a NUL-terminated path.
+    let raw = unsafe {
+        libc::open(
+            c_path.as_ptr() as *const libc::c_char,
+            libc::O_RDWR | libc::O_CLOEXEC,
+        )
+    };
+    if raw < 0 {
+        let e = io::Error::last_os_error();
+        return Err(format!("could not open shared memory {path}: {e}"));
+    }
+    // SAFETY: `open` succeeded; the descriptor is ours.
+    let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: fcntl on our own descriptor.
+    let seals = unsafe { libc::fcntl(owned.as_raw_fd(), libc::F_GET_SEALS) };
+    if seals < 0 || seals & libc::F_SEAL_SHRINK == 0 {
+        return Err(format!(
+            "shared memory {path} is not sealed against shrinking"
+        ));
+    }
+    Ok(owned)
 }
 
 fn map(fd: RawFd, len: usize, extra: libc::c_int) -> io::Result<*mut u8> {
@@ -279,42 +341,127 @@ pub(crate) fn offload<'a>(
     })
 }
 
-/// A worker's result region.
+/// A worker's end of its result region (offered by the pool).
 #[derive(Default)]
 pub(crate) struct Outgoing {
     region: Option<Region>,
 }
 
 impl Outgoing {
+    /// If `body` is the pool's OFFER frame: maps the region it offers
+    /// (process `pool`'s) and returns true. A region that cannot be mapped
+    /// is ignored: results then go through the pipe.
+    pub(crate) fn adopt(&mut self, body: &[u8], pool: u32) -> bool {
+        let Some(Ok(r)) = parse_kind(body, OFFER) else {
+            return body.first() == Some(&OFFER);
+        };
+        if r.pid != pool {
+            return true;
+        }
+        let adopted = open_region(r.pid, r.fd).ok().and_then(|fd| {
+            let size = file_size(fd.as_raw_fd()).ok()?;
+            let mut region = Region {
+                fd,
+                ptr: std::ptr::null_mut(),
+                cap: 0,
+                owner: (r.pid, r.fd),
+            };
+            region.remap(size.max(HEADER)).ok()?;
+            Some(region)
+        });
+        self.region = adopted;
+        true
+    }
+
     /// When `frame` (length prefix included) is large and the pool has read
-    /// the last result sent through the region: copies its body into the
-    /// region and returns the SHM frame to write instead. `None`: write
-    /// `frame` itself.
+    /// the last result put in the region: copies its body into the region
+    /// and returns the SHM frame to write instead. `None`: write `frame`.
     pub(crate) fn offload(&mut self, frame: &[u8]) -> Option<Vec<u8>> {
         let body = frame.get(4..)?;
-        if body.len() < SHM_AT || !shareable() {
+        if body.len() < SHM_AT || body.len() > KEEP_MAX {
             return None;
         }
-        if let Some(r) = &self.region {
-            if r.unread().load(Ordering::Acquire) != 0 {
-                return None;
-            }
-            // A huge region left from an earlier result is replaced by a
-            // smaller one rather than kept forever.
-            if r.cap > round_up(HEADER + KEEP_MAX) && body.len() <= KEEP_MAX {
-                self.region = None;
-            }
+        let r = self.region.as_mut()?;
+        if r.unread().load(Ordering::Acquire) != 0 {
+            return None;
         }
-        let r = match &mut self.region {
-            Some(r) => {
-                r.grow(body.len()).ok()?;
-                r
-            }
-            None => self.region.insert(Region::new(body.len()).ok()?),
-        };
+        r.grow(body.len()).ok()?;
         let len = r.fill([body]);
         r.unread().store(1, Ordering::Release);
         Some(r.frame(len, None))
+    }
+}
+
+/// The pool's result region for one worker.
+pub(crate) struct Results {
+    region: Mutex<Region>,
+}
+
+impl Results {
+    /// A fresh region (sparse until used), or `None` when others could not
+    /// open it (results then go through the pipe).
+    pub(crate) fn new() -> Option<Results> {
+        if !shareable() {
+            return None;
+        }
+        Some(Results {
+            region: Mutex::new(Region::new(0).ok()?),
+        })
+    }
+
+    /// The OFFER frame that hands the region to the worker (sent first).
+    pub(crate) fn offer(&self) -> Vec<u8> {
+        let r = self.region.lock().unwrap_or_else(|p| p.into_inner());
+        r.frame_of(OFFER, 0, None)
+    }
+
+    /// If `body` (from the worker) is an SHM frame: the result body it
+    /// stands for, read from this region. `Ok(None)`: an ordinary frame.
+    pub(crate) fn incoming(&self, body: &[u8]) -> Result<Option<ResultBody<'_>>, String> {
+        let Some(r) = parse(body) else {
+            return Ok(None);
+        };
+        let r = r?;
+        let mut region = self.region.lock().unwrap_or_else(|p| p.into_inner());
+        if (r.pid, r.fd) != region.owner {
+            return Err(format!(
+                "a shared-memory frame naming fd {} of process {}, not its result region",
+                r.fd, r.pid
+            ));
+        }
+        let need = HEADER + r.len;
+        if need > region.cap {
+            // The worker grew the region: map all of it.
+            let size = file_size(region.fd.as_raw_fd()).map_err(|e| e.to_string())?;
+            if size < need {
+                return Err(format!(
+                    "shared memory holds {size} bytes, the frame claims {need}"
+                ));
+            }
+            region.remap(size).map_err(|e| e.to_string())?;
+        }
+        Ok(Some(ResultBody { region, len: r.len }))
+    }
+}
+
+/// A result body in a worker's result region; marks it read when dropped.
+pub(crate) struct ResultBody<'a> {
+    region: std::sync::MutexGuard<'a, Region>,
+    len: usize,
+}
+
+impl std::ops::Deref for ResultBody<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `incoming` checked that the mapping covers HEADER + len
+        // bytes of a file that cannot shrink.
+        unsafe { std::slice::from_raw_parts(self.region.ptr.add(HEADER), self.len) }
+    }
+}
+
+impl Drop for ResultBody<'_> {
+    fn drop(&mut self) {
+        self.region.unread().store(0, Ordering::Release);
     }
 }
 
@@ -336,9 +483,6 @@ impl std::ops::Deref for Mapped {
 
 impl Drop for Mapped {
     fn drop(&mut self) {
-        // SAFETY: the flag word lies in our mapping (see `Region::unread`).
-        let flag = unsafe { &*(self.ptr as *const AtomicU32) };
-        flag.store(0, Ordering::Release);
         // SAFETY: unmapping the mapping `map_incoming` made.
         unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.map_len) };
     }
@@ -352,7 +496,11 @@ struct Reference {
 }
 
 fn parse(body: &[u8]) -> Option<Result<Reference, String>> {
-    if body.first() != Some(&SHM) {
+    parse_kind(body, SHM)
+}
+
+fn parse_kind(body: &[u8], kind: u8) -> Option<Result<Reference, String>> {
+    if body.first() != Some(&kind) {
         return None;
     }
     if body.len() != SHM_BODY {
@@ -386,8 +534,9 @@ pub(crate) fn task_first_id(body: &[u8]) -> Option<u64> {
     parse(body)?.ok()?.first_id
 }
 
-/// If `body` is an SHM frame from process `from`: maps the body it stands
-/// for. `Ok(None)`: an ordinary frame, use `body` itself.
+/// If `body` is an SHM frame naming a region of process `from` (a call
+/// frame, in a worker): maps the body it stands for. `Ok(None)`: an
+/// ordinary frame, use `body` itself.
 pub(crate) fn map_incoming(body: &[u8], from: u32) -> Result<Option<Mapped>, String> {
     let Some(r) = parse(body) else {
         return Ok(None);
@@ -399,71 +548,21 @@ pub(crate) fn map_incoming(body: &[u8], from: u32) -> Result<Option<Mapped>, Str
             r.pid
         ));
     }
-    let path = format!("/proc/{}/fd/{}\0", r.pid, r.fd);
-    let fail = |what: &str| {
-        let e = io::Error::last_os_error();
-        format!(
-            "could not {what} shared memory {}: {e}",
-            &path[..path.len() - 1]
-        )
-    };
-    // SAFETY: opening a NUL-terminated path.
-    let fd = unsafe {
-        libc::open(
-            path.as_ptr() as *const libc::c_char,
-            libc::O_RDWR | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(fail("open"));
-    }
-    // SAFETY: `open` succeeded; the descriptor is ours (closed on return).
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: fcntl and fstat on our own descriptor, into a local struct.
-    let (seals, size) = unsafe {
-        let seals = libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS);
-        let mut st: libc::stat = std::mem::zeroed();
-        let ok = libc::fstat(fd.as_raw_fd(), &mut st) == 0;
-        (seals, if ok { st.st_size as usize } else { 0 })
-    };
-    if seals < 0 || seals & libc::F_SEAL_SHRINK == 0 {
-        return Err(format!(
-            "shared memory {} is not sealed against shrinking",
-            &path[..path.len() - 1]
-        ));
-    }
+    let fd = open_region(r.pid, r.fd)?;
+    let size = file_size(fd.as_raw_fd()).map_err(|e| e.to_string())?;
     let map_len = HEADER + r.len;
     if size < map_len {
         return Err(format!(
             "shared memory holds {size} bytes, the frame claims {map_len}"
         ));
     }
-    let ptr = map(fd.as_raw_fd(), map_len, libc::MAP_POPULATE).map_err(|e| {
-        format!(
-            "could not map shared memory {}: {e}",
-            &path[..path.len() - 1]
-        )
-    })?;
+    let ptr = map(fd.as_raw_fd(), map_len, libc::MAP_POPULATE)
+        .map_err(|e| format!("could not map shared memory: {e}"))?;
     Ok(Some(Mapped {
         ptr,
         map_len,
         len: r.len,
     }))
-}
-
-/// True if `pid` (a child of ours) has exited (it may not be reaped yet).
-pub(crate) fn exited(pid: u32) -> bool {
-    // SAFETY: a non-reaping status query of our own child into a local.
-    unsafe {
-        let mut info: libc::siginfo_t = std::mem::zeroed();
-        let r = libc::waitid(
-            libc::P_PID,
-            pid as libc::id_t,
-            &mut info,
-            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-        );
-        r == 0 && info.si_pid() != 0
-    }
 }
 
 #[cfg(test)]
@@ -506,18 +605,32 @@ mod tests {
     }
 
     #[test]
-    fn an_unread_result_region_is_not_reused() {
+    fn a_result_region_is_offered_grown_and_not_reused_while_unread() {
+        let results = Results::new().expect("a result region");
         let mut out = Outgoing::default();
         let f = whole(&vec![7u8; SHM_AT]);
+        assert!(out.offload(&f).is_none(), "no region adopted yet");
+        assert!(!out.adopt(&f[4..], std::process::id()), "not an offer");
+        let offer = results.offer();
+        assert!(out.adopt(&offer[4..], std::process::id()));
         let shm = out.offload(&f).expect("offloaded");
-        assert!(out.offload(&f).is_none(), "still unread");
-        let mapped = map_incoming(&shm[4..], std::process::id())
-            .unwrap()
-            .unwrap();
-        assert_eq!(mapped.len(), SHM_AT);
         assert_eq!(task_first_id(&shm[4..]), None);
-        drop(mapped);
-        assert!(out.offload(&f).is_some(), "read, so free again");
+        {
+            let body = results.incoming(&shm[4..]).unwrap().expect("an SHM frame");
+            assert!(body[..] == f[4..]);
+            assert!(out.offload(&f).is_none(), "still unread");
+        }
+        // Larger than the region: the worker grows it, the pool remaps.
+        let big: Vec<u8> = (0..5 * SHM_AT).map(|i| (i % 251) as u8).collect();
+        let big = whole(&big);
+        let shm = out.offload(&big).expect("read, so free again");
+        let body = results.incoming(&shm[4..]).unwrap().unwrap();
+        assert!(body[..] == big[4..]);
+        drop(body);
+        // A call region's reference is not this worker's result region.
+        let cache = Arc::new(Cache::default());
+        let lent = offload(&cache, [&big[..]].into_iter(), 1).unwrap();
+        assert!(results.incoming(&lent.frame()[4..]).is_err());
     }
 
     #[test]

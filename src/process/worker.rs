@@ -129,6 +129,10 @@ fn serve(input: RawFd, output: RawFd) -> i32 {
             Ok(frame) => frame,
             Err(code) => return code,
         };
+        // The pool's first frame may offer a region for large results.
+        if shm_out.adopt(&buffer[offset..], pool_pid) {
+            continue;
+        }
         // A large frame arrives as a reference to the pool's shared memory.
         let mapped = match shm::map_incoming(&buffer[offset..], pool_pid) {
             Ok(m) => m,
