@@ -357,7 +357,10 @@ impl Executor for ThreadPool {
         Box::new(move |batch: Vec<Args>| {
             batch
                 .into_iter()
-                .map(|args| shared.push(move || f.call(args)))
+                .map(|args| {
+                    let f = f.clone();
+                    shared.push(move || f.call(args))
+                })
                 .collect()
         })
     }

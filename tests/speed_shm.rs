@@ -234,6 +234,31 @@ fn a_large_result_sent_just_before_the_worker_dies_still_arrives() {
 }
 
 #[test]
+fn large_captures_travel_through_shared_memory_too() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _dog = watchdog("large_captures_travel", Duration::from_secs(120));
+    for method in METHODS {
+        let pool = pool(method, 2);
+        let table = payload(3 * SHM_AT, 5);
+        let lookup = fanout::bind(table.clone(), |t: &Vec<u8>, i: usize| t[i]);
+        for i in [0, SHM_AT, 3 * SHM_AT - 1] {
+            let got = pool.submit(lookup.clone(), (i,)).unwrap().result_timeout(T);
+            assert_eq!(got, Ok(table[i]), "{method:?}");
+        }
+        let got: Vec<u8> = pool
+            .map_with(
+                lookup,
+                (0..40).map(|k| k * 1000),
+                MapOptions::default().chunksize(8),
+            )
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(got, (0..40).map(|k| table[k * 1000]).collect::<Vec<u8>>());
+    }
+}
+
+#[test]
 fn shm_and_pipes_agree_on_many_interleaved_calls() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let _dog = watchdog(
