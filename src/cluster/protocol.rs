@@ -349,7 +349,7 @@ pub(crate) fn client_alive(
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || s.len() > 2 * SIG_LEN {
+    if !s.len().is_multiple_of(2) || s.len() > 2 * SIG_LEN {
         return None;
     }
     (0..s.len())
