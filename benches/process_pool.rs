@@ -15,7 +15,8 @@
 //! * **(d) echo** — a 64 MiB `Vec<u8>` sent to a worker and returned (`echo(v) -> v`);
 //!   GB/s = 64 MiB ÷ round-trip time.
 //!
-//! Peers: fanout `ProcessPool` (spawn start method), `procspawn::Pool`, and
+//! Peers: fanout `ProcessPool` (spawn start method), `procspawn::Pool`, for
+//! (d) also the same bytes through `cat` over two pipes, and
 //! Python's `ProcessPoolExecutor` (fork and forkserver contexts) and loky's
 //! reusable executor, run through `benches/py/process_pool.py`. Every peer
 //! runs in the same process run, interleaved (each repeat rotates the order),
@@ -519,6 +520,37 @@ fn echo_procspawn(cfg: &Config) -> Option<Sample> {
     Some(Sample::Elapsed(elapsed))
 }
 
+/// The same bytes through `cat` over two pipes (this process → `cat` →
+/// this process), the floor a pipe-based design can reach: a writer thread
+/// feeds `cat`'s stdin while this thread reads its stdout into a fresh
+/// `Vec` of the full size. One repeat = one timed pass after one untimed.
+fn echo_cat(cfg: &Config) -> Option<Sample> {
+    use std::io::{Read, Write};
+    let payload = echo_payload(cfg.echo_bytes);
+    let once = |payload: &Vec<u8>| -> Option<(Duration, Vec<u8>)> {
+        let mut child = Command::new("cat")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .ok()?;
+        let mut stdin = child.stdin.take()?;
+        let mut stdout = child.stdout.take()?;
+        let sent = payload.clone();
+        let start = Instant::now();
+        let writer = std::thread::spawn(move || stdin.write_all(&sent).is_ok());
+        let mut back = Vec::with_capacity(payload.len());
+        stdout.read_to_end(&mut back).ok()?;
+        let elapsed = start.elapsed();
+        let wrote = writer.join().unwrap_or(false);
+        let _ = child.wait();
+        wrote.then_some((elapsed, back))
+    };
+    once(&payload)?;
+    let (elapsed, back) = once(&payload)?;
+    assert!(back == payload);
+    Some(Sample::Elapsed(elapsed))
+}
+
 /// One repeat = the median of the script's timed rounds (one process start each).
 fn echo_python(cfg: &Config, executor: &str) -> Option<Sample> {
     let out = python(
@@ -759,6 +791,7 @@ const PROCSPAWN: &str = "procspawn Pool";
 const PY_FORK: &str = "Python ProcessPoolExecutor (fork)";
 const PY_FORKSERVER: &str = "Python ProcessPoolExecutor (forkserver)";
 const LOKY: &str = "loky reusable executor";
+const CAT: &str = "cat over two pipes";
 
 /// The three Python peers for one workload; in a quick run only the fork
 /// executor, and only for throughput (it checks that the script runs).
@@ -890,6 +923,11 @@ fn main() {
             size: |c| c.echo_bytes as u64,
             run: echo_procspawn,
         },
+        Peer {
+            name: CAT,
+            size: |c| c.echo_bytes as u64,
+            run: echo_cat,
+        },
     ];
     echo_peers.extend(python_peers(
         &cfg,
@@ -920,7 +958,7 @@ fn main() {
         fmt_rate,
         fmt_count,
     );
-    print_rate_table(
+    let r_echo = print_rate_table(
         &format!(
             "(d) {} `Vec<u8>` echoed through a worker (one round trip)",
             fmt_bytes(cfg.echo_bytes as u64)
@@ -979,6 +1017,12 @@ fn main() {
         gbps.map_or_else(String::new, |v| format!("{v:.2} GB/s")),
         |v| v >= 1.0,
         "≥ 1 GB/s",
+    );
+    goal_ratio(
+        "(d) echo vs the same bytes through `cat`",
+        &r_echo,
+        CAT,
+        2.0,
     );
     println!(
         "\n(total bench time {:.1} s; load average at end: {})",

@@ -18,6 +18,7 @@
 //!   signal, frames it had not started go back to the front of the queue as
 //!   pending, and a replacement starts in the same slot.
 
+mod shm;
 mod start;
 pub mod wire;
 mod worker;
@@ -140,6 +141,8 @@ struct Batch {
     /// The trampoline and the captures sent with it.
     trampoline: ship::Callee,
     items: Vec<Item>,
+    /// The batch's TASK frame in shared memory, when it is large (see `shm`).
+    shm: Option<shm::Lent>,
 }
 
 /// A worker process as the pool's bookkeeping sees it.
@@ -180,6 +183,8 @@ struct Shared {
     config: Config,
     state: Mutex<State>,
     thread_exited: Condvar,
+    /// Idle shared-memory regions for large call frames.
+    shm: Arc<shm::Cache>,
 }
 
 /// The pool's end of one worker's call pipe, with the frames waiting to go out.
@@ -187,6 +192,8 @@ struct Link {
     outbox: Mutex<Outbox>,
     /// Wakes the slot's I/O thread (eventfd).
     wake: OwnedFd,
+    /// The region the worker puts large results in (see `shm`).
+    results: Option<shm::Results>,
 }
 
 struct Outbox {
@@ -219,6 +226,7 @@ impl Link {
             }),
             // SAFETY: eventfd succeeded; we own the descriptor.
             wake: unsafe { OwnedFd::from_raw_fd(efd) },
+            results: shm::Results::new(),
         })
     }
 
@@ -325,9 +333,15 @@ impl Shared {
                     })
                     .min();
                 let Some((_, i)) = pick else { break };
-                let Some(Batch { trampoline, items }) = st.queue.pop_front() else {
+                let Some(Batch {
+                    trampoline,
+                    items,
+                    shm,
+                }) = st.queue.pop_front()
+                else {
                     break;
                 };
+                let submitted = items.len();
                 let items: Vec<Item> = items
                     .into_iter()
                     .filter(|it| it.delivery.set_running())
@@ -335,17 +349,22 @@ impl Shared {
                 if items.is_empty() {
                     continue;
                 }
-                let calls: Vec<(u64, Arc<Encoded>)> = items
-                    .iter()
-                    .map(|it| (it.delivery.id(), it.args.clone()))
-                    .collect();
-                let pieces = task_frame(&self.config.build_id, &trampoline, &calls);
+                // A frame in shared memory is only good for all its calls.
+                let shm = shm.filter(|_| items.len() == submitted);
+                let pieces = match &shm {
+                    Some(lent) => vec![Piece::Own(lent.frame())],
+                    None => self.task_pieces(&trampoline, &items),
+                };
                 let Some(book) = st.slots[i].as_mut() else {
                     break;
                 };
                 lock(&book.link.outbox).frames.extend(pieces);
                 book.sent += items.len();
-                book.in_flight.push_back(Batch { trampoline, items });
+                book.in_flight.push_back(Batch {
+                    trampoline,
+                    items,
+                    shm,
+                });
                 if !touched.iter().any(|l| Arc::ptr_eq(l, &book.link)) {
                     touched.push(book.link.clone());
                 }
@@ -386,6 +405,41 @@ impl Shared {
             }
         }
         touched
+    }
+
+    /// The TASK frame for `items`, as pieces for `writev`.
+    fn task_pieces(&self, trampoline: &ship::Callee, items: &[Item]) -> Vec<Piece> {
+        let calls: Vec<(u64, Arc<Encoded>)> = items
+            .iter()
+            .map(|it| (it.delivery.id(), it.args.clone()))
+            .collect();
+        task_frame(&self.config.build_id, trampoline, &calls)
+    }
+
+    /// Puts a large batch's TASK frame into shared memory (on the
+    /// submitting thread, before the batch is queued).
+    fn offload(&self, batch: &mut Batch) {
+        let body: usize = 33
+            + batch.trampoline.captures().len()
+            + batch
+                .items
+                .iter()
+                .map(|it| 12 + it.args.len())
+                .sum::<usize>();
+        if body < shm::SHM_AT {
+            return;
+        }
+        let Some(first) = batch.items.first().map(|it| it.delivery.id()) else {
+            return;
+        };
+        let pieces = self.task_pieces(&batch.trampoline, &batch.items);
+        batch.shm = shm::offload(&self.shm, pieces.iter().map(Piece::bytes), first);
+        drop(pieces);
+        // A single call's frame in shared memory is never rebuilt (it cannot
+        // be partly cancelled), so its argument bytes can go now.
+        if let (Some(_), [only]) = (&batch.shm, &mut batch.items[..]) {
+            only.args = Arc::default();
+        }
     }
 
     /// Queues batches and dispatches them.
@@ -429,6 +483,10 @@ impl Shared {
             from_worker,
         } = started;
         let link = Arc::new(Link::new(to_worker)?);
+        if let Some(results) = &link.results {
+            let offer = results.offer();
+            lock(&link.outbox).frames.push_back(Piece::Own(offer));
+        }
         if let Some((trampoline, args)) = &self.config.init {
             let mut w = FrameWriter::new(Vec::new());
             w.init(&self.config.build_id, trampoline, args);
@@ -675,7 +733,15 @@ fn serve_worker(
                     Ok(None) => break,
                     Err(e) => return Ending::Malformed(e.0),
                 };
-                if let Err(why) = handle_frame(shared, slot, pid, frames.slice(range)) {
+                let body = frames.slice(range);
+                // A large result arrives in the worker's result region.
+                let mapped = match link.results.as_ref().map(|r| r.incoming(body)) {
+                    Some(Err(why)) => return Ending::Malformed(why),
+                    Some(Ok(m)) => m,
+                    None => None,
+                };
+                if let Err(why) = handle_frame(shared, slot, pid, mapped.as_deref().unwrap_or(body))
+                {
                     return Ending::Malformed(why);
                 }
             }
@@ -829,7 +895,10 @@ fn handle_frame(
 /// worker refuses calls from another); constructors of other libraries still
 /// run in workers; with [`StartMethod::Fork`] the child is a copy of a
 /// multi-threaded process (see there). Large `Vec<u8>` arguments and results
-/// travel without serde's per-byte overhead.
+/// travel without serde's per-byte overhead, and a call or result frame of
+/// 1 MiB or more goes through shared memory (`memfd`s of the pool that
+/// workers open through `/proc/<pool pid>/fd`: a pool that is not dumpable
+/// keeps large frames in the pipes).
 pub struct ProcessPool {
     shared: Arc<Shared>,
 }
@@ -913,6 +982,7 @@ impl ProcessPool {
                 batches.push(Batch {
                     trampoline: trampoline.clone(),
                     items: std::mem::take(&mut current),
+                    shm: None,
                 });
                 size = 0;
             }
@@ -923,6 +993,7 @@ impl ProcessPool {
             batches.push(Batch {
                 trampoline,
                 items: current,
+                shm: None,
             });
         }
         batches
@@ -1009,8 +1080,12 @@ impl Executor for ProcessPool {
             let trampoline = callee.clone()?;
             let (items, futures) = ProcessPool::items::<Args, F::Output>(batch);
             if !items.is_empty() {
+                let mut batches = ProcessPool::batches(trampoline, items);
+                for b in &mut batches {
+                    shared.offload(b);
+                }
                 // On error the items were never queued; the error goes to the caller.
-                shared.enqueue(ProcessPool::batches(trampoline, items))?;
+                shared.enqueue(batches)?;
             }
             Ok(futures)
         })
@@ -1170,6 +1245,7 @@ impl ProcessPoolBuilder {
                 io_thread_ids: Vec::new(),
             }),
             thread_exited: Condvar::new(),
+            shm: Arc::default(),
         });
         let pool = ProcessPool {
             shared: shared.clone(),

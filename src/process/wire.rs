@@ -16,6 +16,7 @@
 //! pool → worker   STEAL          (hand back the frames you have not started)
 //! worker → pool   RETURNED  n:u32 { first call id:u64 }*n   (the frames handed back)
 //!                 INIT_OK      (empty: the initializer succeeded)
+//! either way      SHM  (a large frame's body in shared memory; see `shm.rs`)
 //! ```
 
 use crate::ship::{BuildId, Callee, Encoded, WireError};
@@ -227,6 +228,9 @@ pub(crate) fn is_steal(body: &[u8]) -> bool {
 
 /// The first call id of a TASK frame body (how RETURNED names frames).
 pub(crate) fn task_first_id(body: &[u8]) -> Option<u64> {
+    if let Some(first) = super::shm::task_first_id(body) {
+        return Some(first);
+    }
     match decode_frame(body) {
         Ok(Frame::Task { items, .. }) => items.first().map(|(id, _)| *id),
         _ => None,

@@ -13,6 +13,7 @@
 //! must link this crate statically (the default for Rust crates); code in a
 //! constructor of another crate that runs before ours still runs in workers.
 
+use super::shm;
 use super::start::WORKER_ENV;
 use super::wire::{self, decode_frame, Frame, FrameBuf, FrameWriter};
 use crate::ship::{self, WireError};
@@ -137,12 +138,24 @@ fn serve(input: RawFd, output: RawFd, forked: bool) -> i32 {
         }
     }
     let mut reply = Vec::with_capacity(64 * 1024);
+    let mut shm_out = shm::Outgoing::default();
+    // SAFETY: getppid has no preconditions. The pool is our parent.
+    let pool_pid = unsafe { libc::getppid() } as u32;
     loop {
         let (buffer, offset) = match inbox.next() {
             Ok(frame) => frame,
             Err(code) => return code,
         };
-        let frame = match decode_frame(&buffer[offset..]) {
+        // The pool's first frame may offer a region for large results.
+        if shm_out.adopt(&buffer[offset..], pool_pid) {
+            continue;
+        }
+        // A large frame arrives as a reference to the pool's shared memory.
+        let mapped = match shm::map_incoming(&buffer[offset..], pool_pid) {
+            Ok(m) => m,
+            Err(_) => return shm::EXIT_UNMAPPABLE,
+        };
+        let frame = match decode_frame(mapped.as_deref().unwrap_or(&buffer[offset..])) {
             Ok(f) => f,
             Err(_) => return 5,
         };
@@ -202,8 +215,10 @@ fn serve(input: RawFd, output: RawFd, forked: bool) -> i32 {
         };
         reply = w.into_inner();
         if !reply.is_empty() {
+            // A large reply goes through shared memory; the pipe carries a reference.
+            let small = shm_out.offload(&reply);
             let _out = out_lock.lock().unwrap_or_else(|p| p.into_inner());
-            if !write_all(output, &reply) {
+            if !write_all(output, small.as_deref().unwrap_or(&reply)) {
                 return 7;
             }
         }
