@@ -27,10 +27,12 @@
 //!   state, so no state exists in which a future is done but a waiter sleeps.
 
 use crate::panic;
+mod hooks;
 use crate::sync::{
     self, current_thread, lock, Arc, AtomicU8, Condvar, Mutex, MutexGuard, Ordering,
 };
 use crate::{Error, Result};
+pub(crate) use hooks::CancelHandle;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
@@ -106,7 +108,14 @@ impl Waiter {
     /// returns (and forgets) the tokens fired so far.
     pub(crate) fn take_fired(&self, deadline: Option<Instant>) -> Vec<usize> {
         let mut fired = lock(&self.fired);
+        let mut blocking = None;
         while fired.is_empty() {
+            if blocking.is_none() {
+                drop(fired);
+                blocking = Some(crate::controls::blocking::enter());
+                fired = lock(&self.fired);
+                continue;
+            }
             match deadline {
                 None => fired = sync::wait(&self.cond, fired),
                 Some(d) => {
@@ -128,6 +137,10 @@ struct Listeners<T> {
     callbacks: Vec<Callback<T>>,
     waiters: Vec<(Arc<Waiter>, usize)>,
     waker: Option<Waker>,
+    /// Takes the outcome by value once it is final (see `hooks`).
+    taker: Option<hooks::Taker<T>>,
+    /// Runs once when the call starts (see `hooks`).
+    on_running: Option<hooks::OnRunning>,
 }
 
 struct Shared<T> {
@@ -145,6 +158,8 @@ impl<T> Shared<T> {
                 callbacks: Vec::new(),
                 waiters: Vec::new(),
                 waker: None,
+                taker: None,
+                on_running: None,
             })
         })
     }
@@ -158,6 +173,8 @@ impl<T> Shared<T> {
 pub(crate) struct Cell<T> {
     id: u64,
     state: AtomicU8,
+    /// Set once an `on_running` hook is registered (see `hooks`).
+    watched: std::sync::atomic::AtomicBool,
     sync: Mutex<Shared<T>>,
     cond: Condvar,
     value: sync::UnsafeCell<Option<Result<T>>>,
@@ -212,6 +229,7 @@ impl<T> Cell<T> {
         Cell {
             id: next_id(),
             state: AtomicU8::new(PENDING),
+            watched: std::sync::atomic::AtomicBool::new(false),
             sync: Mutex::new(Shared {
                 listeners: None,
                 reader: None,
@@ -229,9 +247,14 @@ impl<T> Cell<T> {
     /// `Pending → Running`. False when the future was cancelled (or already
     /// started or finished): the backend must then not run the call.
     pub(crate) fn set_running(&self) -> bool {
-        self.state
-            .compare_exchange(PENDING, RUNNING, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+        let started = self
+            .state
+            .compare_exchange(PENDING, RUNNING, Ordering::SeqCst, Ordering::Acquire)
+            .is_ok();
+        if started && self.watched.load(std::sync::atomic::Ordering::SeqCst) {
+            self.run_on_running();
+        }
+        started
     }
 
     /// Completes the cell with `outcome` unless it is already final (the
@@ -273,6 +296,15 @@ impl<T> Cell<T> {
             ),
             None => (Vec::new(), Vec::new()),
         };
+        // A taker (the future was consumed by `then`) takes the outcome now
+        // unless callbacks read it first; then `release_read` hands it over.
+        // A start hook that never ran (the call was cancelled) goes now.
+        let stale_hook = shared.listeners.as_mut().and_then(|l| l.on_running.take());
+        let taker = if callbacks.is_empty() {
+            shared.listeners.as_mut().and_then(|l| l.taker.take())
+        } else {
+            None
+        };
         let waker = if callbacks.is_empty() {
             shared.take_waker()
         } else {
@@ -283,6 +315,7 @@ impl<T> Cell<T> {
         };
         let notify = shared.blocked > 0;
         drop(shared);
+        drop(stale_hook);
         if notify {
             self.cond.notify_all();
         }
@@ -291,6 +324,9 @@ impl<T> Cell<T> {
         }
         if let Some(waker) = waker {
             waker.wake();
+        }
+        if let Some(taker) = taker {
+            self.hand_to_taker(taker);
         }
         if !callbacks.is_empty() {
             for callback in callbacks {
@@ -355,6 +391,11 @@ impl<T> Cell<T> {
         if !released {
             return;
         }
+        if let Some(taker) = shared.listeners.as_mut().and_then(|l| l.taker.take()) {
+            drop(shared);
+            self.hand_to_taker(taker);
+            return;
+        }
         let waker = shared.take_waker();
         let notify = shared.blocked > 0;
         drop(shared);
@@ -384,9 +425,18 @@ impl<T> Cell<T> {
             std::hint::spin_loop();
         }
         let mut shared = lock(&self.sync);
+        let mut blocking = None;
         loop {
             if is_final(self.raw_state()) && (!for_take || shared.reader.is_none()) {
                 return (shared, true);
+            }
+            if blocking.is_none() {
+                // Tell the executor this thread runs on (if any) that it is
+                // about to sleep, so it can keep its other calls moving.
+                drop(shared);
+                blocking = Some(crate::controls::blocking::enter());
+                shared = lock(&self.sync);
+                continue;
             }
             shared.blocked += 1;
             match deadline {

@@ -65,6 +65,7 @@ mod any;
 mod call;
 #[cfg(target_os = "linux")]
 mod cluster;
+mod controls;
 mod error;
 mod executor;
 mod future;
