@@ -93,3 +93,10 @@ impl<T> Future<T> {
         }
     }
 }
+
+impl<T> Cell<T> {
+    /// True once the cell is final (cancelled or finished).
+    pub(crate) fn is_done(&self) -> bool {
+        is_final(self.raw_state())
+    }
+}
