@@ -18,6 +18,7 @@
 //!   signal, frames it had not started go back to the front of the queue as
 //!   pending, and a replacement starts in the same slot.
 
+mod controls;
 mod start;
 pub mod wire;
 mod worker;
@@ -29,7 +30,7 @@ use crate::{Error, Executor, Future, Payload, Result, Task};
 use std::collections::VecDeque;
 use std::fmt;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::thread::{JoinHandle, ThreadId};
 
 use start::Started;
@@ -95,6 +96,10 @@ struct Item {
 struct Batch {
     trampoline: u64,
     items: Vec<Item>,
+    /// Higher leaves the queue first (see `controls`).
+    priority: i32,
+    /// The call's run-time limit (single calls only).
+    limit: Option<std::time::Duration>,
 }
 
 /// A worker process as the pool's bookkeeping sees it.
@@ -111,6 +116,10 @@ struct WorkerBook {
     initialized: bool,
     /// A STEAL request is on its way; its RETURNED answer has not arrived.
     steal_pending: bool,
+    /// The call whose run-time limit is armed (see `controls`).
+    armed: Option<u64>,
+    /// Its running call overran this limit; it is being killed.
+    timed_out: Option<std::time::Duration>,
 }
 
 struct State {
@@ -135,6 +144,8 @@ struct Shared {
     config: Config,
     state: Mutex<State>,
     thread_exited: Condvar,
+    /// The pool itself, for timers that fire later.
+    me: OnceLock<Weak<Shared>>,
 }
 
 /// The pool's end of one worker's call pipe, with the frames waiting to go out.
@@ -280,7 +291,13 @@ impl Shared {
                     })
                     .min();
                 let Some((_, i)) = pick else { break };
-                let Some(Batch { trampoline, items }) = st.queue.pop_front() else {
+                let Some(Batch {
+                    trampoline,
+                    items,
+                    priority,
+                    limit,
+                }) = st.queue.pop_front()
+                else {
                     break;
                 };
                 let items: Vec<Item> = items
@@ -300,7 +317,13 @@ impl Shared {
                 };
                 lock(&book.link.outbox).frames.extend(pieces);
                 book.sent += items.len();
-                book.in_flight.push_back(Batch { trampoline, items });
+                book.in_flight.push_back(Batch {
+                    trampoline,
+                    items,
+                    priority,
+                    limit,
+                });
+                controls::arm_front(self, i, book);
                 if !touched.iter().any(|l| Arc::ptr_eq(l, &book.link)) {
                     touched.push(book.link.clone());
                 }
@@ -355,7 +378,7 @@ impl Shared {
             if st.shutdown {
                 return Err(Error::Shutdown);
             }
-            st.queue.extend(batches);
+            controls::enqueue_ranked(&mut st.queue, batches);
             self.dispatch(&mut st)
         };
         for link in touched {
@@ -399,6 +422,8 @@ impl Shared {
             closing: false,
             initialized: self.config.init.is_none(),
             steal_pending: false,
+            armed: None,
+            timed_out: None,
         });
         Ok((pid, from_worker))
     }
@@ -435,6 +460,7 @@ fn slot_thread(shared: Arc<Shared>, slot: usize, mut pid: u32, mut from_worker: 
         let book = st.slots[slot].take();
         let mut lost = Vec::new();
         let mut init_died = false;
+        let timed_out = book.as_ref().and_then(|b| b.timed_out);
         if let Some(mut book) = book {
             init_died = !book.initialized;
             drop(lock(&book.link.outbox).fd.take());
@@ -463,6 +489,9 @@ fn slot_thread(shared: Arc<Shared>, slot: usize, mut pid: u32, mut from_worker: 
             (Some(reason), _) => Error::Broken {
                 reason: reason.clone(),
             },
+            (None, _) if timed_out.is_some() => {
+                controls::timeout_error(timed_out.unwrap_or_default(), &worker)
+            }
             (None, Ending::Malformed(why)) => Error::Codec {
                 type_name: "frame".into(),
                 message: format!(
@@ -582,6 +611,9 @@ fn serve_worker(
                     8,
                 )
             };
+            if controls::overran(shared, slot) {
+                start::kill(pid);
+            }
         }
         if fds[2].revents != 0 {
             link.flush();
@@ -643,6 +675,7 @@ fn handle_frame(
                     return Err("results that do not match the calls it was given".into());
                 }
                 let batch = book.in_flight.pop_front();
+                controls::arm_front(shared, slot, book);
                 (batch, shared.dispatch(&mut st))
             };
             for link in touched {
@@ -838,6 +871,16 @@ impl ProcessPool {
 
     /// Splits items into batches that fit in one frame.
     fn batches(trampoline: u64, items: Vec<Item>) -> Vec<Batch> {
+        Self::batches_with(trampoline, items, 0, None)
+    }
+
+    /// [`ProcessPool::batches`] at a priority, with a run-time limit per batch.
+    fn batches_with(
+        trampoline: u64,
+        items: Vec<Item>,
+        priority: i32,
+        limit: Option<std::time::Duration>,
+    ) -> Vec<Batch> {
         let mut batches = Vec::new();
         let mut current = Vec::new();
         let mut size = 0;
@@ -846,6 +889,8 @@ impl ProcessPool {
                 batches.push(Batch {
                     trampoline,
                     items: std::mem::take(&mut current),
+                    priority,
+                    limit,
                 });
                 size = 0;
             }
@@ -856,6 +901,8 @@ impl ProcessPool {
             batches.push(Batch {
                 trampoline,
                 items: current,
+                priority,
+                limit,
             });
         }
         batches
@@ -930,6 +977,69 @@ impl Executor for ProcessPool {
             if !items.is_empty() {
                 // On error the items were never queued; the error goes to the caller.
                 shared.enqueue(ProcessPool::batches(trampoline, items))?;
+            }
+            Ok(futures)
+        })
+    }
+
+    fn submit_with<F, Args>(
+        &self,
+        f: F,
+        args: Args,
+        options: &crate::CallOptions,
+    ) -> Result<Future<F::Output>>
+    where
+        F: Task<Args>,
+        Args: Payload,
+        F::Output: Payload,
+    {
+        if options.priority == 0 && options.timeout.is_none() {
+            return self.submit(f, args);
+        }
+        let mut submit = self.options_submitter::<F, Args>(options);
+        let mut fs = submit(vec![args])?;
+        fs.pop()
+            .ok_or_else(|| Error::invalid("internal: a batch of one produced no future"))
+    }
+
+    fn submitter_with<F, Args>(
+        &self,
+        f: F,
+        options: &crate::CallOptions,
+    ) -> Submitter<Args, F::Output>
+    where
+        F: Task<Args>,
+        Args: Payload,
+        F::Output: Payload,
+    {
+        if options.priority == 0 && options.timeout.is_none() {
+            return self.submitter(f);
+        }
+        self.options_submitter::<F, Args>(options)
+    }
+}
+
+impl ProcessPool {
+    /// The submission hook for calls with options: priority and a run-time
+    /// limit (resources are ignored by the process pool).
+    fn options_submitter<F, Args>(&self, options: &crate::CallOptions) -> Submitter<Args, F::Output>
+    where
+        F: Task<Args>,
+        Args: Payload,
+        F::Output: Payload,
+    {
+        let trampoline = ship::trampoline_of::<F, Args>();
+        let shared = self.shared.clone();
+        let (priority, limit) = (options.priority, options.timeout);
+        Box::new(move |batch: Vec<Args>| {
+            let (items, futures) = ProcessPool::items::<Args, F::Output>(batch);
+            if !items.is_empty() {
+                // One batch per call, so each call's limit is its own.
+                let batches = items
+                    .into_iter()
+                    .flat_map(|it| ProcessPool::batches_with(trampoline, vec![it], priority, limit))
+                    .collect();
+                shared.enqueue(batches)?;
             }
             Ok(futures)
         })
@@ -1089,7 +1199,9 @@ impl ProcessPoolBuilder {
                 io_thread_ids: Vec::new(),
             }),
             thread_exited: Condvar::new(),
+            me: OnceLock::new(),
         });
+        let _ = shared.me.set(Arc::downgrade(&shared));
         let pool = ProcessPool {
             shared: shared.clone(),
         };
