@@ -48,7 +48,9 @@
 //! in between still runs it, and its result is discarded.
 
 mod client;
+mod current;
 mod protocol;
+mod secede;
 mod worker;
 
 use crate::executor::Submitter;
@@ -77,9 +79,42 @@ use std::time::Duration;
 /// cluster.shutdown(true, false);
 /// # Ok::<(), fanout::Error>(())
 /// ```
+#[derive(Clone)]
 pub struct Cluster {
     shared: Arc<Shared>,
+    /// Shared by every handle; the last one to go shuts the client down.
+    owner: Arc<Owner>,
+}
+
+/// The client's threads; shuts the client down when the last handle goes.
+struct Owner {
+    shared: Arc<Shared>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        shutdown(&self.shared, &self.threads, true, false);
+    }
+}
+
+/// `shutdown` of one client, through any of its handles.
+fn shutdown(shared: &Shared, threads: &Mutex<Vec<JoinHandle<()>>>, wait: bool, cancel: bool) {
+    shared.close(cancel);
+    if !wait {
+        return;
+    }
+    if shared.on_own_thread() {
+        log::warn!(
+            "Cluster::shutdown(wait = true) called from the cluster's own thread \
+             (a done-callback); not waiting"
+        );
+        return;
+    }
+    let threads = std::mem::take(&mut *client::lock(threads));
+    for t in threads {
+        let _ = t.join();
+    }
 }
 
 /// Configures a [`Cluster`]; see [`Cluster::builder`].
@@ -151,6 +186,33 @@ impl Cluster {
     /// ```
     pub fn worker_pids(&self) -> Vec<u32> {
         self.shared.worker_pids()
+    }
+
+    /// Inside a cluster task: a client of the same namespace and secret
+    /// (built on first use and shared by the worker's tasks); `None` outside
+    /// a cluster worker.
+    ///
+    /// A task may submit more calls through it and block on their futures
+    /// (`result`, `wait`, `as_completed`, `gather`): while it waits, its
+    /// worker frees the task's slot and runs other tasks there (Dask's
+    /// secede/rejoin), up to 64 slots beyond its concurrency, so parents
+    /// waiting on children never deadlock the cluster.
+    ///
+    /// ```no_run
+    /// use fanout::{gather, Cluster, Executor};
+    /// fn leaf(x: u64) -> u64 { x * 10 }
+    /// fn parent(x: u64) -> u64 {
+    ///     let cluster = Cluster::current().expect("runs on a cluster worker");
+    ///     let kids: Vec<_> = (0..2).map(|i| cluster.submit(leaf, (x + i,)).unwrap()).collect();
+    ///     gather(kids).unwrap().into_iter().sum()
+    /// }
+    /// let cluster = Cluster::builder("redis://127.0.0.1:6379/0").local_workers(1).build()?;
+    /// assert_eq!(cluster.submit(parent, (1,))?.result()?, 10 + 20);
+    /// assert!(Cluster::current().is_none());
+    /// # Ok::<(), fanout::Error>(())
+    /// ```
+    pub fn current() -> Option<Cluster> {
+        current::current()
     }
 }
 
@@ -306,8 +368,11 @@ impl ClusterBuilder {
         };
         let (shared, threads) = Shared::start(cfg)?;
         Ok(Cluster {
+            owner: Arc::new(Owner {
+                shared: shared.clone(),
+                threads: Mutex::new(threads),
+            }),
             shared,
-            threads: Mutex::new(threads),
         })
     }
 }
@@ -328,21 +393,7 @@ impl Executor for Cluster {
     }
 
     fn shutdown(&self, wait: bool, cancel_futures: bool) {
-        self.shared.close(cancel_futures);
-        if !wait {
-            return;
-        }
-        if self.shared.on_own_thread() {
-            log::warn!(
-                "Cluster::shutdown(wait = true) called from the cluster's own thread \
-                 (a done-callback); not waiting"
-            );
-            return;
-        }
-        let threads = std::mem::take(&mut *client::lock(&self.threads));
-        for t in threads {
-            let _ = t.join();
-        }
+        shutdown(&self.shared, &self.owner.threads, wait, cancel_futures);
     }
 
     fn submitter<F, Args>(&self, f: F) -> Submitter<Args, F::Output>
@@ -356,12 +407,6 @@ impl Executor for Cluster {
         let shared = self.shared.clone();
         // Each batch is one map chunk: one task record, one round trip.
         Box::new(move |batch: Vec<Args>| shared.enqueue(trampoline, batch, true))
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.shutdown(true, false);
     }
 }
 

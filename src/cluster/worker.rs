@@ -34,7 +34,7 @@ use super::protocol::{
 use crate::ship;
 use std::collections::HashSet;
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -161,7 +161,7 @@ fn install_signals() {
 }
 
 /// What every slot of one worker process shares.
-struct Worker {
+pub(super) struct Worker {
     cfg: WorkerConfig,
     keys: Keys,
     queue: String,
@@ -180,10 +180,20 @@ struct Worker {
     stopped: AtomicBool,
     /// When to next look for consumers of departed workers.
     cleanup: Mutex<Instant>,
+    /// Slot threads running (more than `concurrency` while tasks wait; see `secede`).
+    pub(super) slots: Mutex<usize>,
+    /// Slots whose task is blocked on a future right now.
+    pub(super) blocked: AtomicUsize,
 }
 
 fn serve(cfg: WorkerConfig) -> i32 {
     install_signals();
+    super::current::serving(super::current::Serving {
+        url: cfg.url.clone(),
+        namespace: cfg.namespace.clone(),
+        secret: cfg.secret.clone(),
+        lease: cfg.lease,
+    });
     let consumer = format!("{}:{}", protocol::hostname(), std::process::id());
     let name = format!("cluster worker {consumer}");
     crate::panic::set_worker_identity(name.clone());
@@ -200,6 +210,8 @@ fn serve(cfg: WorkerConfig) -> i32 {
         deliveries: AtomicU64::new(0),
         stopped: AtomicBool::new(false),
         cleanup: Mutex::new(Instant::now()),
+        slots: Mutex::new(0),
+        blocked: AtomicUsize::new(0),
         cfg,
     });
     let heartbeat = {
@@ -211,10 +223,15 @@ fn serve(cfg: WorkerConfig) -> i32 {
     let slots: Vec<_> = (0..worker.cfg.concurrency)
         .filter_map(|i| {
             let w = worker.clone();
-            std::thread::Builder::new()
+            *protocol_lock(&worker.slots) += 1;
+            let spawned = std::thread::Builder::new()
                 .name(format!("fanout-cluster-slot-{i}"))
                 .spawn(move || w.slot())
-                .ok()
+                .ok();
+            if spawned.is_none() {
+                *protocol_lock(&worker.slots) -= 1;
+            }
+            spawned
         })
         .collect();
     if slots.is_empty() {
@@ -224,6 +241,12 @@ fn serve(cfg: WorkerConfig) -> i32 {
     for s in slots {
         let _ = s.join();
     }
+    // Slots started for waiting tasks (see `secede`) are not joined: wait
+    // for their count.
+    while *protocol_lock(&worker.slots) > 0 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    super::current::close();
     // Every slot has finished its task: say goodbye to the group.
     worker.stopped.store(true, Ordering::SeqCst);
     worker.leave();
@@ -278,10 +301,24 @@ impl Worker {
         false
     }
 
-    /// One slot: read an entry, run it, finish it, repeat.
-    fn slot(self: Arc<Self>) {
+    /// The configured number of slots.
+    pub(super) fn concurrency(&self) -> usize {
+        self.cfg.concurrency
+    }
+
+    /// One slot: read an entry, run it, finish it, repeat. Counted in
+    /// `slots` by whoever started it; counts itself out when it ends.
+    pub(super) fn slot(self: Arc<Self>) {
+        super::secede::install(&self);
+        if !self.slot_loop() {
+            *protocol_lock(&self.slots) -= 1;
+        }
+    }
+
+    /// The slot's loop; true when it left as a surplus slot (already counted out).
+    fn slot_loop(&self) -> bool {
         let Some(mut conn) = self.connect(READ_BLOCK + Duration::from_secs(5)) else {
-            return;
+            return false;
         };
         let mut next: Option<Job> = None;
         let mut backoff = Backoff::new();
@@ -290,7 +327,10 @@ impl Worker {
                 Some(job) => job,
                 None => {
                     if self.draining() {
-                        return;
+                        return false;
+                    }
+                    if super::secede::leave_if_surplus(self) {
+                        return true;
                     }
                     let found = match self.reap_one(&mut conn) {
                         Some(job) => Ok(Some(job)),
