@@ -7,6 +7,21 @@ use cluster_support::{eventually, Redis};
 use fanout::{gather, Cluster, Error, Executor, State};
 use std::time::{Duration, Instant};
 
+fn never_returns() -> u32 {
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+fn sleepy(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+fn pid() -> u32 {
+    std::process::id()
+}
+
 const T: Duration = Duration::from_secs(60);
 
 fn cluster(redis: &Redis, ns: &str, workers: usize) -> Cluster {
@@ -56,4 +71,150 @@ fn current_is_none_outside_a_worker_and_handles_are_clones() {
     let third = other.clone();
     third.shutdown(true, false);
     assert!(matches!(other.submit(child, (1,)), Err(Error::Shutdown)));
+}
+
+#[test]
+fn a_call_past_its_timeout_stops_its_worker_which_is_replaced() {
+    let redis = Redis::start();
+    let c = cluster(&redis, "timeout", 1);
+    let before = c.worker_pids();
+    assert_eq!(before.len(), 1);
+    let start = Instant::now();
+    let f = c
+        .call(never_returns)
+        .timeout(Duration::from_millis(300))
+        .submit(())
+        .unwrap();
+    match f.result_timeout(T) {
+        Err(Error::Timeout { what }) => assert!(what.contains("300ms"), "names the limit: {what}"),
+        other => panic!("expected Timeout, got {other:?}"),
+    }
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+    // A replacement, with a new pid, serves the next call.
+    let next = c.submit(pid, ()).unwrap().result_timeout(T).unwrap();
+    assert!(
+        !before.contains(&next),
+        "a new worker pid ({next} vs {before:?})"
+    );
+    assert!(eventually(T, || c.worker_pids().len() == 1
+        && c.worker_pids() != before));
+    // A call within its limit is unaffected.
+    let ok = c
+        .call(sleepy)
+        .timeout(Duration::from_secs(10))
+        .submit((20u64,))
+        .unwrap();
+    assert_eq!(ok.result_timeout(T), Ok(20));
+}
+
+/// Appends `tag` to the file at `path` (the order calls ran in).
+fn log_tag(path: String, tag: u32) -> u32 {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&path)
+        .unwrap();
+    writeln!(f, "{tag}").unwrap();
+    tag
+}
+
+#[test]
+fn a_high_priority_call_overtakes_most_queued_ones_on_one_worker() {
+    let redis = Redis::start();
+    let dir = cluster_support::TempDir::new("cluster-prio");
+    let path = dir.path().join("order").display().to_string();
+    let c = cluster(&redis, "prio", 1);
+    let busy = c.submit(sleepy, (500,)).unwrap();
+    assert!(eventually(T, || busy.state() == State::Running));
+    let queued: Vec<_> = (0..10u32)
+        .map(|i| c.submit(log_tag, (path.clone(), i)).unwrap())
+        .collect();
+    let high = c
+        .call(log_tag)
+        .priority(10)
+        .submit((path.clone(), 99u32))
+        .unwrap();
+    assert_eq!(high.result_timeout(T), Ok(99));
+    for f in queued {
+        f.result_timeout(T).unwrap();
+    }
+    busy.result_timeout(T).unwrap();
+    let order: Vec<u32> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    let at = order.iter().position(|&t| t == 99).unwrap();
+    assert!(at <= 2, "the high call ran {at}th: {order:?}");
+    let rest: Vec<u32> = order.into_iter().filter(|&t| t != 99).collect();
+    assert_eq!(rest, (0..10).collect::<Vec<_>>(), "FIFO within a level");
+}
+
+fn gpu_task() -> u32 {
+    std::process::id()
+}
+
+#[test]
+fn a_call_needing_a_gpu_waits_is_cancellable_and_runs_where_one_is() {
+    let redis = Redis::start();
+    let plain = cluster(&redis, "gpu", 1);
+    // Nobody offers a gpu: the call stays pending, and can be cancelled.
+    let waiting = plain
+        .call(gpu_task)
+        .resources(&[("gpu", 1)])
+        .submit(())
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(waiting.state(), State::Pending);
+    assert!(waiting.cancel());
+    assert_eq!(waiting.result_timeout(T), Err(Error::Cancelled));
+    // The plain worker still serves plain calls.
+    assert!(plain.submit(pid, ()).unwrap().result_timeout(T).is_ok());
+    // A second call waits until a worker with a gpu joins, then runs there.
+    let f = plain
+        .call(gpu_task)
+        .resources(&[("gpu", 1)])
+        .submit(())
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(f.state(), State::Pending);
+    let gpu = Cluster::builder(&redis.url())
+        .namespace("gpu")
+        .local_workers(1)
+        .local_worker_resources(&[("gpu", 1)])
+        .lease(Duration::from_secs(2))
+        .secret("test-secret")
+        .build()
+        .unwrap();
+    let ran_on = f.result_timeout(T).unwrap();
+    assert_eq!(
+        gpu.worker_pids(),
+        vec![ran_on],
+        "ran on the worker with the gpu"
+    );
+    assert!(!plain.worker_pids().contains(&ran_on));
+    // More than the worker has never runs there... a call needing 2 waits.
+    let too_big = plain
+        .call(gpu_task)
+        .resources(&[("gpu", 2)])
+        .submit(())
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(too_big.state(), State::Pending);
+    assert!(too_big.cancel());
+}
+
+#[test]
+fn bad_resource_names_are_refused() {
+    let redis = Redis::start();
+    let c = cluster(&redis, "badres", 0);
+    assert!(matches!(
+        c.call(gpu_task).resources(&[("g{pu}", 1)]).submit(()),
+        Err(Error::InvalidArgument { .. })
+    ));
 }

@@ -43,6 +43,8 @@ pub(crate) struct Config {
     pub(crate) max_deliveries: u32,
     pub(crate) local_workers: usize,
     pub(crate) reconnect_timeout: Duration,
+    /// What local workers advertise (`FANOUT_CLUSTER_RESOURCES`).
+    pub(crate) local_worker_resources: String,
 }
 
 /// How long the event loop blocks in one `XREAD`.
@@ -89,6 +91,11 @@ struct Outgoing {
     args: Vec<u8>,
     signature: [u8; protocol::SIG_LEN],
     items: usize,
+    /// The stream of its lane, and the lane's registry entry ("" for the
+    /// default lane); see `lanes`.
+    lane: (String, String),
+    /// Its run-time limit in milliseconds (0: none).
+    limit_ms: u64,
 }
 
 #[derive(Default)]
@@ -245,9 +252,27 @@ impl Shared {
         batch: Vec<Args>,
         one_task: bool,
     ) -> Result<Vec<Future<R>>> {
+        self.enqueue_with(trampoline, batch, one_task, &crate::CallOptions::default())
+    }
+
+    /// [`Shared::enqueue`] with per-call options: the lane (priority and
+    /// resources) and the run-time limit.
+    pub(crate) fn enqueue_with<Args: Payload, R: Payload>(
+        self: &Arc<Self>,
+        trampoline: u64,
+        batch: Vec<Args>,
+        one_task: bool,
+        options: &crate::CallOptions,
+    ) -> Result<Vec<Future<R>>> {
         if lock(&self.state).closing {
             return Err(Error::Shutdown);
         }
+        let needs = super::lanes::canonical(&options.resources)?;
+        let lane = super::lanes::lane_of(&self.cfg.keys.queue(), options.priority, &needs);
+        let limit_ms = options
+            .timeout
+            .map(|t| (t.as_millis() as u64).max(1))
+            .unwrap_or(0);
         let mut encoded = Vec::with_capacity(batch.len());
         for args in &batch {
             let mut out = Vec::new();
@@ -302,6 +327,8 @@ impl Shared {
                     args,
                     signature,
                     items: n,
+                    lane: lane.clone(),
+                    limit_ms,
                 },
                 Inflight {
                     items: deliveries,
@@ -422,44 +449,57 @@ impl Shared {
 
     fn send(&self, conn: &mut Conn, outbox: Vec<Outgoing>) {
         let deadline = Instant::now() + self.cfg.reconnect_timeout;
-        let queue = self.cfg.keys.queue();
+        let registry = super::lanes::registry(&self.cfg.keys.queue());
         let max = self.cfg.max_deliveries.to_string();
-        for batch in outbox.chunks(protocol::SUBMIT_BATCH) {
-            let mut keys = Vec::with_capacity(batch.len() + 1);
-            keys.push(queue.clone());
-            keys.extend(batch.iter().map(|o| self.cfg.keys.task(&o.task)));
-            let mut cmd = self.scripts.call(ScriptName::Submit, &keys);
-            cmd.arg(&max);
-            for o in batch {
-                cmd.arg(&o.task)
-                    .arg(o.trampoline)
-                    .arg(&self.build_id)
-                    .arg(&o.args)
-                    .arg(&o.signature[..])
-                    .arg(o.items);
+        // One script call per lane (in order of first appearance; each lane
+        // keeps its submission order).
+        let mut by_lane: Vec<((String, String), Vec<Outgoing>)> = Vec::new();
+        for o in outbox {
+            match by_lane.iter_mut().find(|(l, _)| *l == o.lane) {
+                Some((_, v)) => v.push(o),
+                None => by_lane.push((o.lane.clone(), vec![o])),
             }
-            let outcome = conn.query_retry(&cmd, Some(deadline), &self.give_up());
-            let mut st = lock(&self.state);
-            match outcome {
-                Ok(_) => {
-                    let now = Instant::now();
-                    for o in batch {
-                        if let Some(t) = st.inflight.get_mut(&o.seq) {
-                            t.sent_at = Some(now);
+        }
+        for ((stream, desc), outbox) in by_lane {
+            for batch in outbox.chunks(protocol::SUBMIT_BATCH) {
+                let mut keys = Vec::with_capacity(batch.len() + 2);
+                keys.push(stream.clone());
+                keys.push(registry.clone());
+                keys.extend(batch.iter().map(|o| self.cfg.keys.task(&o.task)));
+                let mut cmd = self.scripts.call(ScriptName::Submit, &keys);
+                cmd.arg(&max).arg(&desc).arg(protocol::GROUP);
+                for o in batch {
+                    cmd.arg(&o.task)
+                        .arg(o.trampoline)
+                        .arg(&self.build_id)
+                        .arg(&o.args)
+                        .arg(&o.signature[..])
+                        .arg(o.items)
+                        .arg(o.limit_ms);
+                }
+                let outcome = conn.query_retry(&cmd, Some(deadline), &self.give_up());
+                let mut st = lock(&self.state);
+                match outcome {
+                    Ok(_) => {
+                        let now = Instant::now();
+                        for o in batch {
+                            if let Some(t) = st.inflight.get_mut(&o.seq) {
+                                t.sent_at = Some(now);
+                            }
                         }
                     }
-                }
-                Err(e) => {
-                    let error =
-                        protocol::backend("could not submit tasks to Redis", conn.url(), &e);
-                    log::error!("{error}");
-                    let failed: Vec<Inflight> = batch
-                        .iter()
-                        .filter_map(|o| st.inflight.remove(&o.seq))
-                        .collect();
-                    drop(st);
-                    fail_all(failed, &error);
-                    self.work.notify_all();
+                    Err(e) => {
+                        let error =
+                            protocol::backend("could not submit tasks to Redis", conn.url(), &e);
+                        log::error!("{error}");
+                        let failed: Vec<Inflight> = batch
+                            .iter()
+                            .filter_map(|o| st.inflight.remove(&o.seq))
+                            .collect();
+                        drop(st);
+                        fail_all(failed, &error);
+                        self.work.notify_all();
+                    }
                 }
             }
         }
@@ -837,6 +877,10 @@ impl Shared {
                 self.cfg.lease.as_millis().to_string(),
             )
             .env(super::worker::PARENT_ENV, std::process::id().to_string())
+            .env(
+                super::worker::RESOURCES_ENV,
+                &self.cfg.local_worker_resources,
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::inherit())
             .stderr(Stdio::inherit());

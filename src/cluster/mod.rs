@@ -49,6 +49,7 @@
 
 mod client;
 mod current;
+mod lanes;
 mod protocol;
 mod secede;
 mod worker;
@@ -139,6 +140,7 @@ pub struct ClusterBuilder {
     lease: Duration,
     max_deliveries: u32,
     reconnect_timeout: Duration,
+    local_worker_resources: Vec<(String, u32)>,
 }
 
 impl fmt::Debug for ClusterBuilder {
@@ -151,6 +153,7 @@ impl fmt::Debug for ClusterBuilder {
             .field("lease", &self.lease)
             .field("max_deliveries", &self.max_deliveries)
             .field("reconnect_timeout", &self.reconnect_timeout)
+            .field("local_worker_resources", &self.local_worker_resources)
             .finish()
     }
 }
@@ -173,6 +176,7 @@ impl Cluster {
             lease: Duration::from_secs(30),
             max_deliveries: 3,
             reconnect_timeout: Duration::from_secs(30),
+            local_worker_resources: Vec::new(),
         }
     }
 
@@ -297,6 +301,24 @@ impl ClusterBuilder {
         self
     }
 
+    /// What the local workers offer to calls that need resources
+    /// ([`Call::resources`](crate::Call::resources)): each local worker
+    /// advertises these amounts, and runs a call only while the calls it runs
+    /// hold no more than that. Remote workers advertise theirs with
+    /// `FANOUT_CLUSTER_RESOURCES="gpu=2,mem_gb=64"`. Default: none.
+    ///
+    /// ```no_run
+    /// let c = fanout::Cluster::builder("redis://127.0.0.1:6379/0")
+    ///     .local_workers(1)
+    ///     .local_worker_resources(&[("gpu", 1)])
+    ///     .build()?;
+    /// # Ok::<(), fanout::Error>(())
+    /// ```
+    pub fn local_worker_resources(mut self, resources: &[(&str, u32)]) -> Self {
+        self.local_worker_resources = resources.iter().map(|&(k, v)| (k.to_string(), v)).collect();
+        self
+    }
+
     /// How long the client keeps retrying when Redis is unreachable at run
     /// time before the affected futures fail with [`Error::Backend`]
     /// (default 30 s). Connecting in [`ClusterBuilder::build`] is not retried.
@@ -365,6 +387,7 @@ impl ClusterBuilder {
             max_deliveries: self.max_deliveries,
             local_workers: self.local_workers,
             reconnect_timeout: self.reconnect_timeout,
+            local_worker_resources: lanes::spell(&lanes::canonical(&self.local_worker_resources)?),
         };
         let (shared, threads) = Shared::start(cfg)?;
         Ok(Cluster {
@@ -407,6 +430,42 @@ impl Executor for Cluster {
         let shared = self.shared.clone();
         // Each batch is one map chunk: one task record, one round trip.
         Box::new(move |batch: Vec<Args>| shared.enqueue(trampoline, batch, true))
+    }
+
+    fn submit_with<F, Args>(
+        &self,
+        f: F,
+        args: Args,
+        options: &crate::CallOptions,
+    ) -> Result<Future<F::Output>>
+    where
+        F: Task<Args>,
+        Args: Payload,
+        F::Output: Payload,
+    {
+        let _ = f;
+        let trampoline = crate::ship::trampoline_of::<F, Args>();
+        self.shared
+            .enqueue_with::<Args, F::Output>(trampoline, vec![args], true, options)?
+            .pop()
+            .ok_or_else(|| Error::invalid("internal: a batch of one produced no future"))
+    }
+
+    fn submitter_with<F, Args>(
+        &self,
+        f: F,
+        options: &crate::CallOptions,
+    ) -> Submitter<Args, F::Output>
+    where
+        F: Task<Args>,
+        Args: Payload,
+        F::Output: Payload,
+    {
+        let _ = f;
+        let trampoline = crate::ship::trampoline_of::<F, Args>();
+        let shared = self.shared.clone();
+        let options = options.clone();
+        Box::new(move |batch: Vec<Args>| shared.enqueue_with(trampoline, batch, true, &options))
     }
 }
 

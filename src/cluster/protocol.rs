@@ -112,19 +112,27 @@ pub(crate) fn parse_task_id(task: &str) -> Option<(&str, u64)> {
 // ---------------------------------------------------------------------------
 // Lua scripts. Each runs atomically; each declares every key it touches.
 
-/// KEYS: queue, task keys. ARGV: max deliveries, then per task: id,
-/// trampoline, build id, args, signature, item count. Idempotent: a task whose
+/// KEYS: the lane's stream, the lane registry, task keys. ARGV: max
+/// deliveries, the lane's registry entry (empty for the default lane), the
+/// consumer group, then per task: id, trampoline, build id, args, signature,
+/// item count, run-time limit in ms (0: none). Idempotent: a task whose
 /// record exists is not added again (a retried submit after a lost reply).
-/// The record remembers its stream entry (`e`).
+/// The record remembers its stream entry (`e`). Another lane than the
+/// default is registered (and its group created) on first use.
 pub(crate) const SUBMIT: &str = r#"
-local per = 6
+if ARGV[2] ~= '' then
+  redis.call('HSET', KEYS[2], KEYS[1], ARGV[2])
+  redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[3], '0', 'MKSTREAM')
+end
+local per = 7
 local added = 0
-for i = 2, #KEYS do
-  local o = 1 + (i - 2) * per
+for i = 3, #KEYS do
+  local o = 3 + (i - 3) * per
   if redis.call('EXISTS', KEYS[i]) == 0 then
     local entry = redis.call('XADD', KEYS[1], '*', 't', ARGV[o + 1])
     redis.call('HSET', KEYS[i], 'f', ARGV[o + 2], 'b', ARGV[o + 3], 'a', ARGV[o + 4],
-      's', ARGV[o + 5], 'n', ARGV[o + 6], 'm', ARGV[1], 'st', 'p', 'at', '0', 'e', entry)
+      's', ARGV[o + 5], 'n', ARGV[o + 6], 'm', ARGV[1], 'st', 'p', 'at', '0', 'e', entry,
+      'tl', ARGV[o + 7])
     added = added + 1
   end
 end
@@ -135,7 +143,7 @@ return added
 /// token, task id. An entry other than the one `submit` added for the task
 /// (a replayed entry) is dropped. Returns `{'gone'}`, `{'cancelled'}`,
 /// `{'lost', owner, starts}` or `{'run', trampoline, build, args, signature,
-/// items, cancelled indices}`. Retrying with the same delivery token does not
+/// items, cancelled indices, run-time limit in ms}`. Retrying with the same delivery token does not
 /// count a second delivery.
 pub(crate) const START: &str = r#"
 local st = redis.call('HGET', KEYS[2], 'st')
@@ -165,7 +173,7 @@ redis.call('HSET', KEYS[2], 'st', 'r', 'o', ARGV[3], 'd', ARGV[4])
 if at == 1 and redis.call('EXISTS', KEYS[3]) == 1 then
   redis.call('XADD', KEYS[3], '*', 'k', 's', 't', ARGV[5])
 end
-local r = redis.call('HMGET', KEYS[2], 'f', 'b', 'a', 's', 'n', 'x')
+local r = redis.call('HMGET', KEYS[2], 'f', 'b', 'a', 's', 'n', 'x', 'tl')
 local out = {'run'}
 for i = 1, 5 do out[i + 1] = r[i] or '' end
 local cancelled = {}
@@ -175,6 +183,7 @@ if (tonumber(r[6]) or 0) > 0 then
   end
 end
 out[7] = table.concat(cancelled, ',')
+out[8] = r[7] or '0'
 return out
 "#;
 
@@ -270,8 +279,11 @@ end
 return out
 "#;
 
+/// See `lua/take.lua` (lanes, in `lanes.rs`).
+pub(crate) const TAKE: &str = include_str!("lua/take.lua");
+
 /// The scripts, in a fixed order (see [`Scripts`]).
-const ALL: [&str; 7] = [SUBMIT, START, FINISH, REJECT, CANCEL, ACK, PROBE];
+const ALL: [&str; 8] = [SUBMIT, START, FINISH, REJECT, CANCEL, ACK, PROBE, TAKE];
 
 /// Which script to run.
 #[derive(Debug, Clone, Copy)]
@@ -283,6 +295,7 @@ pub(crate) enum ScriptName {
     Cancel = 4,
     Ack = 5,
     Probe = 6,
+    Take = 7,
 }
 
 /// The scripts with their SHA1s, for `EVALSHA`.
