@@ -24,16 +24,45 @@
 //! FANOUT_CLUSTER_SECRET=the-shared-secret \
 //! FANOUT_CLUSTER_CONCURRENCY=4 \
 //! FANOUT_CLUSTER_LEASE_MS=30000 \
+//! FANOUT_CLUSTER_RESOURCES="gpu=2,mem_gb=64" \
 //! ./your-binary
 //! ```
 //!
 //! The process becomes a worker before `main` runs; SIGTERM drains it.
+//! `FANOUT_CLUSTER_RESOURCES` (optional) is what the worker offers to calls
+//! that need resources ([`Call::resources`](crate::Call::resources)).
+//!
+//! # Per-call controls
+//!
+//! * `priority(p)` and `resources(..)` choose the call's *lane*: one stream
+//!   per (priority, resources) pair in use, besides the default `{ns}:q`.
+//!   Workers read the highest-priority lane they can run first, FIFO within a
+//!   lane. A call in a lane no live worker can run stays pending (and
+//!   cancellable) until one joins; a worker counts the resources its running
+//!   calls hold and takes a call only while the rest covers it. An idle worker
+//!   blocks on the default lane and looks at the others between reads, so a
+//!   call in another lane may wait up to a quarter second for an idle worker.
+//! * `timeout(limit)`: when a call runs past its limit, its worker records
+//!   `Err(Timeout)` (naming the limit) as the result and exits (code 124),
+//!   since a running call cannot be stopped otherwise; a local worker is
+//!   replaced at once. A remote worker needs its own supervisor (systemd
+//!   `Restart=always`, a container restart policy) to come back, and calls
+//!   running in other slots of the same worker process are redone elsewhere
+//!   when their leases lapse.
+//! * Retries are the client's: a failed attempt is submitted again as a new
+//!   task, so `max_deliveries` still counts only the deliveries of one
+//!   attempt to workers that died.
+//! * The lane and the limit are scheduling hints stored beside the signed
+//!   record, not covered by its signature: whoever can write to Redis can
+//!   delay or drop tasks anyway, but cannot change what runs.
 //!
 //! # What stays in Redis
 //!
 //! After every task is consumed and the clients and workers have shut down,
 //! the namespace holds only `{ns}:q`, the (empty) task stream, with its
 //! consumer group `fanout` (and consumers of workers still running).
+//! Calls at another priority or with resources add their lane streams
+//! (empty when idle, with the group) and the lane list `{ns}:q:lanes`.
 //! Transient keys: a task record until it is finished, a result until the
 //! client takes it (an hour at most if the client went away), a rejected or
 //! cancelled record for an hour, a client's event stream while it runs, and
@@ -80,6 +109,11 @@ use std::time::Duration;
 /// cluster.shutdown(true, false);
 /// # Ok::<(), fanout::Error>(())
 /// ```
+///
+/// A cheap `Clone` handle: every clone is the same client, `shutdown`
+/// through any of them shuts it down, and dropping the last one is
+/// `shutdown(true, false)`. Per-call controls (priority, timeout, resources)
+/// are described in the module's guide; see also [`Cluster::current`].
 #[derive(Clone)]
 pub struct Cluster {
     shared: Arc<Shared>,

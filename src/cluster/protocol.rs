@@ -11,6 +11,8 @@
 //! | key                  | type   | lifetime                                                    |
 //! |----------------------|--------|-------------------------------------------------------------|
 //! | `{ns}:q`             | stream | persists (empty when idle), with consumer group `fanout`    |
+//! | `{ns}:q:<p>:<needs>` | stream | another lane (priority, resources); persists like `{ns}:q`  |
+//! | `{ns}:q:lanes`       | hash   | the lanes in use (stream → `priority|needs`); persists      |
 //! | `{ns}:t:<task>`      | hash   | from submit until a worker finishes (or skips) the task     |
 //! | `{ns}:r:<task>`      | string | from finish until the client has read it; TTL [`RESULT_TTL`] |
 //! | `{ns}:ev:<client>`   | stream | while the client runs; deleted by `shutdown`                |

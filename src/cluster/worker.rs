@@ -15,6 +15,7 @@
 //! | `FANOUT_CLUSTER_SECRET`       | the cluster secret (required)                          |
 //! | `FANOUT_CLUSTER_CONCURRENCY`  | tasks run at once (default: number of CPUs)            |
 //! | `FANOUT_CLUSTER_LEASE_MS`     | the lease in milliseconds (default 30000)              |
+//! | `FANOUT_CLUSTER_RESOURCES`    | what it offers, e.g. `gpu=2,mem_gb=64` (default none)  |
 //!
 //! # Serving
 //!

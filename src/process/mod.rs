@@ -797,6 +797,24 @@ fn handle_frame(
 /// run in workers; with [`StartMethod::Fork`] the child is a copy of a
 /// multi-threaded process (see there). Large `Vec<u8>` arguments and results
 /// travel without serde's per-byte overhead.
+///
+/// # Per-call controls
+///
+/// [`Executor::call`]: `priority` orders the pool's queue (higher first,
+/// FIFO within a level; frames a worker already holds run first);
+/// `timeout` kills the worker running an overdue call (SIGKILL), resolves
+/// its future to `Err(Timeout)` naming the limit and starts a replacement;
+/// `resources` is ignored.
+///
+/// # Tasks that submit tasks
+///
+/// There is no `ProcessPool::current()`: a worker process has no pool to
+/// hand out, and a pool started inside a task would be a second pool of
+/// processes per task. A task that needs more parallel work should return
+/// what it found and let the caller submit the follow-up calls (or pass the
+/// first call's future to the next with [`Future::arg`](crate::Future::arg));
+/// a task that needs a pool of its own may build one (`ProcessPool::new`),
+/// or a [`ThreadPool`](crate::ThreadPool) for in-process fan-out.
 pub struct ProcessPool {
     shared: Arc<Shared>,
 }
