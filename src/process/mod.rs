@@ -733,6 +733,8 @@ fn handle_frame(
                         None => return Err("it handed back a frame it was not holding".into()),
                     }
                 }
+                book.armed = None;
+                controls::arm_front(shared, slot, book);
                 for batch in back.into_iter().rev() {
                     for it in &batch.items {
                         it.delivery.set_pending();
