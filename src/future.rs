@@ -1002,6 +1002,35 @@ mod loom_models {
     }
 
     #[test]
+    fn loom_then_races_completion_with_a_callback() {
+        // The retry owner's `then` takes the outcome by value while the
+        // completing thread may still be running a done-callback.
+        loom::model(|| {
+            let (fut, promise) = pair::<u32>();
+            let calls = Arc::new(AtomicUsize::new(0));
+            let c = calls.clone();
+            fut.add_done_callback(move |r| {
+                assert_eq!(r, &Ok(9));
+                c.fetch_add(1, Ordering::SeqCst);
+            });
+            let worker = thread::spawn(move || promise.set_result(9));
+            let taken = Arc::new(AtomicUsize::new(0));
+            let t = taken.clone();
+            fut.then(move |outcome| {
+                assert_eq!(outcome, Ok(9));
+                t.fetch_add(1, Ordering::SeqCst);
+            });
+            worker.join().unwrap();
+            assert_eq!(calls.load(Ordering::SeqCst), 1, "the callback ran once");
+            assert_eq!(
+                taken.load(Ordering::SeqCst),
+                1,
+                "the taker got the outcome once"
+            );
+        });
+    }
+
+    #[test]
     fn loom_exception_races_a_running_callback() {
         loom::model(|| {
             let (fut, promise) = pair::<u32>();

@@ -201,3 +201,42 @@ fn a_retried_call_after_shutdown_is_refused() {
         Err(Error::Shutdown)
     ));
 }
+
+/// Kills its worker the first time it runs for `marker`; returns 5 after.
+fn die_once(marker: String) -> u32 {
+    if std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&marker)
+        .is_ok()
+    {
+        std::process::abort();
+    }
+    5
+}
+
+#[test]
+fn cluster_attempts_are_counted_apart_from_max_deliveries() {
+    let dir = TempDir::new("retry-deliveries");
+    let redis = Redis::start();
+    let c = Cluster::builder(&redis.url())
+        .namespace("retry-deliveries")
+        .local_workers(1)
+        .lease(Duration::from_millis(500))
+        .max_deliveries(1)
+        .secret("test-secret")
+        .build()
+        .unwrap();
+    let marker = dir.path().join("died").display().to_string();
+    // Without retries, one delivery to a dying worker is the end.
+    let once = c.submit(die_once, (marker.clone(),)).unwrap();
+    assert!(matches!(
+        once.result_timeout(T),
+        Err(Error::WorkerLost { .. })
+    ));
+    std::fs::remove_file(&marker).unwrap();
+    // With retries(1) the client submits a second attempt, a new task with
+    // its own deliveries, which succeeds on the replacement worker.
+    let f = c.call(die_once).retries(1).submit((marker,)).unwrap();
+    assert_eq!(f.result_timeout(T), Ok(5));
+}

@@ -13,9 +13,12 @@
 
 use crate::call::CallOptions;
 use crate::future::{pair, CancelHandle, Promise};
-use crate::sync::lock;
 use crate::{Error, Executor, Future, Payload, Result, Task};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Submits attempt number `n` (0 for the first) and returns its future.
 pub(crate) type Attempt<R> = Box<dyn FnMut(u32) -> Result<Future<R>> + Send + 'static>;
