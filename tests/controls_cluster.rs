@@ -1,6 +1,8 @@
 //! Per-call controls and tasks that submit tasks, on the cluster (a real
 //! redis-server per test).
 
+mod process_util;
+
 mod cluster_support;
 
 use cluster_support::{eventually, Redis};
@@ -49,6 +51,10 @@ fn parent(x: u64) -> u64 {
 
 #[test]
 fn four_parents_waiting_on_two_children_each_finish_on_two_workers() {
+    let _watchdog = process_util::watchdog(
+        "four_parents_waiting_on_two_children_each_finish_on_two_workers",
+        Duration::from_secs(180),
+    );
     let redis = Redis::start();
     let c = cluster(&redis, "nested", 2);
     let fs: Vec<_> = (0..4u64).map(|x| c.submit(parent, (x,)).unwrap()).collect();
@@ -62,6 +68,10 @@ fn four_parents_waiting_on_two_children_each_finish_on_two_workers() {
 
 #[test]
 fn current_is_none_outside_a_worker_and_handles_are_clones() {
+    let _watchdog = process_util::watchdog(
+        "current_is_none_outside_a_worker_and_handles_are_clones",
+        Duration::from_secs(180),
+    );
     assert!(Cluster::current().is_none());
     let redis = Redis::start();
     let c = cluster(&redis, "handles", 1);
@@ -75,6 +85,10 @@ fn current_is_none_outside_a_worker_and_handles_are_clones() {
 
 #[test]
 fn a_call_past_its_timeout_stops_its_worker_which_is_replaced() {
+    let _watchdog = process_util::watchdog(
+        "a_call_past_its_timeout_stops_its_worker_which_is_replaced",
+        Duration::from_secs(180),
+    );
     let redis = Redis::start();
     let c = cluster(&redis, "timeout", 1);
     let before = c.worker_pids();
@@ -125,6 +139,10 @@ fn log_tag(path: String, tag: u32) -> u32 {
 
 #[test]
 fn a_high_priority_call_overtakes_most_queued_ones_on_one_worker() {
+    let _watchdog = process_util::watchdog(
+        "a_high_priority_call_overtakes_most_queued_ones_on_one_worker",
+        Duration::from_secs(180),
+    );
     let redis = Redis::start();
     let dir = cluster_support::TempDir::new("cluster-prio");
     let path = dir.path().join("order").display().to_string();
@@ -161,6 +179,10 @@ fn gpu_task() -> u32 {
 
 #[test]
 fn a_call_needing_a_gpu_waits_is_cancellable_and_runs_where_one_is() {
+    let _watchdog = process_util::watchdog(
+        "a_call_needing_a_gpu_waits_is_cancellable_and_runs_where_one_is",
+        Duration::from_secs(180),
+    );
     let redis = Redis::start();
     let plain = cluster(&redis, "gpu", 1);
     // Nobody offers a gpu: the call stays pending, and can be cancelled.
@@ -211,6 +233,8 @@ fn a_call_needing_a_gpu_waits_is_cancellable_and_runs_where_one_is() {
 
 #[test]
 fn bad_resource_names_are_refused() {
+    let _watchdog =
+        process_util::watchdog("bad_resource_names_are_refused", Duration::from_secs(180));
     let redis = Redis::start();
     let c = cluster(&redis, "badres", 0);
     assert!(matches!(

@@ -15,6 +15,10 @@ fn never_returns() -> u32 {
 
 #[test]
 fn a_call_past_its_timeout_kills_its_worker_and_resolves_timeout() {
+    let _watchdog = process_util::watchdog(
+        "a_call_past_its_timeout_kills_its_worker_and_resolves_timeout",
+        Duration::from_secs(180),
+    );
     for method in METHODS {
         let pool = pool(method, 1);
         let before = pool.worker_pids();
@@ -45,6 +49,10 @@ fn a_call_past_its_timeout_kills_its_worker_and_resolves_timeout() {
 
 #[test]
 fn a_call_within_its_timeout_and_the_calls_queued_behind_are_unaffected() {
+    let _watchdog = process_util::watchdog(
+        "a_call_within_its_timeout_and_the_calls_queued_behind_are_unaffected",
+        Duration::from_secs(180),
+    );
     let pool = pool(METHODS[0], 1);
     let before = pool.worker_pids();
     let fs: Vec<_> = (0..4)
@@ -65,6 +73,10 @@ fn a_call_within_its_timeout_and_the_calls_queued_behind_are_unaffected() {
 
 #[test]
 fn a_timed_out_call_is_retried_on_a_fresh_worker() {
+    let _watchdog = process_util::watchdog(
+        "a_timed_out_call_is_retried_on_a_fresh_worker",
+        Duration::from_secs(180),
+    );
     let dir = std::env::temp_dir().join(format!("fanout-ctl-proc-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("first").display().to_string();
@@ -109,6 +121,10 @@ fn log_tag(path: String, tag: u32) -> u32 {
 
 #[test]
 fn a_high_priority_call_overtakes_most_queued_ones_on_one_worker() {
+    let _watchdog = process_util::watchdog(
+        "a_high_priority_call_overtakes_most_queued_ones_on_one_worker",
+        Duration::from_secs(180),
+    );
     let dir = std::env::temp_dir().join(format!("fanout-ctl-prio-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for method in METHODS {
@@ -146,6 +162,10 @@ fn a_high_priority_call_overtakes_most_queued_ones_on_one_worker() {
 
 #[test]
 fn priorities_order_the_queue_fifo_within_a_level() {
+    let _watchdog = process_util::watchdog(
+        "priorities_order_the_queue_fifo_within_a_level",
+        Duration::from_secs(180),
+    );
     let dir = std::env::temp_dir().join(format!("fanout-ctl-levels-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("levels").display().to_string();

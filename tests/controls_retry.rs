@@ -2,6 +2,8 @@
 //! file the task appends to, so an attempt that ran in another process or
 //! host counts too.
 
+mod process_util;
+
 mod cluster_support;
 
 use cluster_support::{Redis, TempDir};
@@ -121,6 +123,7 @@ fn check_backoff(ex: &impl Executor, dir: &TempDir, tag: &str) {
 
 #[test]
 fn thread_pool_retries() {
+    let _watchdog = process_util::watchdog("thread_pool_retries", Duration::from_secs(180));
     let dir = TempDir::new("retry-thread");
     let pool = ThreadPool::new(2).unwrap();
     check_retries(&pool, &dir, "thread");
@@ -129,6 +132,7 @@ fn thread_pool_retries() {
 
 #[test]
 fn process_pool_retries() {
+    let _watchdog = process_util::watchdog("process_pool_retries", Duration::from_secs(180));
     let dir = TempDir::new("retry-process");
     let pool = ProcessPool::new(2).unwrap();
     check_retries(&pool, &dir, "process");
@@ -137,6 +141,7 @@ fn process_pool_retries() {
 
 #[test]
 fn cluster_retries() {
+    let _watchdog = process_util::watchdog("cluster_retries", Duration::from_secs(180));
     let dir = TempDir::new("retry-cluster");
     let redis = Redis::start();
     let c = Cluster::builder(&redis.url())
@@ -151,6 +156,10 @@ fn cluster_retries() {
 
 #[test]
 fn cancelling_a_call_waiting_for_its_backoff_stops_it() {
+    let _watchdog = process_util::watchdog(
+        "cancelling_a_call_waiting_for_its_backoff_stops_it",
+        Duration::from_secs(180),
+    );
     let dir = TempDir::new("retry-cancel");
     let p = dir.path().join("cancel").display().to_string();
     let pool = ThreadPool::new(1).unwrap();
@@ -175,6 +184,10 @@ fn cancelling_a_call_waiting_for_its_backoff_stops_it() {
 
 #[test]
 fn a_retried_call_is_running_while_an_attempt_runs() {
+    let _watchdog = process_util::watchdog(
+        "a_retried_call_is_running_while_an_attempt_runs",
+        Duration::from_secs(180),
+    );
     fn nap(ms: u64) -> u64 {
         std::thread::sleep(Duration::from_millis(ms));
         ms
@@ -192,6 +205,10 @@ fn a_retried_call_is_running_while_an_attempt_runs() {
 
 #[test]
 fn a_retried_call_after_shutdown_is_refused() {
+    let _watchdog = process_util::watchdog(
+        "a_retried_call_after_shutdown_is_refused",
+        Duration::from_secs(180),
+    );
     let pool = ThreadPool::new(1).unwrap();
     pool.shutdown(true, false);
     assert!(matches!(
@@ -217,6 +234,10 @@ fn die_once(marker: String) -> u32 {
 
 #[test]
 fn cluster_attempts_are_counted_apart_from_max_deliveries() {
+    let _watchdog = process_util::watchdog(
+        "cluster_attempts_are_counted_apart_from_max_deliveries",
+        Duration::from_secs(180),
+    );
     let dir = TempDir::new("retry-deliveries");
     let redis = Redis::start();
     let c = Cluster::builder(&redis.url())

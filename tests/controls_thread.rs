@@ -1,5 +1,7 @@
 //! Per-call controls and tasks that submit tasks, on the thread pool.
 
+mod process_util;
+
 use fanout::{as_completed, gather, wait, Error, Executor, ReturnWhen, State, ThreadPool};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -13,14 +15,20 @@ fn nap(ms: u64) -> u64 {
 
 #[test]
 fn priorities_run_highest_first_fifo_within_a_level() {
+    let _watchdog = process_util::watchdog(
+        "priorities_run_highest_first_fifo_within_a_level",
+        Duration::from_secs(180),
+    );
     let pool = ThreadPool::new(1).unwrap();
     let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
     let busy = pool
         .spawn(move || release_rx.recv_timeout(T).is_ok())
         .unwrap();
-    while busy.state() != State::Running {
+    let start = Instant::now();
+    while busy.state() != State::Running && start.elapsed() < T {
         std::thread::yield_now();
     }
+    assert_eq!(busy.state(), State::Running);
     // Submitted in a scrambled order; tags name (priority, position in level).
     let submissions = [
         (0, "0a"),
@@ -59,6 +67,10 @@ fn priorities_run_highest_first_fifo_within_a_level() {
 
 #[test]
 fn priority_keeps_fifo_for_plain_calls_behind_ranked_ones() {
+    let _watchdog = process_util::watchdog(
+        "priority_keeps_fifo_for_plain_calls_behind_ranked_ones",
+        Duration::from_secs(180),
+    );
     // Level-0 calls submitted before and after a high one keep their order.
     static LOG: Mutex<Vec<u32>> = Mutex::new(Vec::new());
     fn record(i: u32) {
@@ -83,6 +95,10 @@ fn priority_keeps_fifo_for_plain_calls_behind_ranked_ones() {
 
 #[test]
 fn timeout_resolves_and_the_thread_runs_on() {
+    let _watchdog = process_util::watchdog(
+        "timeout_resolves_and_the_thread_runs_on",
+        Duration::from_secs(180),
+    );
     let pool = ThreadPool::new(1).unwrap();
     let start = Instant::now();
     let f = pool
@@ -114,6 +130,7 @@ fn timeout_resolves_and_the_thread_runs_on() {
 
 #[test]
 fn a_timed_out_call_is_retried() {
+    let _watchdog = process_util::watchdog("a_timed_out_call_is_retried", Duration::from_secs(180));
     use std::sync::atomic::{AtomicU32, Ordering};
     static RUNS: AtomicU32 = AtomicU32::new(0);
     fn slow_then_fast() -> u32 {
@@ -148,6 +165,10 @@ fn parent(x: u64) -> u64 {
 
 #[test]
 fn eight_parents_waiting_on_three_children_each_finish_on_two_threads() {
+    let _watchdog = process_util::watchdog(
+        "eight_parents_waiting_on_three_children_each_finish_on_two_threads",
+        Duration::from_secs(180),
+    );
     let pool = ThreadPool::new(2).unwrap();
     let fs: Vec<_> = (0..8u64)
         .map(|x| pool.submit(parent, (x,)).unwrap())
@@ -181,6 +202,10 @@ fn waits_every_way(x: u64) -> u64 {
 
 #[test]
 fn nested_wait_and_as_completed_do_not_deadlock_a_one_thread_pool() {
+    let _watchdog = process_util::watchdog(
+        "nested_wait_and_as_completed_do_not_deadlock_a_one_thread_pool",
+        Duration::from_secs(180),
+    );
     let pool = ThreadPool::new(1).unwrap();
     let fs: Vec<_> = (0..4u64)
         .map(|x| pool.submit(waits_every_way, (x,)).unwrap())
@@ -201,12 +226,18 @@ fn deep(level: u32) -> u32 {
 
 #[test]
 fn a_deep_chain_of_waiting_tasks_finishes() {
+    let _watchdog = process_util::watchdog(
+        "a_deep_chain_of_waiting_tasks_finishes",
+        Duration::from_secs(180),
+    );
     let pool = ThreadPool::new(2).unwrap();
     assert_eq!(pool.submit(deep, (50,)).unwrap().result_timeout(T), Ok(50));
 }
 
 #[test]
 fn handles_are_clones_of_one_pool() {
+    let _watchdog =
+        process_util::watchdog("handles_are_clones_of_one_pool", Duration::from_secs(180));
     let pool = ThreadPool::new(2).unwrap();
     let other = pool.clone();
     drop(pool);
@@ -219,6 +250,10 @@ fn handles_are_clones_of_one_pool() {
 
 #[test]
 fn the_last_handle_dropped_waits_for_running_work() {
+    let _watchdog = process_util::watchdog(
+        "the_last_handle_dropped_waits_for_running_work",
+        Duration::from_secs(180),
+    );
     let pool = ThreadPool::new(1).unwrap();
     let clone = pool.clone();
     let f = pool.submit(nap, (200,)).unwrap();
@@ -234,6 +269,8 @@ fn the_last_handle_dropped_waits_for_running_work() {
 
 #[test]
 fn current_is_none_outside_a_pool() {
+    let _watchdog =
+        process_util::watchdog("current_is_none_outside_a_pool", Duration::from_secs(180));
     assert!(ThreadPool::current().is_none());
     let pool = ThreadPool::new(1).unwrap();
     let other = ThreadPool::new(1).unwrap();
