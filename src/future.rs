@@ -110,7 +110,7 @@ impl Waiter {
         let mut fired = lock(&self.fired);
         let mut blocking = None;
         while fired.is_empty() {
-            if blocking.is_none() {
+            if blocking.is_none() && crate::controls::blocking::worth_it(deadline) {
                 drop(fired);
                 blocking = Some(crate::controls::blocking::enter());
                 fired = lock(&self.fired);
@@ -430,7 +430,7 @@ impl<T> Cell<T> {
             if is_final(self.raw_state()) && (!for_take || shared.reader.is_none()) {
                 return (shared, true);
             }
-            if blocking.is_none() {
+            if blocking.is_none() && crate::controls::blocking::worth_it(deadline) {
                 // Tell the executor this thread runs on (if any) that it is
                 // about to sleep, so it can keep its other calls moving.
                 drop(shared);

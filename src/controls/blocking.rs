@@ -5,6 +5,15 @@
 
 use std::cell::RefCell;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A wait shorter than this (a poll) is not worth a stand-in thread.
+const SHORT_WAIT: Duration = Duration::from_millis(1);
+
+/// True when a wait until `deadline` may be long enough to tell the executor.
+pub(crate) fn worth_it(deadline: Option<Instant>) -> bool {
+    deadline.is_none_or(|d| d > Instant::now() + SHORT_WAIT)
+}
 
 /// An executor that wants to hear when one of its threads blocks.
 pub(crate) trait Blocker: Send + Sync {
