@@ -242,3 +242,100 @@ fn bad_resource_names_are_refused() {
         Err(Error::InvalidArgument { .. })
     ));
 }
+
+/// Records when it started and ended (µs since the epoch) in `path`.
+fn hold_for(path: String, ms: u64) -> (u128, u128) {
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros()
+    };
+    let start = now();
+    std::thread::sleep(Duration::from_millis(ms));
+    let end = now();
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .unwrap();
+    writeln!(f, "{start} {end}").unwrap();
+    (start, end)
+}
+
+/// A worker started by hand, the way a remote host starts one; SIGTERM and
+/// reaped (by pid) on drop.
+struct RemoteWorker(std::process::Child);
+
+impl RemoteWorker {
+    fn start(redis: &Redis, ns: &str, concurrency: usize, resources: &str) -> RemoteWorker {
+        let child = std::process::Command::new("/proc/self/exe")
+            .env("FANOUT_CLUSTER_URL", redis.url())
+            .env("FANOUT_CLUSTER_NAMESPACE", ns)
+            .env("FANOUT_CLUSTER_SECRET", "test-secret")
+            .env("FANOUT_CLUSTER_CONCURRENCY", concurrency.to_string())
+            .env("FANOUT_CLUSTER_LEASE_MS", "2000")
+            .env("FANOUT_CLUSTER_RESOURCES", resources)
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("start a worker");
+        RemoteWorker(child)
+    }
+}
+
+impl Drop for RemoteWorker {
+    fn drop(&mut self) {
+        // SAFETY: signalling the worker process this test started.
+        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
+        let end = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_worker_runs_no_more_gpu_calls_at_once_than_it_has_gpus() {
+    let _watchdog = process_util::watchdog(
+        "a_worker_runs_no_more_gpu_calls_at_once_than_it_has_gpus",
+        Duration::from_secs(180),
+    );
+    let redis = Redis::start();
+    let dir = cluster_support::TempDir::new("cluster-gpu-acct");
+    let gpu_log = dir.path().join("gpu").display().to_string();
+    let plain_log = dir.path().join("plain").display().to_string();
+    let c = cluster(&redis, "acct", 0);
+    // Two slots, one gpu.
+    let _worker = RemoteWorker::start(&redis, "acct", 2, "gpu=1");
+    let gpu: Vec<_> = (0..2)
+        .map(|_| {
+            c.call(hold_for)
+                .resources(&[("gpu", 1)])
+                .submit((gpu_log.clone(), 400u64))
+                .unwrap()
+        })
+        .collect();
+    let plain = c.submit(hold_for, (plain_log.clone(), 400u64)).unwrap();
+    let spans: Vec<(u128, u128)> = gpu
+        .into_iter()
+        .map(|f| f.result_timeout(T).unwrap())
+        .collect();
+    let (a, b) = (spans[0], spans[1]);
+    assert!(
+        a.1 <= b.0 || b.1 <= a.0,
+        "the gpu calls overlapped: {a:?} {b:?}"
+    );
+    // The other slot was free for plain calls meanwhile.
+    let p = plain.result_timeout(T).unwrap();
+    let overlaps = |s: (u128, u128)| p.0 < s.1 && s.0 < p.1;
+    assert!(
+        overlaps(a) || overlaps(b),
+        "the plain call ran beside a gpu call"
+    );
+}
