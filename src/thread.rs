@@ -493,7 +493,10 @@ impl Executor for ThreadPool {
         Box::new(move |batch: Vec<Args>| {
             batch
                 .into_iter()
-                .map(|args| shared.push_with(move || f.call(args), priority, limit))
+                .map(|args| {
+                    let f = f.clone();
+                    shared.push_with(move || f.call(args), priority, limit)
+                })
                 .collect()
         })
     }
@@ -512,7 +515,10 @@ impl Executor for ThreadPool {
         Box::new(move |batch: Vec<Args>| {
             batch
                 .into_iter()
-                .map(|args| shared.push(move || f.call(args)))
+                .map(|args| {
+                    let f = f.clone();
+                    shared.push(move || f.call(args))
+                })
                 .collect()
         })
     }

@@ -16,6 +16,8 @@
 //! * **supervisor** (with `local_workers(n)`) — keeps n worker processes of
 //!   this binary running, and stops them (SIGTERM: drain) at shutdown.
 
+use super::contain::contain;
+use super::courier::{Courier, Job};
 use super::protocol::{
     self, array, bytes, read_reply, Conn, ItemOutcome, Keys, Outcome, ScriptName, Scripts,
 };
@@ -43,12 +45,17 @@ pub(crate) struct Config {
     pub(crate) max_deliveries: u32,
     pub(crate) local_workers: usize,
     pub(crate) reconnect_timeout: Duration,
+    /// How long the client's keys outlive it (refreshed while it runs).
+    pub(crate) client_ttl: Duration,
     /// What local workers advertise (`FANOUT_CLUSTER_RESOURCES`).
     pub(crate) local_worker_resources: String,
 }
 
 /// How long the event loop blocks in one `XREAD`.
 const EVENT_BLOCK: Duration = Duration::from_millis(1000);
+
+/// How long shutdown waits for done-callbacks that are still running.
+const COURIER_DRAIN: Duration = Duration::from_secs(30);
 
 /// How often (and after how long) the event loop checks that sent tasks still exist.
 const PROBE_EVERY: Duration = Duration::from_secs(5);
@@ -65,7 +72,10 @@ impl<R: Payload> Delivery for Promise<R> {
         Promise::set_running(self)
     }
     fn deliver(self: Box<Self>, outcome: Result<&[u8]>) {
-        self.set_outcome(outcome.and_then(ship::decode::<R>));
+        // The result type's `Deserialize` is user code: a panic there is
+        // this call's error, never the courier's death.
+        let decoded = outcome.and_then(|bytes| contain(|| ship::decode::<R>(bytes))?);
+        self.set_outcome(decoded);
     }
     fn fail(self: Box<Self>, error: Error) {
         self.set_error(error);
@@ -91,6 +101,7 @@ struct Outgoing {
     args: Vec<u8>,
     signature: [u8; protocol::SIG_LEN],
     items: usize,
+    nonce: String,
     /// The stream of its lane, and the lane's registry entry ("" for the
     /// default lane); see `lanes`.
     lane: (String, String),
@@ -130,13 +141,17 @@ pub(crate) struct Shared {
     workers: Mutex<Vec<Option<LocalWorker>>>,
     /// The client's own threads (a shutdown from one of them must not wait).
     thread_ids: Mutex<Vec<ThreadId>>,
+    /// Completes futures (and runs their done-callbacks) off the event loop.
+    courier: Courier,
+    /// The latest liveness value the keeper wrote.
+    live: Mutex<String>,
 }
 
 impl Shared {
     /// Connects, prepares the namespace and starts the client's threads.
     pub(crate) fn start(cfg: Config) -> Result<(Arc<Shared>, Vec<std::thread::JoinHandle<()>>)> {
         let scripts = Arc::new(Scripts::new());
-        let client_id = ship::hex(&protocol::random_bytes::<8>());
+        let client_id = ship::hex(&protocol::random_bytes::<8>()?);
         let mut conn = Conn::new(&cfg.url, &cfg.keys, scripts.clone(), Duration::from_secs(5))?;
         let url = protocol::redact(&cfg.url);
         let info = conn
@@ -176,6 +191,8 @@ impl Shared {
             finished: Condvar::new(),
             workers: Mutex::new(Vec::new()),
             thread_ids: Mutex::new(Vec::new()),
+            courier: Courier::default(),
+            live: Mutex::new(String::new()),
         });
         let mut threads = Vec::new();
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
@@ -196,6 +213,24 @@ impl Shared {
             shared.finished.notify_all();
             e
         };
+        // Workers run only tasks of a live client: be alive before the first submit.
+        let mut keeper_conn = Conn::new(
+            &shared.cfg.url,
+            &shared.cfg.keys,
+            shared.scripts.clone(),
+            Duration::from_secs(5),
+        )?;
+        shared
+            .refresh(&mut keeper_conn)
+            .map_err(|e| protocol::backend("could not register the client", &shared.cfg.url, &e))?;
+        let s = shared.clone();
+        threads.push(
+            spawn(
+                "fanout-cluster-keeper",
+                Box::new(move || s.keeper(keeper_conn)),
+            )
+            .map_err(abort)?,
+        );
         let s = shared.clone();
         threads.push(
             spawn(
@@ -242,24 +277,109 @@ impl Shared {
     }
 
     // -----------------------------------------------------------------------
+    // Keeper: the client's liveness, and the lifetime of its keys.
+
+    /// Writes a fresh signed liveness value (expiring `client_ttl` from now,
+    /// in Redis time) and extends the lifetime of the client's event stream
+    /// and finished-task bitmap by as much. A crashed client stops doing
+    /// this: its keys expire, and workers drop its queued tasks.
+    fn refresh(&self, conn: &mut Conn) -> redis::RedisResult<()> {
+        let time = conn.query(&redis::cmd("TIME"))?;
+        let parts = array(&time).unwrap_or(&[]);
+        let field = |i: usize| {
+            parts
+                .get(i)
+                .and_then(protocol::text)
+                .and_then(|t| t.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let now_ms = field(0) * 1000 + field(1) / 1000;
+        let ttl_ms = self.cfg.client_ttl.as_millis().max(1) as u64;
+        let value = protocol::live_value(
+            self.cfg.secret.as_bytes(),
+            &self.cfg.namespace,
+            &self.client_id,
+            now_ms + ttl_ms,
+        );
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(self.cfg.keys.live(&self.client_id))
+            .arg(&value)
+            .arg("PX")
+            .arg(ttl_ms)
+            .cmd("PEXPIRE")
+            .arg(self.cfg.keys.events(&self.client_id))
+            .arg(ttl_ms)
+            .cmd("PEXPIRE")
+            .arg(self.cfg.keys.finished(&self.client_id))
+            .arg(ttl_ms);
+        conn.query_pipe(&pipe)?;
+        *lock(&self.live) = value;
+        Ok(())
+    }
+
+    fn keeper(self: Arc<Self>, mut conn: Conn) {
+        // Often enough that a server restarted empty learns again soon
+        // that this client is alive (submits restore it too).
+        let every =
+            (self.cfg.client_ttl / 4).clamp(Duration::from_millis(20), Duration::from_secs(2));
+        let mut next = Instant::now() + every;
+        loop {
+            {
+                let mut st = lock(&self.state);
+                loop {
+                    if st.loop_done {
+                        break;
+                    }
+                    let now = Instant::now();
+                    if now >= next {
+                        break;
+                    }
+                    st = self
+                        .finished
+                        .wait_timeout(st, next - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+                if st.loop_done {
+                    break;
+                }
+            }
+            next = Instant::now() + every;
+            if let Err(e) = self.refresh(&mut conn) {
+                log::debug!("cluster keeper: {e}; retrying");
+                next = Instant::now() + every.min(Duration::from_millis(200));
+            }
+        }
+        let _ = conn.query_retry(
+            redis::cmd("DEL")
+                .arg(self.cfg.keys.live(&self.client_id))
+                .arg(self.cfg.keys.finished(&self.client_id)),
+            Some(Instant::now() + Duration::from_secs(2)),
+            &|| false,
+        );
+    }
+
+    // -----------------------------------------------------------------------
     // Submitting.
 
-    /// Queues calls of the trampoline `trampoline`: as one task record with
-    /// every item (`one_task`, a map chunk) or one record per item.
+    /// Queues calls of `callee`: as one task record with every item
+    /// (`one_task`, a map chunk) or one record per item. A record's argument
+    /// blob holds the callee's captures first (once), then its items.
     pub(crate) fn enqueue<Args: Payload, R: Payload>(
         self: &Arc<Self>,
-        trampoline: u64,
+        callee: &ship::Callee,
         batch: Vec<Args>,
         one_task: bool,
     ) -> Result<Vec<Future<R>>> {
-        self.enqueue_with(trampoline, batch, one_task, &crate::CallOptions::default())
+        self.enqueue_with(callee, batch, one_task, &crate::CallOptions::default())
     }
 
     /// [`Shared::enqueue`] with per-call options: the lane (priority and
     /// resources) and the run-time limit.
     pub(crate) fn enqueue_with<Args: Payload, R: Payload>(
         self: &Arc<Self>,
-        trampoline: u64,
+        callee: &ship::Callee,
         batch: Vec<Args>,
         one_task: bool,
         options: &crate::CallOptions,
@@ -273,13 +393,18 @@ impl Shared {
             .timeout
             .map(|t| (t.as_millis() as u64).max(1))
             .unwrap_or(0);
-        let mut encoded = Vec::with_capacity(batch.len());
-        for args in &batch {
-            let mut out = Vec::new();
-            ship::encode(args, &mut out)?;
-            encoded.push(out);
-        }
-        drop(batch);
+        // The arguments' `Serialize` and `Drop` are user code: a panic there
+        // is an error from `submit`, never an unwinding `submit`.
+        let encoded = contain(move || {
+            let mut encoded = Vec::with_capacity(batch.len());
+            for args in &batch {
+                let mut out = Vec::new();
+                ship::encode(args, &mut out)?;
+                encoded.push(out);
+            }
+            drop(batch);
+            Ok::<_, Error>(encoded)
+        })??;
         let groups: Vec<Vec<Vec<u8>>> = if one_task {
             vec![encoded]
         } else {
@@ -293,18 +418,27 @@ impl Shared {
             }
             let seq = self.seq.fetch_add(1, Ordering::Relaxed);
             let task = protocol::task_id(&self.client_id, seq);
-            let mut args = Vec::with_capacity(items.iter().map(|i| i.len() + 4).sum());
+            let trampoline = callee.trampoline;
+            let mut args = Vec::with_capacity(
+                callee.captures().len() + 4 + items.iter().map(|i| i.len() + 4).sum::<usize>(),
+            );
+            protocol::push_item(&mut args, callee.captures());
             for item in &items {
                 protocol::push_item(&mut args, item);
             }
             let n = items.len();
+            let nonce = ship::hex(&protocol::random_bytes::<12>()?);
             let signature = protocol::sign_task(
                 self.cfg.secret.as_bytes(),
-                &task,
-                trampoline,
-                &self.build_id,
-                n as u64,
-                &args,
+                &protocol::TaskSeal {
+                    namespace: &self.cfg.namespace,
+                    task: &task,
+                    nonce: &nonce,
+                    trampoline,
+                    build_id: &self.build_id,
+                    items: n as u64,
+                    args: &args,
+                },
             );
             let mut deliveries: Vec<Option<Box<dyn Delivery>>> = Vec::with_capacity(n);
             for idx in 0..n {
@@ -327,6 +461,7 @@ impl Shared {
                     args,
                     signature,
                     items: n,
+                    nonce,
                     lane: lane.clone(),
                     limit_ms,
                 },
@@ -460,14 +595,20 @@ impl Shared {
                 None => by_lane.push((o.lane.clone(), vec![o])),
             }
         }
-        for ((stream, desc), outbox) in by_lane {
+        for ((queue, desc), outbox) in by_lane {
             for batch in outbox.chunks(protocol::SUBMIT_BATCH) {
-                let mut keys = Vec::with_capacity(batch.len() + 2);
-                keys.push(stream.clone());
+                let mut keys = Vec::with_capacity(batch.len() + 4);
+                keys.push(queue.clone());
+                keys.push(self.cfg.keys.live(&self.client_id));
+                keys.push(self.cfg.keys.events(&self.client_id));
                 keys.push(registry.clone());
                 keys.extend(batch.iter().map(|o| self.cfg.keys.task(&o.task)));
                 let mut cmd = self.scripts.call(ScriptName::Submit, &keys);
-                cmd.arg(&max).arg(&desc).arg(protocol::GROUP);
+                cmd.arg(&max)
+                    .arg(lock(&self.live).as_str())
+                    .arg(self.cfg.client_ttl.as_millis().max(1) as u64)
+                    .arg(&desc)
+                    .arg(protocol::GROUP);
                 for o in batch {
                     cmd.arg(&o.task)
                         .arg(o.trampoline)
@@ -475,6 +616,7 @@ impl Shared {
                         .arg(&o.args)
                         .arg(&o.signature[..])
                         .arg(o.items)
+                        .arg(&o.nonce)
                         .arg(o.limit_ms);
                 }
                 let outcome = conn.query_retry(&cmd, Some(deadline), &self.give_up());
@@ -497,7 +639,7 @@ impl Shared {
                             .filter_map(|o| st.inflight.remove(&o.seq))
                             .collect();
                         drop(st);
-                        fail_all(failed, &error);
+                        self.courier.send_all(failing(failed, error));
                         self.work.notify_all();
                     }
                 }
@@ -621,6 +763,9 @@ impl Shared {
                 self.probe(&mut conn);
             }
         }
+        // Shut down: let the completions already read run (their callbacks
+        // may still submit, and get Shutdown), then the event stream goes.
+        self.courier.close(COURIER_DRAIN);
         // Shut down: the event stream goes with us.
         let _ = conn.query_retry(
             redis::cmd("DEL").arg(&events),
@@ -668,7 +813,7 @@ impl Shared {
             };
             if !failed.is_empty() {
                 log::error!("{error}");
-                fail_all(failed, &error);
+                self.courier.send_all(failing(failed, error));
                 self.work.notify_all();
             }
             *outage = Some(Instant::now());
@@ -750,9 +895,11 @@ impl Shared {
                 }
             }
             let idle = lock(&self.state).inflight.is_empty();
-            for (inflight, outcome) in outcomes {
-                deliver(inflight, outcome);
-            }
+            self.courier.send_all(
+                outcomes
+                    .into_iter()
+                    .flat_map(|(inflight, outcome)| completions(inflight, outcome)),
+            );
             if idle {
                 self.work.notify_all();
             }
@@ -817,7 +964,7 @@ impl Shared {
                     ),
                 };
                 log::error!("{error}");
-                fail_all(gone, &error);
+                self.courier.send_all(failing(gone, error));
                 self.work.notify_all();
             }
         }
@@ -852,7 +999,7 @@ impl Shared {
     /// True when called from one of the client's own threads (a done-callback).
     pub(crate) fn on_own_thread(&self) -> bool {
         let me = std::thread::current().id();
-        lock(&self.thread_ids).contains(&me)
+        lock(&self.thread_ids).contains(&me) || self.courier.is_own_thread()
     }
 
     // -----------------------------------------------------------------------
@@ -1030,53 +1177,56 @@ fn request_cancel(shared: &Weak<Shared>, seq: u64, idx: i64) {
     shared.work.notify_one();
 }
 
-fn fail_all(tasks: Vec<Inflight>, error: &Error) {
-    for t in tasks {
-        for d in t.items.into_iter().flatten() {
-            d.fail(error.clone());
-        }
-    }
+/// The courier jobs that fail every item of `tasks` with `error`, one job
+/// per item (a callback of one item may wait for another).
+fn failing(tasks: Vec<Inflight>, error: Error) -> Vec<Job> {
+    tasks
+        .into_iter()
+        .flat_map(|t| t.items.into_iter().flatten())
+        .map(|d| {
+            let error = error.clone();
+            Box::new(move || d.fail(error)) as Job
+        })
+        .collect()
 }
 
-fn deliver(inflight: Inflight, outcome: Result<Outcome>) {
+/// The courier jobs that complete a task's items with its outcome.
+fn completions(inflight: Inflight, outcome: Result<Outcome>) -> Vec<Job> {
     let n = inflight.items.len();
-    match outcome {
+    let error = match outcome {
         Ok(Outcome::Ran { worker, items }) if items.len() == n => {
-            for (d, item) in inflight.items.into_iter().zip(items) {
-                let Some(d) = d else { continue };
-                match item {
-                    ItemOutcome::Value(v) => d.deliver(Ok(&v)),
-                    ItemOutcome::Failed(e) => d.fail(e.into_error(&worker)),
-                    ItemOutcome::Skipped => d.fail(Error::Cancelled),
-                }
-            }
+            let worker: Arc<str> = worker.into();
+            return inflight
+                .items
+                .into_iter()
+                .zip(items)
+                .filter_map(|(d, item)| {
+                    let d = d?;
+                    let worker = worker.clone();
+                    Some(Box::new(move || match item {
+                        ItemOutcome::Value(v) => d.deliver(Ok(&v)),
+                        ItemOutcome::Failed(e) => d.fail(e.into_error(&worker)),
+                        ItemOutcome::Skipped => d.fail(Error::Cancelled),
+                    }) as Job)
+                })
+                .collect();
         }
-        Ok(Outcome::Ran { worker, items }) => fail_all(
-            vec![inflight],
-            &Error::Backend {
-                message: format!(
-                    "{worker} reported {} outcomes for a task of {n} items",
-                    items.len()
-                ),
-            },
-        ),
-        Ok(Outcome::Refused { worker, message }) => fail_all(
-            vec![inflight],
-            &Error::Backend {
-                message: format!("{worker} refused the task: {message}"),
-            },
-        ),
-        Ok(Outcome::Lost { worker, status }) => {
-            fail_all(vec![inflight], &Error::WorkerLost { worker, status })
-        }
-        Ok(Outcome::Rejected { worker, reason }) => fail_all(
-            vec![inflight],
-            &Error::Backend {
-                message: format!("{worker} rejected the task: {reason}"),
-            },
-        ),
-        Err(e) => fail_all(vec![inflight], &e),
-    }
+        Ok(Outcome::Ran { worker, items }) => Error::Backend {
+            message: format!(
+                "{worker} reported {} outcomes for a task of {n} items",
+                items.len()
+            ),
+        },
+        Ok(Outcome::Refused { worker, message }) => Error::Backend {
+            message: format!("{worker} refused the task: {message}"),
+        },
+        Ok(Outcome::Lost { worker, status }) => Error::WorkerLost { worker, status },
+        Ok(Outcome::Rejected { worker, reason }) => Error::Backend {
+            message: format!("{worker} rejected the task: {reason}"),
+        },
+        Err(e) => e,
+    };
+    failing(vec![inflight], error)
 }
 
 fn check_version(info: &str, url: &str) -> Result<()> {

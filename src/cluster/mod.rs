@@ -69,6 +69,14 @@
 //! how a local worker died (`{ns}:died:<host>:<pid>`, until the cluster that
 //! started it shuts down; an hour at most).
 //!
+//! # Done-callbacks
+//!
+//! A cluster future's done-callbacks run on one of the client's courier
+//! threads, never on the event loop that reads results from Redis: a
+//! callback may block (even on another future of the same cluster) without
+//! holding back any other future. When every courier thread is blocked in a
+//! callback and more results wait, another courier thread starts.
+//!
 //! # Cancelling
 //!
 //! [`Future::cancel`] succeeds until the client has heard that a worker
@@ -77,6 +85,8 @@
 //! in between still runs it, and its result is discarded.
 
 mod client;
+mod contain;
+mod courier;
 mod current;
 mod lanes;
 mod protocol;
@@ -175,6 +185,7 @@ pub struct ClusterBuilder {
     max_deliveries: u32,
     reconnect_timeout: Duration,
     local_worker_resources: Vec<(String, u32)>,
+    client_ttl: Duration,
 }
 
 impl fmt::Debug for ClusterBuilder {
@@ -188,6 +199,7 @@ impl fmt::Debug for ClusterBuilder {
             .field("max_deliveries", &self.max_deliveries)
             .field("reconnect_timeout", &self.reconnect_timeout)
             .field("local_worker_resources", &self.local_worker_resources)
+            .field("client_ttl", &self.client_ttl)
             .finish()
     }
 }
@@ -211,6 +223,7 @@ impl Cluster {
             max_deliveries: 3,
             reconnect_timeout: Duration::from_secs(30),
             local_worker_resources: Vec::new(),
+            client_ttl: Duration::from_secs(60),
         }
     }
 
@@ -368,6 +381,22 @@ impl ClusterBuilder {
         self
     }
 
+    /// How long this client's keys outlive it if it dies without shutting
+    /// down (default 60 s). While the client runs it refreshes them; once it
+    /// is gone they expire, and workers drop its queued tasks instead of
+    /// running them (nobody is left to receive their results).
+    ///
+    /// ```no_run
+    /// let c = fanout::Cluster::builder("redis://127.0.0.1:6379/0")
+    ///     .client_ttl(std::time::Duration::from_secs(10))
+    ///     .build()?;
+    /// # Ok::<(), fanout::Error>(())
+    /// ```
+    pub fn client_ttl(mut self, ttl: Duration) -> Self {
+        self.client_ttl = ttl;
+        self
+    }
+
     /// Connects, checks the server and starts the client (and local workers).
     ///
     /// [`Error::Backend`] when Redis cannot be reached (within a couple of
@@ -385,6 +414,12 @@ impl ClusterBuilder {
             return Err(Error::invalid(format!(
                 "the lease must be at least 50 ms (got {:?})",
                 self.lease
+            )));
+        }
+        if self.client_ttl < Duration::from_millis(300) {
+            return Err(Error::invalid(format!(
+                "the client TTL must be at least 300 ms (got {:?})",
+                self.client_ttl
             )));
         }
         if self.max_deliveries == 0 {
@@ -409,7 +444,7 @@ impl ClusterBuilder {
                      shared with local workers only",
                     worker::SECRET_ENV
                 );
-                crate::ship::hex(&protocol::random_bytes::<32>())
+                crate::ship::hex(&protocol::random_bytes::<32>()?)
             }
         };
         let cfg = Config {
@@ -422,6 +457,7 @@ impl ClusterBuilder {
             local_workers: self.local_workers,
             reconnect_timeout: self.reconnect_timeout,
             local_worker_resources: lanes::spell(&lanes::canonical(&self.local_worker_resources)?),
+            client_ttl: self.client_ttl,
         };
         let (shared, threads) = Shared::start(cfg)?;
         Ok(Cluster {
@@ -441,10 +477,9 @@ impl Executor for Cluster {
         Args: Payload,
         F::Output: Payload,
     {
-        let _ = f;
-        let trampoline = crate::ship::trampoline_of::<F, Args>();
+        let callee = f.__callee()?;
         self.shared
-            .enqueue::<Args, F::Output>(trampoline, vec![args], true)?
+            .enqueue::<Args, F::Output>(&callee, vec![args], true)?
             .pop()
             .ok_or_else(|| Error::invalid("internal: a batch of one produced no future"))
     }
@@ -459,11 +494,13 @@ impl Executor for Cluster {
         Args: Payload,
         F::Output: Payload,
     {
-        let _ = f;
-        let trampoline = crate::ship::trampoline_of::<F, Args>();
+        // The captures are encoded once here and shared by every chunk.
+        let callee = f.__callee();
         let shared = self.shared.clone();
         // Each batch is one map chunk: one task record, one round trip.
-        Box::new(move |batch: Vec<Args>| shared.enqueue(trampoline, batch, true))
+        Box::new(move |batch: Vec<Args>| {
+            shared.enqueue(callee.as_ref().map_err(Clone::clone)?, batch, true)
+        })
     }
 
     fn submit_with<F, Args>(
@@ -477,10 +514,9 @@ impl Executor for Cluster {
         Args: Payload,
         F::Output: Payload,
     {
-        let _ = f;
-        let trampoline = crate::ship::trampoline_of::<F, Args>();
+        let callee = f.__callee()?;
         self.shared
-            .enqueue_with::<Args, F::Output>(trampoline, vec![args], true, options)?
+            .enqueue_with::<Args, F::Output>(&callee, vec![args], true, options)?
             .pop()
             .ok_or_else(|| Error::invalid("internal: a batch of one produced no future"))
     }
@@ -495,11 +531,17 @@ impl Executor for Cluster {
         Args: Payload,
         F::Output: Payload,
     {
-        let _ = f;
-        let trampoline = crate::ship::trampoline_of::<F, Args>();
+        let callee = f.__callee();
         let shared = self.shared.clone();
         let options = options.clone();
-        Box::new(move |batch: Vec<Args>| shared.enqueue_with(trampoline, batch, true, &options))
+        Box::new(move |batch: Vec<Args>| {
+            shared.enqueue_with(
+                callee.as_ref().map_err(Clone::clone)?,
+                batch,
+                true,
+                &options,
+            )
+        })
     }
 }
 

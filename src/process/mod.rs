@@ -23,6 +23,7 @@ mod start;
 pub mod wire;
 mod worker;
 
+use crate::codec_guard;
 use crate::executor::Submitter;
 use crate::future::{pair, Promise};
 use crate::ship::{self, BuildId, Encoded};
@@ -56,6 +57,42 @@ pub enum StartMethod {
     /// copy of a multi-threaded process: tasks must not need a lock another
     /// thread of the parent might have held at fork time (stdout, a logger,
     /// your own mutexes). Prefer `Spawn` unless start-up time matters.
+    ///
+    /// **Stale random state.** Every forked worker starts with a copy of the
+    /// parent's memory, random number generators included. After the
+    /// parent has drawn from `rand::random()`, 16 draws spread over 4
+    /// forked workers give only a handful of distinct values (each worker
+    /// repeats the same sequence; with `Spawn`: 16). The fix is to reseed in
+    /// the pool's initializer, which runs in every worker before its first
+    /// call — keep your own generator (or use `rand::rngs::OsRng` in tasks):
+    ///
+    /// ```
+    /// use fanout::{Executor, ProcessPool, StartMethod};
+    /// use rand::{rngs::StdRng, Rng, SeedableRng};
+    /// use std::cell::RefCell;
+    ///
+    /// thread_local! {
+    ///     static RNG: RefCell<StdRng> = RefCell::new(StdRng::from_entropy());
+    /// }
+    /// fn reseed() {
+    ///     RNG.with(|r| *r.borrow_mut() = StdRng::from_entropy());
+    /// }
+    /// fn draw() -> u64 {
+    ///     RNG.with(|r| r.borrow_mut().gen())
+    /// }
+    ///
+    /// let _ = draw(); // the parent uses its generator before forking
+    /// let pool = ProcessPool::builder()
+    ///     .workers(4)
+    ///     .start_method(StartMethod::Fork)
+    ///     .initializer(reseed, ()) // runs in every worker
+    ///     .build()?;
+    /// let fs: Vec<_> = (0..16).map(|_| pool.submit(draw, ())).collect::<Result<_, _>>()?;
+    /// let values: std::collections::HashSet<u64> =
+    ///     fs.into_iter().map(|f| f.result()).collect::<Result<_, _>>()?;
+    /// assert_eq!(values.len(), 16);
+    /// # Ok::<(), fanout::Error>(())
+    /// ```
     Fork,
 }
 
@@ -82,7 +119,14 @@ impl<R: Payload> Delivery for Promise<R> {
         Promise::set_pending(self);
     }
     fn deliver(self: Box<Self>, outcome: Result<&[u8]>) {
-        self.set_outcome(outcome.and_then(ship::decode::<R>));
+        let outcome = outcome.and_then(codec_guard::decode::<R>);
+        // Completing runs user code too (a waker; dropping the value when
+        // its future is gone); a panic there must not kill the I/O thread,
+        // which delivers every other result of this worker slot.
+        let id = self.id();
+        if let Err(e) = crate::panic::catch(move || self.set_outcome(outcome)) {
+            log::error!("delivering the result of future {id} panicked: {e}");
+        }
     }
 }
 
@@ -94,7 +138,8 @@ struct Item {
 
 /// One frame's worth of calls to one function: a single submit or a map chunk.
 struct Batch {
-    trampoline: u64,
+    /// The trampoline and the captures sent with it.
+    trampoline: ship::Callee,
     items: Vec<Item>,
     /// Higher leaves the queue first (see `controls`).
     priority: i32,
@@ -136,7 +181,7 @@ struct Config {
     workers: usize,
     start: StartMethod,
     max_tasks_per_child: Option<usize>,
-    init: Option<(u64, Vec<u8>)>,
+    init: Option<(ship::Callee, Vec<u8>)>,
     build_id: BuildId,
 }
 
@@ -311,7 +356,7 @@ impl Shared {
                     .iter()
                     .map(|it| (it.delivery.id(), it.args.clone()))
                     .collect();
-                let pieces = task_frame(&self.config.build_id, trampoline, &calls);
+                let pieces = task_frame(&self.config.build_id, &trampoline, &calls);
                 let Some(book) = st.slots[i].as_mut() else {
                     break;
                 };
@@ -409,7 +454,7 @@ impl Shared {
         let link = Arc::new(Link::new(to_worker)?);
         if let Some((trampoline, args)) = &self.config.init {
             let mut w = FrameWriter::new(Vec::new());
-            w.init(&self.config.build_id, *trampoline, args);
+            w.init(&self.config.build_id, trampoline, args);
             lock(&link.outbox)
                 .frames
                 .push_back(Piece::Own(w.into_inner()));
@@ -863,7 +908,7 @@ impl ProcessPool {
         let mut futures = Vec::with_capacity(batch.len());
         for args in batch {
             let (future, promise) = pair::<R>();
-            let encoded = ship::encode_owned(args).and_then(|e| {
+            let encoded = codec_guard::encode_owned(args).and_then(|e| {
                 if e.len() > MAX_FRAME / 2 {
                     Err(Error::Codec {
                         type_name: std::any::type_name::<Args>().into(),
@@ -889,14 +934,15 @@ impl ProcessPool {
         (items, futures)
     }
 
-    /// Splits items into batches that fit in one frame.
-    fn batches(trampoline: u64, items: Vec<Item>) -> Vec<Batch> {
+    /// Splits items into batches that fit in one frame (each frame carries
+    /// the captures once, at most a quarter of a frame: see `submitter`).
+    fn batches(trampoline: ship::Callee, items: Vec<Item>) -> Vec<Batch> {
         Self::batches_with(trampoline, items, 0, None)
     }
 
     /// [`ProcessPool::batches`] at a priority, with a run-time limit per batch.
     fn batches_with(
-        trampoline: u64,
+        trampoline: ship::Callee,
         items: Vec<Item>,
         priority: i32,
         limit: Option<std::time::Duration>,
@@ -907,7 +953,7 @@ impl ProcessPool {
         for it in items {
             if !current.is_empty() && size + it.args.len() + 12 > MAX_FRAME / 2 {
                 batches.push(Batch {
-                    trampoline,
+                    trampoline: trampoline.clone(),
                     items: std::mem::take(&mut current),
                     priority,
                     limit,
@@ -989,10 +1035,24 @@ impl Executor for ProcessPool {
         Args: Payload,
         F::Output: Payload,
     {
-        let _ = f;
-        let trampoline = ship::trampoline_of::<F, Args>();
+        // The captures are encoded once here and shared by every batch.
+        let callee = f.__callee().and_then(|c| {
+            if c.captures().len() > MAX_FRAME / 4 {
+                Err(Error::Codec {
+                    type_name: std::any::type_name::<F>().into(),
+                    message: format!(
+                        "encoded captures take {} bytes, over the {} byte limit",
+                        c.captures().len(),
+                        MAX_FRAME / 4
+                    ),
+                })
+            } else {
+                Ok(c)
+            }
+        });
         let shared = self.shared.clone();
         Box::new(move |batch: Vec<Args>| {
+            let trampoline = callee.clone()?;
             let (items, futures) = ProcessPool::items::<Args, F::Output>(batch);
             if !items.is_empty() {
                 // On error the items were never queued; the error goes to the caller.
@@ -1016,7 +1076,7 @@ impl Executor for ProcessPool {
         if options.priority == 0 && options.timeout.is_none() {
             return self.submit(f, args);
         }
-        let mut submit = self.options_submitter::<F, Args>(options);
+        let mut submit = self.options_submitter::<F, Args>(f, options);
         let mut fs = submit(vec![args])?;
         fs.pop()
             .ok_or_else(|| Error::invalid("internal: a batch of one produced no future"))
@@ -1035,29 +1095,50 @@ impl Executor for ProcessPool {
         if options.priority == 0 && options.timeout.is_none() {
             return self.submitter(f);
         }
-        self.options_submitter::<F, Args>(options)
+        self.options_submitter::<F, Args>(f, options)
     }
 }
 
 impl ProcessPool {
     /// The submission hook for calls with options: priority and a run-time
     /// limit (resources are ignored by the process pool).
-    fn options_submitter<F, Args>(&self, options: &crate::CallOptions) -> Submitter<Args, F::Output>
+    fn options_submitter<F, Args>(
+        &self,
+        f: F,
+        options: &crate::CallOptions,
+    ) -> Submitter<Args, F::Output>
     where
         F: Task<Args>,
         Args: Payload,
         F::Output: Payload,
     {
-        let trampoline = ship::trampoline_of::<F, Args>();
+        // As in `submitter`: the captures are encoded once, within a quarter frame.
+        let callee = f.__callee().and_then(|c| {
+            if c.captures().len() > MAX_FRAME / 4 {
+                Err(Error::Codec {
+                    type_name: std::any::type_name::<F>().into(),
+                    message: format!(
+                        "encoded captures take {} bytes, over the {} byte limit",
+                        c.captures().len(),
+                        MAX_FRAME / 4
+                    ),
+                })
+            } else {
+                Ok(c)
+            }
+        });
         let shared = self.shared.clone();
         let (priority, limit) = (options.priority, options.timeout);
         Box::new(move |batch: Vec<Args>| {
+            let trampoline = callee.clone()?;
             let (items, futures) = ProcessPool::items::<Args, F::Output>(batch);
             if !items.is_empty() {
                 // One batch per call, so each call's limit is its own.
                 let batches = items
                     .into_iter()
-                    .flat_map(|it| ProcessPool::batches_with(trampoline, vec![it], priority, limit))
+                    .flat_map(|it| {
+                        ProcessPool::batches_with(trampoline.clone(), vec![it], priority, limit)
+                    })
                     .collect();
                 shared.enqueue(batches)?;
             }
@@ -1107,7 +1188,7 @@ pub struct ProcessPoolBuilder {
     workers: Option<usize>,
     start: StartMethod,
     max_tasks_per_child: Option<usize>,
-    init: Option<Result<(u64, Vec<u8>)>>,
+    init: Option<Result<(ship::Callee, Vec<u8>)>>,
 }
 
 impl ProcessPoolBuilder {
@@ -1169,11 +1250,11 @@ impl ProcessPoolBuilder {
         Args: Payload,
         F::Output: Payload,
     {
-        let _ = f;
         let mut bytes = Vec::new();
-        self.init = Some(
-            ship::encode(&args, &mut bytes).map(|()| (ship::trampoline_of::<F, Args>(), bytes)),
-        );
+        self.init =
+            Some(f.__callee().and_then(|callee| {
+                codec_guard::encode(&args, &mut bytes).map(|()| (callee, bytes))
+            }));
         self
     }
 
