@@ -128,6 +128,27 @@ fn parse_tweet(text: String) -> usize {
     text.split_whitespace().count()
 }
 
+/// A flaky call: fails the first time it runs for `marker` (it leaves the
+/// file behind), succeeds after. A retried call gets past it.
+fn flaky_fetch(marker: String) -> String {
+    let first = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&marker)
+        .is_ok();
+    if first {
+        panic!("connection reset (first attempt)");
+    }
+    let _ = std::fs::remove_file(&marker);
+    "fetched".into()
+}
+
+/// A call that hangs (far longer than the limit it is given).
+fn stuck() -> u32 {
+    std::thread::sleep(Duration::from_millis(1500));
+    0
+}
+
 // ---------------------------------------------------------------------------
 // The work, described once.
 // ---------------------------------------------------------------------------
@@ -359,6 +380,37 @@ fn errors_and_shutdown<E: Executor>(ex: E) -> fanout::Result<()> {
             ),
             Err(e) => println!("    parse_tweet -> unexpected: {e}"),
         }
+    }
+
+    println!("  per-call controls:");
+    let marker = std::env::temp_dir()
+        .join(format!(
+            "fanout-tour-flaky-{}-{}",
+            std::process::id(),
+            Instant::now().elapsed().as_nanos()
+        ))
+        .display()
+        .to_string();
+    let _ = std::fs::remove_file(&marker);
+    let retried = ex
+        .call(flaky_fetch)
+        .retries(2)
+        .backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .submit((marker,))?;
+    println!("    flaky_fetch with retries(2) -> {:?}", retried.result());
+    let limited = ex
+        .call(stuck)
+        .timeout(Duration::from_millis(300))
+        .submit(())?;
+    let started = Instant::now();
+    match limited.result() {
+        Err(e @ Error::Timeout { .. }) => {
+            println!(
+                "    stuck with timeout(300ms) -> Err(Timeout) after {:.2?}: {e}",
+                started.elapsed()
+            )
+        }
+        other => println!("    stuck with timeout(300ms) -> unexpected: {other:?}"),
     }
 
     // Queue more work than the workers can start, then shut down with

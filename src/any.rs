@@ -248,6 +248,19 @@ impl Executor for AnyExecutor {
     {
         each_backend!(self, ex => ex.submitter(f))
     }
+
+    fn submitter_with<F, Args>(
+        &self,
+        f: F,
+        options: &crate::CallOptions,
+    ) -> Submitter<Args, F::Output>
+    where
+        F: Task<Args>,
+        Args: Payload,
+        F::Output: Payload,
+    {
+        each_backend!(self, ex => ex.submitter_with(f, options))
+    }
 }
 
 impl From<ThreadPool> for AnyExecutor {

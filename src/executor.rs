@@ -166,6 +166,20 @@ pub trait Executor: Send + Sync {
         self.submit(f, args)
     }
 
+    /// Like [`Executor::submitter`], for calls with options (priority,
+    /// timeout, resources): retried calls submit their later attempts through
+    /// it. A backend overrides this to honour the options.
+    #[doc(hidden)]
+    fn submitter_with<F, Args>(&self, f: F, options: &CallOptions) -> Submitter<Args, F::Output>
+    where
+        F: Task<Args>,
+        Args: Payload,
+        F::Output: Payload,
+    {
+        let _ = options;
+        self.submitter(f)
+    }
+
     /// Shuts the executor down. Idempotent.
     ///
     /// `cancel_futures` cancels every call not yet started (their futures are

@@ -27,10 +27,12 @@
 //!   state, so no state exists in which a future is done but a waiter sleeps.
 
 use crate::panic;
+mod hooks;
 use crate::sync::{
     self, current_thread, lock, Arc, AtomicU8, Condvar, Mutex, MutexGuard, Ordering,
 };
 use crate::{Error, Result};
+pub(crate) use hooks::CancelHandle;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
@@ -110,7 +112,14 @@ impl Waiter {
         let _blocked = (fired.is_empty())
             .then(crate::callbacks::blocking)
             .flatten();
+        let mut blocking = None;
         while fired.is_empty() {
+            if blocking.is_none() && crate::controls::blocking::worth_it(deadline) {
+                drop(fired);
+                blocking = Some(crate::controls::blocking::enter());
+                fired = lock(&self.fired);
+                continue;
+            }
             match deadline {
                 None => fired = sync::wait(&self.cond, fired),
                 Some(d) => {
@@ -132,6 +141,10 @@ struct Listeners<T> {
     callbacks: Vec<Callback<T>>,
     waiters: Vec<(Arc<Waiter>, usize)>,
     waker: Option<Waker>,
+    /// Takes the outcome by value once it is final (see `hooks`).
+    taker: Option<hooks::Taker<T>>,
+    /// Runs once when the call starts (see `hooks`).
+    on_running: Option<hooks::OnRunning>,
 }
 
 struct Shared<T> {
@@ -152,6 +165,8 @@ impl<T> Shared<T> {
                 callbacks: Vec::new(),
                 waiters: Vec::new(),
                 waker: None,
+                taker: None,
+                on_running: None,
             })
         })
     }
@@ -198,6 +213,8 @@ enum Settled<T> {
 pub(crate) struct Cell<T> {
     id: u64,
     state: AtomicU8,
+    /// Set once an `on_running` hook is registered (see `hooks`).
+    watched: std::sync::atomic::AtomicBool,
     sync: Mutex<Shared<T>>,
     cond: Condvar,
     value: sync::UnsafeCell<Option<Result<T>>>,
@@ -265,6 +282,7 @@ impl<T> Cell<T> {
         Cell {
             id: next_id(),
             state: AtomicU8::new(PENDING),
+            watched: std::sync::atomic::AtomicBool::new(false),
             sync: Mutex::new(Shared {
                 listeners: None,
                 reader: None,
@@ -285,9 +303,14 @@ impl<T> Cell<T> {
     /// `Pending → Running`. False when the future was cancelled (or already
     /// started or finished): the backend must then not run the call.
     pub(crate) fn set_running(&self) -> bool {
-        self.state
-            .compare_exchange(PENDING, RUNNING, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+        let started = self
+            .state
+            .compare_exchange(PENDING, RUNNING, Ordering::SeqCst, Ordering::Acquire)
+            .is_ok();
+        if started && self.watched.load(std::sync::atomic::Ordering::SeqCst) {
+            self.run_on_running();
+        }
+        started
     }
 
     /// Completes the cell with `outcome` unless it is already final (the
@@ -344,6 +367,15 @@ impl<T> Cell<T> {
             None => (Vec::new(), Vec::new()),
         };
         let defer = may_defer && self.defer_callbacks && !callbacks.is_empty();
+        // A taker (the future was consumed by `then`) takes the outcome now
+        // unless callbacks read it first; then `release_read` hands it over.
+        // A start hook that never ran (the call was cancelled) goes now.
+        let stale_hook = shared.listeners.as_mut().and_then(|l| l.on_running.take());
+        let taker = if callbacks.is_empty() {
+            shared.listeners.as_mut().and_then(|l| l.taker.take())
+        } else {
+            None
+        };
         let waker = if callbacks.is_empty() {
             shared.take_waker()
         } else if defer {
@@ -358,6 +390,7 @@ impl<T> Cell<T> {
         };
         let notify = shared.blocked > 0;
         drop(shared);
+        drop(stale_hook);
         if notify {
             self.cond.notify_all();
         }
@@ -366,6 +399,9 @@ impl<T> Cell<T> {
         }
         if let Some(waker) = waker {
             waker.wake();
+        }
+        if let Some(taker) = taker {
+            self.hand_to_taker(taker);
         }
         if defer {
             return Settled::Deferred(callbacks);
@@ -481,6 +517,11 @@ impl<T> Cell<T> {
         if !released {
             return;
         }
+        if let Some(taker) = shared.listeners.as_mut().and_then(|l| l.taker.take()) {
+            drop(shared);
+            self.hand_to_taker(taker);
+            return;
+        }
         let waker = shared.take_waker();
         let notify = shared.blocked > 0;
         drop(shared);
@@ -510,9 +551,18 @@ impl<T> Cell<T> {
             std::hint::spin_loop();
         }
         let mut shared = lock(&self.sync);
+        let mut blocking = None;
         loop {
             if is_final(self.raw_state()) && (!for_take || shared.unread()) {
                 return (shared, true);
+            }
+            if blocking.is_none() && crate::controls::blocking::worth_it(deadline) {
+                // Tell the executor this thread runs on (if any) that it is
+                // about to sleep, so it can keep its other calls moving.
+                drop(shared);
+                blocking = Some(crate::controls::blocking::enter());
+                shared = lock(&self.sync);
+                continue;
             }
             shared.blocked += 1;
             #[cfg(not(loom))]
@@ -1116,6 +1166,35 @@ mod loom_models {
             assert_eq!(r.done.len(), 1);
             assert!(r.done[0].cancelled());
             canceller.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn loom_then_races_completion_with_a_callback() {
+        // The retry owner's `then` takes the outcome by value while the
+        // completing thread may still be running a done-callback.
+        loom::model(|| {
+            let (fut, promise) = pair::<u32>();
+            let calls = Arc::new(AtomicUsize::new(0));
+            let c = calls.clone();
+            fut.add_done_callback(move |r| {
+                assert_eq!(r, &Ok(9));
+                c.fetch_add(1, Ordering::SeqCst);
+            });
+            let worker = thread::spawn(move || promise.set_result(9));
+            let taken = Arc::new(AtomicUsize::new(0));
+            let t = taken.clone();
+            fut.then(move |outcome| {
+                assert_eq!(outcome, Ok(9));
+                t.fetch_add(1, Ordering::SeqCst);
+            });
+            worker.join().unwrap();
+            assert_eq!(calls.load(Ordering::SeqCst), 1, "the callback ran once");
+            assert_eq!(
+                taken.load(Ordering::SeqCst),
+                1,
+                "the taker got the outcome once"
+            );
         });
     }
 

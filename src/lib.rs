@@ -69,6 +69,7 @@ mod callbacks;
 #[cfg(target_os = "linux")]
 mod cluster;
 mod codec_guard;
+mod controls;
 mod error;
 mod executor;
 mod future;

@@ -116,6 +116,11 @@ pub enum WireError {
         /// Why.
         message: String,
     },
+    /// The call ran past its run-time limit; the worker is being replaced.
+    Timeout {
+        /// What ran too long, naming the limit.
+        what: String,
+    },
 }
 
 impl WireError {
@@ -139,6 +144,9 @@ impl WireError {
             WireError::Refused { message } => Error::Codec {
                 type_name: "call".into(),
                 message: format!("{worker} refused the call: {message}"),
+            },
+            WireError::Timeout { what } => Error::Timeout {
+                what: format!("{what} ({worker})"),
             },
         }
     }

@@ -1,11 +1,16 @@
 //! [`ThreadPool`]: a fixed set of worker threads pulling calls from one queue.
 
+mod ranked;
+mod stand_in;
+mod timed;
+
 use crate::executor::Submitter;
 use crate::future::{payload_copier, Cell, CellHolder, CellRef, Copier};
 use crate::{panic, Error, Executor, Future, Payload, Result, Task};
 use crossbeam_channel::{Receiver, Sender};
 use std::fmt;
-use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock, Weak};
 use std::thread::JoinHandle;
 
 /// A submitted call and its completion cell, in one allocation: the
@@ -108,7 +113,7 @@ impl Drop for Job {
     }
 }
 
-type BoxedJob = Job;
+type BoxedJob = ranked::Queued;
 type Initializer = Arc<dyn Fn() + Send + Sync + 'static>;
 
 struct Shared {
@@ -129,6 +134,16 @@ struct Shared {
     /// Set once, when an initializer panicked.
     broken: OnceLock<String>,
     workers: usize,
+    /// Calls at a priority other than 0 (and those queued behind them).
+    ranked: ranked::Ranked,
+    /// Worker threads blocked on a future right now (see `stand_in`).
+    blocked: AtomicUsize,
+    /// Stand-in threads started so far (for their names).
+    stand_ins: AtomicUsize,
+    prefix: String,
+    initializer: Option<Initializer>,
+    /// The handles' shared owner, for `ThreadPool::current`.
+    owner: Mutex<Weak<Owner>>,
 }
 
 #[derive(Default)]
@@ -144,6 +159,8 @@ struct LiveWorkers {
 thread_local! {
     /// The address of the `Shared` of the pool this thread is a worker of (0 if none).
     static WORKER_OF: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// The pool this thread is a worker of, for `ThreadPool::current`.
+    static POOL: std::cell::RefCell<Option<Weak<Shared>>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Counts a worker out of `Shared::live` when its thread leaves `worker_loop`.
@@ -168,15 +185,18 @@ impl Shared {
     }
 
     fn push<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> Result<Future<R>> {
-        self.push_with(f, None)
+        self.push_with(f, None, 0, None)
     }
 
-    /// [`Shared::push`], with the [`Copier`] that lets `result()` inside the
-    /// future's own done-callback return the value.
+    /// Queues a call at `priority`, with an optional run-time `limit` and the
+    /// [`Copier`] that lets `result()` inside the future's own done-callback
+    /// return the value.
     fn push_with<R: Send + 'static>(
         &self,
         f: impl FnOnce() -> R + Send + 'static,
         copier: Option<Copier<R>>,
+        priority: i32,
+        limit: Option<std::time::Duration>,
     ) -> Result<Future<R>> {
         if let Some(e) = self.broken_error() {
             return Err(e);
@@ -185,14 +205,31 @@ impl Shared {
         let Some(sender) = sender.as_ref() else {
             return Err(Error::Shutdown);
         };
-        let task = Arc::new(TaskCell {
-            cell: Cell::with_options(copier, false),
-            call: std::cell::UnsafeCell::new(Some(f)),
-        });
-        let future = Future::from_cell(CellRef(task.clone()));
+        let (future, job) = match limit {
+            None => {
+                let task = Arc::new(TaskCell {
+                    cell: Cell::with_options(copier, false),
+                    call: std::cell::UnsafeCell::new(Some(f)),
+                });
+                (Future::from_cell(CellRef(task.clone())), Job(Some(task)))
+            }
+            Some(limit) => {
+                let task = Arc::new_cyclic(|me| timed::Timed {
+                    task: TaskCell {
+                        cell: Cell::with_options(copier, false),
+                        call: std::cell::UnsafeCell::new(Some(f)),
+                    },
+                    limit,
+                    me: me.clone(),
+                });
+                (Future::from_cell(CellRef(task.clone())), Job(Some(task)))
+            }
+        };
         // Cannot fail: `self.receiver` keeps the channel connected.
-        if let Err(rejected) = sender.send(Job(Some(task))) {
-            rejected.into_inner().fail(Error::Shutdown);
+        if let Err(rejected) = sender.send(self.ranked.queue(priority, job)) {
+            if let Some(job) = self.ranked.take(rejected.into_inner()) {
+                job.fail(Error::Shutdown);
+            }
         }
         Ok(future)
     }
@@ -205,8 +242,10 @@ impl Shared {
                 .take(),
         );
         if cancel_futures {
-            while let Ok(job) = self.receiver.try_recv() {
-                job.fail(Error::Cancelled);
+            while let Ok(message) = self.receiver.try_recv() {
+                if let Some(job) = self.ranked.take(message) {
+                    job.fail(Error::Cancelled);
+                }
             }
         }
         if wait {
@@ -251,17 +290,29 @@ impl Shared {
 
 fn worker_loop(shared: &Shared, receiver: Receiver<BoxedJob>, initializer: Option<Initializer>) {
     if let Some(init) = initializer {
-        if let Err(Error::Panicked { message, .. }) = panic::catch(|| init()) {
-            let reason = format!("the pool's initializer panicked: {message}");
-            log::error!("{reason}");
-            let _ = shared.broken.set(reason);
-        }
+        run_initializer(shared, &init);
     }
-    while let Some(job) = next_job(&receiver) {
-        match shared.broken_error() {
-            Some(e) => job.fail(e),
-            None => job.run(),
-        }
+    while let Some(message) = next_job(&receiver) {
+        run_one(shared, message);
+    }
+}
+
+fn run_initializer(shared: &Shared, init: &Initializer) {
+    if let Err(Error::Panicked { message, .. }) = panic::catch(|| init()) {
+        let reason = format!("the pool's initializer panicked: {message}");
+        log::error!("{reason}");
+        let _ = shared.broken.set(reason);
+    }
+}
+
+/// Runs (or, on a broken pool, fails) the call one queue message stands for.
+fn run_one(shared: &Shared, message: BoxedJob) {
+    let Some(job) = shared.ranked.take(message) else {
+        return;
+    };
+    match shared.broken_error() {
+        Some(e) => job.fail(e),
+        None => job.run(),
     }
 }
 
@@ -274,8 +325,19 @@ fn next_job(receiver: &Receiver<BoxedJob>) -> Option<BoxedJob> {
 
 /// A pool of worker threads, like Python's `ThreadPoolExecutor`.
 ///
-/// Never runs more than `workers` threads. Runs any `FnOnce` through
-/// [`ThreadPool::spawn`], and shippable [`Task`]s through [`Executor`].
+/// Runs `workers` threads at a time (while a task blocks on a future, a
+/// stand-in thread takes its place; see [`ThreadPool::current`]). Runs any
+/// `FnOnce` through [`ThreadPool::spawn`], and shippable [`Task`]s through
+/// [`Executor`]. A cheap `Clone` handle: every clone drives the same pool,
+/// `shutdown` through any of them shuts it down, and dropping the last one
+/// is `shutdown(true, false)`.
+///
+/// Per-call controls ([`Executor::call`]): `priority` orders the queue
+/// (higher first, FIFO within a level); `timeout` resolves the future to
+/// `Err(Timeout)` when the call runs past its limit, but a thread cannot be
+/// stopped from outside, so the call's thread runs on to the end (its late
+/// result is dropped) and holds its worker until then; `resources` is
+/// ignored.
 ///
 /// ```
 /// use fanout::{Executor, ThreadPool};
@@ -286,8 +348,22 @@ fn next_job(receiver: &Receiver<BoxedJob>) -> Option<BoxedJob> {
 /// let f = pool.submit(slow_square, (12,)).unwrap();
 /// assert_eq!(f.result(), Ok(144));
 /// ```
+#[derive(Clone)]
 pub struct ThreadPool {
     shared: Arc<Shared>,
+    /// Shared by every handle; the last one to go shuts the pool down.
+    _owner: Arc<Owner>,
+}
+
+/// Shuts the pool down when the last [`ThreadPool`] handle is dropped.
+struct Owner {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.shared.shutdown(true, false);
+    }
 }
 
 impl ThreadPool {
@@ -341,6 +417,43 @@ impl ThreadPool {
     pub fn workers(&self) -> usize {
         self.shared.workers
     }
+
+    /// Inside one of this pool's tasks: a handle to the pool running it
+    /// (`None` on any other thread, or once every outside handle is gone
+    /// and the pool is shutting down).
+    ///
+    /// A task may submit more calls through it and block on their futures
+    /// (`result`, `wait`, `as_completed`, `gather`): while a worker blocks,
+    /// the pool runs a stand-in thread in its place, so a tree of tasks
+    /// waiting on their children never deadlocks the pool, however many
+    /// block at once. The handle is a clone like any other: the pool shuts
+    /// down when the last handle goes, wherever that is.
+    ///
+    /// ```
+    /// use fanout::{gather, Executor, ThreadPool};
+    /// fn leaf(x: u64) -> u64 { x * 10 }
+    /// fn parent(x: u64) -> u64 {
+    ///     let pool = ThreadPool::current().expect("runs on a pool");
+    ///     let kids: Vec<_> = (0..3).map(|i| pool.submit(leaf, (x + i,)).unwrap()).collect();
+    ///     gather(kids).unwrap().into_iter().sum()
+    /// }
+    /// let pool = ThreadPool::new(1)?; // one worker, yet the parent's wait does not deadlock
+    /// assert_eq!(pool.submit(parent, (1,))?.result()?, 10 + 20 + 30);
+    /// assert!(ThreadPool::current().is_none());
+    /// # Ok::<(), fanout::Error>(())
+    /// ```
+    pub fn current() -> Option<ThreadPool> {
+        let shared = POOL.with(|p| p.borrow().as_ref().and_then(Weak::upgrade))?;
+        let owner = shared
+            .owner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .upgrade()?;
+        Some(ThreadPool {
+            shared,
+            _owner: owner,
+        })
+    }
 }
 
 impl Executor for ThreadPool {
@@ -351,7 +464,54 @@ impl Executor for ThreadPool {
         F::Output: Payload,
     {
         self.shared
-            .push_with(move || f.call(args), payload_copier::<F::Output>())
+            .push_with(move || f.call(args), payload_copier::<F::Output>(), 0, None)
+    }
+
+    fn submit_with<F, Args>(
+        &self,
+        f: F,
+        args: Args,
+        options: &crate::CallOptions,
+    ) -> Result<Future<F::Output>>
+    where
+        F: Task<Args>,
+        Args: Payload,
+        F::Output: Payload,
+    {
+        self.shared.push_with(
+            move || f.call(args),
+            payload_copier::<F::Output>(),
+            options.priority,
+            options.timeout,
+        )
+    }
+
+    fn submitter_with<F, Args>(
+        &self,
+        f: F,
+        options: &crate::CallOptions,
+    ) -> Submitter<Args, F::Output>
+    where
+        F: Task<Args>,
+        Args: Payload,
+        F::Output: Payload,
+    {
+        let shared = self.shared.clone();
+        let (priority, limit) = (options.priority, options.timeout);
+        Box::new(move |batch: Vec<Args>| {
+            batch
+                .into_iter()
+                .map(|args| {
+                    let f = f.clone();
+                    shared.push_with(
+                        move || f.call(args),
+                        payload_copier::<F::Output>(),
+                        priority,
+                        limit,
+                    )
+                })
+                .collect()
+        })
     }
 
     fn shutdown(&self, wait: bool, cancel_futures: bool) {
@@ -370,16 +530,10 @@ impl Executor for ThreadPool {
                 .into_iter()
                 .map(|args| {
                     let f = f.clone();
-                    shared.push_with(move || f.call(args), payload_copier::<F::Output>())
+                    shared.push_with(move || f.call(args), payload_copier::<F::Output>(), 0, None)
                 })
                 .collect()
         })
-    }
-}
-
-impl Drop for ThreadPool {
-    fn drop(&mut self) {
-        self.shared.shutdown(true, false);
     }
 }
 
@@ -472,9 +626,20 @@ impl ThreadPoolBuilder {
             live_changed: Condvar::new(),
             broken: OnceLock::new(),
             workers,
+            ranked: ranked::Ranked::default(),
+            blocked: AtomicUsize::new(0),
+            stand_ins: AtomicUsize::new(0),
+            prefix: prefix.clone(),
+            initializer: self.initializer.clone(),
+            owner: Mutex::new(Weak::new()),
         });
+        let owner = Arc::new(Owner {
+            shared: shared.clone(),
+        });
+        *shared.owner.lock().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(&owner);
         let pool = ThreadPool {
             shared: shared.clone(),
+            _owner: owner,
         };
         for i in 0..workers {
             let (shared_w, receiver_w, init) =
@@ -487,7 +652,7 @@ impl ThreadPoolBuilder {
             let spawned = std::thread::Builder::new()
                 .name(format!("{prefix}-{i}"))
                 .spawn(move || {
-                    WORKER_OF.with(|w| w.set(Arc::as_ptr(&shared_w) as usize));
+                    stand_in::adopt(&shared_w);
                     let _leave = LeaveOnExit(&shared_w);
                     worker_loop(&shared_w, receiver_w, init)
                 });

@@ -47,6 +47,8 @@ pub(crate) struct Config {
     pub(crate) reconnect_timeout: Duration,
     /// How long the client's keys outlive it (refreshed while it runs).
     pub(crate) client_ttl: Duration,
+    /// What local workers advertise (`FANOUT_CLUSTER_RESOURCES`).
+    pub(crate) local_worker_resources: String,
 }
 
 /// How long the event loop blocks in one `XREAD`.
@@ -99,6 +101,9 @@ struct Inflight {
     /// vanished from Redis (a restart without persistence) is sent again.
     trampoline: u64,
     args: Arc<Vec<u8>>,
+    /// Its lane and run-time limit, as in [`Outgoing`].
+    lane: (String, String),
+    limit_ms: u64,
 }
 
 /// A task record waiting for the dispatcher.
@@ -110,6 +115,11 @@ struct Outgoing {
     signature: [u8; protocol::SIG_LEN],
     items: usize,
     nonce: String,
+    /// The stream of its lane, and the lane's registry entry ("" for the
+    /// default lane); see `lanes`.
+    lane: (String, String),
+    /// Its run-time limit in milliseconds (0: none).
+    limit_ms: u64,
 }
 
 #[derive(Default)]
@@ -380,9 +390,27 @@ impl Shared {
         batch: Vec<Args>,
         one_task: bool,
     ) -> Result<Vec<Future<R>>> {
+        self.enqueue_with(callee, batch, one_task, &crate::CallOptions::default())
+    }
+
+    /// [`Shared::enqueue`] with per-call options: the lane (priority and
+    /// resources) and the run-time limit.
+    pub(crate) fn enqueue_with<Args: Payload, R: Payload>(
+        self: &Arc<Self>,
+        callee: &ship::Callee,
+        batch: Vec<Args>,
+        one_task: bool,
+        options: &crate::CallOptions,
+    ) -> Result<Vec<Future<R>>> {
         if lock(&self.state).closing {
             return Err(Error::Shutdown);
         }
+        let needs = super::lanes::canonical(&options.resources)?;
+        let lane = super::lanes::lane_of(&self.cfg.keys.queue(), options.priority, &needs);
+        let limit_ms = options
+            .timeout
+            .map(|t| (t.as_millis() as u64).max(1))
+            .unwrap_or(0);
         // The arguments' `Serialize` and `Drop` are user code: a panic there
         // is an error from `submit`, never an unwinding `submit`.
         let encoded = contain(move || {
@@ -439,7 +467,15 @@ impl Shared {
             }
             let n = items.len();
             let args = Arc::new(args);
-            let outgoing = self.outgoing(seq, task, trampoline, args.clone(), n)?;
+            let outgoing = self.outgoing(
+                seq,
+                task,
+                trampoline,
+                args.clone(),
+                n,
+                lane.clone(),
+                limit_ms,
+            )?;
             let mut deliveries: Vec<Option<Box<dyn Delivery>>> = Vec::with_capacity(n);
             for idx in 0..n {
                 let (future, promise) = pair::<R>();
@@ -462,6 +498,8 @@ impl Shared {
                     cancelled: 0,
                     trampoline,
                     args,
+                    lane: lane.clone(),
+                    limit_ms,
                 },
             ));
         }
@@ -487,6 +525,8 @@ impl Shared {
         trampoline: u64,
         args: Arc<Vec<u8>>,
         items: usize,
+        lane: (String, String),
+        limit_ms: u64,
     ) -> Result<Outgoing> {
         let nonce = ship::hex(&protocol::random_bytes::<12>()?);
         let signature = protocol::sign_task(
@@ -509,6 +549,8 @@ impl Shared {
             signature,
             items,
             nonce,
+            lane,
+            limit_ms,
         })
     }
 
@@ -526,7 +568,15 @@ impl Shared {
             let seq = self.seq.fetch_add(1, Ordering::Relaxed);
             let task = protocol::task_id(&self.client_id, seq);
             let n = inflight.items.len();
-            match self.outgoing(seq, task, inflight.trampoline, inflight.args.clone(), n) {
+            match self.outgoing(
+                seq,
+                task,
+                inflight.trampoline,
+                inflight.args.clone(),
+                n,
+                inflight.lane.clone(),
+                inflight.limit_ms,
+            ) {
                 Ok(out) => {
                     inflight.sent_at = None;
                     st.inflight.insert(seq, inflight);
@@ -653,63 +703,64 @@ impl Shared {
 
     fn send(&self, conn: &mut Conn, outbox: Vec<Outgoing>) {
         let deadline = Instant::now() + self.cfg.reconnect_timeout;
-        let queue = self.cfg.keys.queue();
+        let registry = super::lanes::registry(&self.cfg.keys.queue());
         let max = self.cfg.max_deliveries.to_string();
-        let mut batches: Vec<&[Outgoing]> = Vec::new();
-        let (mut from, mut bytes) = (0, 0usize);
-        for (i, o) in outbox.iter().enumerate() {
-            if i > from
-                && (i - from >= protocol::SUBMIT_BATCH || bytes + o.args.len() > SUBMIT_BYTES)
-            {
-                batches.push(&outbox[from..i]);
-                (from, bytes) = (i, 0);
+        // One script call per lane (in order of first appearance; each lane
+        // keeps its submission order), in batches bounded by count and bytes.
+        let mut by_lane: Vec<((String, String), Vec<Outgoing>)> = Vec::new();
+        for o in outbox {
+            match by_lane.iter_mut().find(|(l, _)| *l == o.lane) {
+                Some((_, v)) => v.push(o),
+                None => by_lane.push((o.lane.clone(), vec![o])),
             }
-            bytes += o.args.len();
         }
-        if from < outbox.len() {
-            batches.push(&outbox[from..]);
-        }
-        for batch in batches {
-            let mut keys = Vec::with_capacity(batch.len() + 3);
-            keys.push(queue.clone());
-            keys.push(self.cfg.keys.live(&self.client_id));
-            keys.push(self.cfg.keys.events(&self.client_id));
-            keys.extend(batch.iter().map(|o| self.cfg.keys.task(&o.task)));
-            let mut cmd = self.scripts.call(ScriptName::Submit, &keys);
-            cmd.arg(&max)
-                .arg(lock(&self.live).as_str())
-                .arg(self.cfg.client_ttl.as_millis().max(1) as u64);
-            for o in batch {
-                cmd.arg(&o.task)
-                    .arg(o.trampoline)
-                    .arg(&self.build_id)
-                    .arg(o.args.as_slice())
-                    .arg(&o.signature[..])
-                    .arg(o.items)
-                    .arg(&o.nonce);
-            }
-            let outcome = conn.query_retry(&cmd, Some(deadline), &self.give_up());
-            let mut st = lock(&self.state);
-            match outcome {
-                Ok(_) => {
-                    let now = Instant::now();
-                    for o in batch {
-                        if let Some(t) = st.inflight.get_mut(&o.seq) {
-                            t.sent_at = Some(now);
+        for ((queue, desc), outbox) in by_lane {
+            for batch in byte_bounded(&outbox) {
+                let mut keys = Vec::with_capacity(batch.len() + 4);
+                keys.push(queue.clone());
+                keys.push(self.cfg.keys.live(&self.client_id));
+                keys.push(self.cfg.keys.events(&self.client_id));
+                keys.push(registry.clone());
+                keys.extend(batch.iter().map(|o| self.cfg.keys.task(&o.task)));
+                let mut cmd = self.scripts.call(ScriptName::Submit, &keys);
+                cmd.arg(&max)
+                    .arg(lock(&self.live).as_str())
+                    .arg(self.cfg.client_ttl.as_millis().max(1) as u64)
+                    .arg(&desc)
+                    .arg(protocol::GROUP);
+                for o in batch {
+                    cmd.arg(&o.task)
+                        .arg(o.trampoline)
+                        .arg(&self.build_id)
+                        .arg(&o.args)
+                        .arg(&o.signature[..])
+                        .arg(o.items)
+                        .arg(&o.nonce)
+                        .arg(o.limit_ms);
+                }
+                let outcome = conn.query_retry(&cmd, Some(deadline), &self.give_up());
+                let mut st = lock(&self.state);
+                match outcome {
+                    Ok(_) => {
+                        let now = Instant::now();
+                        for o in batch {
+                            if let Some(t) = st.inflight.get_mut(&o.seq) {
+                                t.sent_at = Some(now);
+                            }
                         }
                     }
-                }
-                Err(e) => {
-                    let error =
-                        protocol::backend("could not submit tasks to Redis", conn.url(), &e);
-                    log::error!("{error}");
-                    let failed: Vec<Inflight> = batch
-                        .iter()
-                        .filter_map(|o| st.inflight.remove(&o.seq))
-                        .collect();
-                    drop(st);
-                    self.courier.send_all(failing(failed, error));
-                    self.work.notify_all();
+                    Err(e) => {
+                        let error =
+                            protocol::backend("could not submit tasks to Redis", conn.url(), &e);
+                        log::error!("{error}");
+                        let failed: Vec<Inflight> = batch
+                            .iter()
+                            .filter_map(|o| st.inflight.remove(&o.seq))
+                            .collect();
+                        drop(st);
+                        self.courier.send_all(failing(failed, error));
+                        self.work.notify_all();
+                    }
                 }
             }
         }
@@ -1154,6 +1205,10 @@ impl Shared {
                 self.cfg.lease.as_millis().to_string(),
             )
             .env(super::worker::PARENT_ENV, std::process::id().to_string())
+            .env(
+                super::worker::RESOURCES_ENV,
+                &self.cfg.local_worker_resources,
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::inherit())
             .stderr(Stdio::inherit());
@@ -1281,6 +1336,24 @@ impl Shared {
 }
 
 /// A stream id just before `id`, to read `id` again.
+/// Splits records into submit batches of at most `SUBMIT_BATCH` records and
+/// about `SUBMIT_BYTES` of arguments (a single larger record goes alone).
+fn byte_bounded(outbox: &[Outgoing]) -> Vec<&[Outgoing]> {
+    let mut batches = Vec::new();
+    let (mut from, mut bytes) = (0, 0usize);
+    for (i, o) in outbox.iter().enumerate() {
+        if i > from && (i - from >= protocol::SUBMIT_BATCH || bytes + o.args.len() > SUBMIT_BYTES) {
+            batches.push(&outbox[from..i]);
+            (from, bytes) = (i, 0);
+        }
+        bytes += o.args.len();
+    }
+    if from < outbox.len() {
+        batches.push(&outbox[from..]);
+    }
+    batches
+}
+
 fn before(id: &str) -> String {
     match id.split_once('-') {
         Some((ms, seq)) => match seq.parse::<u64>() {

@@ -24,16 +24,45 @@
 //! FANOUT_CLUSTER_SECRET=the-shared-secret \
 //! FANOUT_CLUSTER_CONCURRENCY=4 \
 //! FANOUT_CLUSTER_LEASE_MS=30000 \
+//! FANOUT_CLUSTER_RESOURCES="gpu=2,mem_gb=64" \
 //! ./your-binary
 //! ```
 //!
 //! The process becomes a worker before `main` runs; SIGTERM drains it.
+//! `FANOUT_CLUSTER_RESOURCES` (optional) is what the worker offers to calls
+//! that need resources ([`Call::resources`](crate::Call::resources)).
+//!
+//! # Per-call controls
+//!
+//! * `priority(p)` and `resources(..)` choose the call's *lane*: one stream
+//!   per (priority, resources) pair in use, besides the default `{ns}:q`.
+//!   Workers read the highest-priority lane they can run first, FIFO within a
+//!   lane. A call in a lane no live worker can run stays pending (and
+//!   cancellable) until one joins; a worker counts the resources its running
+//!   calls hold and takes a call only while the rest covers it. An idle worker
+//!   blocks on the default lane and looks at the others between reads, so a
+//!   call in another lane may wait up to a quarter second for an idle worker.
+//! * `timeout(limit)`: when a call runs past its limit, its worker records
+//!   `Err(Timeout)` (naming the limit) as the result and exits (code 124),
+//!   since a running call cannot be stopped otherwise; a local worker is
+//!   replaced at once. A remote worker needs its own supervisor (systemd
+//!   `Restart=always`, a container restart policy) to come back, and calls
+//!   running in other slots of the same worker process are redone elsewhere
+//!   when their leases lapse.
+//! * Retries are the client's: a failed attempt is submitted again as a new
+//!   task, so `max_deliveries` still counts only the deliveries of one
+//!   attempt to workers that died.
+//! * The lane and the limit are scheduling hints stored beside the signed
+//!   record, not covered by its signature: whoever can write to Redis can
+//!   delay or drop tasks anyway, but cannot change what runs.
 //!
 //! # What stays in Redis
 //!
 //! After every task is consumed and the clients and workers have shut down,
 //! the namespace holds only `{ns}:q`, the (empty) task stream, with its
 //! consumer group `fanout` (and consumers of workers still running).
+//! Calls at another priority or with resources add their lane streams
+//! (empty when idle, with the group) and the lane list `{ns}:q:lanes`.
 //! Transient keys: a task record until it is finished, a result until the
 //! client takes it, a rejected or cancelled record for an hour, a client's
 //! event stream, liveness and finished-task bitmap while it runs, and how a
@@ -63,9 +92,12 @@
 mod client;
 mod contain;
 mod courier;
+mod current;
 #[doc(hidden)]
 pub mod fuzz;
+mod lanes;
 mod protocol;
+mod secede;
 mod worker;
 
 use crate::executor::Submitter;
@@ -94,9 +126,47 @@ use std::time::Duration;
 /// cluster.shutdown(true, false);
 /// # Ok::<(), fanout::Error>(())
 /// ```
+///
+/// A cheap `Clone` handle: every clone is the same client, `shutdown`
+/// through any of them shuts it down, and dropping the last one is
+/// `shutdown(true, false)`. Per-call controls (priority, timeout, resources)
+/// are described in the module's guide; see also [`Cluster::current`].
+#[derive(Clone)]
 pub struct Cluster {
     shared: Arc<Shared>,
+    /// Shared by every handle; the last one to go shuts the client down.
+    owner: Arc<Owner>,
+}
+
+/// The client's threads; shuts the client down when the last handle goes.
+struct Owner {
+    shared: Arc<Shared>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        shutdown(&self.shared, &self.threads, true, false);
+    }
+}
+
+/// `shutdown` of one client, through any of its handles.
+fn shutdown(shared: &Shared, threads: &Mutex<Vec<JoinHandle<()>>>, wait: bool, cancel: bool) {
+    shared.close(cancel);
+    if !wait {
+        return;
+    }
+    if shared.on_own_thread() {
+        log::warn!(
+            "Cluster::shutdown(wait = true) called from the cluster's own thread \
+             (a done-callback); not waiting"
+        );
+        return;
+    }
+    let threads = std::mem::take(&mut *client::lock(threads));
+    for t in threads {
+        let _ = t.join();
+    }
 }
 
 /// Configures a [`Cluster`]; see [`Cluster::builder`].
@@ -121,6 +191,7 @@ pub struct ClusterBuilder {
     lease: Duration,
     max_deliveries: u32,
     reconnect_timeout: Duration,
+    local_worker_resources: Vec<(String, u32)>,
     client_ttl: Duration,
 }
 
@@ -134,6 +205,7 @@ impl fmt::Debug for ClusterBuilder {
             .field("lease", &self.lease)
             .field("max_deliveries", &self.max_deliveries)
             .field("reconnect_timeout", &self.reconnect_timeout)
+            .field("local_worker_resources", &self.local_worker_resources)
             .field("client_ttl", &self.client_ttl)
             .finish()
     }
@@ -157,6 +229,7 @@ impl Cluster {
             lease: Duration::from_secs(30),
             max_deliveries: 3,
             reconnect_timeout: Duration::from_secs(30),
+            local_worker_resources: Vec::new(),
             client_ttl: Duration::from_secs(60),
         }
     }
@@ -171,6 +244,33 @@ impl Cluster {
     /// ```
     pub fn worker_pids(&self) -> Vec<u32> {
         self.shared.worker_pids()
+    }
+
+    /// Inside a cluster task: a client of the same namespace and secret
+    /// (built on first use and shared by the worker's tasks); `None` outside
+    /// a cluster worker.
+    ///
+    /// A task may submit more calls through it and block on their futures
+    /// (`result`, `wait`, `as_completed`, `gather`): while it waits, its
+    /// worker frees the task's slot and runs other tasks there (Dask's
+    /// secede/rejoin), up to 64 slots beyond its concurrency, so parents
+    /// waiting on children never deadlock the cluster.
+    ///
+    /// ```no_run
+    /// use fanout::{gather, Cluster, Executor};
+    /// fn leaf(x: u64) -> u64 { x * 10 }
+    /// fn parent(x: u64) -> u64 {
+    ///     let cluster = Cluster::current().expect("runs on a cluster worker");
+    ///     let kids: Vec<_> = (0..2).map(|i| cluster.submit(leaf, (x + i,)).unwrap()).collect();
+    ///     gather(kids).unwrap().into_iter().sum()
+    /// }
+    /// let cluster = Cluster::builder("redis://127.0.0.1:6379/0").local_workers(1).build()?;
+    /// assert_eq!(cluster.submit(parent, (1,))?.result()?, 10 + 20);
+    /// assert!(Cluster::current().is_none());
+    /// # Ok::<(), fanout::Error>(())
+    /// ```
+    pub fn current() -> Option<Cluster> {
+        current::current()
     }
 }
 
@@ -252,6 +352,24 @@ impl ClusterBuilder {
     /// ```
     pub fn secret(mut self, secret: impl Into<String>) -> Self {
         self.secret = Some(secret.into());
+        self
+    }
+
+    /// What the local workers offer to calls that need resources
+    /// ([`Call::resources`](crate::Call::resources)): each local worker
+    /// advertises these amounts, and runs a call only while the calls it runs
+    /// hold no more than that. Remote workers advertise theirs with
+    /// `FANOUT_CLUSTER_RESOURCES="gpu=2,mem_gb=64"`. Default: none.
+    ///
+    /// ```no_run
+    /// let c = fanout::Cluster::builder("redis://127.0.0.1:6379/0")
+    ///     .local_workers(1)
+    ///     .local_worker_resources(&[("gpu", 1)])
+    ///     .build()?;
+    /// # Ok::<(), fanout::Error>(())
+    /// ```
+    pub fn local_worker_resources(mut self, resources: &[(&str, u32)]) -> Self {
+        self.local_worker_resources = resources.iter().map(|&(k, v)| (k.to_string(), v)).collect();
         self
     }
 
@@ -345,12 +463,16 @@ impl ClusterBuilder {
             max_deliveries: self.max_deliveries,
             local_workers: self.local_workers,
             reconnect_timeout: self.reconnect_timeout,
+            local_worker_resources: lanes::spell(&lanes::canonical(&self.local_worker_resources)?),
             client_ttl: self.client_ttl,
         };
         let (shared, threads) = Shared::start(cfg)?;
         Ok(Cluster {
+            owner: Arc::new(Owner {
+                shared: shared.clone(),
+                threads: Mutex::new(threads),
+            }),
             shared,
-            threads: Mutex::new(threads),
         })
     }
 }
@@ -370,21 +492,7 @@ impl Executor for Cluster {
     }
 
     fn shutdown(&self, wait: bool, cancel_futures: bool) {
-        self.shared.close(cancel_futures);
-        if !wait {
-            return;
-        }
-        if self.shared.on_own_thread() {
-            log::warn!(
-                "Cluster::shutdown(wait = true) called from the cluster's own thread \
-                 (a done-callback); not waiting"
-            );
-            return;
-        }
-        let threads = std::mem::take(&mut *client::lock(&self.threads));
-        for t in threads {
-            let _ = t.join();
-        }
+        shutdown(&self.shared, &self.owner.threads, wait, cancel_futures);
     }
 
     fn submitter<F, Args>(&self, f: F) -> Submitter<Args, F::Output>
@@ -401,11 +509,46 @@ impl Executor for Cluster {
             shared.enqueue(callee.as_ref().map_err(Clone::clone)?, batch, true)
         })
     }
-}
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.shutdown(true, false);
+    fn submit_with<F, Args>(
+        &self,
+        f: F,
+        args: Args,
+        options: &crate::CallOptions,
+    ) -> Result<Future<F::Output>>
+    where
+        F: Task<Args>,
+        Args: Payload,
+        F::Output: Payload,
+    {
+        let callee = f.__callee()?;
+        self.shared
+            .enqueue_with::<Args, F::Output>(&callee, vec![args], true, options)?
+            .pop()
+            .ok_or_else(|| Error::invalid("internal: a batch of one produced no future"))
+    }
+
+    fn submitter_with<F, Args>(
+        &self,
+        f: F,
+        options: &crate::CallOptions,
+    ) -> Submitter<Args, F::Output>
+    where
+        F: Task<Args>,
+        Args: Payload,
+        F::Output: Payload,
+    {
+        let callee = f.__callee();
+        let shared = self.shared.clone();
+        let options = options.clone();
+        Box::new(move |batch: Vec<Args>| {
+            shared.enqueue_with(
+                callee.as_ref().map_err(Clone::clone)?,
+                batch,
+                true,
+                &options,
+            )
+        })
     }
 }
 

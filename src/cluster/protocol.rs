@@ -11,6 +11,8 @@
 //! | key                  | type   | lifetime                                                    |
 //! |----------------------|--------|-------------------------------------------------------------|
 //! | `{ns}:q`             | stream | persists (empty when idle), with consumer group `fanout`    |
+//! | `{ns}:q:<p>:<needs>` | stream | another lane (priority, resources); persists like `{ns}:q`  |
+//! | `{ns}:q:lanes`       | hash   | the lanes in use (stream → `priority|needs`); persists      |
 //! | `{ns}:t:<task>`      | hash   | from submit until a worker finishes (or skips) the task     |
 //! | `{ns}:r:<task>`      | string | from finish until the client has read it; TTL [`RESULT_TTL`] |
 //! | `{ns}:ev:<client>`   | stream | while the client runs (TTL refreshed); deleted by `shutdown` |
@@ -145,17 +147,18 @@ pub(crate) fn parse_task_id(task: &str) -> Option<(&str, u64)> {
 // ---------------------------------------------------------------------------
 // Lua scripts. Each runs atomically; each declares every key it touches.
 
-/// KEYS: queue, task keys. ARGV: max deliveries, then per task: id,
-/// trampoline, build id, args, signature, item count. Idempotent: a task whose
+/// See `lua/submit.lua` (its keys and arguments are listed there). The
+/// queue is the task's lane (`lanes.rs`); another lane than the default is
+/// registered, and its group created, on first use. Idempotent: a task whose
 /// record exists is not added again (a retried submit after a lost reply).
-/// The record remembers its stream entry (`e`).
+/// The record remembers its stream entry (`e`) and its run-time limit (`tl`).
 pub(crate) const SUBMIT: &str = include_str!("lua/submit.lua");
 
 /// KEYS: queue, task, client events. ARGV: entry id, group, worker, delivery
 /// token, task id. An entry other than the one `submit` added for the task
 /// (a replayed entry) is dropped. Returns `{'gone'}`, `{'cancelled'}`,
-/// `{'lost', owner, starts}` or `{'run', trampoline, build, args, signature,
-/// items, cancelled indices}`. Retrying with the same delivery token does not
+/// `{'lost', owner, starts}` or `{'run', ...}` (see `lua/start.lua`; its
+/// last element is the run-time limit in ms). Retrying with the same delivery token does not
 /// count a second delivery.
 pub(crate) const START: &str = include_str!("lua/start.lua");
 
@@ -192,8 +195,13 @@ pub(crate) const PROBE: &str = include_str!("lua/probe.lua");
 
 pub(crate) const DROP: &str = include_str!("lua/drop.lua");
 
+/// See `lua/take.lua` (lanes, in `lanes.rs`).
+pub(crate) const TAKE: &str = include_str!("lua/take.lua");
+
 /// The scripts, in a fixed order (see [`Scripts`]).
-const ALL: [&str; 8] = [SUBMIT, START, FINISH, REJECT, CANCEL, ACK, PROBE, DROP];
+const ALL: [&str; 9] = [
+    SUBMIT, START, FINISH, REJECT, CANCEL, ACK, PROBE, DROP, TAKE,
+];
 
 /// Which script to run.
 #[derive(Debug, Clone, Copy)]
@@ -206,6 +214,7 @@ pub(crate) enum ScriptName {
     Ack = 5,
     Probe = 6,
     Drop = 7,
+    Take = 8,
 }
 
 /// The scripts with their SHA1s, for `EVALSHA`.

@@ -15,6 +15,7 @@
 //! | `FANOUT_CLUSTER_SECRET`       | the cluster secret (required)                          |
 //! | `FANOUT_CLUSTER_CONCURRENCY`  | tasks run at once (default: number of CPUs)            |
 //! | `FANOUT_CLUSTER_LEASE_MS`     | the lease in milliseconds (default 30000)              |
+//! | `FANOUT_CLUSTER_RESOURCES`    | what it offers, e.g. `gpu=2,mem_gb=64` (default none)  |
 //!
 //! # Serving
 //!
@@ -35,7 +36,7 @@ use super::protocol::{
 use crate::ship;
 use std::collections::HashSet;
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -49,6 +50,8 @@ pub const SECRET_ENV: &str = "FANOUT_CLUSTER_SECRET";
 pub const CONCURRENCY_ENV: &str = "FANOUT_CLUSTER_CONCURRENCY";
 /// Lease in milliseconds.
 pub const LEASE_ENV: &str = "FANOUT_CLUSTER_LEASE_MS";
+/// What the worker offers to calls that need resources: `gpu=2,mem_gb=64`.
+pub const RESOURCES_ENV: &str = "FANOUT_CLUSTER_RESOURCES";
 /// Set for local workers: the client's pid; the worker drains when it is gone.
 pub(crate) const PARENT_ENV: &str = "FANOUT_CLUSTER_PARENT_PID";
 
@@ -96,6 +99,7 @@ struct WorkerConfig {
     concurrency: usize,
     lease: Duration,
     parent: Option<u32>,
+    resources: super::lanes::Needs,
 }
 
 impl WorkerConfig {
@@ -137,6 +141,12 @@ impl WorkerConfig {
             None => Duration::from_secs(30),
         };
         let parent = take(PARENT_ENV).and_then(|p| p.parse().ok());
+        let resources = match take(RESOURCES_ENV) {
+            Some(r) => {
+                super::lanes::parse(&r).map_err(|e| format!("{RESOURCES_ENV}={r:?}: {e}"))?
+            }
+            None => Vec::new(),
+        };
         super::check_namespace(&namespace).map_err(|e| e.to_string())?;
         Ok(WorkerConfig {
             url,
@@ -145,6 +155,7 @@ impl WorkerConfig {
             concurrency,
             lease,
             parent,
+            resources,
         })
     }
 }
@@ -168,7 +179,7 @@ fn install_signals() {
 }
 
 /// What every slot of one worker process shares.
-struct Worker {
+pub(super) struct Worker {
     cfg: WorkerConfig,
     keys: Keys,
     queue: String,
@@ -178,8 +189,8 @@ struct Worker {
     /// `cluster worker host:pid`, for errors.
     name: String,
     build_id: String,
-    /// Entries being run (for the heartbeat).
-    held: Mutex<HashSet<String>>,
+    /// Entries being run, with their streams (for the heartbeat).
+    held: Mutex<HashSet<(String, String)>>,
     /// When a free slot should next look for expired leases, and where.
     reap: Mutex<(Instant, String)>,
     deliveries: AtomicU64,
@@ -189,14 +200,38 @@ struct Worker {
     cleanup: Mutex<Instant>,
     /// The server's limit on one value (0: not asked yet).
     bulk_limit: AtomicU64,
+    /// Slot threads running (more than `concurrency` while tasks wait; see `secede`).
+    pub(super) slots: Mutex<usize>,
+    /// Slots whose task is blocked on a future right now.
+    pub(super) blocked: AtomicUsize,
+    /// The lanes and the resources in use (see `lanes`).
+    view: Mutex<super::lanes::View>,
+    /// Run-time limits of the tasks running now, by entry id.
+    deadlines: Mutex<std::collections::HashMap<String, Deadline>>,
+}
+
+/// A running task's run-time limit.
+struct Deadline {
+    at: Instant,
+    limit: Duration,
+    task: String,
+    stream: String,
+    items: usize,
 }
 
 fn serve(cfg: WorkerConfig) -> i32 {
     install_signals();
+    super::current::serving(super::current::Serving {
+        url: cfg.url.clone(),
+        namespace: cfg.namespace.clone(),
+        secret: cfg.secret.clone(),
+        lease: cfg.lease,
+    });
     let consumer = format!("{}:{}", protocol::hostname(), std::process::id());
     let name = format!("cluster worker {consumer}");
     crate::panic::set_worker_identity(name.clone());
     let keys = Keys::new(&cfg.namespace);
+    let keys_queue = keys.queue();
     let worker = Arc::new(Worker {
         queue: keys.queue(),
         keys,
@@ -210,6 +245,10 @@ fn serve(cfg: WorkerConfig) -> i32 {
         stopped: AtomicBool::new(false),
         cleanup: Mutex::new(Instant::now()),
         bulk_limit: AtomicU64::new(0),
+        slots: Mutex::new(0),
+        blocked: AtomicUsize::new(0),
+        view: Mutex::new(super::lanes::View::new(&keys_queue, cfg.resources.clone())),
+        deadlines: Mutex::new(std::collections::HashMap::new()),
         cfg,
     });
     let heartbeat = {
@@ -221,10 +260,15 @@ fn serve(cfg: WorkerConfig) -> i32 {
     let slots: Vec<_> = (0..worker.cfg.concurrency)
         .filter_map(|i| {
             let w = worker.clone();
-            std::thread::Builder::new()
+            *protocol_lock(&worker.slots) += 1;
+            let spawned = std::thread::Builder::new()
                 .name(format!("fanout-cluster-slot-{i}"))
                 .spawn(move || w.slot())
-                .ok()
+                .ok();
+            if spawned.is_none() {
+                *protocol_lock(&worker.slots) -= 1;
+            }
+            spawned
         })
         .collect();
     if slots.is_empty() {
@@ -234,6 +278,12 @@ fn serve(cfg: WorkerConfig) -> i32 {
     for s in slots {
         let _ = s.join();
     }
+    // Slots started for waiting tasks (see `secede`) are not joined: wait
+    // for their count.
+    while *protocol_lock(&worker.slots) > 0 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    super::current::close();
     // Every slot has finished its task: say goodbye to the group.
     worker.stopped.store(true, Ordering::SeqCst);
     worker.leave();
@@ -253,18 +303,27 @@ struct Record<'a> {
     nonce: &'a [u8],
 }
 
-/// One task taken from the stream.
+/// One task taken from a lane's stream.
 struct Job {
     entry: String,
     task: String,
+    /// The lane's stream it came from.
+    stream: String,
+    /// The resources it holds while it runs (its lane's needs).
+    needs: super::lanes::Needs,
 }
 
-fn job_of(e: &Entry<'_>) -> Option<Job> {
-    let task = std::str::from_utf8(e.field("t")?).ok()?;
-    Some(Job {
-        entry: e.id.to_string(),
-        task: task.to_string(),
-    })
+impl Worker {
+    /// A job read from the default lane.
+    fn job_of(&self, e: &Entry<'_>) -> Option<Job> {
+        let task = std::str::from_utf8(e.field("t")?).ok()?;
+        Some(Job {
+            entry: e.id.to_string(),
+            task: task.to_string(),
+            stream: self.queue.clone(),
+            needs: Vec::new(),
+        })
+    }
 }
 
 impl Worker {
@@ -312,10 +371,24 @@ impl Worker {
         false
     }
 
-    /// One slot: read an entry, run it, finish it, repeat.
-    fn slot(self: Arc<Self>) {
+    /// The configured number of slots.
+    pub(super) fn concurrency(&self) -> usize {
+        self.cfg.concurrency
+    }
+
+    /// One slot: read an entry, run it, finish it, repeat. Counted in
+    /// `slots` by whoever started it; counts itself out when it ends.
+    pub(super) fn slot(self: Arc<Self>) {
+        super::secede::install(&self);
+        if !self.slot_loop() {
+            *protocol_lock(&self.slots) -= 1;
+        }
+    }
+
+    /// The slot's loop; true when it left as a surplus slot (already counted out).
+    fn slot_loop(&self) -> bool {
         let Some(mut conn) = self.connect(READ_BLOCK + Duration::from_secs(5)) else {
-            return;
+            return false;
         };
         let mut next: Option<Job> = None;
         let mut backoff = Backoff::new();
@@ -324,7 +397,10 @@ impl Worker {
                 Some(job) => job,
                 None => {
                     if self.draining() {
-                        return;
+                        return false;
+                    }
+                    if super::secede::leave_if_surplus(self) {
+                        return true;
                     }
                     let found = match self.reap_one(&mut conn) {
                         Some(job) => Ok(Some(job)),
@@ -348,8 +424,83 @@ impl Worker {
         }
     }
 
-    /// Reads one new entry (blocking for a while when `block`).
+    /// Reads one new entry (blocking for a while when `block`): from the
+    /// best lane this worker can run (see `lanes`), else from the default lane.
     fn read(&self, conn: &mut Conn, block: bool) -> redis::RedisResult<Option<Job>> {
+        if let Some(job) = self.take_from_lanes(conn)? {
+            return Ok(Some(job));
+        }
+        self.read_default(conn, block)
+    }
+
+    /// Refreshes the lane list when stale.
+    fn refresh_lanes(&self, conn: &mut Conn) {
+        if !protocol_lock(&self.view).stale() {
+            return;
+        }
+        let registry = super::lanes::registry(&self.queue);
+        match conn.query(redis::cmd("HGETALL").arg(&registry)) {
+            Ok(v) => {
+                let flat = array(&v).unwrap_or(&[]);
+                let pairs = flat
+                    .chunks(2)
+                    .filter_map(|kv| {
+                        Some((
+                            text(kv.first()?)?.to_string(),
+                            text(kv.get(1)?)?.to_string(),
+                        ))
+                    })
+                    .collect();
+                protocol_lock(&self.view).update(&self.queue, pairs);
+            }
+            Err(e) => log::debug!("{}: could not read the lanes: {e}", self.name),
+        }
+    }
+
+    /// Takes one entry with the `take` script when lanes other than the
+    /// default exist; `None` when there are none or all are empty.
+    fn take_from_lanes(&self, conn: &mut Conn) -> redis::RedisResult<Option<Job>> {
+        self.refresh_lanes(conn);
+        // One slot at a time, so two slots cannot both count on the same
+        // free resources.
+        let mut view = protocol_lock(&self.view);
+        let runnable: Vec<(String, super::lanes::Needs)> = view
+            .runnable()
+            .into_iter()
+            .map(|l| (l.stream.clone(), l.needs.clone()))
+            .collect();
+        if runnable.len() <= 1 && runnable.first().is_none_or(|l| l.0 == self.queue) {
+            return Ok(None);
+        }
+        let keys: Vec<&str> = runnable.iter().map(|l| l.0.as_str()).collect();
+        let mut cmd = self.scripts.call(ScriptName::Take, &keys);
+        cmd.arg(GROUP).arg(&self.consumer);
+        let reply = conn.query(&cmd)?;
+        let parts = array(&reply).unwrap_or(&[]);
+        let (Some(index), Some(entry), Some(task)) = (
+            parts
+                .first()
+                .and_then(text)
+                .and_then(|i| i.parse::<usize>().ok()),
+            parts.get(1).and_then(text),
+            parts.get(2).and_then(text),
+        ) else {
+            return Ok(None);
+        };
+        let Some((stream, needs)) = index.checked_sub(1).and_then(|i| runnable.get(i)) else {
+            return Ok(None);
+        };
+        view.hold(needs);
+        Ok(Some(Job {
+            entry: entry.to_string(),
+            task: task.to_string(),
+            stream: stream.clone(),
+            needs: needs.clone(),
+        }))
+    }
+
+    /// Reads one new entry of the default lane.
+    fn read_default(&self, conn: &mut Conn, block: bool) -> redis::RedisResult<Option<Job>> {
         let mut cmd = self.read_cmd(block);
         let reply = conn.query(&cmd);
         let reply = match reply {
@@ -362,7 +513,7 @@ impl Worker {
             }
             other => other?,
         };
-        let job = read_reply(&reply).first().and_then(job_of);
+        let job = read_reply(&reply).first().and_then(|e| self.job_of(e));
         Ok(job)
     }
 
@@ -407,7 +558,7 @@ impl Worker {
         let next_cursor = parts.first().and_then(text).unwrap_or("0-0").to_string();
         let claimed = parts.get(1).map(protocol::entries).unwrap_or_default();
         let job = claimed.iter().find_map(|e| {
-            let job = job_of(e);
+            let job = self.job_of(e);
             if job.is_none() {
                 // A deleted or malformed entry: drop it from the group.
                 let _ = conn.query(redis::cmd("XACK").arg(&self.queue).arg(GROUP).arg(e.id));
@@ -423,6 +574,10 @@ impl Worker {
             }
             job.is_none() && next_cursor == "0-0"
         };
+        let job = match job {
+            Some(job) => Some(job),
+            None => self.reap_lanes(conn),
+        };
         if wrapped {
             self.forget_dead_consumers(conn);
         }
@@ -434,6 +589,54 @@ impl Worker {
             );
         }
         job
+    }
+
+    /// Takes over one expired entry of a lane other than the default that
+    /// this worker can run now.
+    fn reap_lanes(&self, conn: &mut Conn) -> Option<Job> {
+        let mut view = protocol_lock(&self.view);
+        let lanes: Vec<(String, super::lanes::Needs)> = view
+            .runnable()
+            .into_iter()
+            .filter(|l| l.stream != self.queue)
+            .map(|l| (l.stream.clone(), l.needs.clone()))
+            .collect();
+        for (stream, needs) in lanes {
+            let Ok(reply) = conn.query(
+                redis::cmd("XAUTOCLAIM")
+                    .arg(&stream)
+                    .arg(GROUP)
+                    .arg(&self.consumer)
+                    .arg(self.cfg.lease.as_millis() as u64)
+                    .arg("0-0")
+                    .arg("COUNT")
+                    .arg(1),
+            ) else {
+                continue;
+            };
+            let claimed = array(&reply)
+                .and_then(|p| p.get(1))
+                .map(protocol::entries)
+                .unwrap_or_default();
+            for e in &claimed {
+                match e.field("t").and_then(|t| std::str::from_utf8(t).ok()) {
+                    Some(task) => {
+                        view.hold(&needs);
+                        log::info!("{} took over task {task} (its lease expired)", self.name);
+                        return Some(Job {
+                            entry: e.id.to_string(),
+                            task: task.to_string(),
+                            stream: stream.clone(),
+                            needs: needs.clone(),
+                        });
+                    }
+                    None => {
+                        let _ = conn.query(redis::cmd("XACK").arg(&stream).arg(GROUP).arg(e.id));
+                    }
+                }
+            }
+        }
+        None
     }
 
     /// Now and then, removes consumers of workers that are long gone (killed
@@ -497,9 +700,13 @@ impl Worker {
     /// Starts, runs and finishes one job; returns the next job if the finish
     /// round trip brought one.
     fn run_job(&self, conn: &mut Conn, job: Job) -> Option<Job> {
-        protocol_lock(&self.held).insert(job.entry.clone());
+        let held = (job.stream.clone(), job.entry.clone());
+        protocol_lock(&self.held).insert(held.clone());
         let next = self.run_job_inner(conn, &job);
-        protocol_lock(&self.held).remove(&job.entry);
+        protocol_lock(&self.held).remove(&held);
+        if !job.needs.is_empty() {
+            protocol_lock(&self.view).release(&job.needs);
+        }
         next
     }
 
@@ -525,7 +732,7 @@ impl Worker {
         let mut start = self.scripts.call(
             ScriptName::Start,
             &[
-                &self.queue,
+                &job.stream,
                 &task_key,
                 &events,
                 &self.keys.live(client),
@@ -578,7 +785,32 @@ impl Worker {
                         now_ms,
                     )
                 };
-                match self.execute(&job.task, &record, &cancelled, || client_alive(field(9))) {
+                let limit = std::str::from_utf8(field(10))
+                    .ok()
+                    .and_then(|l| l.parse::<u64>().ok())
+                    .filter(|&ms| ms > 0)
+                    .map(Duration::from_millis);
+                let items = std::str::from_utf8(field(5))
+                    .ok()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(1);
+                if let Some(limit) = limit {
+                    protocol_lock(&self.deadlines).insert(
+                        job.entry.clone(),
+                        Deadline {
+                            at: Instant::now() + limit,
+                            limit,
+                            task: job.task.clone(),
+                            stream: job.stream.clone(),
+                            items,
+                        },
+                    );
+                }
+                let ran = self.execute(&job.task, &record, &cancelled, || client_alive(field(9)));
+                if limit.is_some() {
+                    protocol_lock(&self.deadlines).remove(&job.entry);
+                }
+                match ran {
                     Ok(Some(outcome)) => outcome,
                     Ok(None) => {
                         log::info!(
@@ -629,7 +861,7 @@ impl Worker {
         let mut finish = self.scripts.call(
             ScriptName::Finish,
             &[
-                &self.queue,
+                &job.stream,
                 &task_key,
                 &self.keys.result(&job.task),
                 &events,
@@ -644,15 +876,20 @@ impl Worker {
             .arg(&job.task)
             .arg(bit)
             .arg(envelope.len());
-        if !self.draining() {
-            // Finish and read the next entry in one round trip.
+        let only_default = {
+            let view = protocol_lock(&self.view);
+            !view.stale() && view.lanes.len() == 1
+        };
+        if !self.draining() && only_default {
+            // Finish and read the next entry in one round trip (with other
+            // lanes about, the next read must look at them first).
             let mut pipe = redis::pipe();
             pipe.add_command(finish.clone())
                 .add_command(self.read_cmd(false));
             if let Ok(replies) = conn.query_pipe(&pipe) {
                 return replies
                     .get(1)
-                    .and_then(|r| read_reply(r).first().and_then(job_of));
+                    .and_then(|r| read_reply(r).first().and_then(|e| self.job_of(e)));
             }
         }
         if let Err(e) = self.call(conn, &finish) {
@@ -756,10 +993,10 @@ impl Worker {
     fn drop_task(&self, conn: &mut Conn, job: &Job, task_key: &str) {
         let mut cmd = self
             .scripts
-            .call(ScriptName::Drop, &[self.queue.as_str(), task_key]);
+            .call(ScriptName::Drop, &[job.stream.as_str(), task_key]);
         cmd.arg(&job.entry).arg(GROUP);
         if self.call(conn, &cmd).is_err() {
-            self.ack(conn, &job.entry);
+            self.ack_in(conn, &job.stream, &job.entry);
         }
     }
 
@@ -776,7 +1013,7 @@ impl Worker {
         let mut cmd = self.scripts.call(
             ScriptName::Reject,
             &[
-                &self.queue,
+                &job.stream,
                 &self.keys.task(&job.task),
                 &self.keys.result(&job.task),
                 &self.keys.events(client),
@@ -789,13 +1026,17 @@ impl Worker {
             .arg(&job.task)
             .arg(reason);
         if self.call(conn, &cmd).is_err() {
-            self.ack(conn, &job.entry);
+            self.ack_in(conn, &job.stream, &job.entry);
         }
     }
 
     fn ack(&self, conn: &mut Conn, entry: &str) {
-        let _ = conn.query(redis::cmd("XACK").arg(&self.queue).arg(GROUP).arg(entry));
-        let _ = conn.query(redis::cmd("XDEL").arg(&self.queue).arg(entry));
+        self.ack_in(conn, &self.queue, entry);
+    }
+
+    fn ack_in(&self, conn: &mut Conn, stream: &str, entry: &str) {
+        let _ = conn.query(redis::cmd("XACK").arg(stream).arg(GROUP).arg(entry));
+        let _ = conn.query(redis::cmd("XDEL").arg(stream).arg(entry));
     }
 
     /// Keeps the leases of the entries being run from expiring.
@@ -808,11 +1049,12 @@ impl Worker {
         loop {
             // Keep beating while a draining worker finishes its tasks.
             std::thread::sleep(Duration::from_millis(20).min(every));
-            let held: Vec<String> = protocol_lock(&self.held).iter().cloned().collect();
+            let held: Vec<(String, String)> = protocol_lock(&self.held).iter().cloned().collect();
             if self.stopped.load(Ordering::Relaxed) {
                 return;
             }
             self.draining();
+            self.enforce_limits(&mut conn);
             if Instant::now() < next {
                 continue;
             }
@@ -820,16 +1062,83 @@ impl Worker {
             if held.is_empty() {
                 continue;
             }
-            let mut cmd = redis::cmd("XCLAIM");
-            cmd.arg(&self.queue).arg(GROUP).arg(&self.consumer).arg(0);
-            for id in &held {
-                cmd.arg(id);
-            }
-            cmd.arg("JUSTID");
-            if let Err(e) = conn.query(&cmd) {
-                log::debug!("{}: heartbeat failed: {e}", self.name);
+            let mut streams: Vec<&str> = held.iter().map(|(s, _)| s.as_str()).collect();
+            streams.sort_unstable();
+            streams.dedup();
+            for stream in streams {
+                let mut cmd = redis::cmd("XCLAIM");
+                cmd.arg(stream).arg(GROUP).arg(&self.consumer).arg(0);
+                for (_, id) in held.iter().filter(|(s, _)| s == stream) {
+                    cmd.arg(id);
+                }
+                cmd.arg("JUSTID");
+                if let Err(e) = conn.query(&cmd) {
+                    log::debug!("{}: heartbeat failed: {e}", self.name);
+                }
             }
         }
+    }
+
+    /// Ends the worker when a running task overran its run-time limit: the
+    /// task's result becomes `Timeout` (naming the limit), then the process
+    /// exits (code 124) so the call stops; a local worker is replaced by its
+    /// cluster, a remote one by whatever supervises it. Other tasks running
+    /// in the same process are redone elsewhere when their leases lapse.
+    fn enforce_limits(&self, conn: &mut Conn) {
+        let now = Instant::now();
+        let overdue: Option<(String, Deadline)> = {
+            let mut d = protocol_lock(&self.deadlines);
+            let entry = d
+                .iter()
+                .find(|(_, dl)| dl.at <= now)
+                .map(|(e, _)| e.clone());
+            entry.and_then(|e| d.remove_entry(&e))
+        };
+        let Some((entry, dl)) = overdue else {
+            return;
+        };
+        let what = format!(
+            "the call ran longer than its limit of {:?}; its worker was stopped and replaced",
+            dl.limit
+        );
+        log::warn!("{}: task {} {what}", self.name, dl.task);
+        let outcome = Outcome::Ran {
+            worker: self.name.clone(),
+            items: (0..dl.items.max(1))
+                .map(|_| ItemOutcome::Failed(ship::WireError::Timeout { what: what.clone() }))
+                .collect(),
+        };
+        if let Some((client, seq)) = protocol::parse_task_id(&dl.task) {
+            let envelope = outcome.seal(self.cfg.secret.as_bytes(), &dl.task);
+            let mut finish = self.scripts.call(
+                ScriptName::Finish,
+                &[
+                    &dl.stream,
+                    &self.keys.task(&dl.task),
+                    &self.keys.result(&dl.task),
+                    &self.keys.events(client),
+                    &self.keys.finished(client),
+                ],
+            );
+            finish
+                .arg(&entry)
+                .arg(GROUP)
+                .arg(&envelope)
+                .arg(protocol::RESULT_TTL.as_secs())
+                .arg(&dl.task)
+                .arg(protocol::bit_of(seq));
+            if let Err(e) = conn.query(&finish) {
+                log::error!(
+                    "{}: could not report the timeout of {}: {e}",
+                    self.name,
+                    dl.task
+                );
+            }
+        }
+        let _ = std::io::stderr().flush();
+        // SAFETY: ends this process at once; the overdue task cannot be
+        // stopped any other way, and every other task's lease protects it.
+        unsafe { libc::_exit(124) }
     }
 
     /// Removes this worker's consumer from the group if it holds nothing.

@@ -102,7 +102,8 @@ where
     In: Inputs<Args>,
 {
     match inputs.into_values() {
-        Ok(args) => executor.submit_with(f, args, &options),
+        // Retries (when asked for) wrap the backend's submission here.
+        Ok(args) => crate::controls::submit_values(executor, f, args, &options),
         Err(_) => Err(Error::invalid(
             "futures as arguments are not supported yet (skeleton)",
         )),

@@ -18,6 +18,7 @@
 //!   signal, frames it had not started go back to the front of the queue as
 //!   pending, and a replacement starts in the same slot.
 
+mod controls;
 mod shm;
 mod start;
 pub mod wire;
@@ -31,7 +32,7 @@ use crate::{Error, Executor, Future, Payload, Result, Task};
 use std::collections::VecDeque;
 use std::fmt;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::thread::{JoinHandle, ThreadId};
 
 use start::Started;
@@ -143,6 +144,10 @@ struct Batch {
     items: Vec<Item>,
     /// The batch's TASK frame in shared memory, when it is large (see `shm`).
     shm: Option<shm::Lent>,
+    /// Higher leaves the queue first (see `controls`).
+    priority: i32,
+    /// The call's run-time limit (single calls only).
+    limit: Option<std::time::Duration>,
 }
 
 /// A worker process as the pool's bookkeeping sees it.
@@ -159,6 +164,10 @@ struct WorkerBook {
     initialized: bool,
     /// A STEAL request is on its way; its RETURNED answer has not arrived.
     steal_pending: bool,
+    /// The call whose run-time limit is armed (see `controls`).
+    armed: Option<u64>,
+    /// Its running call overran this limit; it is being killed.
+    timed_out: Option<std::time::Duration>,
 }
 
 struct State {
@@ -185,6 +194,8 @@ struct Shared {
     thread_exited: Condvar,
     /// Idle shared-memory regions for large call frames.
     shm: Arc<shm::Cache>,
+    /// The pool itself, for timers that fire later.
+    me: OnceLock<Weak<Shared>>,
 }
 
 /// The pool's end of one worker's call pipe, with the frames waiting to go out.
@@ -337,6 +348,8 @@ impl Shared {
                     trampoline,
                     items,
                     shm,
+                    priority,
+                    limit,
                 }) = st.queue.pop_front()
                 else {
                     break;
@@ -364,7 +377,10 @@ impl Shared {
                     trampoline,
                     items,
                     shm,
+                    priority,
+                    limit,
                 });
+                controls::arm_front(self, i, book);
                 if !touched.iter().any(|l| Arc::ptr_eq(l, &book.link)) {
                     touched.push(book.link.clone());
                 }
@@ -454,7 +470,7 @@ impl Shared {
             if st.shutdown {
                 return Err(Error::Shutdown);
             }
-            st.queue.extend(batches);
+            controls::enqueue_ranked(&mut st.queue, batches);
             self.dispatch(&mut st)
         };
         for link in touched {
@@ -502,6 +518,8 @@ impl Shared {
             closing: false,
             initialized: self.config.init.is_none(),
             steal_pending: false,
+            armed: None,
+            timed_out: None,
         });
         Ok((pid, from_worker))
     }
@@ -538,6 +556,7 @@ fn slot_thread(shared: Arc<Shared>, slot: usize, mut pid: u32, mut from_worker: 
         let book = st.slots[slot].take();
         let mut lost = Vec::new();
         let mut init_died = false;
+        let timed_out = book.as_ref().and_then(|b| b.timed_out);
         if let Some(mut book) = book {
             init_died = !book.initialized;
             drop(lock(&book.link.outbox).fd.take());
@@ -566,6 +585,9 @@ fn slot_thread(shared: Arc<Shared>, slot: usize, mut pid: u32, mut from_worker: 
             (Some(reason), _) => Error::Broken {
                 reason: reason.clone(),
             },
+            (None, _) if timed_out.is_some() => {
+                controls::timeout_error(timed_out.unwrap_or_default(), &worker)
+            }
             (None, Ending::Malformed(why)) => Error::Codec {
                 type_name: "frame".into(),
                 message: format!(
@@ -701,6 +723,9 @@ fn serve_worker(
                     8,
                 )
             };
+            if controls::overran(shared, slot) {
+                start::kill(pid);
+            }
         }
         if fds[2].revents != 0 {
             link.flush();
@@ -775,6 +800,7 @@ fn handle_frame(
                     return Err("results that do not match the calls it was given".into());
                 }
                 let batch = book.in_flight.pop_front();
+                controls::arm_front(shared, slot, book);
                 (batch, shared.dispatch(&mut st))
             };
             for link in touched {
@@ -832,6 +858,8 @@ fn handle_frame(
                         None => return Err("it handed back a frame it was not holding".into()),
                     }
                 }
+                book.armed = None;
+                controls::arm_front(shared, slot, book);
                 for batch in back.into_iter().rev() {
                     for it in &batch.items {
                         it.delivery.set_pending();
@@ -899,6 +927,24 @@ fn handle_frame(
 /// 1 MiB or more goes through shared memory (`memfd`s of the pool that
 /// workers open through `/proc/<pool pid>/fd`: a pool that is not dumpable
 /// keeps large frames in the pipes).
+///
+/// # Per-call controls
+///
+/// [`Executor::call`]: `priority` orders the pool's queue (higher first,
+/// FIFO within a level; frames a worker already holds run first);
+/// `timeout` kills the worker running an overdue call (SIGKILL), resolves
+/// its future to `Err(Timeout)` naming the limit and starts a replacement;
+/// `resources` is ignored.
+///
+/// # Tasks that submit tasks
+///
+/// There is no `ProcessPool::current()`: a worker process has no pool to
+/// hand out, and a pool started inside a task would be a second pool of
+/// processes per task. A task that needs more parallel work should return
+/// what it found and let the caller submit the follow-up calls (or pass the
+/// first call's future to the next with [`Future::arg`](crate::Future::arg));
+/// a task that needs a pool of its own may build one (`ProcessPool::new`),
+/// or a [`ThreadPool`](crate::ThreadPool) for in-process fan-out.
 pub struct ProcessPool {
     shared: Arc<Shared>,
 }
@@ -974,6 +1020,16 @@ impl ProcessPool {
     /// Splits items into batches that fit in one frame (each frame carries
     /// the captures once, at most a quarter of a frame: see `submitter`).
     fn batches(trampoline: ship::Callee, items: Vec<Item>) -> Vec<Batch> {
+        Self::batches_with(trampoline, items, 0, None)
+    }
+
+    /// [`ProcessPool::batches`] at a priority, with a run-time limit per batch.
+    fn batches_with(
+        trampoline: ship::Callee,
+        items: Vec<Item>,
+        priority: i32,
+        limit: Option<std::time::Duration>,
+    ) -> Vec<Batch> {
         let mut batches = Vec::new();
         let mut current = Vec::new();
         let mut size = 0;
@@ -983,6 +1039,8 @@ impl ProcessPool {
                     trampoline: trampoline.clone(),
                     items: std::mem::take(&mut current),
                     shm: None,
+                    priority,
+                    limit,
                 });
                 size = 0;
             }
@@ -994,6 +1052,8 @@ impl ProcessPool {
                 trampoline,
                 items: current,
                 shm: None,
+                priority,
+                limit,
             });
         }
         batches
@@ -1085,6 +1145,90 @@ impl Executor for ProcessPool {
                     shared.offload(b);
                 }
                 // On error the items were never queued; the error goes to the caller.
+                shared.enqueue(batches)?;
+            }
+            Ok(futures)
+        })
+    }
+
+    fn submit_with<F, Args>(
+        &self,
+        f: F,
+        args: Args,
+        options: &crate::CallOptions,
+    ) -> Result<Future<F::Output>>
+    where
+        F: Task<Args>,
+        Args: Payload,
+        F::Output: Payload,
+    {
+        if options.priority == 0 && options.timeout.is_none() {
+            return self.submit(f, args);
+        }
+        let mut submit = self.options_submitter::<F, Args>(f, options);
+        let mut fs = submit(vec![args])?;
+        fs.pop()
+            .ok_or_else(|| Error::invalid("internal: a batch of one produced no future"))
+    }
+
+    fn submitter_with<F, Args>(
+        &self,
+        f: F,
+        options: &crate::CallOptions,
+    ) -> Submitter<Args, F::Output>
+    where
+        F: Task<Args>,
+        Args: Payload,
+        F::Output: Payload,
+    {
+        if options.priority == 0 && options.timeout.is_none() {
+            return self.submitter(f);
+        }
+        self.options_submitter::<F, Args>(f, options)
+    }
+}
+
+impl ProcessPool {
+    /// The submission hook for calls with options: priority and a run-time
+    /// limit (resources are ignored by the process pool).
+    fn options_submitter<F, Args>(
+        &self,
+        f: F,
+        options: &crate::CallOptions,
+    ) -> Submitter<Args, F::Output>
+    where
+        F: Task<Args>,
+        Args: Payload,
+        F::Output: Payload,
+    {
+        // As in `submitter`: the captures are encoded once, within a quarter frame.
+        let callee = f.__callee().and_then(|c| {
+            if c.captures().len() > MAX_FRAME / 4 {
+                Err(Error::Codec {
+                    type_name: std::any::type_name::<F>().into(),
+                    message: format!(
+                        "encoded captures take {} bytes, over the {} byte limit",
+                        c.captures().len(),
+                        MAX_FRAME / 4
+                    ),
+                })
+            } else {
+                Ok(c)
+            }
+        });
+        let shared = self.shared.clone();
+        let (priority, limit) = (options.priority, options.timeout);
+        Box::new(move |batch: Vec<Args>| {
+            let trampoline = callee.clone()?;
+            let (items, futures) = ProcessPool::items::<Args, F::Output>(batch);
+            if !items.is_empty() {
+                // One batch per call, so each call's limit is its own.
+                let batches = items
+                    .into_iter()
+                    .flat_map(|it| {
+                        ProcessPool::batches_with(trampoline.clone(), vec![it], priority, limit)
+                    })
+                    .collect();
                 shared.enqueue(batches)?;
             }
             Ok(futures)
@@ -1246,7 +1390,9 @@ impl ProcessPoolBuilder {
             }),
             thread_exited: Condvar::new(),
             shm: Arc::default(),
+            me: OnceLock::new(),
         });
+        let _ = shared.me.set(Arc::downgrade(&shared));
         let pool = ProcessPool {
             shared: shared.clone(),
         };

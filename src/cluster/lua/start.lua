@@ -6,7 +6,7 @@
 -- it already finished (a record written again after it finished).
 -- Returns {'gone'}, {'cancelled'}, {'lost', owner, starts} or {'run',
 -- trampoline, build, args, signature, items, cancelled indices, nonce,
--- liveness, server time in ms}. Retrying with the same delivery token does
+-- liveness, server time in ms, run-time limit in ms}. Retrying with the same delivery token does
 -- not count a second delivery.
 local function drop()
   redis.call('XACK', KEYS[1], ARGV[2], ARGV[1])
@@ -43,7 +43,7 @@ redis.call('HSET', KEYS[2], 'st', 'r', 'o', ARGV[3], 'd', ARGV[4])
 if at == 1 and redis.call('EXISTS', KEYS[3]) == 1 then
   redis.call('XADD', KEYS[3], '*', 'k', 's', 't', ARGV[5])
 end
-local r = redis.call('HMGET', KEYS[2], 'f', 'b', 'a', 's', 'n', 'x', 'nc')
+local r = redis.call('HMGET', KEYS[2], 'f', 'b', 'a', 's', 'n', 'x', 'nc', 'tl')
 local out = {'run'}
 for i = 1, 5 do out[i + 1] = r[i] or '' end
 local cancelled = {}
@@ -57,4 +57,5 @@ out[8] = r[7] or ''
 out[9] = redis.call('GET', KEYS[4]) or ''
 local now = redis.call('TIME')
 out[10] = tostring(tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
+out[11] = r[8] or '0'
 return out

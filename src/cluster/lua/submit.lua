@@ -1,6 +1,9 @@
--- KEYS: queue, client liveness, client events, task keys. ARGV: max
--- deliveries, the client's current liveness value, its TTL (ms), then per
--- task: id, trampoline, build id, args, signature, item count, nonce.
+-- KEYS: queue (the tasks' lane), client liveness, client events, lane
+-- registry, task keys. ARGV: max deliveries, the client's current liveness
+-- value, its TTL (ms), the lane's registry entry (empty for the default
+-- lane), the consumer group, then per task: id, trampoline, build id, args,
+-- signature, item count, nonce, run-time limit in ms (0: none).
+-- Another lane than the default is registered (and its group created).
 -- Idempotent: a task whose record exists is not added again (a retried
 -- submit after a lost reply). The record remembers its stream entry (`e`).
 -- A server that lost the client's liveness key or event stream (restarted
@@ -13,15 +16,19 @@ if redis.call('EXISTS', KEYS[3]) == 0 then
   redis.call('XADD', KEYS[3], 'MAXLEN', '0', '*', 'k', 'i')
   redis.call('PEXPIRE', KEYS[3], ARGV[3])
 end
-local per = 7
+if ARGV[4] ~= '' then
+  redis.call('HSET', KEYS[4], KEYS[1], ARGV[4])
+  redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[5], '0', 'MKSTREAM')
+end
+local per = 8
 local added = 0
-for i = 4, #KEYS do
-  local o = 3 + (i - 4) * per
+for i = 5, #KEYS do
+  local o = 5 + (i - 5) * per
   if redis.call('EXISTS', KEYS[i]) == 0 then
     local entry = redis.call('XADD', KEYS[1], '*', 't', ARGV[o + 1])
     redis.call('HSET', KEYS[i], 'f', ARGV[o + 2], 'b', ARGV[o + 3], 'a', ARGV[o + 4],
       's', ARGV[o + 5], 'n', ARGV[o + 6], 'nc', ARGV[o + 7], 'm', ARGV[1], 'st', 'p',
-      'at', '0', 'e', entry)
+      'at', '0', 'e', entry, 'tl', ARGV[o + 8])
     added = added + 1
   end
 end
