@@ -157,6 +157,17 @@ impl<T> Shared<T> {
 /// The completion cell shared by a [`Future`] and its backend's [`Promise`].
 pub(crate) struct Cell<T> {
     id: u64,
+    /// The executor whose calls this cell belongs to (0: none); an `Arg`
+    /// is accepted only by the executor that owns its input.
+    owner: u64,
+    /// The outcome's value encoded once (postcard), for dependents that take
+    /// it by reference; set only for cells with `Arg`s (see `graph`).
+    encoded: std::sync::OnceLock<Result<std::sync::Arc<[u8]>>>,
+    /// Set once an `Arg` of this cell exists: a backend that receives the
+    /// value encoded should keep those bytes in `encoded`.
+    wants_encoded: std::sync::atomic::AtomicBool,
+    /// How to encode the value, when its type is known to be a payload.
+    encoder: Option<Encoder<T>>,
     state: AtomicU8,
     sync: Mutex<Shared<T>>,
     cond: Condvar,
@@ -207,10 +218,18 @@ fn next_id() -> u64 {
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Encodes a value once for dependents that take it by reference.
+pub(crate) type Encoder<T> = fn(&T) -> Result<std::sync::Arc<[u8]>>;
+
 impl<T> Cell<T> {
-    pub(crate) fn new() -> Self {
+    /// A cell owned by the executor with tag `owner`; `encoder` when `T` is a payload.
+    pub(crate) fn new_in(owner: u64, encoder: Option<Encoder<T>>) -> Self {
         Cell {
             id: next_id(),
+            owner,
+            encoded: std::sync::OnceLock::new(),
+            wants_encoded: std::sync::atomic::AtomicBool::new(false),
+            encoder,
             state: AtomicU8::new(PENDING),
             sync: Mutex::new(Shared {
                 listeners: None,
@@ -419,6 +438,80 @@ impl<T> Cell<T> {
             })
     }
 
+    /// The owning executor's tag (0: none).
+    pub(crate) fn owner(&self) -> u64 {
+        self.owner
+    }
+
+    /// The future's id.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// How to encode the value, when its type is known to be a payload.
+    pub(crate) fn encoder(&self) -> Option<Encoder<T>> {
+        self.encoder
+    }
+
+    /// Runs `hook` once the cell is final: at once if it already is (even
+    /// when the owner has taken the outcome), else on the completing thread.
+    pub(crate) fn on_final(&self, hook: Box<dyn FnOnce() + Send + 'static>) {
+        let mut shared = lock(&self.sync);
+        if !is_final(self.raw_state()) {
+            shared.listeners().callbacks.push(Box::new(move |_| hook()));
+            return;
+        }
+        drop(shared);
+        hook();
+    }
+
+    /// Whether the cell finished successfully (`None` while not final).
+    pub(crate) fn final_outcome(&self) -> Option<std::result::Result<(), Error>> {
+        let shared = lock(&self.sync);
+        match self.raw_state() {
+            FINISHED_OK => Some(Ok(())),
+            CANCELLED => Some(Err(Error::Cancelled)),
+            FINISHED_ERR => {
+                // SAFETY: as in `Future::exception`: final state seen under
+                // `sync`, so `value` is written and never written again, and
+                // only the `Err` side (an `Error`, never a `T`) is read.
+                let error = self.value.with(|slot| match unsafe { &*slot } {
+                    Some(Err(e)) => e.clone(),
+                    _ => Error::invalid(format!(
+                        "the error of future {} was already taken by `result`",
+                        self.id
+                    )),
+                });
+                drop(shared);
+                Some(Err(error))
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether an `Arg` of this cell exists (its value is wanted encoded).
+    pub(crate) fn wants_encoded(&self) -> bool {
+        self.wants_encoded
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Marks the value as wanted encoded; true the first time.
+    pub(crate) fn want_encoded(&self) -> bool {
+        !self
+            .wants_encoded
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+    }
+
+    /// Keeps the encoded value (first writer wins).
+    pub(crate) fn keep_encoded(&self, bytes: Result<std::sync::Arc<[u8]>>) {
+        let _ = self.encoded.set(bytes);
+    }
+
+    /// The encoded value, once kept.
+    pub(crate) fn encoded(&self) -> Option<&Result<std::sync::Arc<[u8]>>> {
+        self.encoded.get()
+    }
+
     /// Registers `waiter` to be fired with `token` on completion. False if already final.
     pub(crate) fn add_waiter(&self, waiter: &Arc<Waiter>, token: usize) -> bool {
         let mut shared = lock(&self.sync);
@@ -482,6 +575,11 @@ impl<T> Promise<T> {
     pub(crate) fn id(&self) -> u64 {
         self.cell.id
     }
+
+    /// The cell this promise completes.
+    pub(crate) fn cell(&self) -> &CellRef<T> {
+        &self.cell
+    }
 }
 
 impl<T> Drop for Promise<T> {
@@ -498,8 +596,18 @@ impl<T> Drop for Promise<T> {
 }
 
 /// Creates a connected future and promise.
+#[cfg(loom)]
 pub(crate) fn pair<T: Send + 'static>() -> (Future<T>, Promise<T>) {
-    let cell = CellRef(std::sync::Arc::new(Cell::new()));
+    let cell = CellRef(std::sync::Arc::new(Cell::new_in(0, None)));
+    (Future { cell: cell.clone() }, Promise { cell })
+}
+
+/// Creates a connected future and promise owned by the executor tagged `owner`.
+pub(crate) fn pair_in<T: crate::Payload>(owner: u64) -> (Future<T>, Promise<T>) {
+    let cell = CellRef(std::sync::Arc::new(Cell::new_in(
+        owner,
+        Some(crate::graph::encode_value::<T>),
+    )));
     (Future { cell: cell.clone() }, Promise { cell })
 }
 
@@ -525,6 +633,11 @@ impl<T> Future<T> {
     /// The future of a cell that a backend completes directly.
     pub(crate) fn from_cell(cell: CellRef<T>) -> Self {
         Future { cell }
+    }
+
+    /// The completion cell.
+    pub(crate) fn cell(&self) -> &CellRef<T> {
+        &self.cell
     }
 
     /// An id unique among all futures of this process.

@@ -129,6 +129,8 @@ struct Shared {
     /// Set once, when an initializer panicked.
     broken: OnceLock<String>,
     workers: usize,
+    /// The tag of this pool's futures (see `Executor::owner`).
+    owner: u64,
 }
 
 #[derive(Default)]
@@ -167,7 +169,11 @@ impl Shared {
         })
     }
 
-    fn push<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> Result<Future<R>> {
+    fn push<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+        encoder: Option<crate::future::Encoder<R>>,
+    ) -> Result<Future<R>> {
         if let Some(e) = self.broken_error() {
             return Err(e);
         }
@@ -176,7 +182,7 @@ impl Shared {
             return Err(Error::Shutdown);
         };
         let task = Arc::new(TaskCell {
-            cell: Cell::new(),
+            cell: Cell::new_in(self.owner, encoder),
             call: std::cell::UnsafeCell::new(Some(f)),
         });
         let future = Future::from_cell(CellRef(task.clone()));
@@ -320,7 +326,7 @@ impl ThreadPool {
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
-        self.shared.push(f)
+        self.shared.push(f, None)
     }
 
     /// How many worker threads the pool runs.
@@ -340,7 +346,10 @@ impl Executor for ThreadPool {
         Args: Payload,
         F::Output: Payload,
     {
-        self.shared.push(move || f.call(args))
+        self.shared.push(
+            move || f.call(args),
+            Some(crate::graph::encode_value::<F::Output>),
+        )
     }
 
     fn shutdown(&self, wait: bool, cancel_futures: bool) {
@@ -357,9 +366,72 @@ impl Executor for ThreadPool {
         Box::new(move |batch: Vec<Args>| {
             batch
                 .into_iter()
-                .map(|args| shared.push(move || f.call(args)))
+                .map(|args| {
+                    shared.push(
+                        move || f.call(args),
+                        Some(crate::graph::encode_value::<F::Output>),
+                    )
+                })
                 .collect()
         })
+    }
+
+    fn owner(&self) -> u64 {
+        self.shared.owner
+    }
+
+    fn launcher<F, Args>(&self, f: F) -> crate::graph::Launcher<Args, F::Output>
+    where
+        F: Task<Args>,
+        Args: Payload,
+        F::Output: Payload,
+    {
+        let shared = Arc::downgrade(&self.shared);
+        crate::graph::Launcher::new(move |ready, promise, _options| {
+            let Some(shared) = shared.upgrade() else {
+                return promise.set_error(Error::Shutdown);
+            };
+            let args: Args = match ready.decode() {
+                Ok(args) => args,
+                Err(e) => return promise.set_error(e),
+            };
+            let adopted = Arc::new(Adopted(Mutex::new(Some(promise))));
+            let job = adopted.clone();
+            let pushed = shared.push(
+                move || {
+                    if let Some(promise) = job.take() {
+                        if promise.set_running() {
+                            promise.set_outcome(panic::catch(move || f.call(args)));
+                        }
+                    }
+                },
+                None,
+            );
+            if let Err(e) = pushed {
+                if let Some(promise) = adopted.take() {
+                    promise.set_error(e);
+                }
+            }
+        })
+    }
+}
+
+/// The promise of a call launched from the waiting room: the queued job
+/// completes it; a job dropped unrun (shutdown with `cancel_futures`)
+/// cancels it.
+struct Adopted<R>(Mutex<Option<crate::future::Promise<R>>>);
+
+impl<R> Adopted<R> {
+    fn take(&self) -> Option<crate::future::Promise<R>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+impl<R> Drop for Adopted<R> {
+    fn drop(&mut self) {
+        if let Some(p) = self.take() {
+            p.set_error(Error::Cancelled);
+        }
     }
 }
 
@@ -458,6 +530,7 @@ impl ThreadPoolBuilder {
             live_changed: Condvar::new(),
             broken: OnceLock::new(),
             workers,
+            owner: crate::graph::new_owner(),
         });
         let pool = ThreadPool {
             shared: shared.clone(),

@@ -19,7 +19,7 @@
 use super::protocol::{
     self, array, bytes, read_reply, Conn, ItemOutcome, Keys, Outcome, ScriptName, Scripts,
 };
-use crate::future::{pair, Promise};
+use crate::future::{pair_in, Promise};
 use crate::ship;
 use crate::{Error, Future, Payload, Result};
 use std::collections::HashMap;
@@ -63,6 +63,12 @@ impl<R: Payload> Delivery for Promise<R> {
         Promise::set_running(self)
     }
     fn deliver(self: Box<Self>, outcome: Result<&[u8]>) {
+        if let Ok(bytes) = outcome {
+            // A future with `Arg`s keeps its result bytes for its dependents.
+            if self.cell().wants_encoded() {
+                self.cell().keep_encoded(Ok(bytes.into()));
+            }
+        }
         self.set_outcome(outcome.and_then(ship::decode::<R>));
     }
     fn fail(self: Box<Self>, error: Error) {
@@ -123,6 +129,8 @@ pub(crate) struct Shared {
     workers: Mutex<Vec<Option<LocalWorker>>>,
     /// The client's own threads (a shutdown from one of them must not wait).
     thread_ids: Mutex<Vec<ThreadId>>,
+    /// The tag of this cluster's futures (see `Executor::owner`).
+    owner: u64,
 }
 
 impl Shared {
@@ -169,6 +177,7 @@ impl Shared {
             finished: Condvar::new(),
             workers: Mutex::new(Vec::new()),
             thread_ids: Mutex::new(Vec::new()),
+            owner: crate::graph::new_owner(),
         });
         let mut threads = Vec::new();
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
@@ -266,50 +275,14 @@ impl Shared {
             if items.is_empty() {
                 continue;
             }
-            let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-            let task = protocol::task_id(&self.client_id, seq);
-            let mut args = Vec::with_capacity(items.iter().map(|i| i.len() + 4).sum());
-            for item in &items {
-                protocol::push_item(&mut args, item);
-            }
-            let n = items.len();
-            let signature = protocol::sign_task(
-                self.cfg.secret.as_bytes(),
-                &task,
-                trampoline,
-                &self.build_id,
-                n as u64,
-                &args,
-            );
-            let mut deliveries: Vec<Option<Box<dyn Delivery>>> = Vec::with_capacity(n);
-            for idx in 0..n {
-                let (future, promise) = pair::<R>();
-                let weak = Arc::downgrade(self);
-                let which = if n == 1 { -1 } else { idx as i64 };
-                future.add_done_callback(move |outcome| {
-                    if let Err(Error::Cancelled) = outcome {
-                        request_cancel(&weak, seq, which);
-                    }
-                });
-                futures.push(future);
-                deliveries.push(Some(Box::new(promise)));
-            }
-            records.push((
-                Outgoing {
-                    seq,
-                    task,
-                    trampoline,
-                    args,
-                    signature,
-                    items: n,
-                },
-                Inflight {
-                    items: deliveries,
-                    started: false,
-                    sent_at: None,
-                    cancelled: 0,
-                },
-            ));
+            let promises: Vec<Promise<R>> = (0..items.len())
+                .map(|_| {
+                    let (future, promise) = pair_in::<R>(self.owner);
+                    futures.push(future);
+                    promise
+                })
+                .collect();
+            records.push(self.record(trampoline, items, promises));
         }
         let mut st = lock(&self.state);
         if st.closing {
@@ -323,6 +296,85 @@ impl Shared {
         drop(st);
         self.work.notify_one();
         Ok(futures)
+    }
+
+    /// One task record for `items`, completing `promises` (one per item).
+    fn record<R: Payload>(
+        self: &Arc<Self>,
+        trampoline: u64,
+        items: Vec<Vec<u8>>,
+        promises: Vec<Promise<R>>,
+    ) -> (Outgoing, Inflight) {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let task = protocol::task_id(&self.client_id, seq);
+        let mut args = Vec::with_capacity(items.iter().map(|i| i.len() + 4).sum());
+        for item in &items {
+            protocol::push_item(&mut args, item);
+        }
+        let n = items.len();
+        let signature = protocol::sign_task(
+            self.cfg.secret.as_bytes(),
+            &task,
+            trampoline,
+            &self.build_id,
+            n as u64,
+            &args,
+        );
+        let mut deliveries: Vec<Option<Box<dyn Delivery>>> = Vec::with_capacity(n);
+        for (idx, promise) in promises.into_iter().enumerate() {
+            let weak = Arc::downgrade(self);
+            let which = if n == 1 { -1 } else { idx as i64 };
+            Future::from_cell(promise.cell().clone()).add_done_callback(move |outcome| {
+                if let Err(Error::Cancelled) = outcome {
+                    request_cancel(&weak, seq, which);
+                }
+            });
+            deliveries.push(Some(Box::new(promise)));
+        }
+        (
+            Outgoing {
+                seq,
+                task,
+                trampoline,
+                args,
+                signature,
+                items: n,
+            },
+            Inflight {
+                items: deliveries,
+                started: false,
+                sent_at: None,
+                cancelled: 0,
+            },
+        )
+    }
+
+    /// Queues one call launched from the waiting room, with its argument
+    /// bytes already encoded; refusals complete `promise`.
+    pub(crate) fn enqueue_ready<R: Payload>(
+        self: &Arc<Self>,
+        trampoline: u64,
+        args: Vec<u8>,
+        promise: Promise<R>,
+    ) {
+        let record = self.record(trampoline, vec![args], vec![promise]);
+        let mut st = lock(&self.state);
+        if st.closing {
+            drop(st);
+            for d in record.1.items.into_iter().flatten() {
+                d.fail(Error::Shutdown);
+            }
+            return;
+        }
+        st.inflight.insert(record.0.seq, record.1);
+        st.outbox.push(record.0);
+        drop(st);
+        self.work.notify_one();
+    }
+
+    /// The tag of this cluster's futures.
+    pub(crate) fn owner(&self) -> u64 {
+        self.owner
     }
 
     // -----------------------------------------------------------------------

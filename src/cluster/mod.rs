@@ -357,6 +357,25 @@ impl Executor for Cluster {
         // Each batch is one map chunk: one task record, one round trip.
         Box::new(move |batch: Vec<Args>| shared.enqueue(trampoline, batch, true))
     }
+
+    fn owner(&self) -> u64 {
+        self.shared.owner()
+    }
+
+    fn launcher<F, Args>(&self, f: F) -> crate::graph::Launcher<Args, F::Output>
+    where
+        F: Task<Args>,
+        Args: Payload,
+        F::Output: Payload,
+    {
+        let _ = f;
+        let trampoline = crate::ship::trampoline_of::<F, Args>();
+        let shared = std::sync::Arc::downgrade(&self.shared);
+        crate::graph::Launcher::new(move |ready, promise, _options| match shared.upgrade() {
+            Some(shared) => shared.enqueue_ready(trampoline, ready.concat(), promise),
+            None => promise.set_error(Error::Shutdown),
+        })
+    }
 }
 
 impl Drop for Cluster {

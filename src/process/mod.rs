@@ -23,7 +23,7 @@ pub mod wire;
 mod worker;
 
 use crate::executor::Submitter;
-use crate::future::{pair, Promise};
+use crate::future::{pair_in, Promise};
 use crate::ship::{self, BuildId, Encoded};
 use crate::{Error, Executor, Future, Payload, Result, Task};
 use std::collections::VecDeque;
@@ -81,6 +81,12 @@ impl<R: Payload> Delivery for Promise<R> {
         Promise::set_pending(self);
     }
     fn deliver(self: Box<Self>, outcome: Result<&[u8]>) {
+        if let Ok(bytes) = outcome {
+            // A future with `Arg`s keeps its result bytes for its dependents.
+            if self.cell().wants_encoded() {
+                self.cell().keep_encoded(Ok(bytes.into()));
+            }
+        }
         self.set_outcome(outcome.and_then(ship::decode::<R>));
     }
 }
@@ -129,6 +135,8 @@ struct Config {
     max_tasks_per_child: Option<usize>,
     init: Option<(u64, Vec<u8>)>,
     build_id: BuildId,
+    /// The tag of this pool's futures (see `Executor::owner`).
+    owner: u64,
 }
 
 struct Shared {
@@ -345,15 +353,19 @@ impl Shared {
 
     /// Queues batches and dispatches them.
     fn enqueue(&self, batches: Vec<Batch>) -> Result<()> {
+        self.try_enqueue(batches).map_err(|(e, _)| e)
+    }
+
+    /// Queues batches and dispatches them; hands them back when refused.
+    fn try_enqueue(&self, batches: Vec<Batch>) -> std::result::Result<(), (Error, Vec<Batch>)> {
         let touched = {
             let mut st = lock(&self.state);
             if let Some(reason) = &st.broken {
-                return Err(Error::Broken {
-                    reason: reason.clone(),
-                });
+                let reason = reason.clone();
+                return Err((Error::Broken { reason }, batches));
             }
             if st.shutdown {
-                return Err(Error::Shutdown);
+                return Err((Error::Shutdown, batches));
             }
             st.queue.extend(batches);
             self.dispatch(&mut st)
@@ -805,11 +817,14 @@ impl ProcessPool {
             .collect()
     }
 
-    fn items<Args: Payload, R: Payload>(batch: Vec<Args>) -> (Vec<Item>, Vec<Future<R>>) {
+    fn items<Args: Payload, R: Payload>(
+        owner: u64,
+        batch: Vec<Args>,
+    ) -> (Vec<Item>, Vec<Future<R>>) {
         let mut items = Vec::with_capacity(batch.len());
         let mut futures = Vec::with_capacity(batch.len());
         for args in batch {
-            let (future, promise) = pair::<R>();
+            let (future, promise) = pair_in::<R>(owner);
             let encoded = ship::encode_owned(args).and_then(|e| {
                 if e.len() > MAX_FRAME / 2 {
                     Err(Error::Codec {
@@ -926,12 +941,59 @@ impl Executor for ProcessPool {
         let trampoline = ship::trampoline_of::<F, Args>();
         let shared = self.shared.clone();
         Box::new(move |batch: Vec<Args>| {
-            let (items, futures) = ProcessPool::items::<Args, F::Output>(batch);
+            let (items, futures) =
+                ProcessPool::items::<Args, F::Output>(shared.config.owner, batch);
             if !items.is_empty() {
                 // On error the items were never queued; the error goes to the caller.
                 shared.enqueue(ProcessPool::batches(trampoline, items))?;
             }
             Ok(futures)
+        })
+    }
+
+    fn owner(&self) -> u64 {
+        self.shared.config.owner
+    }
+
+    fn launcher<F, Args>(&self, f: F) -> crate::graph::Launcher<Args, F::Output>
+    where
+        F: Task<Args>,
+        Args: Payload,
+        F::Output: Payload,
+    {
+        let _ = f;
+        let trampoline = ship::trampoline_of::<F, Args>();
+        let shared = Arc::downgrade(&self.shared);
+        // The inputs' result bytes are spliced into the argument frame as
+        // they are: a postcard tuple is its elements' encodings end to end.
+        crate::graph::Launcher::new(move |ready, promise, _options| {
+            let Some(shared) = shared.upgrade() else {
+                return promise.set_error(Error::Shutdown);
+            };
+            if ready.len() > MAX_FRAME / 2 {
+                return promise.set_error(Error::Codec {
+                    type_name: std::any::type_name::<Args>().into(),
+                    message: format!(
+                        "encoded arguments take {} bytes, over the {} byte limit",
+                        ready.len(),
+                        MAX_FRAME / 2
+                    ),
+                });
+            }
+            let item = Item {
+                args: Arc::new(Encoded {
+                    head: ready.concat(),
+                    body: Vec::new(),
+                }),
+                delivery: Box::new(promise),
+            };
+            if let Err((e, batches)) =
+                shared.try_enqueue(ProcessPool::batches(trampoline, vec![item]))
+            {
+                for it in batches.into_iter().flat_map(|b| b.items) {
+                    it.delivery.deliver(Err(e.clone()));
+                }
+            }
         })
     }
 }
@@ -1078,6 +1140,7 @@ impl ProcessPoolBuilder {
                 max_tasks_per_child: self.max_tasks_per_child,
                 init,
                 build_id: *ship::build_id(),
+                owner: crate::graph::new_owner(),
             },
             state: Mutex::new(State {
                 queue: VecDeque::new(),
