@@ -1,6 +1,6 @@
 //! Cluster benchmark: fanout's `Cluster` (Redis Streams, 2 local workers)
 //! against Dask distributed's `LocalCluster` (2 worker processes, 1 thread
-//! each), measured in the same run.
+//! each) and a local Ray instance (2 CPUs), measured in the same run.
 //!
 //! ```text
 //! cargo bench --bench cluster                      # full run, markdown table on stdout
@@ -17,7 +17,8 @@
 //!
 //! The bench starts its own `redis-server` (save off, appendonly off) on a free
 //! loopback port and stops it by pid. Dask runs through `benches/py/dask_bench.py`
-//! (needs `pip install "dask[distributed]"`). Each repeat runs fanout, then Dask;
+//! (needs `pip install "dask[distributed]"`), Ray through `benches/py/ray_bench.py`
+//! (needs `pip install ray`). Each repeat runs fanout, then Dask, then Ray;
 //! figures are medians over the repeats. The quick (smoke) run measures fanout
 //! only, on 300 tasks.
 
@@ -185,8 +186,30 @@ fn run_fanout(url: &str, cfg: &Config, round: usize) -> Sample {
     }
 }
 
-fn run_dask(cfg: &Config) -> Result<(Sample, String), String> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/py/dask_bench.py");
+/// A Python peer: its script under `benches/py/` and how to install it.
+struct Peer {
+    name: &'static str,
+    script: &'static str,
+    install: &'static str,
+}
+
+const PEERS: [Peer; 2] = [
+    Peer {
+        name: "Dask LocalCluster",
+        script: "dask_bench.py",
+        install: "pip install \"dask[distributed]\"",
+    },
+    Peer {
+        name: "Ray local",
+        script: "ray_bench.py",
+        install: "pip install ray",
+    },
+];
+
+fn run_peer(peer: &Peer, cfg: &Config) -> Result<(Sample, String), String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("benches/py")
+        .join(peer.script);
     let samples = if cfg.quick { 20 } else { 1_000 };
     let out = Command::new("python3")
         .arg(&script)
@@ -196,15 +219,21 @@ fn run_dask(cfg: &Config) -> Result<(Sample, String), String> {
         .output()
         .map_err(|e| format!("cannot run python3: {e}"))?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().rev().find(|l| l.starts_with('{')).ok_or_else(|| {
-        format!(
-            "dask_bench.py printed no result (is dask installed? `pip install \"dask[distributed]\"`): {}",
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-        )
-    })?;
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .ok_or_else(|| {
+            format!(
+                "{} printed no result (is it installed? `{}`): {}",
+                peer.script,
+                peer.install,
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            )
+        })?;
     let num = |key: &str| -> f64 {
         line.split(&format!("\"{key}\": "))
             .nth(1)
@@ -274,68 +303,88 @@ fn main() {
         load_average()
     );
     let mut ours = Vec::new();
-    let mut dask = Vec::new();
-    let mut dask_version = String::from("not run");
-    let mut dask_error = None;
+    let mut peers: Vec<Vec<Sample>> = PEERS.iter().map(|_| Vec::new()).collect();
+    let mut versions: Vec<String> = PEERS.iter().map(|_| "not run".to_string()).collect();
+    let mut errors: Vec<Option<String>> = PEERS.iter().map(|_| None).collect();
     for round in 0..cfg.repeats {
         let s = run_fanout(&url, &cfg, round);
         eprintln!("  fanout round {round}: {s:?}");
         ours.push(s);
-        if cfg.quick {
-            // Starting a Dask cluster alone takes seconds: not in the smoke run.
-            dask_error = Some("skipped in the quick (smoke) run".into());
-            continue;
-        }
-        match run_dask(&cfg) {
-            Ok((s, v)) => {
-                eprintln!("  dask   round {round}: {s:?}");
-                dask.push(s);
-                dask_version = v;
+        for (k, peer) in PEERS.iter().enumerate() {
+            if cfg.quick {
+                // Starting a Dask or Ray cluster alone takes seconds: not in the smoke run.
+                errors[k] = Some("skipped in the quick (smoke) run".into());
+                continue;
             }
-            Err(e) => {
-                eprintln!("  dask: {e}");
-                dask_error = Some(e);
+            match run_peer(peer, &cfg) {
+                Ok((s, v)) => {
+                    eprintln!("  {} round {round}: {s:?}", peer.name);
+                    peers[k].push(s);
+                    versions[k] = v;
+                }
+                Err(e) => {
+                    eprintln!("  {}: {e}", peer.name);
+                    errors[k] = Some(e);
+                }
             }
         }
     }
     let f = summarize(&ours);
-    let d = summarize(&dask);
-    println!(
-        "\n| workload ({} tasks, 2 workers) | fanout Cluster | Dask LocalCluster {dask_version} | ratio |",
+    let p: Vec<Sample> = peers.iter().map(|v| summarize(v)).collect();
+    let mut header = format!(
+        "\n| workload ({} tasks, 2 workers) | fanout Cluster |",
         cfg.tasks
     );
-    println!("|---|---:|---:|---:|");
-    println!(
-        "| throughput, one submit per task (tasks/s) | {:.0} | {:.0} | **{:.1}×** |",
-        f.submit_tps,
-        d.submit_tps,
-        f.submit_tps / d.submit_tps
-    );
-    println!(
-        "| map, chunksize 100 / client.map (tasks/s) | {:.0} | {:.0} | **{:.1}×** |",
-        f.map_tps,
-        d.map_tps,
-        f.map_tps / d.map_tps
-    );
-    println!(
-        "| round trip p50 (µs) | {:.0} | {:.0} | **{:.1}×** faster |",
-        f.p50_us,
-        d.p50_us,
-        d.p50_us / f.p50_us
-    );
-    println!(
-        "| round trip p99 (µs) | {:.0} | {:.0} | **{:.1}×** faster |",
-        f.p99_us,
-        d.p99_us,
-        d.p99_us / f.p99_us
-    );
+    let mut rule = String::from("|---|---:|");
+    for (k, peer) in PEERS.iter().enumerate() {
+        header += &format!(" {} {} |", peer.name, versions[k]);
+        rule += "---:|";
+    }
+    for peer in &PEERS {
+        header += &format!(" fanout ÷ {} |", peer.name);
+        rule += "---:|";
+    }
+    println!("{header}\n{rule}");
+    type Pick = fn(&Sample) -> f64;
+    let rows: [(&str, Pick, bool); 4] = [
+        (
+            "throughput, one submit per task (tasks/s)",
+            |s| s.submit_tps,
+            true,
+        ),
+        (
+            "map, chunksize 100 / client.map / tasks of 100 (tasks/s)",
+            |s| s.map_tps,
+            true,
+        ),
+        ("round trip p50 (µs)", |s| s.p50_us, false),
+        ("round trip p99 (µs)", |s| s.p99_us, false),
+    ];
+    for (label, pick, higher_is_better) in rows {
+        let mut line = format!("| {label} | {:.0} |", pick(&f));
+        for s in &p {
+            line += &format!(" {:.0} |", pick(s));
+        }
+        for s in &p {
+            // Always "how many times better fanout is".
+            let ratio = if higher_is_better {
+                pick(&f) / pick(s)
+            } else {
+                pick(s) / pick(&f)
+            };
+            line += &format!(" **{ratio:.1}×** |");
+        }
+        println!("{line}");
+    }
     println!(
         "\n{} repeat(s), medians; load average at start {}",
         cfg.repeats,
         load_average()
     );
-    if let Some(e) = dask_error {
-        println!("Dask was not measured: {e}");
+    for (k, peer) in PEERS.iter().enumerate() {
+        if let Some(e) = &errors[k] {
+            println!("{} was not measured: {e}", peer.name);
+        }
     }
     drop(redis);
 }

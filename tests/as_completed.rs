@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-const GUARD: Duration = Duration::from_secs(20);
+mod common;
+use common::GUARD;
 
 fn mul(a: u32, b: u32) -> u32 {
     a * b
@@ -22,21 +23,6 @@ fn mul(a: u32, b: u32) -> u32 {
 
 fn divide(a: u32, b: u32) -> u32 {
     a / b
-}
-
-/// A task that runs on `pool` until `release` is sent (or dropped).
-fn gated(pool: &ThreadPool) -> (Future<u32>, Sender<()>) {
-    let (started_tx, started_rx) = mpsc::channel();
-    let (release, release_rx) = mpsc::channel::<()>();
-    let f = pool
-        .spawn(move || {
-            started_tx.send(()).unwrap();
-            let _ = release_rx.recv_timeout(GUARD);
-            99
-        })
-        .unwrap();
-    started_rx.recv_timeout(GUARD).unwrap();
-    (f, release)
 }
 
 /// Gated tasks that have not necessarily started (any number on any pool).
@@ -58,7 +44,7 @@ fn completed(pool: &ThreadPool) -> (Future<u32>, Future<u32>, Future<u32>) {
     // The cancelled one is held pending behind the only worker of a side pool
     // (on `pool`, another idle worker could start it before the cancel).
     let side = ThreadPool::new(1).unwrap();
-    let (blocker, release) = gated(&side);
+    let (blocker, release) = common::gated(&side, 99);
     let cancelled = side.submit(mul, (1, 1)).unwrap();
     assert!(cancelled.cancel());
     release.send(()).unwrap();
@@ -122,9 +108,9 @@ fn no_timeout_yields_every_future() {
 fn done_first_then_completion_order() {
     let pool = ThreadPool::new(3).unwrap();
     let (ok, err, cancelled) = completed(&pool);
-    let (a, ra) = gated(&pool);
-    let (b, rb) = gated(&pool);
-    let (c, rc) = gated(&pool);
+    let (a, ra) = common::gated(&pool, 99);
+    let (b, rb) = common::gated(&pool, 99);
+    let (c, rc) = common::gated(&pool, 99);
     let (ia, ib, ic) = (a.id(), b.id(), c.id());
     let done_ids = [ok.id(), cancelled.id(), err.id()];
     let mut it = as_completed(vec![a, ok, b, cancelled, c, err], None);
@@ -182,7 +168,7 @@ fn timeout_message_counts_unfinished() {
     let pool = ThreadPool::new(1).unwrap();
     let ok = pool.submit(mul, (1, 1)).unwrap();
     assert!(ok.wait(Some(GUARD)));
-    let (running, release) = gated(&pool);
+    let (running, release) = common::gated(&pool, 99);
     let pending = pool.submit(mul, (2, 2)).unwrap();
     let cancelled = pool.submit(mul, (3, 3)).unwrap();
     assert!(cancelled.cancel());
@@ -228,7 +214,7 @@ fn empty_input_ends_at_once() {
 #[test]
 fn cancelled_futures_are_yielded() {
     let pool = Arc::new(ThreadPool::new(1).unwrap());
-    let (running, release) = gated(&pool);
+    let (running, release) = common::gated(&pool, 99);
     let before = pool.submit(mul, (1, 1)).unwrap();
     assert!(before.cancel());
     let during = pool.submit(mul, (2, 2)).unwrap();
@@ -263,7 +249,7 @@ fn cancelled_futures_are_yielded() {
 fn futures_from_two_pools_mix() {
     let a = ThreadPool::new(1).unwrap();
     let b = ThreadPool::new(2).unwrap();
-    let (fa, ra) = gated(&a);
+    let (fa, ra) = common::gated(&a, 99);
     let fb = b.submit(mul, (3, 3)).unwrap();
     let (ia, ib) = (fa.id(), fb.id());
     let mut it = as_completed(vec![fa, fb], None);
@@ -288,7 +274,7 @@ fn dropping_the_iterator_early_leaves_calls_running() {
         i
     }
     let pool = ThreadPool::new(1).unwrap();
-    let (blocker, release) = gated(&pool);
+    let (blocker, release) = common::gated(&pool, 99);
     let fs: Vec<_> = (0..10).map(|i| pool.submit(count, (i,)).unwrap()).collect();
     let mut it = as_completed(fs, Some(Duration::from_millis(5)));
     assert!(matches!(it.next(), Some(Err(Error::Timeout { .. }))));
@@ -322,8 +308,8 @@ fn many_futures_each_yielded_once() {
 #[test]
 fn completed_before_a_late_next_is_not_unfinished() {
     let pool = ThreadPool::new(2).unwrap();
-    let (f, release) = gated(&pool);
-    let (g, _hold_g) = gated(&pool);
+    let (f, release) = common::gated(&pool, 99);
+    let (g, _hold_g) = common::gated(&pool, 99);
     let fid = f.id();
     // The callback runs after the future's waiters were notified.
     let (done_tx, done_rx) = mpsc::channel();

@@ -7,31 +7,17 @@ use fanout::{wrap_future, Error, Executor, Future, ThreadPool};
 use futures::task::{waker, ArcWake};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Sender};
+use std::sync::mpsc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::thread;
 use std::time::Duration;
 
-const GUARD: Duration = Duration::from_secs(20);
+mod common;
+use common::GUARD;
 
 fn square(x: u64) -> u64 {
     x * x
-}
-
-/// A task that runs until `release` is sent (or dropped).
-fn gated(pool: &ThreadPool) -> (Future<u64>, Sender<()>) {
-    let (started_tx, started_rx) = mpsc::channel();
-    let (release, release_rx) = mpsc::channel::<()>();
-    let f = pool
-        .spawn(move || {
-            started_tx.send(()).unwrap();
-            let _ = release_rx.recv_timeout(GUARD);
-            11
-        })
-        .unwrap();
-    started_rx.recv_timeout(GUARD).unwrap();
-    (f, release)
 }
 
 /// Runs `block_on(fut)` on another thread, so that a lost wake-up fails the
@@ -76,7 +62,7 @@ async fn await_under_tokio_multi_thread() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokio_timeout_then_await_again() {
     let pool = ThreadPool::new(1).unwrap();
-    let (mut f, release) = gated(&pool);
+    let (mut f, release) = common::gated(&pool, 11);
     // Polled once and abandoned by the timeout (a waker is registered) ...
     assert!(tokio::time::timeout(Duration::from_millis(20), &mut f)
         .await
@@ -137,7 +123,7 @@ fn join_all_many_futures() {
 #[test]
 fn awaiting_a_cancelled_future_gives_cancelled() {
     let pool = ThreadPool::new(1).unwrap();
-    let (running, release) = gated(&pool);
+    let (running, release) = common::gated(&pool, 11);
     let queued = pool.submit(square, (3,)).unwrap();
     assert!(queued.cancel());
     assert_eq!(block_on_guarded(queued), Err(Error::Cancelled));
@@ -150,7 +136,7 @@ fn awaiting_a_cancelled_future_gives_cancelled() {
 #[test]
 fn parked_await_is_woken_by_shutdown_cancel() {
     let pool = ThreadPool::new(1).unwrap();
-    let (running, release) = gated(&pool);
+    let (running, release) = common::gated(&pool, 11);
     let queued = pool.submit(square, (3,)).unwrap();
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
@@ -182,7 +168,7 @@ fn awaiting_a_panicking_task_gives_panicked() {
 fn completion_wakes_a_parked_task() {
     let pool = ThreadPool::new(1).unwrap();
     for _ in 0..20 {
-        let (f, release) = gated(&pool);
+        let (f, release) = common::gated(&pool, 11);
         let releaser = thread::spawn(move || {
             thread::sleep(Duration::from_millis(5));
             release.send(()).unwrap();
@@ -210,7 +196,7 @@ fn poll_with(f: &mut Future<u64>, w: &Arc<CountingWaker>) -> Poll<fanout::Result
 #[test]
 fn completion_wakes_the_most_recent_waker() {
     let pool = ThreadPool::new(1).unwrap();
-    let (mut f, release) = gated(&pool);
+    let (mut f, release) = common::gated(&pool, 11);
     let first = Arc::new(CountingWaker(AtomicUsize::new(0)));
     let second = Arc::new(CountingWaker(AtomicUsize::new(0)));
     assert!(poll_with(&mut f, &first).is_pending());
@@ -237,7 +223,7 @@ fn completion_wakes_the_most_recent_waker() {
 #[test]
 fn await_during_a_running_callback_is_woken_after_it() {
     let pool = ThreadPool::new(1).unwrap();
-    let (f, release) = gated(&pool);
+    let (f, release) = common::gated(&pool, 11);
     let (in_cb_tx, in_cb_rx) = mpsc::channel();
     let (go_tx, go_rx) = mpsc::channel::<()>();
     f.add_done_callback(move |r| {

@@ -5,14 +5,15 @@
 //! contract's guarantees: registration order, exactly once, which thread runs
 //! them, and that the state is final when they run.
 
-use fanout::{Error, Executor, Future, State, ThreadPool};
+use fanout::{Error, Executor, State, ThreadPool};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Sender};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-const GUARD: Duration = Duration::from_secs(20);
+mod common;
+use common::GUARD;
 
 /// Captures log records so the tests can see that a panicking callback is logged.
 struct Capture;
@@ -52,21 +53,6 @@ fn logged_containing(needle: &str) -> Vec<String> {
         .collect()
 }
 
-/// Holds the pool's only worker until `release` is sent or dropped; returns
-/// once the blocking task runs, so later submissions stay pending.
-fn hold(pool: &ThreadPool) -> (Future<()>, Sender<()>) {
-    let (started_tx, started_rx) = mpsc::channel();
-    let (release, release_rx) = mpsc::channel::<()>();
-    let f = pool
-        .spawn(move || {
-            started_tx.send(()).unwrap();
-            let _ = release_rx.recv_timeout(GUARD);
-        })
-        .unwrap();
-    started_rx.recv_timeout(GUARD).unwrap();
-    (f, release)
-}
-
 fn five() -> u32 {
     5
 }
@@ -79,7 +65,7 @@ fn fail() -> u32 {
 #[test]
 fn callback_registered_before_completion_gets_the_result() {
     let pool = ThreadPool::new(1).unwrap();
-    let (blocker, release) = hold(&pool);
+    let (blocker, release) = common::hold(&pool);
     let f = pool.submit(five, ()).unwrap();
     let (tx, rx) = mpsc::channel();
     f.add_done_callback(move |r| tx.send(r.clone()).unwrap());
@@ -98,7 +84,7 @@ fn callback_registered_before_completion_gets_the_result() {
 #[test]
 fn callback_registered_before_failure_gets_the_error() {
     let pool = ThreadPool::new(1).unwrap();
-    let (blocker, release) = hold(&pool);
+    let (blocker, release) = common::hold(&pool);
     let f = pool.submit(fail, ()).unwrap();
     let (tx, rx) = mpsc::channel();
     f.add_done_callback(move |r| tx.send(r.clone()).unwrap());
@@ -115,7 +101,7 @@ fn callback_registered_before_failure_gets_the_error() {
 #[test]
 fn callback_runs_on_cancel_with_cancelled() {
     let pool = ThreadPool::new(1).unwrap();
-    let (blocker, release) = hold(&pool);
+    let (blocker, release) = common::hold(&pool);
     let f = pool.submit(five, ()).unwrap();
     let seen = Arc::new(Mutex::new(None));
     let s = seen.clone();
@@ -138,7 +124,7 @@ fn callback_runs_on_cancel_with_cancelled() {
 #[test]
 fn callback_runs_when_shutdown_cancels() {
     let pool = ThreadPool::new(1).unwrap();
-    let (blocker, release) = hold(&pool);
+    let (blocker, release) = common::hold(&pool);
     let (tx, rx) = mpsc::channel();
     let fs: Vec<_> = (0..5).map(|_| pool.submit(five, ()).unwrap()).collect();
     for (i, f) in fs.iter().enumerate() {
@@ -162,7 +148,7 @@ fn callback_added_after_done_runs_at_once_on_caller_thread() {
     let pool = ThreadPool::new(1).unwrap();
     let ok = pool.submit(five, ()).unwrap();
     let bad = pool.submit(fail, ()).unwrap();
-    let (blocker, release) = hold(&pool);
+    let (blocker, release) = common::hold(&pool);
     let cancelled = pool.submit(five, ()).unwrap();
     assert!(cancelled.cancel());
     assert!(ok.wait(Some(GUARD)) && bad.wait(Some(GUARD)));
@@ -196,7 +182,7 @@ fn callbacks_run_on_the_completing_worker_thread() {
         .thread_name("cb-worker")
         .build()
         .unwrap();
-    let (blocker, release) = hold(&pool);
+    let (blocker, release) = common::hold(&pool);
     let f = pool.submit(five, ()).unwrap();
     let (tx, rx) = mpsc::channel();
     f.add_done_callback(move |_| {
@@ -214,7 +200,7 @@ fn callbacks_run_on_the_completing_worker_thread() {
 #[test]
 fn callbacks_run_in_registration_order_exactly_once() {
     let pool = ThreadPool::new(1).unwrap();
-    let (blocker, release) = hold(&pool);
+    let (blocker, release) = common::hold(&pool);
     let f = pool.submit(five, ()).unwrap();
     let order = Arc::new(Mutex::new(Vec::new()));
     for i in 0..20 {
@@ -287,7 +273,7 @@ fn callbacks_racing_completion_run_exactly_once() {
 fn state_is_final_inside_callbacks() {
     let pool = ThreadPool::new(1).unwrap();
     for outcome in ["ok", "panic", "cancel"] {
-        let (blocker, release) = hold(&pool);
+        let (blocker, release) = common::hold(&pool);
         let f = Arc::new(match outcome {
             "panic" => pool.submit(fail, ()).unwrap(),
             _ => pool.submit(five, ()).unwrap(),
@@ -350,7 +336,7 @@ fn state_is_final_inside_callbacks() {
 fn panicking_callback_is_contained_and_logged() {
     capture_logs();
     let pool = ThreadPool::new(1).unwrap();
-    let (blocker, release) = hold(&pool);
+    let (blocker, release) = common::hold(&pool);
     let f = pool.submit(five, ()).unwrap();
     let ran = Arc::new(AtomicUsize::new(0));
     let r1 = ran.clone();
@@ -396,7 +382,7 @@ fn panicking_callback_on_done_future_does_not_reach_caller() {
 fn callbacks_see_non_clone_outputs_by_reference() {
     struct NotClone(String);
     let pool = ThreadPool::new(1).unwrap();
-    let (blocker, release) = hold(&pool);
+    let (blocker, release) = common::hold(&pool);
     let f = pool.spawn(|| NotClone("payload".into())).unwrap();
     let (tx, rx) = mpsc::channel();
     f.add_done_callback(move |r| tx.send(r.as_ref().unwrap().0.len()).unwrap());
@@ -411,7 +397,7 @@ fn callbacks_see_non_clone_outputs_by_reference() {
 #[test]
 fn result_waits_for_a_running_callback() {
     let pool = ThreadPool::new(1).unwrap();
-    let (blocker, release) = hold(&pool);
+    let (blocker, release) = common::hold(&pool);
     let f = pool.spawn(|| vec![1u8; 1024]).unwrap();
     let (in_cb_tx, in_cb_rx) = mpsc::channel();
     let (go_tx, go_rx) = mpsc::channel::<()>();
@@ -440,7 +426,7 @@ fn result_waits_for_a_running_callback() {
 #[test]
 fn exception_is_not_held_up_by_a_running_callback() {
     let pool = ThreadPool::new(1).unwrap();
-    let (blocker, release) = hold(&pool);
+    let (blocker, release) = common::hold(&pool);
     let f = Arc::new(pool.submit(fail, ()).unwrap());
     let (in_cb_tx, in_cb_rx) = mpsc::channel();
     let (go_tx, go_rx) = mpsc::channel::<()>();

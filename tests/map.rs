@@ -15,7 +15,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-const GUARD: Duration = Duration::from_secs(20);
+mod common;
+use common::GUARD;
 
 static OPEN_GATES: Mutex<Vec<u64>> = Mutex::new(Vec::new());
 static GATE_CHANGED: Condvar = Condvar::new();
@@ -73,20 +74,6 @@ fn five_over(d: u64) -> u64 {
 fn jitter(i: u64) -> u64 {
     thread::sleep(Duration::from_micros(100 * (10 - i % 10)));
     i
-}
-
-/// Holds the pool's only worker until the returned sender is used or dropped.
-fn hold(pool: &ThreadPool) -> (fanout::Future<()>, mpsc::Sender<()>) {
-    let (started_tx, started_rx) = mpsc::channel();
-    let (release, release_rx) = mpsc::channel::<()>();
-    let f = pool
-        .spawn(move || {
-            started_tx.send(()).unwrap();
-            let _ = release_rx.recv_timeout(GUARD);
-        })
-        .unwrap();
-    started_rx.recv_timeout(GUARD).unwrap();
-    (f, release)
 }
 
 /// Works through the trait only, as user code generic over backends would.
@@ -220,7 +207,7 @@ fn timeout_cancels_unstarted_items() {
         0
     }
     let pool = ThreadPool::new(1).unwrap();
-    let (blocker, release) = hold(&pool);
+    let (blocker, release) = common::hold(&pool);
     let mut it = pool
         .map_with(
             record,
@@ -255,7 +242,7 @@ fn dropping_the_map_cancels_unstarted_items() {
         i
     }
     let pool = ThreadPool::new(1).unwrap();
-    let (blocker, release) = hold(&pool);
+    let (blocker, release) = common::hold(&pool);
     for opts in [
         MapOptions::default(),
         MapOptions::default().chunksize(4),

@@ -9,12 +9,13 @@
 
 use fanout::{as_completed, wait, Error, Executor, Future, ReturnWhen, State, ThreadPool};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Sender};
+use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-const GUARD: Duration = Duration::from_secs(20);
+mod common;
+use common::GUARD;
 
 fn pow(base: u64, exp: u32) -> u64 {
     base.pow(exp)
@@ -32,21 +33,6 @@ fn within<R: Send + 'static>(
     });
     rx.recv_timeout(limit)
         .unwrap_or_else(|_| panic!("{what} did not return within {limit:?}"))
-}
-
-/// A task running on `pool` until `release` is sent (or dropped).
-fn gated(pool: &ThreadPool) -> (Future<u32>, Sender<()>) {
-    let (started_tx, started_rx) = mpsc::channel();
-    let (release, release_rx) = mpsc::channel::<()>();
-    let f = pool
-        .spawn(move || {
-            started_tx.send(()).unwrap();
-            let _ = release_rx.recv_timeout(GUARD);
-            1
-        })
-        .unwrap();
-    started_rx.recv_timeout(GUARD).unwrap();
-    (f, release)
 }
 
 // CPython: test_run_after_shutdown
@@ -105,7 +91,7 @@ fn shutdown_wait_lets_queued_work_finish() {
 #[test]
 fn shutdown_wait_blocks_for_running_work() {
     let pool = ThreadPool::new(1).unwrap();
-    let (f, release) = gated(&pool);
+    let (f, release) = common::gated(&pool, 1);
     let releaser = thread::spawn(move || {
         thread::sleep(Duration::from_millis(50));
         release.send(()).unwrap();
@@ -126,7 +112,7 @@ fn shutdown_wait_blocks_for_running_work() {
 #[test]
 fn shutdown_no_wait_returns_at_once_and_work_completes() {
     let pool = Arc::new(ThreadPool::new(1).unwrap());
-    let (f, release) = gated(&pool);
+    let (f, release) = common::gated(&pool, 1);
     let queued: Vec<_> = (0..5).map(|i| pool.submit(pow, (2, i)).unwrap()).collect();
     let p = pool.clone();
     within(Duration::from_secs(5), "shutdown(wait=false)", move || {
@@ -152,8 +138,8 @@ fn cancel_futures_cancels_queued_calls_at_once() {
         x
     }
     let pool = ThreadPool::new(2).unwrap();
-    let (a, ra) = gated(&pool);
-    let (b, rb) = gated(&pool);
+    let (a, ra) = common::gated(&pool, 1);
+    let (b, rb) = common::gated(&pool, 1);
     let fs: Vec<_> = (0..48)
         .map(|i| pool.submit(record, (i,)).unwrap())
         .collect();
@@ -177,8 +163,8 @@ fn cancel_futures_cancels_queued_calls_at_once() {
 #[test]
 fn cancel_futures_with_wait() {
     let pool = ThreadPool::new(2).unwrap();
-    let (a, ra) = gated(&pool);
-    let (b, rb) = gated(&pool);
+    let (a, ra) = common::gated(&pool, 1);
+    let (b, rb) = common::gated(&pool, 1);
     let fs: Vec<_> = (0..20).map(|i| pool.submit(pow, (i, 1)).unwrap()).collect();
     let releaser = thread::spawn(move || {
         thread::sleep(Duration::from_millis(30));
@@ -196,7 +182,7 @@ fn cancel_futures_with_wait() {
 #[test]
 fn cancel_futures_wakes_a_blocked_wait() {
     let pool = ThreadPool::new(1).unwrap();
-    let (running, release) = gated(&pool);
+    let (running, release) = common::gated(&pool, 1);
     let queued: Vec<_> = (0..10).map(|i| pool.submit(pow, (i, 2)).unwrap()).collect();
     let ids: Vec<u64> = queued.iter().map(Future::id).collect();
     let (tx, rx) = mpsc::channel();
@@ -222,7 +208,7 @@ fn cancel_futures_wakes_a_blocked_wait() {
 #[test]
 fn cancel_futures_wakes_as_completed_and_result() {
     let pool = ThreadPool::new(1).unwrap();
-    let (running, release) = gated(&pool);
+    let (running, release) = common::gated(&pool, 1);
     let for_iter: Vec<_> = (0..5).map(|i| pool.submit(pow, (i, 2)).unwrap()).collect();
     let for_result = pool.submit(pow, (7, 2)).unwrap();
     let (tx, rx) = mpsc::channel();
@@ -261,7 +247,7 @@ fn cancel_futures_wakes_as_completed_and_result() {
 #[test]
 fn drop_waits_for_queued_work() {
     let pool = ThreadPool::new(1).unwrap();
-    let (running, release) = gated(&pool);
+    let (running, release) = common::gated(&pool, 1);
     let queued: Vec<_> = (0..10).map(|i| pool.submit(pow, (i, 2)).unwrap()).collect();
     let releaser = thread::spawn(move || {
         thread::sleep(Duration::from_millis(30));
@@ -379,7 +365,7 @@ fn shutdown_from_inside_a_task_does_not_deadlock() {
 #[test]
 fn concurrent_shutdown_wait_both_wait() {
     let pool = Arc::new(ThreadPool::new(1).unwrap());
-    let (f, release) = gated(&pool);
+    let (f, release) = common::gated(&pool, 1);
     let f = Arc::new(f);
     let mut callers = Vec::new();
     for _ in 0..2 {

@@ -13,7 +13,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
-const GUARD: Duration = Duration::from_secs(20);
+mod common;
+use common::GUARD;
 
 fn answer() -> u32 {
     42
@@ -426,18 +427,7 @@ impl Drop for PanicOnDrop {
 fn panicking_drop_of_an_unrun_call_is_contained() {
     let pool = ThreadPool::new(1).unwrap();
     let drops = Arc::new(AtomicUsize::new(0));
-    let hold = |pool: &ThreadPool| {
-        let (started_tx, started_rx) = mpsc::channel();
-        let (release, release_rx) = mpsc::channel::<()>();
-        let f = pool
-            .spawn(move || {
-                started_tx.send(()).unwrap();
-                let _ = release_rx.recv_timeout(GUARD);
-            })
-            .unwrap();
-        started_rx.recv_timeout(GUARD).unwrap();
-        (f, release)
-    };
+    let hold = common::hold;
 
     // Cancelled with cancel(): dropped later by the worker.
     let (blocker, release) = hold(&pool);

@@ -11,12 +11,13 @@
 
 use fanout::{wait, Done, Error, Executor, Future, ReturnWhen, ThreadPool};
 use std::collections::HashSet;
-use std::sync::mpsc::{self, Sender};
+use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-const GUARD: Duration = Duration::from_secs(20);
+mod common;
+use common::GUARD;
 
 fn mul(a: u32, b: u32) -> u32 {
     a * b
@@ -24,21 +25,6 @@ fn mul(a: u32, b: u32) -> u32 {
 
 fn divide(a: u32, b: u32) -> u32 {
     a / b
-}
-
-/// A task running on `pool` until `release` is sent (or dropped).
-fn gated(pool: &ThreadPool) -> (Future<u32>, Sender<()>) {
-    let (started_tx, started_rx) = mpsc::channel();
-    let (release, release_rx) = mpsc::channel::<()>();
-    let f = pool
-        .spawn(move || {
-            started_tx.send(()).unwrap();
-            let _ = release_rx.recv_timeout(GUARD);
-            99
-        })
-        .unwrap();
-    started_rx.recv_timeout(GUARD).unwrap();
-    (f, release)
 }
 
 /// Already-completed futures of each kind: (finished ok, finished with an
@@ -49,7 +35,7 @@ fn completed(pool: &ThreadPool) -> (Future<u32>, Future<u32>, Future<u32>) {
     // The cancelled one is held pending behind the only worker of a side pool
     // (on `pool`, another idle worker could start it before the cancel).
     let side = ThreadPool::new(1).unwrap();
-    let (blocker, release) = gated(&side);
+    let (blocker, release) = common::gated(&side, 99);
     let cancelled = side.submit(mul, (1, 1)).unwrap();
     assert!(cancelled.cancel());
     release.send(()).unwrap();
@@ -76,7 +62,7 @@ fn wait_guarded(fs: Vec<Future<u32>>, timeout: Option<Duration>, when: ReturnWhe
 #[test]
 fn first_completed() {
     let pool = ThreadPool::new(2).unwrap();
-    let (slow, release) = gated(&pool);
+    let (slow, release) = common::gated(&pool, 99);
     let quick = pool.submit(mul, (21, 2)).unwrap();
     let (q, s) = (quick.id(), slow.id());
     let r = wait_guarded(vec![slow, quick], None, ReturnWhen::FirstCompleted);
@@ -89,8 +75,8 @@ fn first_completed() {
 #[test]
 fn first_completed_wakes_on_later_completion() {
     let pool = ThreadPool::new(2).unwrap();
-    let (a, release_a) = gated(&pool);
-    let (b, _release_b) = gated(&pool);
+    let (a, release_a) = common::gated(&pool, 99);
+    let (b, _release_b) = common::gated(&pool, 99);
     let (ia, ib) = (a.id(), b.id());
     let releaser = thread::spawn(move || {
         thread::sleep(Duration::from_millis(30));
@@ -109,7 +95,7 @@ fn first_completed_wakes_on_later_completion() {
 fn first_completed_some_already_completed() {
     let pool = ThreadPool::new(2).unwrap();
     let (ok, _err, cancelled) = completed(&pool);
-    let (slow, release) = gated(&pool);
+    let (slow, release) = common::gated(&pool, 99);
     let want_done = set(&[ok.id(), cancelled.id()]);
     let want_pending = set(&[slow.id()]);
     let r = wait_guarded(vec![cancelled, ok, slow], None, ReturnWhen::FirstCompleted);
@@ -130,7 +116,7 @@ fn first_exception() {
             panic!("this is an exception")
         })
         .unwrap();
-    let (f3, release3) = gated(&pool);
+    let (f3, release3) = common::gated(&pool, 99);
     // f1 completes before f2 fails.
     assert!(f1.wait(Some(GUARD)));
     let (i1, i2, i3) = (f1.id(), f2.id(), f3.id());
@@ -156,7 +142,7 @@ fn first_exception() {
 fn first_exception_some_already_complete() {
     let pool = ThreadPool::new(2).unwrap();
     let (ok, _, cancelled) = completed(&pool);
-    let (slow, release) = gated(&pool);
+    let (slow, release) = common::gated(&pool, 99);
     let failing = pool.submit(divide, (21, 0)).unwrap();
     let want_done = set(&[ok.id(), cancelled.id(), failing.id()]);
     let want_pending = set(&[slow.id()]);
@@ -175,7 +161,7 @@ fn first_exception_some_already_complete() {
 fn first_exception_one_already_failed() {
     let pool = ThreadPool::new(2).unwrap();
     let (_, err, _) = completed(&pool);
-    let (slow, release) = gated(&pool);
+    let (slow, release) = common::gated(&pool, 99);
     let (ie, is) = (err.id(), slow.id());
     let start = Instant::now();
     let r = wait_guarded(vec![err, slow], None, ReturnWhen::FirstException);
@@ -191,7 +177,7 @@ fn first_exception_one_already_failed() {
 fn first_exception_without_errors_waits_for_all() {
     let pool = ThreadPool::new(2).unwrap();
     let (ok, _, cancelled) = completed(&pool);
-    let (slow, release) = gated(&pool);
+    let (slow, release) = common::gated(&pool, 99);
     let all = set(&[ok.id(), cancelled.id(), slow.id()]);
     let releaser = thread::spawn(move || {
         thread::sleep(Duration::from_millis(50));
@@ -212,7 +198,7 @@ fn first_exception_without_errors_waits_for_all() {
 #[test]
 fn first_exception_ignores_cancellation_during_wait() {
     let pool = Arc::new(ThreadPool::new(1).unwrap());
-    let (slow, release) = gated(&pool);
+    let (slow, release) = common::gated(&pool, 99);
     let queued = pool.submit(mul, (1, 2)).unwrap();
     let (iq, is) = (queued.id(), slow.id());
     // Cancel through the pool, so the future itself can move into wait().
@@ -257,7 +243,7 @@ fn all_completed() {
 fn timeout_returns_partial_sets() {
     let pool = ThreadPool::new(2).unwrap();
     let (ok, err, cancelled) = completed(&pool);
-    let (slow, release) = gated(&pool);
+    let (slow, release) = common::gated(&pool, 99);
     let want_done = set(&[ok.id(), err.id(), cancelled.id()]);
     let want_pending = set(&[slow.id()]);
     let start = Instant::now();
@@ -285,7 +271,7 @@ fn timeout_applies_to_every_return_when() {
         ReturnWhen::AllCompleted,
     ] {
         let (ok, _, cancelled) = completed(&pool);
-        let (slow, release) = gated(&pool);
+        let (slow, release) = common::gated(&pool, 99);
         let is = slow.id();
         // FirstCompleted is satisfied by the done ones; the others time out.
         let fs = if when == ReturnWhen::FirstCompleted {
@@ -305,7 +291,7 @@ fn timeout_applies_to_every_return_when() {
 #[test]
 fn zero_timeout_returns_at_once() {
     let pool = ThreadPool::new(1).unwrap();
-    let (slow, release) = gated(&pool);
+    let (slow, release) = common::gated(&pool, 99);
     for when in [
         ReturnWhen::FirstCompleted,
         ReturnWhen::FirstException,
@@ -372,8 +358,8 @@ fn sets_keep_input_order() {
 fn futures_from_two_pools_mix() {
     let a = ThreadPool::new(1).unwrap();
     let b = ThreadPool::new(1).unwrap();
-    let (fa, release_a) = gated(&a);
-    let (fb, release_b) = gated(&b);
+    let (fa, release_a) = common::gated(&a, 99);
+    let (fb, release_b) = common::gated(&b, 99);
     let qa = a.submit(mul, (2, 2)).unwrap();
     let qb = b.submit(mul, (3, 3)).unwrap();
     let (ia, ib, iqa, iqb) = (fa.id(), fb.id(), qa.id(), qb.id());
