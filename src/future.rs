@@ -79,6 +79,7 @@ fn public_state(raw: u8) -> State {
 }
 
 type Callback<T> = Box<dyn FnOnce(&Result<T>) + Send + 'static>;
+type Hook = Box<dyn FnOnce() + Send + 'static>;
 
 /// Wakes one thread that waits on many futures at once (`wait`, `as_completed`).
 ///
@@ -126,6 +127,8 @@ impl Waiter {
 /// the common future that nobody registers with stays small.
 struct Listeners<T> {
     callbacks: Vec<Callback<T>>,
+    /// Internal hooks that need the final state, not the value (task graphs).
+    hooks: Vec<Hook>,
     waiters: Vec<(Arc<Waiter>, usize)>,
     waker: Option<Waker>,
 }
@@ -143,6 +146,7 @@ impl<T> Shared<T> {
         self.listeners.get_or_insert_with(|| {
             Box::new(Listeners {
                 callbacks: Vec::new(),
+                hooks: Vec::new(),
                 waiters: Vec::new(),
                 waker: None,
             })
@@ -162,7 +166,7 @@ pub(crate) struct Cell<T> {
     owner: u64,
     /// The outcome's value encoded once (postcard), for dependents that take
     /// it by reference; set only for cells with `Arg`s (see `graph`).
-    encoded: std::sync::OnceLock<Result<std::sync::Arc<[u8]>>>,
+    encoded: std::sync::OnceLock<Result<Reference>>,
     /// Set once an `Arg` of this cell exists: a backend that receives the
     /// value encoded should keep those bytes in `encoded`.
     wants_encoded: std::sync::atomic::AtomicBool,
@@ -172,11 +176,17 @@ pub(crate) struct Cell<T> {
     sync: Mutex<Shared<T>>,
     cond: Condvar,
     value: sync::UnsafeCell<Option<Result<T>>>,
+    /// A successful value not yet fetched (see [`Promise::set_remote`]);
+    /// guarded like `value`.
+    remote: sync::UnsafeCell<Option<Fetch<T>>>,
 }
 
 // SAFETY: `value` is written once under `sync` before the state becomes final
 // and is afterwards only accessed by the thread holding the read token, or
-// taken by the unique owner when no thread holds it (see the module docs).
+// taken by the unique owner when no thread holds it (see the module docs);
+// `remote` (a success not yet fetched) is accessed the same way, and the one
+// later write of `value` (fetching `remote`) happens under `sync` with the
+// read token or the owner's exclusive access.
 // So a `T` is never touched by two threads at once, and `T: Send` suffices.
 unsafe impl<T: Send> Sync for Cell<T> {}
 // SAFETY: the cell owns its `T`; moving it between threads needs `T: Send`.
@@ -221,6 +231,19 @@ fn next_id() -> u64 {
 /// Encodes a value once for dependents that take it by reference.
 pub(crate) type Encoder<T> = fn(&T) -> Result<std::sync::Arc<[u8]>>;
 
+/// Fetches a value that stayed where it was computed (a cluster result in
+/// Redis), the first time someone asks for it.
+pub(crate) type Fetch<T> = Box<dyn FnOnce() -> Result<T> + Send + 'static>;
+
+/// How dependents take a finished future's value: its encoded bytes, or a
+/// handle to where it stays (a cluster's result key), which the backend
+/// that made it knows how to read.
+#[derive(Clone)]
+pub(crate) enum Reference {
+    Bytes(std::sync::Arc<[u8]>),
+    Remote(std::sync::Arc<dyn std::any::Any + Send + Sync>),
+}
+
 impl<T> Cell<T> {
     /// A cell owned by the executor with tag `owner`; `encoder` when `T` is a payload.
     pub(crate) fn new_in(owner: u64, encoder: Option<Encoder<T>>) -> Self {
@@ -238,6 +261,7 @@ impl<T> Cell<T> {
             }),
             cond: Condvar::new(),
             value: sync::UnsafeCell::new(None),
+            remote: sync::UnsafeCell::new(None),
         }
     }
 
@@ -262,11 +286,32 @@ impl<T> Cell<T> {
     /// Moves to the final state that fits `outcome`, unless already final.
     /// Returns whether this call decided the outcome.
     fn complete(&self, outcome: Result<T>, cancel_only_pending: bool) -> bool {
+        self.complete_with(Some(outcome), None, cancel_only_pending)
+    }
+
+    /// Completes with `outcome`, or (when `None`) successfully with a value
+    /// that `fetch` gets when first asked for; fetched at once when there
+    /// are done-callbacks to run.
+    fn complete_with(
+        &self,
+        outcome: Option<Result<T>>,
+        fetch: Option<Fetch<T>>,
+        cancel_only_pending: bool,
+    ) -> bool {
         let mut shared = lock(&self.sync);
+        let wants_value = shared
+            .listeners
+            .as_ref()
+            .is_some_and(|l| !l.callbacks.is_empty());
+        let (outcome, fetch) = match (outcome, fetch) {
+            (Some(o), _) => (Some(o), None),
+            (None, Some(f)) if wants_value && !is_final(self.raw_state()) => (Some(f()), None),
+            (None, f) => (None, f),
+        };
         let final_state = match &outcome {
-            Err(Error::Cancelled) => CANCELLED,
-            Ok(_) => FINISHED_OK,
-            Err(_) => FINISHED_ERR,
+            None | Some(Ok(_)) => FINISHED_OK,
+            Some(Err(Error::Cancelled)) => CANCELLED,
+            Some(Err(_)) => FINISHED_ERR,
         };
         loop {
             let current = self.state.load(Ordering::Acquire);
@@ -284,19 +329,25 @@ impl<T> Cell<T> {
         // SAFETY: we hold `sync` and just made the state final; nobody reads
         // `value` before locking `sync` and seeing a final state, and this is
         // the only write (the compare-and-swap above succeeds once).
-        self.value.with_mut(|slot| unsafe { *slot = Some(outcome) });
-        let (callbacks, waiters) = match shared.listeners.as_mut() {
+        match outcome {
+            Some(outcome) => self.value.with_mut(|slot| unsafe { *slot = Some(outcome) }),
+            // SAFETY: as for `value` just above.
+            None => self.remote.with_mut(|slot| unsafe { *slot = fetch }),
+        }
+        let (callbacks, hooks, waiters) = match shared.listeners.as_mut() {
             Some(l) => (
                 std::mem::take(&mut l.callbacks),
+                std::mem::take(&mut l.hooks),
                 std::mem::take(&mut l.waiters),
             ),
-            None => (Vec::new(), Vec::new()),
+            None => (Vec::new(), Vec::new(), Vec::new()),
         };
-        let waker = if callbacks.is_empty() {
+        let reading = !callbacks.is_empty() || !hooks.is_empty();
+        let waker = if !reading {
             shared.take_waker()
         } else {
-            // Callbacks run below, outside the lock; hold the read token so
-            // the owner does not take the outcome from under them.
+            // Callbacks and hooks run below, outside the lock; hold the read
+            // token so the owner does not take the outcome from under them.
             shared.reader = Some((current_thread().id(), 1));
             None
         };
@@ -311,13 +362,40 @@ impl<T> Cell<T> {
         if let Some(waker) = waker {
             waker.wake();
         }
-        if !callbacks.is_empty() {
+        if reading {
             for callback in callbacks {
                 self.run_callback(callback);
+            }
+            for hook in hooks {
+                self.run_hook(hook);
             }
             self.release_read();
         }
         true
+    }
+
+    fn run_hook(&self, hook: Hook) {
+        if let Err(Error::Panicked { message, .. }) = panic::catch(hook) {
+            log::error!("an internal hook of future {} panicked: {message}", self.id);
+        }
+    }
+
+    /// Runs `f` with the outcome, if the cell is final and the outcome is
+    /// still there (not taken by the owner); does not fetch a remote value.
+    pub(crate) fn peek(&self, f: impl FnOnce(&Result<T>)) {
+        let shared = lock(&self.sync);
+        if !is_final(self.raw_state()) {
+            return;
+        }
+        let shared = self.acquire_read(shared);
+        drop(shared);
+        // SAFETY: final state and this thread holds the read token (see `run_callback`).
+        self.value.with(|slot| {
+            if let Some(outcome) = unsafe { &*slot } {
+                f(outcome)
+            }
+        });
+        self.release_read();
     }
 
     /// Runs one callback with the outcome. The caller holds the read token.
@@ -425,7 +503,8 @@ impl<T> Cell<T> {
 
     /// Takes the outcome. The caller holds `sync`, saw a final state and no reader,
     /// and is the unique owner of the future.
-    fn take_outcome(&self, _shared: &MutexGuard<'_, Shared<T>>) -> Result<T> {
+    fn take_outcome(&self, shared: &MutexGuard<'_, Shared<T>>) -> Result<T> {
+        self.materialize(shared);
         // SAFETY: final state (written), no read token held, and the caller is
         // the one `Future`, which is consumed or exclusively borrowed, so no
         // new reader can appear; `sync` is held for the duration.
@@ -458,11 +537,11 @@ impl<T> Cell<T> {
     pub(crate) fn on_final(&self, hook: Box<dyn FnOnce() + Send + 'static>) {
         let mut shared = lock(&self.sync);
         if !is_final(self.raw_state()) {
-            shared.listeners().callbacks.push(Box::new(move |_| hook()));
+            shared.listeners().hooks.push(hook);
             return;
         }
         drop(shared);
-        hook();
+        self.run_hook(hook);
     }
 
     /// Whether the cell finished successfully (`None` while not final).
@@ -504,12 +583,32 @@ impl<T> Cell<T> {
 
     /// Keeps the encoded value (first writer wins).
     pub(crate) fn keep_encoded(&self, bytes: Result<std::sync::Arc<[u8]>>) {
-        let _ = self.encoded.set(bytes);
+        let _ = self.encoded.set(bytes.map(Reference::Bytes));
     }
 
-    /// The encoded value, once kept.
-    pub(crate) fn encoded(&self) -> Option<&Result<std::sync::Arc<[u8]>>> {
+    /// Keeps a reference for dependents (first writer wins).
+    pub(crate) fn keep_reference(&self, reference: Reference) {
+        let _ = self.encoded.set(Ok(reference));
+    }
+
+    /// The reference dependents take, once kept.
+    pub(crate) fn encoded(&self) -> Option<&Result<Reference>> {
         self.encoded.get()
+    }
+
+    /// Fetches a remote value into `value`, if it is still remote. The caller
+    /// holds `sync` and either the read token or the owner's exclusive access.
+    fn materialize(&self, _shared: &MutexGuard<'_, Shared<T>>) {
+        // SAFETY: the state is final; the caller holds `sync` and the read
+        // token (or is the owner with nobody holding it), so no other thread
+        // reads or writes `value` or `remote` now; `exception` and
+        // `final_outcome` read only an `Err` in `value`, and a remote value
+        // is a success, whose slot they never read.
+        let fetch = self.remote.with_mut(|slot| unsafe { (*slot).take() });
+        if let Some(fetch) = fetch {
+            let outcome = fetch();
+            self.value.with_mut(|slot| unsafe { *slot = Some(outcome) });
+        }
     }
 
     /// Registers `waiter` to be fired with `token` on completion. False if already final.
@@ -568,6 +667,14 @@ impl<T> Promise<T> {
     /// Completes the future with an outcome.
     pub(crate) fn set_outcome(self, outcome: Result<T>) {
         self.cell.complete(outcome, false);
+    }
+
+    /// Completes the future successfully with a value that stays where it
+    /// is until someone asks for it (`result`, `.await`, a done-callback);
+    /// `fetch` gets it then, at most once.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn set_remote(self, fetch: Fetch<T>) {
+        self.cell.complete_with(None, Some(fetch), false);
     }
 
     /// The future's id.
@@ -843,6 +950,7 @@ impl<T> Future<T> {
             return;
         }
         let shared = self.cell.acquire_read(shared);
+        self.cell.materialize(&shared);
         drop(shared);
         self.cell.run_callback(Box::new(f));
         self.cell.release_read();

@@ -19,6 +19,7 @@
 use super::protocol::{
     self, array, bytes, read_reply, Conn, ItemOutcome, Keys, Outcome, ScriptName, Scripts,
 };
+use super::remote::Remote;
 use crate::future::{pair_in, Promise};
 use crate::ship;
 use crate::{Error, Future, Payload, Result};
@@ -56,6 +57,8 @@ trait Delivery: Send {
     fn set_running(&self) -> bool;
     fn deliver(self: Box<Self>, outcome: Result<&[u8]>);
     fn fail(self: Box<Self>, error: Error);
+    /// Completes with a value that stays in Redis until asked for.
+    fn deliver_remote(self: Box<Self>, remote: Arc<Remote>);
 }
 
 impl<R: Payload> Delivery for Promise<R> {
@@ -73,6 +76,9 @@ impl<R: Payload> Delivery for Promise<R> {
     }
     fn fail(self: Box<Self>, error: Error) {
         self.set_error(error);
+    }
+    fn deliver_remote(self: Box<Self>, remote: Arc<Remote>) {
+        super::remote::complete_remote(*self, remote);
     }
 }
 
@@ -104,6 +110,8 @@ struct State {
     /// (seq, item index or -1 for a one-item task)
     cancels: Vec<(u64, i64)>,
     closing: bool,
+    /// Result keys nobody can ask for any more, deleted by the event loop.
+    releases: Vec<String>,
     woken: bool,
     loop_done: bool,
     workers_started: bool,
@@ -131,6 +139,8 @@ pub(crate) struct Shared {
     thread_ids: Mutex<Vec<ThreadId>>,
     /// The tag of this cluster's futures (see `Executor::owner`).
     owner: u64,
+    /// For values fetched on demand, `put` and deletes after shutdown.
+    fetch_conn: Mutex<Conn>,
 }
 
 impl Shared {
@@ -160,6 +170,12 @@ impl Shared {
                 .arg("i"),
         )
         .map_err(|e| protocol::backend("could not create the event stream", &cfg.url, &e))?;
+        let fetch_conn = Conn::new(
+            &cfg.url,
+            &cfg.keys,
+            scripts.clone(),
+            Duration::from_secs(30),
+        )?;
         let event_conn = Conn::new(
             &cfg.url,
             &cfg.keys,
@@ -178,6 +194,7 @@ impl Shared {
             workers: Mutex::new(Vec::new()),
             thread_ids: Mutex::new(Vec::new()),
             owner: crate::graph::new_owner(),
+            fetch_conn: Mutex::new(fetch_conn),
         });
         let mut threads = Vec::new();
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
@@ -324,11 +341,18 @@ impl Shared {
         for (idx, promise) in promises.into_iter().enumerate() {
             let weak = Arc::downgrade(self);
             let which = if n == 1 { -1 } else { idx as i64 };
-            Future::from_cell(promise.cell().clone()).add_done_callback(move |outcome| {
-                if let Err(Error::Cancelled) = outcome {
+            // A hook, not a done-callback: a done-callback would make the
+            // client fetch a value that can stay in Redis.
+            let cell = std::sync::Arc::downgrade(&promise.cell().0);
+            promise.cell().on_final(Box::new(move || {
+                let cancelled = cell
+                    .upgrade()
+                    .and_then(|c| c.cell().final_outcome())
+                    .is_some_and(|o| matches!(o, Err(Error::Cancelled)));
+                if cancelled {
                     request_cancel(&weak, seq, which);
                 }
-            });
+            }));
             deliveries.push(Some(Box::new(promise)));
         }
         (
@@ -375,6 +399,59 @@ impl Shared {
     /// The tag of this cluster's futures.
     pub(crate) fn owner(&self) -> u64 {
         self.owner
+    }
+
+    /// Deletes the result of `task`, which nobody can ask for any more: by
+    /// the event loop, or (once it is gone) at once.
+    pub(crate) fn release_result(&self, task: String) {
+        let mut st = lock(&self.state);
+        if !st.loop_done {
+            st.releases.push(task);
+            return;
+        }
+        drop(st);
+        let key = self.cfg.keys.result(&task);
+        let mut conn = lock(&self.fetch_conn);
+        let deadline = Some(Instant::now() + Duration::from_secs(2));
+        if let Err(e) = conn.query_retry(redis::cmd("DEL").arg(&key), deadline, &|| false) {
+            log::warn!("could not delete {key} from Redis (it expires within an hour): {e}");
+        }
+    }
+
+    /// Reads the value of a one-item result that stayed in Redis.
+    pub(crate) fn fetch_value(&self, task: &str) -> Result<Vec<u8>> {
+        let key = self.cfg.keys.result(task);
+        let deadline = Some(Instant::now() + self.cfg.reconnect_timeout);
+        let reply = lock(&self.fetch_conn)
+            .query_retry(redis::cmd("GET").arg(&key), deadline, &|| false)
+            .map_err(|e| protocol::backend("could not read a result", &self.cfg.url, &e))?;
+        let envelope = bytes(&reply).unwrap_or(&[]);
+        super::remote::single_value(self.cfg.secret.as_bytes(), task, envelope)
+    }
+
+    /// Writes `value` to Redis as the sealed result of a task id of its own
+    /// (`put`); returns that task id.
+    pub(crate) fn store_value(&self, value: Vec<u8>) -> Result<String> {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let task = protocol::task_id(&self.client_id, seq);
+        let envelope = Outcome::Ran {
+            worker: format!("client {}", self.client_id),
+            items: vec![ItemOutcome::Value(value)],
+        }
+        .seal(self.cfg.secret.as_bytes(), &task);
+        let deadline = Some(Instant::now() + self.cfg.reconnect_timeout);
+        lock(&self.fetch_conn)
+            .query_retry(
+                redis::cmd("SET")
+                    .arg(self.cfg.keys.result(&task))
+                    .arg(envelope)
+                    .arg("EX")
+                    .arg(protocol::RESULT_TTL.as_secs()),
+                deadline,
+                &|| false,
+            )
+            .map_err(|e| protocol::backend("could not store a value", &self.cfg.url, &e))?;
+        Ok(task)
     }
 
     // -----------------------------------------------------------------------
@@ -606,10 +683,13 @@ impl Shared {
                     let seq = task.and_then(|t| self.own_seq(t));
                     match (e.field("k"), seq, task) {
                         (Some(b"s"), Some(seq), _) => started.push(seq),
-                        (Some(b"d"), Some(seq), Some(task)) => done.push((seq, task.to_string())),
+                        (Some(b"d"), Some(seq), Some(task)) => {
+                            let lazy = e.field("l") == Some(b"1");
+                            done.push((seq, task.to_string(), lazy))
+                        }
                         (Some(b"d"), None, Some(task)) => {
                             // Not ours (a forged record naming us): take and drop it.
-                            done.push((0, task.to_string()))
+                            done.push((0, task.to_string(), false))
                         }
                         _ => {}
                     }
@@ -628,10 +708,18 @@ impl Shared {
                     continue;
                 }
             }
+            self.delete_released(&mut conn);
             if Instant::now() >= next_probe {
                 next_probe = Instant::now() + PROBE_EVERY;
                 self.probe(&mut conn);
             }
+        }
+        let mut st = lock(&self.state);
+        let left = std::mem::take(&mut st.releases);
+        st.loop_done = true;
+        drop(st);
+        for task in left {
+            self.release_result(task);
         }
         // Shut down: the event stream goes with us.
         let _ = conn.query_retry(
@@ -726,16 +814,57 @@ impl Shared {
         }
     }
 
+    /// Deletes the results nobody can ask for any more.
+    fn delete_released(&self, conn: &mut Conn) {
+        let released = std::mem::take(&mut lock(&self.state).releases);
+        if released.is_empty() {
+            return;
+        }
+        let mut del = redis::cmd("DEL");
+        for task in &released {
+            del.arg(self.cfg.keys.result(task));
+        }
+        let deadline = Some(Instant::now() + Duration::from_secs(2));
+        if let Err(e) = conn.query_retry(&del, deadline, &|| false) {
+            log::warn!("could not delete released results (they expire within an hour): {e}");
+        }
+    }
+
+    /// Completes the futures of `done` tasks whose result stays in Redis
+    /// (one successful item, large); returns the others.
+    fn deliver_lazy<'a>(self: &Arc<Self>, done: &'a [(u64, String, bool)]) -> Vec<(u64, &'a str)> {
+        let mut rest = Vec::with_capacity(done.len());
+        let mut remote = Vec::new();
+        {
+            let mut st = lock(&self.state);
+            for (seq, task, lazy) in done {
+                let single = *lazy && st.inflight.get(seq).is_some_and(|t| t.items.len() == 1);
+                if !single {
+                    rest.push((*seq, task.as_str()));
+                } else if let Some(inflight) = st.inflight.remove(seq) {
+                    remote.push((inflight, task));
+                }
+            }
+        }
+        for (inflight, task) in remote {
+            for d in inflight.items.into_iter().flatten() {
+                d.deliver_remote(Remote::new(task.clone(), self.clone()));
+            }
+        }
+        rest
+    }
+
     /// Reads the results of `done` tasks, completes their futures, then
     /// deletes the results and the events `ids`. An error before delivery
     /// means: read the same events again (nothing was deleted).
     fn take_and_deliver(
-        &self,
+        self: &Arc<Self>,
         conn: &mut Conn,
         events: &str,
         ids: &[String],
-        done: &[(u64, String)],
+        done: &[(u64, String, bool)],
     ) -> redis::RedisResult<()> {
+        let done: Vec<(u64, &str)> = self.deliver_lazy(done);
         let results: Vec<String> = done.iter().map(|(_, t)| self.cfg.keys.result(t)).collect();
         if !results.is_empty() {
             let mut mget = redis::cmd("MGET");
@@ -748,6 +877,7 @@ impl Shared {
             {
                 let mut st = lock(&self.state);
                 for (i, (seq, task)) in done.iter().enumerate() {
+                    let task = *task;
                     if *seq == 0 {
                         continue;
                     }

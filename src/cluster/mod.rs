@@ -49,6 +49,7 @@
 
 mod client;
 mod protocol;
+mod remote;
 mod worker;
 
 use crate::executor::Submitter;
@@ -371,10 +372,26 @@ impl Executor for Cluster {
         let _ = f;
         let trampoline = crate::ship::trampoline_of::<F, Args>();
         let shared = std::sync::Arc::downgrade(&self.shared);
-        crate::graph::Launcher::new(move |ready, promise, _options| match shared.upgrade() {
-            Some(shared) => shared.enqueue_ready(trampoline, ready.concat(), promise),
-            None => promise.set_error(Error::Shutdown),
+        // Inputs that stayed in Redis go by key: the worker reads them.
+        crate::graph::Launcher::new(move |ready, promise, _options| {
+            let Some(shared) = shared.upgrade() else {
+                return promise.set_error(Error::Shutdown);
+            };
+            match remote::template(&ready) {
+                Ok((args, keep)) => {
+                    if !keep.is_empty() {
+                        // The inputs' results stay until this call is done.
+                        promise.cell().on_final(Box::new(move || drop(keep)));
+                    }
+                    shared.enqueue_ready(trampoline, args, promise)
+                }
+                Err(e) => promise.set_error(e),
+            }
         })
+    }
+
+    fn put<T: Payload + Clone>(&self, value: T) -> Result<Future<T>> {
+        remote::put(&self.shared, value)
     }
 }
 

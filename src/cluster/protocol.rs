@@ -179,7 +179,8 @@ return out
 "#;
 
 /// KEYS: queue, task, result, client events. ARGV: entry id, group, signed
-/// envelope, result TTL (s), task id. Acknowledges the entry; stores the
+/// envelope, result TTL (s), task id, `1` if the client should leave the
+/// result in Redis until asked (a large value). Acknowledges the entry; stores the
 /// result and tells the client only if the record still exists (so a
 /// redelivered copy finishing second is dropped) and the client is still
 /// there. `SET NX` makes a second result for the same task impossible even
@@ -192,7 +193,7 @@ if (not st) or st == 'x' or st == 'c' then return 0 end
 redis.call('DEL', KEYS[2])
 if redis.call('EXISTS', KEYS[4]) == 0 then return 0 end
 if not redis.call('SET', KEYS[3], ARGV[3], 'NX', 'EX', ARGV[4]) then return 0 end
-redis.call('XADD', KEYS[4], '*', 'k', 'd', 't', ARGV[5])
+redis.call('XADD', KEYS[4], '*', 'k', 'd', 't', ARGV[5], 'l', ARGV[6] or '0')
 return 1
 "#;
 

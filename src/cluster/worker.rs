@@ -514,6 +514,7 @@ impl Worker {
                     .filter_map(|s| s.parse().ok())
                     .collect();
                 match self.execute(
+                    conn,
                     &job.task,
                     field(1),
                     field(2),
@@ -556,6 +557,11 @@ impl Worker {
             // Gone (finished elsewhere, never existed) or cancelled: already acknowledged.
             _ => return None,
         };
+        // A large single value stays in Redis until the client asks for it.
+        let lazy = matches!(&outcome, Outcome::Ran { items, .. } if matches!(
+            items.as_slice(),
+            [ItemOutcome::Value(v)] if v.len() > super::remote::LAZY_ABOVE
+        ));
         let envelope = outcome.seal(self.cfg.secret.as_bytes(), &job.task);
         let mut finish = self.scripts.call(
             ScriptName::Finish,
@@ -571,7 +577,8 @@ impl Worker {
             .arg(GROUP)
             .arg(&envelope)
             .arg(protocol::RESULT_TTL.as_secs())
-            .arg(&job.task);
+            .arg(&job.task)
+            .arg(if lazy { "1" } else { "0" });
         if !self.draining() {
             // Finish and read the next entry in one round trip.
             let mut pipe = redis::pipe();
@@ -595,6 +602,7 @@ impl Worker {
     #[allow(clippy::too_many_arguments)]
     fn execute(
         &self,
+        conn: &mut Conn,
         task: &str,
         trampoline: &[u8],
         build: &[u8],
@@ -651,6 +659,22 @@ impl Worker {
                 continue;
             }
             out.clear();
+            // A dependent's arguments may name inputs that stayed in Redis.
+            let filled = match super::remote::parse_template(item) {
+                None => None,
+                Some(Ok(pieces)) => match self.fill_template(conn, &pieces) {
+                    Ok(args) => Some(args),
+                    Err(message) => {
+                        outcomes.push(ItemOutcome::Failed(ship::WireError::Refused { message }));
+                        continue;
+                    }
+                },
+                Some(Err(message)) => {
+                    outcomes.push(ItemOutcome::Failed(ship::WireError::Refused { message }));
+                    continue;
+                }
+            };
+            let item = filled.as_deref().unwrap_or(item);
             outcomes.push(match call(item, &mut out) {
                 Ok(()) => ItemOutcome::Value(std::mem::take(&mut out)),
                 Err(e) => ItemOutcome::Failed(e),
@@ -660,6 +684,47 @@ impl Worker {
             worker: self.name.clone(),
             items: outcomes,
         })
+    }
+
+    /// The arguments of a template: its literal pieces, and the values of
+    /// the inputs it names read from their results in Redis (one `MGET`).
+    fn fill_template(
+        &self,
+        conn: &mut Conn,
+        pieces: &[super::remote::Piece<'_>],
+    ) -> Result<Vec<u8>, String> {
+        use super::remote::Piece;
+        let inputs: Vec<&str> = pieces
+            .iter()
+            .filter_map(|p| match p {
+                Piece::Input(task) => Some(*task),
+                Piece::Bytes(_) => None,
+            })
+            .collect();
+        let mut mget = redis::cmd("MGET");
+        for task in &inputs {
+            mget.arg(self.keys.result(task));
+        }
+        let reply = conn
+            .query(&mget)
+            .map_err(|e| format!("could not read the call's inputs from Redis: {e}"))?;
+        let envelopes = array(&reply).unwrap_or(&[]);
+        let mut values = Vec::with_capacity(inputs.len());
+        for (i, task) in inputs.iter().enumerate() {
+            let envelope = envelopes.get(i).and_then(bytes).unwrap_or(&[]);
+            let value = super::remote::single_value(self.cfg.secret.as_bytes(), task, envelope)
+                .map_err(|e| format!("input {task} of the call is not usable: {e}"))?;
+            values.push(value);
+        }
+        let mut values = values.into_iter();
+        let mut args = Vec::new();
+        for p in pieces {
+            match p {
+                Piece::Bytes(b) => args.extend_from_slice(b),
+                Piece::Input(_) => args.extend(values.next().unwrap_or_default()),
+            }
+        }
+        Ok(args)
     }
 
     fn reject(&self, conn: &mut Conn, job: &Job, reason: &str) {

@@ -3,42 +3,72 @@
 
 use super::source::AnySource;
 use crate::call::Input;
+use crate::future::Reference;
 use crate::{Error, Payload, Result};
-use std::sync::Arc;
 
 /// A call whose inputs are all done: its argument bytes as pieces to be put
 /// end to end (a postcard tuple is its elements' encodings end to end), each
 /// piece a plain value encoded now or an input's result bytes, by reference.
 #[doc(hidden)]
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Ready {
-    pub(crate) parts: Vec<Arc<[u8]>>,
+    pub(crate) parts: Vec<Reference>,
+}
+
+impl std::fmt::Debug for Ready {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ready")
+            .field("parts", &self.parts.len())
+            .finish()
+    }
+}
+
+fn remote_here() -> Error {
+    Error::invalid("internal: a remote input reached a backend that cannot read it")
 }
 
 impl Ready {
-    /// The whole argument encoding.
-    pub(crate) fn concat(&self) -> Vec<u8> {
-        if let [one] = self.parts.as_slice() {
-            return one.to_vec();
-        }
-        let mut out = Vec::new();
-        crate::ship::reserve_large(&mut out, self.len());
-        for p in &self.parts {
-            out.extend_from_slice(p);
-        }
-        out
+    /// The pieces as bytes (every piece must be bytes).
+    fn bytes(&self) -> Result<Vec<&[u8]>> {
+        self.parts
+            .iter()
+            .map(|p| match p {
+                Reference::Bytes(b) => Ok(&b[..]),
+                Reference::Remote(_) => Err(remote_here()),
+            })
+            .collect()
     }
 
-    /// Total length in bytes.
+    /// The whole argument encoding (every piece must be bytes).
+    pub(crate) fn concat(&self) -> Result<Vec<u8>> {
+        let parts = self.bytes()?;
+        if let [one] = parts.as_slice() {
+            return Ok(one.to_vec());
+        }
+        let mut out = Vec::new();
+        crate::ship::reserve_large(&mut out, parts.iter().map(|p| p.len()).sum());
+        for p in parts {
+            out.extend_from_slice(p);
+        }
+        Ok(out)
+    }
+
+    /// Total length in bytes of the byte pieces.
     pub(crate) fn len(&self) -> usize {
-        self.parts.iter().map(|p| p.len()).sum()
+        self.parts
+            .iter()
+            .map(|p| match p {
+                Reference::Bytes(b) => b.len(),
+                Reference::Remote(_) => 0,
+            })
+            .sum()
     }
 
     /// Decodes the arguments (for backends that run calls in this process).
     pub(crate) fn decode<Args: Payload>(&self) -> Result<Args> {
-        match self.parts.as_slice() {
+        match self.bytes()?.as_slice() {
             [one] => crate::ship::decode(one),
-            _ => crate::ship::decode(&self.concat()),
+            _ => crate::ship::decode(&self.concat()?),
         }
     }
 }
@@ -66,7 +96,7 @@ pub trait Inputs<Args>: Send + 'static {
 /// One element of the inputs.
 pub(crate) trait Element {
     fn source(&self) -> Option<&dyn AnySource>;
-    fn part(self) -> Result<Arc<[u8]>>;
+    fn part(self) -> Result<Reference>;
 }
 
 impl<A: Payload> Element for Input<A> {
@@ -80,9 +110,9 @@ impl<A: Payload> Element for Input<A> {
         }
     }
 
-    fn part(self) -> Result<Arc<[u8]>> {
+    fn part(self) -> Result<Reference> {
         match self {
-            Input::Value(v) => super::encode_value(&v),
+            Input::Value(v) => super::encode_value(&v).map(Reference::Bytes),
             Input::Arg(a) => AnySource::encoded(&a.source),
         }
     }

@@ -7,8 +7,9 @@
 //! the value as it completes. Dependents then take the bytes by reference
 //! (spliced into their own argument bytes, or decoded on a thread).
 
-use crate::future::{CellRef, Encoder};
+use crate::future::{CellRef, Encoder, Reference};
 use crate::{Error, Future, Payload, Result};
+
 use std::sync::Arc;
 
 /// Encodes one value the way the argument frames of every backend spell it.
@@ -49,8 +50,8 @@ pub(crate) trait AnySource: Send + Sync {
     fn owner(&self) -> u64;
     /// Calls `f` once the input is done (at once if it already is).
     fn subscribe(&self, f: Box<dyn FnOnce(Outcome) + Send>);
-    /// The input's value, encoded; an error if it was lost.
-    fn encoded(&self) -> Result<Arc<[u8]>>;
+    /// The input's value by reference; an error if it was lost.
+    fn encoded(&self) -> Result<Reference>;
 }
 
 impl<T> Source<T> {
@@ -67,15 +68,21 @@ impl<T: Send + 'static> Source<T> {
         if !self.cell.want_encoded() {
             return;
         }
+        // A hook, not a done-callback: it must not make a backend fetch a
+        // value that stays remote (such a backend keeps a reference instead).
         let weak = std::sync::Arc::downgrade(&self.cell.0);
-        Future::from_cell(self.cell.clone()).add_done_callback(move |outcome| {
-            if let (Ok(value), Some(holder)) = (outcome, weak.upgrade()) {
+        self.cell.on_final(Box::new(move || {
+            if let Some(holder) = weak.upgrade() {
                 let cell = holder.cell();
                 if cell.encoded().is_none() {
-                    cell.keep_encoded(encoder(value));
+                    cell.peek(|outcome| {
+                        if let Ok(value) = outcome {
+                            cell.keep_encoded(encoder(value));
+                        }
+                    });
                 }
             }
-        });
+        }));
     }
 
     /// Arms encoding with the dependent's knowledge of `T` (for futures whose
@@ -111,7 +118,7 @@ impl<T: Send + 'static> AnySource for Source<T> {
         }));
     }
 
-    fn encoded(&self) -> Result<Arc<[u8]>> {
+    fn encoded(&self) -> Result<Reference> {
         match self.cell.encoded() {
             Some(r) => r.clone(),
             None => Err(Error::invalid(format!(

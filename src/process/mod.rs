@@ -982,7 +982,10 @@ impl Executor for ProcessPool {
             }
             let item = Item {
                 args: Arc::new(Encoded {
-                    head: ready.concat(),
+                    head: match ready.concat() {
+                        Ok(head) => head,
+                        Err(e) => return promise.set_error(e),
+                    },
                     body: Vec::new(),
                 }),
                 delivery: Box::new(promise),
