@@ -12,7 +12,7 @@
 //! |----------------------|--------|-------------------------------------------------------------|
 //! | `{ns}:q`             | stream | persists (empty when idle), with consumer group `fanout`    |
 //! | `{ns}:t:<task>`      | hash   | from submit until a worker finishes (or skips) the task     |
-//! | `{ns}:r:<task>`      | string | from finish until the client has read it; TTL [`RESULT_TTL`] |
+//! | `{ns}:r:<task>`      | string | from finish until the client has read it (a value over 64 KiB: until no future, `Arg` or running dependent can ask for it; also `put` values); TTL [`RESULT_TTL`] |
 //! | `{ns}:ev:<client>`   | stream | while the client runs; deleted by `shutdown`                |
 //! | `{ns}:died:<worker>` | string | how a local worker died; deleted by `shutdown`; TTL 1 hour  |
 //!
