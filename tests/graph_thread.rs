@@ -62,3 +62,38 @@ fn spawned_futures_as_args() {
     let b = pool.call(graph_support::inc).submit((a.arg(),)).unwrap();
     assert_eq!(b.result_timeout(graph_support::T), Ok(21));
 }
+
+#[test]
+fn long_chains_propagate_without_deep_recursion() {
+    use fanout::{Error, Executor};
+    use graph_support::{inc, sleepy, T};
+    let pool = pool();
+    // A failure at the head of a 20,000-long chain reaches its tail.
+    let head = pool.submit(sleepy, (100,)).unwrap();
+    let bad = pool
+        .call(graph_support::boom)
+        .submit(("deep".to_string(),))
+        .unwrap();
+    let mut f = pool
+        .call(graph_support::add)
+        .submit((head.arg(), bad.arg()))
+        .unwrap();
+    for _ in 0..20_000 {
+        f = pool.call(inc).submit((f.arg(),)).unwrap();
+    }
+    match f.result_timeout(T) {
+        Err(Error::Dependency { error, .. }) => {
+            assert!(matches!(*error, Error::Panicked { ref message, .. } if message == "deep"))
+        }
+        other => panic!("expected Dependency, got {other:?}"),
+    }
+    // Cancelling the head of a 20,000-long pending chain cancels its tail.
+    let slow = pool.submit(sleepy, (200,)).unwrap();
+    let first = pool.call(inc).submit((slow.arg(),)).unwrap();
+    let mut f = pool.call(inc).submit((first.arg(),)).unwrap();
+    for _ in 0..20_000 {
+        f = pool.call(inc).submit((f.arg(),)).unwrap();
+    }
+    assert!(first.cancel());
+    assert_eq!(f.result_timeout(T), Err(Error::Cancelled));
+}

@@ -71,7 +71,9 @@ where
     }));
     for (source, id) in inputs.sources().into_iter().zip(ids) {
         let room = room.clone();
-        source.subscribe(Box::new(move |outcome| room.input_done(id, outcome)));
+        source.subscribe(Box::new(move |outcome| {
+            flat(Box::new(move || room.input_done(id, outcome)))
+        }));
     }
     *lock(&room.inputs) = Some(inputs);
     if future.done() {
@@ -128,6 +130,37 @@ where
             Err(e) => promise.set_error(e),
         }
     }
+}
+
+thread_local! {
+    /// Work queued while this thread is already propagating an outcome.
+    static QUEUED: std::cell::RefCell<Option<std::collections::VecDeque<Box<dyn FnOnce()>>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f`, or queues it when this thread is already inside `flat`: a
+/// failure or cancellation travelling down a long chain of dependents is a
+/// loop on one thread, not a recursion as deep as the chain.
+fn flat(f: Box<dyn FnOnce()>) {
+    let nested = QUEUED.with(|q| {
+        let mut q = q.borrow_mut();
+        match q.as_mut() {
+            Some(queue) => {
+                queue.push_back(f);
+                None
+            }
+            None => {
+                *q = Some(std::collections::VecDeque::new());
+                Some(f)
+            }
+        }
+    });
+    let Some(first) = nested else { return };
+    first();
+    while let Some(next) = QUEUED.with(|q| q.borrow_mut().as_mut().and_then(|q| q.pop_front())) {
+        next();
+    }
+    QUEUED.with(|q| *q.borrow_mut() = None);
 }
 
 /// The one place a ready call goes to its backend. The backend completes
