@@ -132,10 +132,11 @@ where
     }
 }
 
+/// Work queued while a thread is already propagating an outcome.
+type Queue = Option<std::collections::VecDeque<Box<dyn FnOnce()>>>;
+
 thread_local! {
-    /// Work queued while this thread is already propagating an outcome.
-    static QUEUED: std::cell::RefCell<Option<std::collections::VecDeque<Box<dyn FnOnce()>>>> =
-        const { std::cell::RefCell::new(None) };
+    static QUEUED: std::cell::RefCell<Queue> = const { std::cell::RefCell::new(None) };
 }
 
 /// Runs `f`, or queues it when this thread is already inside `flat`: a
