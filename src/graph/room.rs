@@ -157,11 +157,19 @@ fn flat(f: Box<dyn FnOnce()>) {
         }
     });
     let Some(first) = nested else { return };
+    /// Ends the drain even when a step unwinds (its queued work is dropped,
+    /// so the promises involved resolve to `Broken` rather than hang).
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            let _ = QUEUED.try_with(|q| q.borrow_mut().take());
+        }
+    }
+    let _reset = Reset;
     first();
     while let Some(next) = QUEUED.with(|q| q.borrow_mut().as_mut().and_then(|q| q.pop_front())) {
         next();
     }
-    QUEUED.with(|q| *q.borrow_mut() = None);
 }
 
 /// The one place a ready call goes to its backend. The backend completes
