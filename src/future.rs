@@ -1173,6 +1173,36 @@ mod loom_models {
     }
 
     #[test]
+    fn loom_remote_value_races_callback_and_result() {
+        loom::model(|| {
+            let (fut, promise) = pair::<u32>();
+            let fetches = Arc::new(AtomicUsize::new(0));
+            let f = fetches.clone();
+            let worker = thread::spawn(move || {
+                promise.set_remote(Box::new(move || {
+                    f.fetch_add(1, Ordering::SeqCst);
+                    Ok(11)
+                }))
+            });
+            let seen = Arc::new(AtomicUsize::new(0));
+            let s = seen.clone();
+            fut.add_done_callback(move |r| {
+                assert_eq!(r, &Ok(11));
+                s.fetch_add(1, Ordering::SeqCst);
+            });
+            assert_eq!(fut.exception(None), None);
+            assert_eq!(fut.result(), Ok(11));
+            worker.join().unwrap();
+            assert_eq!(
+                seen.load(Ordering::SeqCst),
+                1,
+                "the callback ran once, with the value"
+            );
+            assert_eq!(fetches.load(Ordering::SeqCst), 1, "fetched exactly once");
+        });
+    }
+
+    #[test]
     fn loom_exception_races_a_running_callback() {
         loom::model(|| {
             let (fut, promise) = pair::<u32>();
