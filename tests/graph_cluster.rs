@@ -136,3 +136,50 @@ fn values_are_fetched_when_asked() {
         result_keys(&redis).is_empty()
     }));
 }
+
+fn grow(v: Vec<u8>, add: u8) -> Vec<u8> {
+    let mut v = v;
+    v.push(add);
+    v
+}
+
+fn both(a: Vec<u8>, tag: u64, b: Vec<u8>) -> (usize, u64, u8) {
+    (
+        a.len() + b.len(),
+        tag,
+        a[a.len() - 1].wrapping_add(b[b.len() - 1]),
+    )
+}
+
+/// Large values along a chain and a diamond: each link's worker reads its
+/// input from Redis, literal arguments mix with them, and nothing is left.
+#[test]
+fn large_values_along_a_chain_and_a_diamond() {
+    use fanout::Executor;
+    let (redis, c) = setup();
+    let root = c.submit(produce, (3,)).unwrap();
+    let mut link = c.call(grow).submit((root.arg(), 1u8)).unwrap();
+    for i in 2..6u8 {
+        link = c.call(grow).submit((link.arg(), i)).unwrap();
+    }
+    let left = c.call(grow).submit((root.arg(), 10u8)).unwrap();
+    let bottom = c
+        .call(both)
+        .submit((left.arg(), 77u64, link.arg()))
+        .unwrap();
+    assert_eq!(
+        bottom.result_timeout(graph_support::T),
+        Ok((2 * 4 * MIB + 1 + 5, 77, 15))
+    );
+    let v = link.result_timeout(graph_support::T).unwrap();
+    assert_eq!(
+        (v.len(), &v[4 * MIB..]),
+        (4 * MIB + 5, &[1u8, 2, 3, 4, 5][..])
+    );
+    drop((root, left));
+    assert!(
+        cluster_support::eventually(Duration::from_secs(10), || result_keys(&redis).is_empty()),
+        "result keys left: {:?}",
+        result_keys(&redis)
+    );
+}
