@@ -97,3 +97,24 @@ fn long_chains_propagate_without_deep_recursion() {
     assert!(first.cancel());
     assert_eq!(f.result_timeout(T), Err(Error::Cancelled));
 }
+
+#[test]
+fn waiting_calls_at_shutdown() {
+    use fanout::{Error, Executor};
+    use graph_support::{inc, sleepy, T};
+    let pool = ThreadPool::new(1).unwrap();
+    let running = pool.submit(sleepy, (200,)).unwrap();
+    let started = std::time::Instant::now();
+    while !running.running() {
+        assert!(started.elapsed() < T, "the first call starts");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let queued = pool.submit(sleepy, (1,)).unwrap();
+    let after_running = pool.call(inc).submit((running.arg(),)).unwrap();
+    let after_queued = pool.call(inc).submit((queued.arg(),)).unwrap();
+    pool.shutdown(true, true);
+    assert_eq!(queued.result_timeout(T), Err(Error::Cancelled));
+    assert_eq!(after_queued.result_timeout(T), Err(Error::Cancelled));
+    assert_eq!(running.result_timeout(T), Ok(200));
+    assert_eq!(after_running.result_timeout(T), Err(Error::Shutdown));
+}
