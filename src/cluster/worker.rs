@@ -716,6 +716,10 @@ impl Worker {
                 .map_err(|e| format!("input {task} of the call is not usable: {e}"))?;
             values.push(value);
         }
+        if let ([Piece::Input(_)], [_]) = (pieces, values.as_slice()) {
+            // One input and nothing else: its value is the argument tuple.
+            return Ok(values.pop().unwrap_or_default());
+        }
         let mut values = values.into_iter();
         let mut args = Vec::new();
         for p in pieces {
