@@ -10,7 +10,8 @@
 //!
 //! The workloads are written once, in [`tour`], generic over
 //! `E: fanout::Executor`; `main` calls it once per backend. Everything sent
-//! through the `Executor` trait is a plain `fn` item whose arguments and
+//! through the `Executor` trait is a plain `fn` item (or, to capture values,
+//! a `fanout::bind` of them and a non-capturing closure) whose arguments and
 //! result are serde types, so the same code can ship calls to other processes
 //! or hosts. At the end the tour prints what it measured: sequential time
 //! (the same work in the main thread), parallel time and speedup, per workload
@@ -407,6 +408,17 @@ fn tour<E: Executor>(ex: &E) -> fanout::Result<Vec<Measured>> {
 
 /// Errors are values, and shutdown is clean. Takes the executor: it ends here.
 fn errors_and_shutdown<E: Executor>(ex: E) -> fanout::Result<()> {
+    // A closure that captures, on any backend: `bind` ships the captured
+    // value (here `min_len`) beside the arguments.
+    let min_len = 5usize;
+    let long_words = fanout::bind(min_len, |min: &usize, text: String| {
+        text.split_whitespace().filter(|w| w.len() >= *min).count()
+    });
+    let f = ex.submit(long_words, ("fanout brings futures to rust".to_string(),))?;
+    println!(
+        "  bind(min_len = {min_len}, |min, text| ..) -> {} long words",
+        f.result()?
+    );
     println!("  errors are values:");
     let bad = ex.submit(parse_tweet, (String::new(),))?;
     let good = ex.submit(parse_tweet, ("fanout brings futures to rust".to_string(),))?;

@@ -13,14 +13,16 @@ def s(b):  # postcard string / bytes: varint length + bytes
     assert len(b) < 128
     return bytes([len(b)]) + b
 
-def task(items, tramp=0x1234):
-    out = bytes([TASK]) + BID + struct.pack("<QI", tramp, len(items))
+def task(items, tramp=0x1234, captures=b""):
+    out = bytes([TASK]) + BID + struct.pack("<QI", tramp, len(captures)) + captures
+    out += struct.pack("<I", len(items))
     for i, a in items:
         out += struct.pack("<QI", i, len(a)) + a
     return out
 
-def init(args, tramp=0x99):
-    return bytes([INIT]) + BID + struct.pack("<QI", tramp, len(args)) + args
+def init(args, tramp=0x99, captures=b""):
+    out = bytes([INIT]) + BID + struct.pack("<QI", tramp, len(captures)) + captures
+    return out + struct.pack("<I", len(args)) + args
 
 def done(results):
     out = bytes([DONE]) + struct.pack("<I", len(results))
@@ -42,6 +44,7 @@ seeds = {
     "task_empty": task([]),
     "task_one": task([(1, b"\x02\x03")]),
     "task_three": task([(1, b""), (2, b"abc"), (3, bytes(40))]),
+    "task_bound": task([(1, b"\x01"), (2, b"\x02")], captures=b"\x03\x0a\x14\x1e"),
     "init": init(b"\x05hello"),
     "done_ok": done([(7, 0, b"\x2a")]),
     "done_mixed": done([(1, 0, b"ok"), (2, 1, panicked), (3, 1, codec), (4, 1, refused)]),

@@ -38,6 +38,7 @@
 //! |----------------------------------------|-----------------------------------------------|
 //! | `ThreadPoolExecutor(max_workers=n)`    | [`ThreadPool::new(n)`](ThreadPool::new)        |
 //! | `executor.submit(fn, *args)`           | [`Executor::submit(fn, (args,))`](Executor::submit), [`ThreadPool::spawn`] for closures |
+//! | `executor.submit(lambda x: x * k, 5)`  | [`submit(bind(k, \|k: &u64, x: u64\| x * k), (5,))`](bind), on every backend |
 //! | `executor.map(fn, items, timeout=, chunksize=, buffersize=)` | [`Executor::map`], [`Executor::map_with`] |
 //! | `executor.shutdown(wait, cancel_futures=)` | [`Executor::shutdown`]                    |
 //! | `future.result(timeout)`               | [`Future::result`], [`Future::result_timeout`] |
@@ -62,9 +63,11 @@
 #![warn(missing_docs)]
 
 mod any;
+mod bound;
 mod call;
 #[cfg(target_os = "linux")]
 mod cluster;
+mod codec_guard;
 mod error;
 mod executor;
 mod future;
@@ -81,6 +84,7 @@ mod thread;
 mod wait;
 
 pub use any::AnyExecutor;
+pub use bound::{bind, Bound};
 pub use call::{Arg, Call, IntoArg, IntoArgs};
 #[doc(hidden)]
 pub use call::{CallOptions, Input};
@@ -102,6 +106,9 @@ pub use process::wire as __wire;
 pub use process::{ProcessPool, ProcessPoolBuilder, StartMethod};
 #[cfg(feature = "progress")]
 pub use progress::{progress, Progress, ProgressExt};
+/// Frame pieces for hand-laid test frames.
+#[doc(hidden)]
+pub use ship::frame_parts as __frame_parts;
 pub use task::{Payload, Task};
 pub use thread::{ThreadPool, ThreadPoolBuilder};
 pub use wait::{as_completed, wait, AsCompleted, Done, ReturnWhen};

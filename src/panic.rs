@@ -71,15 +71,34 @@ pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, Error> {
     install_hook();
     let was = IN_TASK.with(|c| c.replace(true));
     let outcome = panic::catch_unwind(AssertUnwindSafe(f));
-    IN_TASK.with(|c| c.set(was));
-    outcome.map_err(|payload| {
+    let outcome = outcome.map_err(|payload| {
         let location = LAST_LOCATION.with(|slot| slot.borrow_mut().take());
         let backtrace = LAST_BACKTRACE.with(|slot| slot.borrow_mut().take());
+        let mut message = payload_message(payload.as_ref());
+        if let Some(again) = drop_payload(payload) {
+            message = format!("{message} (and dropping its panic payload panicked: {again})");
+        }
         Error::Panicked {
-            message: payload_message(payload.as_ref()),
+            message,
             location,
             worker: None,
             backtrace,
         }
-    })
+    });
+    IN_TASK.with(|c| c.set(was));
+    outcome
+}
+
+/// Drops a panic payload. The payload is user data (`panic_any(value)`) and
+/// its `Drop` may panic in turn; that panic must not escape from [`catch`]
+/// (it would kill the worker thread and leave the task's future unresolved),
+/// so it is caught, and a payload of *that* panic, which might do the same,
+/// is leaked rather than dropped. Returns the second panic's message.
+fn drop_payload(payload: Box<dyn Any + Send>) -> Option<String> {
+    let second = panic::catch_unwind(AssertUnwindSafe(move || drop(payload))).err()?;
+    let message = payload_message(second.as_ref());
+    LAST_LOCATION.with(|slot| slot.borrow_mut().take());
+    LAST_BACKTRACE.with(|slot| slot.borrow_mut().take());
+    std::mem::forget(second);
+    Some(message)
 }

@@ -1,25 +1,96 @@
 //! Shipping a call to another process of the same binary.
 //!
-//! A call travels as the offset of a monomorphised trampoline `run::<F, Args>`
-//! from a fixed anchor function in this crate, plus the postcard-encoded
-//! arguments. Parent and worker run the same binary, so code addresses differ
-//! only by the load base; `F` is zero-sized, so the worker conjures it.
+//! A call travels as the offset of a monomorphised trampoline's [`Entry`]
+//! from a fixed anchor function in this crate, the postcard-encoded captures
+//! (empty for a fn item; the `C` of a [`Bound`](crate::Bound)) and the
+//! postcard-encoded arguments. Parent and worker run the same binary, so
+//! addresses differ only by the load base; the function itself is
+//! zero-sized, so the worker conjures it.
 //!
-//! Three guards stand between a frame and a jump:
-//! 1. `F` must be zero-sized — a post-monomorphisation assertion, so a
-//!    capturing closure given to a remote backend does not compile;
+//! Four guards stand between a frame and a jump:
+//! 1. the function must be zero-sized and without drop glue — a
+//!    post-monomorphisation assertion, so a capturing closure given to a
+//!    remote backend does not compile (see [`assert_shippable`] for exactly
+//!    what that admits);
 //! 2. every frame carries the sender's build id, and a worker refuses frames
 //!    from a different build ([`build_id`]);
-//! 3. the resolved address must fall inside an executable segment of the
-//!    object that contains the anchor ([`resolve`]).
+//! 3. the offset must name an [`Entry`]: an aligned address inside a
+//!    read-only segment of this binary (never the heap, the stack or writable
+//!    data, where a sender's bytes could be), holding [`ENTRY_TAG`] and this
+//!    process's anchor address — only the entries `trampoline_of` emits look
+//!    like that, so an offset into the middle of one, or of a function, is
+//!    refused ([`resolve`]);
+//! 4. the entry's function pointer must lie in this binary's executable code.
 
 use crate::{panic, Error, Payload, Task};
 use serde::{Deserialize, Serialize};
 use std::any::{Any, TypeId};
 use std::sync::OnceLock;
 
-/// What a trampoline does: decode the arguments, call, append the encoded output.
-pub(crate) type Trampoline = fn(args: &[u8], out: &mut Vec<u8>) -> Result<(), WireError>;
+/// What a trampoline does: decode the captures (once per frame, kept in
+/// [`Captures`]) and the arguments, call, append the encoded output.
+pub(crate) type Trampoline =
+    fn(captures: &mut Captures<'_>, args: &[u8], out: &mut Vec<u8>) -> Result<(), WireError>;
+
+/// The tag at the start of every [`Entry`] (an arbitrary constant; the
+/// anchor address beside it is what no other data in the binary holds).
+const ENTRY_TAG: u64 = 0x9d3c_51e0_f4a7_2b68;
+
+/// What a shipped offset names: a trampoline with a tag stored beside it.
+/// One is emitted (as a promoted constant, in read-only data) for every
+/// trampoline `trampoline_of` monomorphises, and nowhere else.
+#[repr(C)]
+pub(crate) struct Entry {
+    tag: u64,
+    anchor: fn(),
+    run: Trampoline,
+}
+
+/// [`Entry`] as plain integers (same layout: fn pointers are address-sized).
+#[repr(C)]
+struct RawEntry {
+    tag: u64,
+    anchor: usize,
+    run: usize,
+}
+
+const _: () = assert!(
+    std::mem::size_of::<RawEntry>() == std::mem::size_of::<Entry>()
+        && std::mem::align_of::<RawEntry>() == std::mem::align_of::<Entry>()
+);
+
+/// How to call a task in another process: its trampoline's offset and its
+/// encoded captures (empty unless it is a [`Bound`](crate::Bound)). Built
+/// once per `submit` or per `map`, and shared by every chunk of that map.
+#[doc(hidden)]
+#[derive(Clone, Debug)]
+pub struct Callee {
+    pub(crate) trampoline: u64,
+    /// Shared with the frames that carry it (no copy per chunk).
+    pub(crate) captures: std::sync::Arc<Encoded>,
+}
+
+impl Callee {
+    /// A callee without captures.
+    pub(crate) fn plain(trampoline: u64) -> Callee {
+        Callee {
+            trampoline,
+            captures: std::sync::Arc::new(Encoded::default()),
+        }
+    }
+
+    /// The encoded captures.
+    pub(crate) fn captures(&self) -> &[u8] {
+        &self.captures.head
+    }
+}
+
+/// A frame's captures as a trampoline sees them: the bytes, and the value
+/// decoded from them by the first call of the frame, reused by the others.
+pub(crate) struct Captures<'a> {
+    pub(crate) bytes: &'a [u8],
+    pub(crate) decoded: Option<Box<dyn Any>>,
+}
 
 /// An error produced on the worker side, sent back inside a result frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -238,28 +309,93 @@ fn get_varint(bytes: &[u8]) -> Option<(u64, usize)> {
     None
 }
 
-/// The trampoline offset for calls of `F` with `Args`.
+/// Asserts (post-monomorphisation) that `F` can be conjured in a worker.
 ///
-/// Fails to compile (post-monomorphisation) when `F` is not zero-sized, i.e.
-/// a closure that captures something: such a call cannot be shipped.
+/// What passes: a type that is zero-sized and has no drop glue. That is
+/// every fn item and non-capturing closure, and also a closure (or a
+/// hand-written [`Task`]) whose captures are all zero-sized and `Copy`
+/// (`()`, `PhantomData<T>`, unit structs); no trait tells those apart from a
+/// non-capturing closure on stable Rust. Conjuring such a value is sound:
+/// it has no bytes, so the value the worker makes is bit-for-bit the one
+/// a copy would be, and without drop glue nothing runs when it is dropped.
+/// (An uninhabited zero-sized type cannot reach a call in the sender; in a
+/// worker, a frame naming its trampoline makes `mem::zeroed` abort the
+/// worker — a `WorkerLost`, never a call.) What
+/// the worker does not have is any process-local fact the sender's value
+/// stood for: a zero-sized token meaning "this process has been
+/// initialised" is, in a worker, only a token.
+pub(crate) const fn assert_shippable<F>() {
+    assert!(
+        shippable::<F>(),
+        "fanout: only fn items and non-capturing closures can run on a process or cluster \
+         backend; this closure captures variables (pass them as arguments, or wrap the \
+         function with fanout::bind(captures, f))"
+    )
+}
+
+/// Whether a worker can conjure an `F` (see [`assert_shippable`]).
+pub(crate) const fn shippable<F>() -> bool {
+    std::mem::size_of::<F>() == 0 && !std::mem::needs_drop::<F>()
+}
+
+/// Makes the value of a type [`assert_shippable`] accepts.
+fn conjure<F>() -> F {
+    const { assert_shippable::<F>() };
+    // SAFETY: `F` is zero-sized and has no drop glue (asserted above at
+    // compile time): a zero-sized value has no bytes that could be invalid.
+    unsafe { std::mem::zeroed() }
+}
+
+/// The offset of `entry` from the anchor: what travels in a frame.
+fn offset_of_entry(entry: &'static Entry) -> u64 {
+    (entry as *const Entry as usize).wrapping_sub(anchor_addr()) as u64
+}
+
+/// The trampoline offset for calls of `F` with `Args` (no captures).
+///
+/// Fails to compile (post-monomorphisation) when `F` captures something:
+/// such a call cannot be shipped ([`assert_shippable`]).
 pub(crate) fn trampoline_of<F, Args>() -> u64
 where
     F: Task<Args>,
     Args: Payload,
     F::Output: Payload,
 {
-    const {
-        assert!(
-            std::mem::size_of::<F>() == 0,
-            "fanout: only fn items and non-capturing closures can run on a process or cluster \
-             backend; this closure captures variables (pass them as arguments instead)"
-        )
-    };
-    let t: Trampoline = run::<F, Args>;
-    (t as usize).wrapping_sub(anchor_addr()) as u64
+    const { assert_shippable::<F>() };
+    offset_of_entry(
+        const {
+            &Entry {
+                tag: ENTRY_TAG,
+                anchor,
+                run: run::<F, Args>,
+            }
+        },
+    )
 }
 
-fn run<F, Args>(args: &[u8], out: &mut Vec<u8>) -> Result<(), WireError>
+/// The trampoline offset for calls of `bind(c, f)` (a `Bound<C, F>`) with
+/// `Args`: its trampoline decodes `C` from the frame's captures.
+pub(crate) fn bound_trampoline_of<C, F, Args>() -> u64
+where
+    C: Payload + Clone + Sync,
+    F: Copy + Send + Sync + 'static,
+    crate::Bound<C, F>: Task<Args>,
+    Args: Payload,
+    <crate::Bound<C, F> as Task<Args>>::Output: Payload,
+{
+    const { assert_shippable::<F>() };
+    offset_of_entry(
+        const {
+            &Entry {
+                tag: ENTRY_TAG,
+                anchor,
+                run: run_bound::<C, F, Args>,
+            }
+        },
+    )
+}
+
+fn run<F, Args>(_: &mut Captures<'_>, args: &[u8], out: &mut Vec<u8>) -> Result<(), WireError>
 where
     F: Task<Args>,
     Args: Payload,
@@ -272,15 +408,93 @@ where
     // one into its copy of the pool thread's stack.
     panic::catch(|| {
         let args: Args = decode(args)?;
-        // SAFETY: `F` is zero-sized — `trampoline_of`, the only place this
-        // function's address is taken, asserts it at compile time — and a
-        // zero-sized fn item or non-capturing closure has no bytes to be invalid.
-        let f: F = unsafe { std::mem::zeroed() };
+        let f: F = conjure();
         let output = f.call(args);
         encode(&output, out)
     })
     .and_then(|encoded| encoded)
     .map_err(WireError::from)
+}
+
+fn run_bound<C, F, Args>(
+    captures: &mut Captures<'_>,
+    args: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), WireError>
+where
+    C: Payload + Clone + Sync,
+    F: Copy + Send + Sync + 'static,
+    crate::Bound<C, F>: Task<Args>,
+    Args: Payload,
+    <crate::Bound<C, F> as Task<Args>>::Output: Payload,
+{
+    panic::catch(|| {
+        if captures.decoded.is_none() {
+            // Decoded by the first call of the frame; a failure (or a panic)
+            // fails this item, and the next one tries again.
+            let c: C = decode(captures.bytes)?;
+            let bound = crate::bound::bind(c, conjure::<F>());
+            captures.decoded = Some(Box::new(bound));
+        }
+        let bound = captures
+            .decoded
+            .as_ref()
+            .and_then(|b| b.downcast_ref::<crate::Bound<C, F>>())
+            .ok_or_else(|| Error::Codec {
+                type_name: std::any::type_name::<C>().to_string(),
+                message: "internal: the frame's captures were decoded as another type".into(),
+            })?
+            .clone();
+        let args: Args = decode(args)?;
+        let output = bound.call(args);
+        encode(&output, out)
+    })
+    .and_then(|encoded| encoded)
+    .map_err(WireError::from)
+}
+
+/// The pieces of a TASK frame for `f`, for tests that lay frames out by
+/// hand: this binary's build id, `f`'s trampoline offset, and its encoded
+/// captures.
+///
+/// ```
+/// fn square(x: u64) -> u64 { x * x }
+/// let (build_id, offset, captures) = fanout::__frame_parts::<_, (u64,)>(&square)?;
+/// assert_ne!(build_id, [0; 16]);
+/// assert!(captures.is_empty());
+/// let (_, bound_offset, captures) =
+///     fanout::__frame_parts::<_, (u64,)>(&fanout::bind(3u8, |k: &u8, x: u64| x * *k as u64))?;
+/// assert_ne!(offset, bound_offset);
+/// assert_eq!(captures, [3]);
+/// # Ok::<(), fanout::Error>(())
+/// ```
+#[doc(hidden)]
+pub fn frame_parts<F, Args>(f: &F) -> Result<(BuildId, u64, Vec<u8>), Error>
+where
+    F: Task<Args>,
+    Args: Payload,
+    F::Output: Payload,
+{
+    let callee = f.__callee()?;
+    Ok((*build_id(), callee.trampoline, callee.captures().to_vec()))
+}
+
+/// Encodes a task's captures for shipping (a panicking `Serialize` is a
+/// `Codec` error, not a panic in the caller).
+pub(crate) fn encode_captures<C: serde::Serialize + 'static>(
+    captures: &C,
+) -> Result<std::sync::Arc<Encoded>, Error> {
+    let mut head = Vec::new();
+    panic::catch(|| encode(captures, &mut head))
+        .map_err(|e| Error::Codec {
+            type_name: std::any::type_name::<C>().to_string(),
+            message: format!("serializing the captures panicked: {e}"),
+        })
+        .and_then(|r| r)?;
+    Ok(std::sync::Arc::new(Encoded {
+        head,
+        body: Vec::new(),
+    }))
 }
 
 /// A 16-byte identity of the running binary.
@@ -290,6 +504,9 @@ struct Image {
     build_id: BuildId,
     /// Executable address ranges of the object that contains the anchor.
     text: Vec<(usize, usize)>,
+    /// Address ranges of that object that are never written after start-up:
+    /// its read-only loaded segments and its RELRO range.
+    readonly: Vec<(usize, usize)>,
 }
 
 fn image() -> &'static Image {
@@ -302,6 +519,7 @@ fn image() -> &'static Image {
         Image {
             build_id: found.build_id.unwrap_or_default(),
             text: found.text,
+            readonly: found.readonly,
         }
     })
 }
@@ -317,25 +535,83 @@ pub(crate) fn hex(id: &[u8]) -> String {
     id.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The trampoline at `offset`, if it falls inside this binary's code.
-pub(crate) fn resolve(offset: u64) -> Result<Trampoline, String> {
+/// A call resolved from a frame: its trampoline and the frame's captures.
+/// Call it once per item; the captures are decoded by the first call.
+pub(crate) struct Resolved<'a> {
+    run: Trampoline,
+    captures: Captures<'a>,
+}
+
+impl Resolved<'_> {
+    /// Runs one item: decodes `args`, calls, appends the encoded output.
+    pub(crate) fn call(&mut self, args: &[u8], out: &mut Vec<u8>) -> Result<(), WireError> {
+        (self.run)(&mut self.captures, args, out)
+    }
+}
+
+impl Drop for Resolved<'_> {
+    fn drop(&mut self) {
+        // The decoded captures are user data: their `Drop` may panic.
+        if let Some(decoded) = self.captures.decoded.take() {
+            if let Err(e) = panic::catch(move || drop(decoded)) {
+                log::warn!("dropping a call's captures panicked: {e}");
+            }
+        }
+    }
+}
+
+/// The trampoline whose [`Entry`] is at `offset`, with the captures that
+/// came beside it; refused unless `offset` names a real entry (see the
+/// module docs, guards 3 and 4).
+pub(crate) fn resolve(offset: u64, captures: &[u8]) -> Result<Resolved<'_>, String> {
+    let refuse = |why: &str| {
+        Err(format!(
+            "trampoline offset {offset:#x} does not name a trampoline of this binary ({why}); \
+             the frame is forged or corrupt, and nothing was run"
+        ))
+    };
     let addr = anchor_addr().wrapping_add(offset as usize);
     let image = image();
-    if !image.text.iter().any(|&(lo, hi)| addr >= lo && addr < hi) {
-        return Err(format!(
-            "trampoline offset {offset:#x} points outside this binary's code"
-        ));
+    let size = std::mem::size_of::<Entry>();
+    if !addr.is_multiple_of(std::mem::align_of::<Entry>()) {
+        return refuse("misaligned");
     }
-    // SAFETY: the sender computed `offset` from a `Trampoline` in a binary
-    // with the same build id (checked by the caller before resolving), so
-    // `addr` is that function in this process; it lies in executable text.
-    Ok(unsafe { std::mem::transmute::<usize, Trampoline>(addr) })
+    let inside = |ranges: &[(usize, usize)], lo: usize, len: usize| {
+        lo.checked_add(len)
+            .is_some_and(|hi| ranges.iter().any(|&(a, b)| lo >= a && hi <= b))
+    };
+    if !inside(&image.readonly, addr, size) {
+        return refuse("outside the binary's read-only data");
+    }
+    // SAFETY: `addr..addr + size` lies inside a loaded, readable segment of
+    // this binary that nothing writes after start-up, and is aligned for
+    // `Entry`; we read it as plain integers before trusting any of them.
+    let raw = unsafe { std::ptr::read(addr as *const RawEntry) };
+    if raw.tag != ENTRY_TAG || raw.anchor != anchor_addr() {
+        return refuse("no trampoline tag there");
+    }
+    if !inside(&image.text, raw.run, 1) {
+        return refuse("its function lies outside the binary's code");
+    }
+    // SAFETY: the words at `addr` are an `Entry`'s tag and anchor, which only
+    // the entries `trampoline_of`/`bound_trampoline_of` emit hold, so `addr`
+    // is one of those `Entry` constants, in memory that lives for the
+    // whole process.
+    let entry: &'static Entry = unsafe { &*(addr as *const Entry) };
+    Ok(Resolved {
+        run: entry.run,
+        captures: Captures {
+            bytes: captures,
+            decoded: None,
+        },
+    })
 }
 
 #[derive(Default)]
 struct Scan {
     build_id: Option<BuildId>,
     text: Vec<(usize, usize)>,
+    readonly: Vec<(usize, usize)>,
     target: usize,
     matched: bool,
 }
@@ -374,8 +650,14 @@ unsafe extern "C" fn visit(
     scan.matched = true;
     for p in phdrs {
         let start = base + p.p_vaddr as usize;
+        let range = (start, start + p.p_memsz as usize);
         if p.p_type == libc::PT_LOAD && p.p_flags & libc::PF_X != 0 {
-            scan.text.push((start, start + p.p_memsz as usize));
+            scan.text.push(range);
+        }
+        if (p.p_type == libc::PT_LOAD && p.p_flags & libc::PF_W == 0)
+            || p.p_type == libc::PT_GNU_RELRO
+        {
+            scan.readonly.push(range);
         }
         if p.p_type == libc::PT_NOTE && scan.build_id.is_none() {
             // SAFETY: a PT_NOTE segment of a loaded object is mapped readable.
@@ -434,12 +716,57 @@ mod tests {
     #[test]
     fn trampoline_round_trip() {
         let offset = trampoline_of_item(add);
-        let t = resolve(offset).expect("inside text");
+        let mut t = resolve(offset, &[]).expect("a real trampoline");
         let mut args = Vec::new();
         encode(&(2i32, 3i32), &mut args).unwrap();
         let mut out = Vec::new();
-        t(&args, &mut out).unwrap();
+        t.call(&args, &mut out).unwrap();
         assert_eq!(decode::<i32>(&out).unwrap(), 5);
+    }
+
+    #[test]
+    fn bound_trampoline_decodes_captures_once_per_frame() {
+        #[allow(clippy::ptr_arg)] // the captures are a `Vec`, so `f` takes `&Vec`
+        fn pick(v: &Vec<i32>, i: usize) -> i32 {
+            v[i]
+        }
+        fn offset_of<F: Copy + Send + Sync + 'static>(_: F) -> u64
+        where
+            crate::Bound<Vec<i32>, F>: Task<(usize,), Output = i32>,
+        {
+            bound_trampoline_of::<Vec<i32>, F, (usize,)>()
+        }
+        let offset = offset_of(pick);
+        let captures = postcard::to_allocvec(&vec![10i32, 20, 30]).unwrap();
+        let mut t = resolve(offset, &captures).expect("a real trampoline");
+        for (i, want) in [(2usize, 30), (0, 10)] {
+            let mut out = Vec::new();
+            t.call(&postcard::to_allocvec(&(i,)).unwrap(), &mut out)
+                .unwrap();
+            assert_eq!(decode::<i32>(&out).unwrap(), want);
+        }
+        assert!(t.captures.decoded.is_some());
+        // Captures that do not decode fail each item with Codec.
+        let mut t = resolve(offset, &[0xff]).unwrap();
+        let err = t.call(&[0], &mut Vec::new()).unwrap_err();
+        assert!(matches!(err, WireError::Codec { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn only_real_entries_resolve() {
+        let offset = trampoline_of_item(add);
+        for delta in [1u64, 2, 4, 7, 8, 16, 24, 0u64.wrapping_sub(8)] {
+            let forged = offset.wrapping_add(delta);
+            let e = resolve(forged, &[]).err().expect("forged offset refused");
+            assert!(e.contains("does not name a trampoline"), "{e}");
+        }
+        // The functions themselves (what older frames named) are refused too.
+        fn fn_offset<F: Task<(i32, i32), Output = i32>>(_: F) -> u64 {
+            let t: Trampoline = run::<F, (i32, i32)>;
+            (t as usize).wrapping_sub(anchor_addr()) as u64
+        }
+        assert!(resolve(fn_offset(add), &[]).is_err());
+        assert!(resolve(0, &[]).is_err());
     }
 
     fn trampoline_of_item<F: Task<(i32, i32), Output = i32>>(_: F) -> u64 {
@@ -470,8 +797,8 @@ mod tests {
 
     #[test]
     fn offsets_outside_text_are_refused() {
-        assert!(resolve(u64::MAX / 2).is_err());
-        assert!(resolve(0u64.wrapping_sub(anchor_addr() as u64)).is_err());
+        assert!(resolve(u64::MAX / 2, &[]).is_err());
+        assert!(resolve(0u64.wrapping_sub(anchor_addr() as u64), &[]).is_err());
     }
 
     #[test]

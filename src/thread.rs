@@ -367,6 +367,7 @@ impl Executor for ThreadPool {
             batch
                 .into_iter()
                 .map(|args| {
+                    let f = f.clone();
                     shared.push(
                         move || f.call(args),
                         Some(crate::graph::encode_value::<F::Output>),
@@ -397,6 +398,7 @@ impl Executor for ThreadPool {
             };
             let adopted = Arc::new(Adopted(Mutex::new(Some(promise))));
             let job = adopted.clone();
+            let f = f.clone();
             let pushed = shared.push(
                 move || {
                     if let Some(promise) = job.take() {

@@ -277,10 +277,12 @@ fn field<'a>(fields: &'a [(String, Vec<u8>)], name: &str) -> &'a [u8] {
     &fields.iter().find(|(k, _)| k == name).unwrap().1
 }
 
-/// The args blob of a one-item task: length prefix + postcard encoding.
+/// The args blob of a one-item task: the (empty) captures, then the item,
+/// each as a length prefix + postcard encoding.
 fn args_blob<T: serde::Serialize>(args: &T) -> Vec<u8> {
     let item = postcard::to_allocvec(args).unwrap();
-    let mut blob = (item.len() as u32).to_le_bytes().to_vec();
+    let mut blob = vec![0, 0, 0, 0];
+    blob.extend_from_slice(&(item.len() as u32).to_le_bytes());
     blob.extend_from_slice(&item);
     blob
 }
@@ -425,9 +427,12 @@ fn forged_and_unsigned_tasks_never_run() {
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
 /// The record signature (same layout as the crate's `protocol::sign_task`).
+#[allow(clippy::too_many_arguments)]
 fn sign(
     secret: &[u8],
+    namespace: &str,
     task: &str,
+    nonce: &[u8],
     trampoline: u64,
     build: &str,
     items: u64,
@@ -435,15 +440,18 @@ fn sign(
 ) -> Vec<u8> {
     use hmac::{KeyInit, Mac};
     let mut m = HmacSha256::new_from_slice(secret).unwrap();
-    m.update(b"fanout-cluster-task-v1\0");
-    m.update(&(task.len() as u64).to_le_bytes());
-    m.update(task.as_bytes());
+    fn field(m: &mut HmacSha256, b: &[u8]) {
+        m.update(&(b.len() as u64).to_le_bytes());
+        m.update(b);
+    }
+    m.update(b"fanout-cluster-task-v2\0");
+    field(&mut m, namespace.as_bytes());
+    field(&mut m, task.as_bytes());
+    field(&mut m, nonce);
     m.update(&trampoline.to_le_bytes());
-    m.update(&(build.len() as u64).to_le_bytes());
-    m.update(build.as_bytes());
+    field(&mut m, build.as_bytes());
     m.update(&items.to_le_bytes());
-    m.update(&(args.len() as u64).to_le_bytes());
-    m.update(args);
+    field(&mut m, args);
     m.finalize().into_bytes().to_vec()
 }
 
@@ -464,7 +472,16 @@ fn a_different_build_is_refused_naming_both_ids() {
         .parse()
         .unwrap();
     // Correctly signed (so it passes the HMAC), but from "another build".
-    let sig = sign(b"s", &task, trampoline, theirs, 1, field(&fields, "a"));
+    let sig = sign(
+        b"s",
+        "build",
+        &task,
+        field(&fields, "nc"),
+        trampoline,
+        theirs,
+        1,
+        field(&fields, "a"),
+    );
     let mut con = redis.conn();
     redis::cmd("HSET")
         .arg(format!("{{build}}:t:{task}"))

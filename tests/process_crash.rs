@@ -19,7 +19,7 @@ fn isolate<F: Task<(), Output = u32>>(method: StartMethod, crash: F, needle: &st
     assert_eq!(before.len(), 2);
     let normal = |i: u64| pool.submit(nap_echo, (i,)).unwrap();
     let first: Vec<_> = (0..25).map(normal).collect();
-    let bad = pool.submit(crash, ()).unwrap();
+    let bad = pool.submit(crash.clone(), ()).unwrap();
     let second: Vec<_> = (25..50).map(normal).collect();
     expect_worker_lost(bad.result_timeout(T), needle);
     for (i, f) in first.into_iter().chain(second).enumerate() {

@@ -8,9 +8,15 @@ use fanout::__wire::{decode_frame, Frame};
 const BID: [u8; 16] = [7; 16];
 
 fn task(items: &[(u64, &[u8])]) -> Vec<u8> {
+    task_with(b"", items)
+}
+
+fn task_with(captures: &[u8], items: &[(u64, &[u8])]) -> Vec<u8> {
     let mut f = vec![1];
     f.extend_from_slice(&BID);
     f.extend_from_slice(&0xABCDu64.to_le_bytes());
+    f.extend_from_slice(&(captures.len() as u32).to_le_bytes());
+    f.extend_from_slice(captures);
     f.extend_from_slice(&(items.len() as u32).to_le_bytes());
     for (id, a) in items {
         f.extend_from_slice(&id.to_le_bytes());
@@ -41,11 +47,22 @@ fn valid_frames_decode() {
         Frame::Task {
             build_id,
             trampoline,
+            captures,
             items,
         } => {
             assert_eq!(build_id, BID);
             assert_eq!(trampoline, 0xABCD);
+            assert_eq!(captures, b"");
             assert_eq!(items, vec![(1, &b"ab"[..]), (2, &b""[..])]);
+        }
+        other => panic!("{other:?}"),
+    }
+    match decode_frame(&task_with(b"cap", &[(1, b"ab")])).unwrap() {
+        Frame::Task {
+            captures, items, ..
+        } => {
+            assert_eq!(captures, b"cap");
+            assert_eq!(items, vec![(1, &b"ab"[..])]);
         }
         other => panic!("{other:?}"),
     }
@@ -61,11 +78,14 @@ fn valid_frames_decode() {
     init.extend_from_slice(&BID);
     init.extend_from_slice(&9u64.to_le_bytes());
     init.extend_from_slice(&1u32.to_le_bytes());
+    init.push(7);
+    init.extend_from_slice(&1u32.to_le_bytes());
     init.push(42);
     assert!(matches!(
         decode_frame(&init).unwrap(),
         Frame::Init {
             trampoline: 9,
+            captures: [7],
             args: [42],
             ..
         }
@@ -84,9 +104,10 @@ fn valid_frames_decode() {
 #[test]
 fn hostile_frames_are_errors() {
     let good_task = task(&[(1, b"abcdef"), (2, b"gh")]);
+    let good_bound = task_with(b"captures", &[(1, b"abcdef")]);
     let good_done = done(&[(5, 0, b"xyz"), (6, 1, REFUSED_NO)]);
     // Every strict prefix and every one-byte extension is an error.
-    for good in [&good_task, &good_done] {
+    for good in [&good_task, &good_bound, &good_done] {
         for n in 0..good.len() {
             assert!(decode_frame(&good[..n]).is_err(), "prefix of {n} bytes");
         }
@@ -104,16 +125,19 @@ fn hostile_frames_are_errors() {
     f.extend_from_slice(&u32::MAX.to_le_bytes());
     assert!(decode_frame(&f).is_err());
     let mut f = task(&[]);
-    f[25..29].copy_from_slice(&u32::MAX.to_le_bytes());
+    f[25..29].copy_from_slice(&u32::MAX.to_le_bytes()); // captures length
+    assert!(decode_frame(&f).is_err());
+    let mut f = task(&[]);
+    f[29..33].copy_from_slice(&u32::MAX.to_le_bytes()); // item count
     assert!(decode_frame(&f).is_err());
     let mut f = task(&[(1, b"a")]);
-    f[37..41].copy_from_slice(&u32::MAX.to_le_bytes());
+    f[41..45].copy_from_slice(&u32::MAX.to_le_bytes()); // item length
     assert!(decode_frame(&f).is_err());
     let mut f = vec![11];
     f.extend_from_slice(&u32::MAX.to_le_bytes());
     assert!(decode_frame(&f).is_err());
     // Every single-byte corruption of a valid frame decodes or errors, never panics.
-    for good in [&good_task, &good_done] {
+    for good in [&good_task, &good_bound, &good_done] {
         for i in 0..good.len() {
             for b in [0u8, 1, 0x7f, 0x80, 0xff] {
                 let mut bad = good.clone();

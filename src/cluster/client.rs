@@ -16,6 +16,8 @@
 //! * **supervisor** (with `local_workers(n)`) — keeps n worker processes of
 //!   this binary running, and stops them (SIGTERM: drain) at shutdown.
 
+use super::contain::contain;
+use super::courier::{Courier, Job};
 use super::protocol::{
     self, array, bytes, read_reply, Conn, ItemOutcome, Keys, Outcome, ScriptName, Scripts,
 };
@@ -44,10 +46,15 @@ pub(crate) struct Config {
     pub(crate) max_deliveries: u32,
     pub(crate) local_workers: usize,
     pub(crate) reconnect_timeout: Duration,
+    /// How long the client's keys outlive it (refreshed while it runs).
+    pub(crate) client_ttl: Duration,
 }
 
 /// How long the event loop blocks in one `XREAD`.
 const EVENT_BLOCK: Duration = Duration::from_millis(1000);
+
+/// How long shutdown waits for done-callbacks that are still running.
+const COURIER_DRAIN: Duration = Duration::from_secs(30);
 
 /// How often (and after how long) the event loop checks that sent tasks still exist.
 const PROBE_EVERY: Duration = Duration::from_secs(5);
@@ -72,7 +79,10 @@ impl<R: Payload> Delivery for Promise<R> {
                 self.cell().keep_encoded(Ok(bytes.into()));
             }
         }
-        self.set_outcome(outcome.and_then(ship::decode::<R>));
+        // The result type's `Deserialize` is user code: a panic there is
+        // this call's error, never the courier's death.
+        let decoded = outcome.and_then(|bytes| contain(|| ship::decode::<R>(bytes))?);
+        self.set_outcome(decoded);
     }
     fn fail(self: Box<Self>, error: Error) {
         self.set_error(error);
@@ -101,6 +111,7 @@ struct Outgoing {
     args: Vec<u8>,
     signature: [u8; protocol::SIG_LEN],
     items: usize,
+    nonce: String,
 }
 
 #[derive(Default)]
@@ -141,13 +152,20 @@ pub(crate) struct Shared {
     owner: u64,
     /// For values fetched on demand, `put` and deletes after shutdown.
     fetch_conn: Mutex<Conn>,
+    /// Results that stay in Redis while a handle to them lives (see
+    /// `remote`); the keeper extends their lifetime with the client's.
+    held: Mutex<std::collections::HashSet<String>>,
+    /// Completes futures (and runs their done-callbacks) off the event loop.
+    courier: Courier,
+    /// The latest liveness value the keeper wrote.
+    live: Mutex<String>,
 }
 
 impl Shared {
     /// Connects, prepares the namespace and starts the client's threads.
     pub(crate) fn start(cfg: Config) -> Result<(Arc<Shared>, Vec<std::thread::JoinHandle<()>>)> {
         let scripts = Arc::new(Scripts::new());
-        let client_id = ship::hex(&protocol::random_bytes::<8>());
+        let client_id = ship::hex(&protocol::random_bytes::<8>()?);
         let mut conn = Conn::new(&cfg.url, &cfg.keys, scripts.clone(), Duration::from_secs(5))?;
         let url = protocol::redact(&cfg.url);
         let info = conn
@@ -195,6 +213,9 @@ impl Shared {
             thread_ids: Mutex::new(Vec::new()),
             owner: crate::graph::new_owner(),
             fetch_conn: Mutex::new(fetch_conn),
+            held: Mutex::new(std::collections::HashSet::new()),
+            courier: Courier::default(),
+            live: Mutex::new(String::new()),
         });
         let mut threads = Vec::new();
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
@@ -215,6 +236,24 @@ impl Shared {
             shared.finished.notify_all();
             e
         };
+        // Workers run only tasks of a live client: be alive before the first submit.
+        let mut keeper_conn = Conn::new(
+            &shared.cfg.url,
+            &shared.cfg.keys,
+            shared.scripts.clone(),
+            Duration::from_secs(5),
+        )?;
+        shared
+            .refresh(&mut keeper_conn)
+            .map_err(|e| protocol::backend("could not register the client", &shared.cfg.url, &e))?;
+        let s = shared.clone();
+        threads.push(
+            spawn(
+                "fanout-cluster-keeper",
+                Box::new(move || s.keeper(keeper_conn)),
+            )
+            .map_err(abort)?,
+        );
         let s = shared.clone();
         threads.push(
             spawn(
@@ -261,26 +300,124 @@ impl Shared {
     }
 
     // -----------------------------------------------------------------------
+    // Keeper: the client's liveness, and the lifetime of its keys.
+
+    /// Writes a fresh signed liveness value (expiring `client_ttl` from now,
+    /// in Redis time) and extends the lifetime of the client's event stream
+    /// and finished-task bitmap by as much. A crashed client stops doing
+    /// this: its keys expire, and workers drop its queued tasks.
+    fn refresh(&self, conn: &mut Conn) -> redis::RedisResult<()> {
+        let time = conn.query(&redis::cmd("TIME"))?;
+        let parts = array(&time).unwrap_or(&[]);
+        let field = |i: usize| {
+            parts
+                .get(i)
+                .and_then(protocol::text)
+                .and_then(|t| t.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let now_ms = field(0) * 1000 + field(1) / 1000;
+        let ttl_ms = self.cfg.client_ttl.as_millis().max(1) as u64;
+        let value = protocol::live_value(
+            self.cfg.secret.as_bytes(),
+            &self.cfg.namespace,
+            &self.client_id,
+            now_ms + ttl_ms,
+        );
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(self.cfg.keys.live(&self.client_id))
+            .arg(&value)
+            .arg("PX")
+            .arg(ttl_ms)
+            .cmd("PEXPIRE")
+            .arg(self.cfg.keys.events(&self.client_id))
+            .arg(ttl_ms)
+            .cmd("PEXPIRE")
+            .arg(self.cfg.keys.finished(&self.client_id))
+            .arg(ttl_ms);
+        // Results that stay in Redis for this client's futures live as long
+        // as the client (with the grace `finish` gives them).
+        for task in lock(&self.held).iter() {
+            pipe.cmd("PEXPIRE")
+                .arg(self.cfg.keys.result(task))
+                .arg(2 * ttl_ms + 1000)
+                .ignore();
+        }
+        conn.query_pipe(&pipe)?;
+        *lock(&self.live) = value;
+        Ok(())
+    }
+
+    fn keeper(self: Arc<Self>, mut conn: Conn) {
+        // Often enough that a server restarted empty learns again soon
+        // that this client is alive (submits restore it too).
+        let every =
+            (self.cfg.client_ttl / 4).clamp(Duration::from_millis(20), Duration::from_secs(2));
+        let mut next = Instant::now() + every;
+        loop {
+            {
+                let mut st = lock(&self.state);
+                loop {
+                    if st.loop_done {
+                        break;
+                    }
+                    let now = Instant::now();
+                    if now >= next {
+                        break;
+                    }
+                    st = self
+                        .finished
+                        .wait_timeout(st, next - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+                if st.loop_done {
+                    break;
+                }
+            }
+            next = Instant::now() + every;
+            if let Err(e) = self.refresh(&mut conn) {
+                log::debug!("cluster keeper: {e}; retrying");
+                next = Instant::now() + every.min(Duration::from_millis(200));
+            }
+        }
+        let _ = conn.query_retry(
+            redis::cmd("DEL")
+                .arg(self.cfg.keys.live(&self.client_id))
+                .arg(self.cfg.keys.finished(&self.client_id)),
+            Some(Instant::now() + Duration::from_secs(2)),
+            &|| false,
+        );
+    }
+
+    // -----------------------------------------------------------------------
     // Submitting.
 
-    /// Queues calls of the trampoline `trampoline`: as one task record with
-    /// every item (`one_task`, a map chunk) or one record per item.
+    /// Queues calls of `callee`: as one task record with every item
+    /// (`one_task`, a map chunk) or one record per item. A record's argument
+    /// blob holds the callee's captures first (once), then its items.
     pub(crate) fn enqueue<Args: Payload, R: Payload>(
         self: &Arc<Self>,
-        trampoline: u64,
+        callee: &ship::Callee,
         batch: Vec<Args>,
         one_task: bool,
     ) -> Result<Vec<Future<R>>> {
         if lock(&self.state).closing {
             return Err(Error::Shutdown);
         }
-        let mut encoded = Vec::with_capacity(batch.len());
-        for args in &batch {
-            let mut out = Vec::new();
-            ship::encode(args, &mut out)?;
-            encoded.push(out);
-        }
-        drop(batch);
+        // The arguments' `Serialize` and `Drop` are user code: a panic there
+        // is an error from `submit`, never an unwinding `submit`.
+        let encoded = contain(move || {
+            let mut encoded = Vec::with_capacity(batch.len());
+            for args in &batch {
+                let mut out = Vec::new();
+                ship::encode(args, &mut out)?;
+                encoded.push(out);
+            }
+            drop(batch);
+            Ok::<_, Error>(encoded)
+        })??;
         let groups: Vec<Vec<Vec<u8>>> = if one_task {
             vec![encoded]
         } else {
@@ -299,7 +436,7 @@ impl Shared {
                     promise
                 })
                 .collect();
-            records.push(self.record(trampoline, items, promises));
+            records.push(self.record(callee, items, promises)?);
         }
         let mut st = lock(&self.state);
         if st.closing {
@@ -318,24 +455,33 @@ impl Shared {
     /// One task record for `items`, completing `promises` (one per item).
     fn record<R: Payload>(
         self: &Arc<Self>,
-        trampoline: u64,
+        callee: &ship::Callee,
         items: Vec<Vec<u8>>,
         promises: Vec<Promise<R>>,
-    ) -> (Outgoing, Inflight) {
+    ) -> Result<(Outgoing, Inflight)> {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let task = protocol::task_id(&self.client_id, seq);
-        let mut args = Vec::with_capacity(items.iter().map(|i| i.len() + 4).sum());
+        let trampoline = callee.trampoline;
+        let mut args = Vec::with_capacity(
+            callee.captures().len() + 4 + items.iter().map(|i| i.len() + 4).sum::<usize>(),
+        );
+        protocol::push_item(&mut args, callee.captures());
         for item in &items {
             protocol::push_item(&mut args, item);
         }
         let n = items.len();
+        let nonce = ship::hex(&protocol::random_bytes::<12>()?);
         let signature = protocol::sign_task(
             self.cfg.secret.as_bytes(),
-            &task,
-            trampoline,
-            &self.build_id,
-            n as u64,
-            &args,
+            &protocol::TaskSeal {
+                namespace: &self.cfg.namespace,
+                task: &task,
+                nonce: &nonce,
+                trampoline,
+                build_id: &self.build_id,
+                items: n as u64,
+                args: &args,
+            },
         );
         let mut deliveries: Vec<Option<Box<dyn Delivery>>> = Vec::with_capacity(n);
         for (idx, promise) in promises.into_iter().enumerate() {
@@ -355,7 +501,7 @@ impl Shared {
             }));
             deliveries.push(Some(Box::new(promise)));
         }
-        (
+        Ok((
             Outgoing {
                 seq,
                 task,
@@ -363,6 +509,7 @@ impl Shared {
                 args,
                 signature,
                 items: n,
+                nonce,
             },
             Inflight {
                 items: deliveries,
@@ -370,18 +517,25 @@ impl Shared {
                 sent_at: None,
                 cancelled: 0,
             },
-        )
+        ))
     }
 
     /// Queues one call launched from the waiting room, with its argument
     /// bytes already encoded; refusals complete `promise`.
     pub(crate) fn enqueue_ready<R: Payload>(
         self: &Arc<Self>,
-        trampoline: u64,
+        callee: &ship::Callee,
         args: Vec<u8>,
         promise: Promise<R>,
     ) {
-        let record = self.record(trampoline, vec![args], vec![promise]);
+        let record = match self.record(callee, vec![args], vec![promise]) {
+            Ok(r) => r,
+            Err(e) => {
+                // The promise was dropped with the record: its future is Broken.
+                log::error!("could not make a task record: {e}");
+                return;
+            }
+        };
         let mut st = lock(&self.state);
         if st.closing {
             drop(st);
@@ -404,6 +558,7 @@ impl Shared {
     /// Deletes the result of `task`, which nobody can ask for any more: by
     /// the event loop, or (once it is gone) at once.
     pub(crate) fn release_result(&self, task: String) {
+        lock(&self.held).remove(&task);
         let mut st = lock(&self.state);
         if !st.loop_done {
             st.releases.push(task);
@@ -416,6 +571,11 @@ impl Shared {
         if let Err(e) = conn.query_retry(redis::cmd("DEL").arg(&key), deadline, &|| false) {
             log::warn!("could not delete {key} from Redis (it expires within an hour): {e}");
         }
+    }
+
+    /// Notes that the result of `task` stays in Redis while a handle lives.
+    pub(crate) fn hold_result(&self, task: &str) {
+        lock(&self.held).insert(task.to_string());
     }
 
     /// Reads the value of a one-item result that stayed in Redis.
@@ -554,18 +714,23 @@ impl Shared {
         let queue = self.cfg.keys.queue();
         let max = self.cfg.max_deliveries.to_string();
         for batch in outbox.chunks(protocol::SUBMIT_BATCH) {
-            let mut keys = Vec::with_capacity(batch.len() + 1);
+            let mut keys = Vec::with_capacity(batch.len() + 3);
             keys.push(queue.clone());
+            keys.push(self.cfg.keys.live(&self.client_id));
+            keys.push(self.cfg.keys.events(&self.client_id));
             keys.extend(batch.iter().map(|o| self.cfg.keys.task(&o.task)));
             let mut cmd = self.scripts.call(ScriptName::Submit, &keys);
-            cmd.arg(&max);
+            cmd.arg(&max)
+                .arg(lock(&self.live).as_str())
+                .arg(self.cfg.client_ttl.as_millis().max(1) as u64);
             for o in batch {
                 cmd.arg(&o.task)
                     .arg(o.trampoline)
                     .arg(&self.build_id)
                     .arg(&o.args)
                     .arg(&o.signature[..])
-                    .arg(o.items);
+                    .arg(o.items)
+                    .arg(&o.nonce);
             }
             let outcome = conn.query_retry(&cmd, Some(deadline), &self.give_up());
             let mut st = lock(&self.state);
@@ -587,7 +752,7 @@ impl Shared {
                         .filter_map(|o| st.inflight.remove(&o.seq))
                         .collect();
                     drop(st);
-                    fail_all(failed, &error);
+                    self.courier.send_all(failing(failed, error));
                     self.work.notify_all();
                 }
             }
@@ -714,6 +879,9 @@ impl Shared {
                 self.probe(&mut conn);
             }
         }
+        // Shut down: let the completions already read run (their callbacks
+        // may still submit, and get Shutdown), then the event stream goes.
+        self.courier.close(COURIER_DRAIN);
         let mut st = lock(&self.state);
         let left = std::mem::take(&mut st.releases);
         st.loop_done = true;
@@ -768,7 +936,7 @@ impl Shared {
             };
             if !failed.is_empty() {
                 log::error!("{error}");
-                fail_all(failed, &error);
+                self.courier.send_all(failing(failed, error));
                 self.work.notify_all();
             }
             *outage = Some(Instant::now());
@@ -846,11 +1014,16 @@ impl Shared {
                 }
             }
         }
-        for (inflight, task) in remote {
-            for d in inflight.items.into_iter().flatten() {
-                d.deliver_remote(Remote::new(task.clone(), self.clone()));
-            }
-        }
+        let jobs: Vec<Job> = remote
+            .into_iter()
+            .flat_map(|(inflight, task)| {
+                inflight.items.into_iter().flatten().map(|d| {
+                    let remote = Remote::new(task.clone(), self.clone());
+                    Box::new(move || d.deliver_remote(remote)) as Job
+                })
+            })
+            .collect();
+        self.courier.send_all(jobs);
         rest
     }
 
@@ -892,9 +1065,11 @@ impl Shared {
                 }
             }
             let idle = lock(&self.state).inflight.is_empty();
-            for (inflight, outcome) in outcomes {
-                deliver(inflight, outcome);
-            }
+            self.courier.send_all(
+                outcomes
+                    .into_iter()
+                    .flat_map(|(inflight, outcome)| completions(inflight, outcome)),
+            );
             if idle {
                 self.work.notify_all();
             }
@@ -959,7 +1134,7 @@ impl Shared {
                     ),
                 };
                 log::error!("{error}");
-                fail_all(gone, &error);
+                self.courier.send_all(failing(gone, error));
                 self.work.notify_all();
             }
         }
@@ -994,7 +1169,7 @@ impl Shared {
     /// True when called from one of the client's own threads (a done-callback).
     pub(crate) fn on_own_thread(&self) -> bool {
         let me = std::thread::current().id();
-        lock(&self.thread_ids).contains(&me)
+        lock(&self.thread_ids).contains(&me) || self.courier.is_own_thread()
     }
 
     // -----------------------------------------------------------------------
@@ -1168,53 +1343,56 @@ fn request_cancel(shared: &Weak<Shared>, seq: u64, idx: i64) {
     shared.work.notify_one();
 }
 
-fn fail_all(tasks: Vec<Inflight>, error: &Error) {
-    for t in tasks {
-        for d in t.items.into_iter().flatten() {
-            d.fail(error.clone());
-        }
-    }
+/// The courier jobs that fail every item of `tasks` with `error`, one job
+/// per item (a callback of one item may wait for another).
+fn failing(tasks: Vec<Inflight>, error: Error) -> Vec<Job> {
+    tasks
+        .into_iter()
+        .flat_map(|t| t.items.into_iter().flatten())
+        .map(|d| {
+            let error = error.clone();
+            Box::new(move || d.fail(error)) as Job
+        })
+        .collect()
 }
 
-fn deliver(inflight: Inflight, outcome: Result<Outcome>) {
+/// The courier jobs that complete a task's items with its outcome.
+fn completions(inflight: Inflight, outcome: Result<Outcome>) -> Vec<Job> {
     let n = inflight.items.len();
-    match outcome {
+    let error = match outcome {
         Ok(Outcome::Ran { worker, items }) if items.len() == n => {
-            for (d, item) in inflight.items.into_iter().zip(items) {
-                let Some(d) = d else { continue };
-                match item {
-                    ItemOutcome::Value(v) => d.deliver(Ok(&v)),
-                    ItemOutcome::Failed(e) => d.fail(e.into_error(&worker)),
-                    ItemOutcome::Skipped => d.fail(Error::Cancelled),
-                }
-            }
+            let worker: Arc<str> = worker.into();
+            return inflight
+                .items
+                .into_iter()
+                .zip(items)
+                .filter_map(|(d, item)| {
+                    let d = d?;
+                    let worker = worker.clone();
+                    Some(Box::new(move || match item {
+                        ItemOutcome::Value(v) => d.deliver(Ok(&v)),
+                        ItemOutcome::Failed(e) => d.fail(e.into_error(&worker)),
+                        ItemOutcome::Skipped => d.fail(Error::Cancelled),
+                    }) as Job)
+                })
+                .collect();
         }
-        Ok(Outcome::Ran { worker, items }) => fail_all(
-            vec![inflight],
-            &Error::Backend {
-                message: format!(
-                    "{worker} reported {} outcomes for a task of {n} items",
-                    items.len()
-                ),
-            },
-        ),
-        Ok(Outcome::Refused { worker, message }) => fail_all(
-            vec![inflight],
-            &Error::Backend {
-                message: format!("{worker} refused the task: {message}"),
-            },
-        ),
-        Ok(Outcome::Lost { worker, status }) => {
-            fail_all(vec![inflight], &Error::WorkerLost { worker, status })
-        }
-        Ok(Outcome::Rejected { worker, reason }) => fail_all(
-            vec![inflight],
-            &Error::Backend {
-                message: format!("{worker} rejected the task: {reason}"),
-            },
-        ),
-        Err(e) => fail_all(vec![inflight], &e),
-    }
+        Ok(Outcome::Ran { worker, items }) => Error::Backend {
+            message: format!(
+                "{worker} reported {} outcomes for a task of {n} items",
+                items.len()
+            ),
+        },
+        Ok(Outcome::Refused { worker, message }) => Error::Backend {
+            message: format!("{worker} refused the task: {message}"),
+        },
+        Ok(Outcome::Lost { worker, status }) => Error::WorkerLost { worker, status },
+        Ok(Outcome::Rejected { worker, reason }) => Error::Backend {
+            message: format!("{worker} rejected the task: {reason}"),
+        },
+        Err(e) => e,
+    };
+    failing(vec![inflight], error)
 }
 
 fn check_version(info: &str, url: &str) -> Result<()> {

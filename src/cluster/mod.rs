@@ -40,6 +40,14 @@
 //! how a local worker died (`{ns}:died:<host>:<pid>`, until the cluster that
 //! started it shuts down; an hour at most).
 //!
+//! # Done-callbacks
+//!
+//! A cluster future's done-callbacks run on one of the client's courier
+//! threads, never on the event loop that reads results from Redis: a
+//! callback may block (even on another future of the same cluster) without
+//! holding back any other future. When every courier thread is blocked in a
+//! callback and more results wait, another courier thread starts.
+//!
 //! # Cancelling
 //!
 //! [`Future::cancel`] succeeds until the client has heard that a worker
@@ -48,6 +56,8 @@
 //! in between still runs it, and its result is discarded.
 
 mod client;
+mod contain;
+mod courier;
 mod protocol;
 mod remote;
 mod worker;
@@ -105,6 +115,7 @@ pub struct ClusterBuilder {
     lease: Duration,
     max_deliveries: u32,
     reconnect_timeout: Duration,
+    client_ttl: Duration,
 }
 
 impl fmt::Debug for ClusterBuilder {
@@ -117,6 +128,7 @@ impl fmt::Debug for ClusterBuilder {
             .field("lease", &self.lease)
             .field("max_deliveries", &self.max_deliveries)
             .field("reconnect_timeout", &self.reconnect_timeout)
+            .field("client_ttl", &self.client_ttl)
             .finish()
     }
 }
@@ -139,6 +151,7 @@ impl Cluster {
             lease: Duration::from_secs(30),
             max_deliveries: 3,
             reconnect_timeout: Duration::from_secs(30),
+            client_ttl: Duration::from_secs(60),
         }
     }
 
@@ -251,6 +264,22 @@ impl ClusterBuilder {
         self
     }
 
+    /// How long this client's keys outlive it if it dies without shutting
+    /// down (default 60 s). While the client runs it refreshes them; once it
+    /// is gone they expire, and workers drop its queued tasks instead of
+    /// running them (nobody is left to receive their results).
+    ///
+    /// ```no_run
+    /// let c = fanout::Cluster::builder("redis://127.0.0.1:6379/0")
+    ///     .client_ttl(std::time::Duration::from_secs(10))
+    ///     .build()?;
+    /// # Ok::<(), fanout::Error>(())
+    /// ```
+    pub fn client_ttl(mut self, ttl: Duration) -> Self {
+        self.client_ttl = ttl;
+        self
+    }
+
     /// Connects, checks the server and starts the client (and local workers).
     ///
     /// [`Error::Backend`] when Redis cannot be reached (within a couple of
@@ -268,6 +297,12 @@ impl ClusterBuilder {
             return Err(Error::invalid(format!(
                 "the lease must be at least 50 ms (got {:?})",
                 self.lease
+            )));
+        }
+        if self.client_ttl < Duration::from_millis(300) {
+            return Err(Error::invalid(format!(
+                "the client TTL must be at least 300 ms (got {:?})",
+                self.client_ttl
             )));
         }
         if self.max_deliveries == 0 {
@@ -292,7 +327,7 @@ impl ClusterBuilder {
                      shared with local workers only",
                     worker::SECRET_ENV
                 );
-                crate::ship::hex(&protocol::random_bytes::<32>())
+                crate::ship::hex(&protocol::random_bytes::<32>()?)
             }
         };
         let cfg = Config {
@@ -304,6 +339,7 @@ impl ClusterBuilder {
             max_deliveries: self.max_deliveries,
             local_workers: self.local_workers,
             reconnect_timeout: self.reconnect_timeout,
+            client_ttl: self.client_ttl,
         };
         let (shared, threads) = Shared::start(cfg)?;
         Ok(Cluster {
@@ -320,10 +356,9 @@ impl Executor for Cluster {
         Args: Payload,
         F::Output: Payload,
     {
-        let _ = f;
-        let trampoline = crate::ship::trampoline_of::<F, Args>();
+        let callee = f.__callee()?;
         self.shared
-            .enqueue::<Args, F::Output>(trampoline, vec![args], true)?
+            .enqueue::<Args, F::Output>(&callee, vec![args], true)?
             .pop()
             .ok_or_else(|| Error::invalid("internal: a batch of one produced no future"))
     }
@@ -352,11 +387,13 @@ impl Executor for Cluster {
         Args: Payload,
         F::Output: Payload,
     {
-        let _ = f;
-        let trampoline = crate::ship::trampoline_of::<F, Args>();
+        // The captures are encoded once here and shared by every chunk.
+        let callee = f.__callee();
         let shared = self.shared.clone();
         // Each batch is one map chunk: one task record, one round trip.
-        Box::new(move |batch: Vec<Args>| shared.enqueue(trampoline, batch, true))
+        Box::new(move |batch: Vec<Args>| {
+            shared.enqueue(callee.as_ref().map_err(Clone::clone)?, batch, true)
+        })
     }
 
     fn owner(&self) -> u64 {
@@ -369,13 +406,17 @@ impl Executor for Cluster {
         Args: Payload,
         F::Output: Payload,
     {
-        let _ = f;
-        let trampoline = crate::ship::trampoline_of::<F, Args>();
+        // The captures (of a `bind`) are encoded once, for every launch.
+        let callee = f.__callee();
         let shared = std::sync::Arc::downgrade(&self.shared);
         // Inputs that stayed in Redis go by key: the worker reads them.
         crate::graph::Launcher::new(move |ready, promise, _options| {
             let Some(shared) = shared.upgrade() else {
                 return promise.set_error(Error::Shutdown);
+            };
+            let callee = match &callee {
+                Ok(c) => c,
+                Err(e) => return promise.set_error(e.clone()),
             };
             match remote::template(&ready) {
                 Ok((args, keep)) => {
@@ -383,7 +424,7 @@ impl Executor for Cluster {
                         // The inputs' results stay until this call is done.
                         promise.cell().on_final(Box::new(move || drop(keep)));
                     }
-                    shared.enqueue_ready(trampoline, args, promise)
+                    shared.enqueue_ready(callee, args, promise)
                 }
                 Err(e) => promise.set_error(e),
             }

@@ -12,8 +12,10 @@
 //! |----------------------|--------|-------------------------------------------------------------|
 //! | `{ns}:q`             | stream | persists (empty when idle), with consumer group `fanout`    |
 //! | `{ns}:t:<task>`      | hash   | from submit until a worker finishes (or skips) the task     |
-//! | `{ns}:r:<task>`      | string | from finish until the client has read it (a value over 64 KiB: until no future, `Arg` or running dependent can ask for it; also `put` values); TTL [`RESULT_TTL`] |
-//! | `{ns}:ev:<client>`   | stream | while the client runs; deleted by `shutdown`                |
+//! | `{ns}:r:<task>`      | string | from finish until the client has read it (a value over 64 KiB, and `put` values: until no future, `Arg` or running dependent can ask for it); TTL [`RESULT_TTL`] |
+//! | `{ns}:ev:<client>`   | stream | while the client runs (TTL refreshed); deleted by `shutdown` |
+//! | `{ns}:live:<client>` | string | signed expiry time, refreshed while the client runs         |
+//! | `{ns}:fin:<client>`  | bitmap | bit `seq` set when the task finished; lives as the client    |
 //! | `{ns}:died:<worker>` | string | how a local worker died; deleted by `shutdown`; TTL 1 hour  |
 //!
 //! A task id is `<client>.<seq>`: 16 hex digits naming the client, a dot and
@@ -35,6 +37,17 @@
 //! (no heartbeat) loses its entries to another worker's `XAUTOCLAIM`; a task
 //! started more than its `m` times resolves to `WorkerLost`. `cancel` marks a
 //! pending record cancelled (`c`); `start` then drops it without running it.
+//!
+//! # Replays
+//!
+//! A record's signature covers the namespace and a per-task nonce as well as
+//! the call, so a copy in another namespace sharing the secret does not
+//! verify there. `finish` sets the task's bit in the client's finished
+//! bitmap, and `start` drops a record whose bit is set, so a finished record
+//! written back is never run again. A worker runs a task only while its
+//! client's liveness value (HMAC over the namespace, client and an expiry in
+//! Redis time, refreshed by the client) verifies and has not expired: the
+//! records of a client that is gone are dropped (`drop`), not run.
 
 use crate::ship::{self, WireError};
 use crate::Error;
@@ -87,6 +100,16 @@ impl Keys {
         format!("{}:ev:{client}", self.tag)
     }
 
+    /// A client's liveness: a signed expiry time, refreshed while it runs.
+    pub(crate) fn live(&self, client: &str) -> String {
+        format!("{}:live:{client}", self.tag)
+    }
+
+    /// A client's finished-task bitmap (bit = sequence number).
+    pub(crate) fn finished(&self, client: &str) -> String {
+        format!("{}:fin:{client}", self.tag)
+    }
+
     /// How a local worker died (written by the supervisor).
     pub(crate) fn died(&self, worker: &str) -> String {
         format!("{}:died:{worker}", self.tag)
@@ -96,6 +119,16 @@ impl Keys {
 /// A task id: `<client>.<seq>`.
 pub(crate) fn task_id(client: &str, seq: u64) -> String {
     format!("{client}.{seq:x}")
+}
+
+/// The sequence number as the scripts take it: decimal, or `-1` when it is
+/// beyond what a Redis bitmap can address.
+pub(crate) fn bit_of(seq: u64) -> i64 {
+    if seq < (1 << 32) {
+        seq as i64
+    } else {
+        -1
+    }
 }
 
 /// Splits a task id into its client and sequence number; `None` unless it
@@ -116,20 +149,7 @@ pub(crate) fn parse_task_id(task: &str) -> Option<(&str, u64)> {
 /// trampoline, build id, args, signature, item count. Idempotent: a task whose
 /// record exists is not added again (a retried submit after a lost reply).
 /// The record remembers its stream entry (`e`).
-pub(crate) const SUBMIT: &str = r#"
-local per = 6
-local added = 0
-for i = 2, #KEYS do
-  local o = 1 + (i - 2) * per
-  if redis.call('EXISTS', KEYS[i]) == 0 then
-    local entry = redis.call('XADD', KEYS[1], '*', 't', ARGV[o + 1])
-    redis.call('HSET', KEYS[i], 'f', ARGV[o + 2], 'b', ARGV[o + 3], 'a', ARGV[o + 4],
-      's', ARGV[o + 5], 'n', ARGV[o + 6], 'm', ARGV[1], 'st', 'p', 'at', '0', 'e', entry)
-    added = added + 1
-  end
-end
-return added
-"#;
+pub(crate) const SUBMIT: &str = include_str!("lua/submit.lua");
 
 /// KEYS: queue, task, client events. ARGV: entry id, group, worker, delivery
 /// token, task id. An entry other than the one `submit` added for the task
@@ -137,46 +157,7 @@ return added
 /// `{'lost', owner, starts}` or `{'run', trampoline, build, args, signature,
 /// items, cancelled indices}`. Retrying with the same delivery token does not
 /// count a second delivery.
-pub(crate) const START: &str = r#"
-local st = redis.call('HGET', KEYS[2], 'st')
-local entry = redis.call('HGET', KEYS[2], 'e')
-if (not st) or st == 'x' or (entry and entry ~= ARGV[1]) then
-  -- finished, rejected, never existed, or a second entry naming the task
-  redis.call('XACK', KEYS[1], ARGV[2], ARGV[1])
-  redis.call('XDEL', KEYS[1], ARGV[1])
-  return {'gone'}
-end
-if st == 'c' then
-  redis.call('DEL', KEYS[2])
-  redis.call('XACK', KEYS[1], ARGV[2], ARGV[1])
-  redis.call('XDEL', KEYS[1], ARGV[1])
-  return {'cancelled'}
-end
-local at = tonumber(redis.call('HGET', KEYS[2], 'at')) or 0
-if redis.call('HGET', KEYS[2], 'd') ~= ARGV[4] then
-  at = at + 1
-  redis.call('HSET', KEYS[2], 'at', tostring(at))
-end
-local m = tonumber(redis.call('HGET', KEYS[2], 'm')) or 1
-if at > m then
-  return {'lost', redis.call('HGET', KEYS[2], 'o') or '', tostring(at - 1)}
-end
-redis.call('HSET', KEYS[2], 'st', 'r', 'o', ARGV[3], 'd', ARGV[4])
-if at == 1 and redis.call('EXISTS', KEYS[3]) == 1 then
-  redis.call('XADD', KEYS[3], '*', 'k', 's', 't', ARGV[5])
-end
-local r = redis.call('HMGET', KEYS[2], 'f', 'b', 'a', 's', 'n', 'x')
-local out = {'run'}
-for i = 1, 5 do out[i + 1] = r[i] or '' end
-local cancelled = {}
-if (tonumber(r[6]) or 0) > 0 then
-  for i = 0, (tonumber(r[5]) or 0) - 1 do
-    if redis.call('HEXISTS', KEYS[2], 'x' .. i) == 1 then cancelled[#cancelled + 1] = tostring(i) end
-  end
-end
-out[7] = table.concat(cancelled, ',')
-return out
-"#;
+pub(crate) const START: &str = include_str!("lua/start.lua");
 
 /// KEYS: queue, task, result, client events. ARGV: entry id, group, signed
 /// envelope, result TTL (s), task id, `1` if the client should leave the
@@ -185,94 +166,35 @@ return out
 /// redelivered copy finishing second is dropped) and the client is still
 /// there. `SET NX` makes a second result for the same task impossible even
 /// if the record were written again. Returns 1 if this call delivered.
-pub(crate) const FINISH: &str = r#"
-redis.call('XACK', KEYS[1], ARGV[2], ARGV[1])
-redis.call('XDEL', KEYS[1], ARGV[1])
-local st = redis.call('HGET', KEYS[2], 'st')
-if (not st) or st == 'x' or st == 'c' then return 0 end
-redis.call('DEL', KEYS[2])
-if redis.call('EXISTS', KEYS[4]) == 0 then return 0 end
-if not redis.call('SET', KEYS[3], ARGV[3], 'NX', 'EX', ARGV[4]) then return 0 end
-redis.call('XADD', KEYS[4], '*', 'k', 'd', 't', ARGV[5], 'l', ARGV[6] or '0')
-return 1
-"#;
+pub(crate) const FINISH: &str = include_str!("lua/finish.lua");
 
 /// KEYS: queue, task, result, client events. ARGV: entry id, group, signed
 /// envelope, TTL (s), task id, reason. A record that failed verification is
 /// marked rejected (`st = x`, reason in `why`) and kept for the TTL; its
 /// entry is acknowledged; the named client (if it exists) is told.
-pub(crate) const REJECT: &str = r#"
-redis.call('XACK', KEYS[1], ARGV[2], ARGV[1])
-redis.call('XDEL', KEYS[1], ARGV[1])
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  redis.call('HSET', KEYS[2], 'st', 'x', 'why', ARGV[6])
-  redis.call('EXPIRE', KEYS[2], ARGV[4])
-end
-if redis.call('EXISTS', KEYS[4]) == 0 then return 0 end
-if not redis.call('SET', KEYS[3], ARGV[3], 'NX', 'EX', ARGV[4]) then return 0 end
-redis.call('XADD', KEYS[4], '*', 'k', 'd', 't', ARGV[5])
-return 1
-"#;
+pub(crate) const REJECT: &str = include_str!("lua/reject.lua");
 
 /// KEYS: task keys. ARGV: TTL (s) for cancelled records, then per key the
 /// item index to cancel (`-1` for the whole task). A pending task has the
 /// item marked; once every item is cancelled the record is marked `c` and
 /// workers drop it. Returns, per key, 2 if the whole task is now cancelled,
 /// 1 if the item is, 0 if the task already started (or is gone).
-pub(crate) const CANCEL: &str = r#"
-local out = {}
-for i = 1, #KEYS do
-  local k = KEYS[i]
-  local idx = ARGV[i + 1]
-  local st = redis.call('HGET', k, 'st')
-  if st == 'c' then
-    out[i] = 2
-  elseif st == 'p' then
-    local whole = (idx == '-1')
-    if not whole then
-      if redis.call('HSETNX', k, 'x' .. idx, '1') == 1 then
-        redis.call('HINCRBY', k, 'x', 1)
-      end
-      whole = (tonumber(redis.call('HGET', k, 'x')) or 0) >= (tonumber(redis.call('HGET', k, 'n')) or 1)
-    end
-    if whole then
-      redis.call('HSET', k, 'st', 'c')
-      redis.call('EXPIRE', k, ARGV[1])
-      out[i] = 2
-    else
-      out[i] = 1
-    end
-  else
-    out[i] = 0
-  end
-end
-return out
-"#;
+pub(crate) const CANCEL: &str = include_str!("lua/cancel.lua");
 
 /// KEYS: client events, result keys. ARGV: event ids. Deletes results the
 /// client has delivered (it read them with `MGET`) and the events it has
 /// processed. Reading and deleting are separate steps so that a reply lost
 /// to a dropped connection never loses a result: the client reads again.
-pub(crate) const ACK: &str = r#"
-for i = 2, #KEYS do redis.call('DEL', KEYS[i]) end
-if #ARGV > 0 then redis.call('XDEL', KEYS[1], unpack(ARGV)) end
-return 1
-"#;
+pub(crate) const ACK: &str = include_str!("lua/ack.lua");
 
 /// KEYS: pairs of (task, result) keys. Returns per pair 1 if either exists.
 /// The client uses it to notice tasks that vanished from Redis.
-pub(crate) const PROBE: &str = r#"
-local out = {}
-for i = 1, #KEYS, 2 do
-  local n = redis.call('EXISTS', KEYS[i])
-  if n == 0 and KEYS[i + 1] then n = redis.call('EXISTS', KEYS[i + 1]) end
-  out[#out + 1] = n
-end
-return out
-"#;
+pub(crate) const PROBE: &str = include_str!("lua/probe.lua");
+
+pub(crate) const DROP: &str = include_str!("lua/drop.lua");
 
 /// The scripts, in a fixed order (see [`Scripts`]).
-const ALL: [&str; 7] = [SUBMIT, START, FINISH, REJECT, CANCEL, ACK, PROBE];
+const ALL: [&str; 8] = [SUBMIT, START, FINISH, REJECT, CANCEL, ACK, PROBE, DROP];
 
 /// Which script to run.
 #[derive(Debug, Clone, Copy)]
@@ -284,6 +206,7 @@ pub(crate) enum ScriptName {
     Cancel = 4,
     Ack = 5,
     Probe = 6,
+    Drop = 7,
 }
 
 /// The scripts with their SHA1s, for `EVALSHA`.
@@ -339,56 +262,101 @@ fn unreachable_mac() -> HmacSha256 {
     HmacSha256::new_from_slice(&[0u8; 32]).unwrap_or_else(|_| std::process::abort())
 }
 
-fn task_mac(
-    secret: &[u8],
-    task: &str,
-    trampoline: u64,
-    build_id: &str,
-    items: u64,
-    args: &[u8],
-) -> HmacSha256 {
+/// What a task record's signature covers.
+pub(crate) struct TaskSeal<'a> {
+    pub(crate) namespace: &'a str,
+    pub(crate) task: &'a str,
+    pub(crate) nonce: &'a str,
+    pub(crate) trampoline: u64,
+    pub(crate) build_id: &'a str,
+    pub(crate) items: u64,
+    pub(crate) args: &'a [u8],
+}
+
+fn put_field(m: &mut HmacSha256, b: &[u8]) {
+    m.update(&(b.len() as u64).to_le_bytes());
+    m.update(b);
+}
+
+fn task_mac(secret: &[u8], t: &TaskSeal<'_>) -> HmacSha256 {
     let mut m = mac(secret);
-    m.update(b"fanout-cluster-task-v1\0");
-    m.update(&(task.len() as u64).to_le_bytes());
-    m.update(task.as_bytes());
-    m.update(&trampoline.to_le_bytes());
-    m.update(&(build_id.len() as u64).to_le_bytes());
-    m.update(build_id.as_bytes());
-    m.update(&items.to_le_bytes());
-    m.update(&(args.len() as u64).to_le_bytes());
-    m.update(args);
+    m.update(b"fanout-cluster-task-v2\0");
+    put_field(&mut m, t.namespace.as_bytes());
+    put_field(&mut m, t.task.as_bytes());
+    put_field(&mut m, t.nonce.as_bytes());
+    m.update(&t.trampoline.to_le_bytes());
+    put_field(&mut m, t.build_id.as_bytes());
+    m.update(&t.items.to_le_bytes());
+    put_field(&mut m, t.args);
     m
 }
 
-/// The signature of a task record: HMAC-SHA256 over its id, trampoline,
-/// build id, item count and arguments under the cluster secret.
-pub(crate) fn sign_task(
-    secret: &[u8],
-    task: &str,
-    trampoline: u64,
-    build_id: &str,
-    items: u64,
-    args: &[u8],
-) -> [u8; SIG_LEN] {
-    task_mac(secret, task, trampoline, build_id, items, args)
-        .finalize()
-        .into_bytes()
-        .into()
+/// The signature of a task record: HMAC-SHA256 under the cluster secret
+/// over its namespace, id, nonce, trampoline, build id, item count and
+/// arguments (so a record copied to another namespace sharing the secret
+/// does not verify there).
+pub(crate) fn sign_task(secret: &[u8], t: &TaskSeal<'_>) -> [u8; SIG_LEN] {
+    task_mac(secret, t).finalize().into_bytes().into()
 }
 
 /// Checks a task record's signature in constant time.
-pub(crate) fn verify_task(
+pub(crate) fn verify_task(secret: &[u8], t: &TaskSeal<'_>, signature: &[u8]) -> bool {
+    task_mac(secret, t).verify_slice(signature).is_ok()
+}
+
+fn live_mac(secret: &[u8], namespace: &str, client: &str, expires_ms: u64) -> HmacSha256 {
+    let mut m = mac(secret);
+    m.update(b"fanout-cluster-live-v1\0");
+    put_field(&mut m, namespace.as_bytes());
+    put_field(&mut m, client.as_bytes());
+    m.update(&expires_ms.to_le_bytes());
+    m
+}
+
+/// A client's liveness value: `<expires, ms of Redis time>:<hex signature>`.
+pub(crate) fn live_value(secret: &[u8], namespace: &str, client: &str, expires_ms: u64) -> String {
+    let sig = live_mac(secret, namespace, client, expires_ms)
+        .finalize()
+        .into_bytes();
+    format!("{expires_ms}:{}", ship::hex(&sig))
+}
+
+/// True if `value` is a liveness value for `client` signed under `secret`
+/// that has not expired at `now_ms` (Redis time). Anything else — missing,
+/// malformed, forged, or an old value written back — means the client is gone.
+pub(crate) fn client_alive(
     secret: &[u8],
-    task: &str,
-    trampoline: u64,
-    build_id: &str,
-    items: u64,
-    args: &[u8],
-    signature: &[u8],
+    namespace: &str,
+    client: &str,
+    value: &[u8],
+    now_ms: u64,
 ) -> bool {
-    task_mac(secret, task, trampoline, build_id, items, args)
-        .verify_slice(signature)
-        .is_ok()
+    let Some((expires, sig)) = std::str::from_utf8(value)
+        .ok()
+        .and_then(|v| v.split_once(':'))
+    else {
+        return false;
+    };
+    let Ok(expires_ms) = expires.parse::<u64>() else {
+        return false;
+    };
+    let Some(sig) = unhex(sig) else {
+        return false;
+    };
+    expires_ms > now_ms
+        && live_mac(secret, namespace, client, expires_ms)
+            .verify_slice(&sig)
+            .is_ok()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) || s.len() > 2 * SIG_LEN {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 fn result_mac(secret: &[u8], task: &str, body: &[u8]) -> HmacSha256 {
@@ -885,35 +853,15 @@ impl Backoff {
     }
 }
 
-/// Random bytes from the kernel.
-pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
+/// Random bytes from the operating system's random source (`getrandom`);
+/// an error if it fails, never a guessable fallback (these bytes become
+/// secrets and the client ids that name keys).
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], Error> {
     let mut buf = [0u8; N];
-    let mut filled = 0;
-    while filled < N {
-        // SAFETY: getrandom writes at most `N - filled` bytes into our buffer.
-        let n = unsafe {
-            libc::getrandom(
-                buf[filled..].as_mut_ptr() as *mut libc::c_void,
-                N - filled,
-                0,
-            )
-        };
-        if n <= 0 {
-            // Fall back to something unique enough for ids (never for secrets:
-            // `getrandom` does not fail on Linux ≥ 3.17 once the pool is seeded).
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos() as u64
-                ^ u64::from(std::process::id()).rotate_left(32);
-            for (i, b) in buf[filled..].iter_mut().enumerate() {
-                *b = (t.rotate_left((i * 8) as u32 % 64) & 0xff) as u8;
-            }
-            break;
-        }
-        filled += n as usize;
-    }
-    buf
+    getrandom::fill(&mut buf).map_err(|e| Error::Broken {
+        reason: format!("the operating system's random source failed: {e}"),
+    })?;
+    Ok(buf)
 }
 
 /// This host's name.
@@ -963,15 +911,55 @@ mod tests {
 
     #[test]
     fn signatures_bind_every_field() {
-        let s = sign_task(b"k", "t", 1, "b", 1, b"a");
-        assert!(verify_task(b"k", "t", 1, "b", 1, b"a", &s));
-        assert!(!verify_task(b"K", "t", 1, "b", 1, b"a", &s));
-        assert!(!verify_task(b"k", "u", 1, "b", 1, b"a", &s));
-        assert!(!verify_task(b"k", "t", 2, "b", 1, b"a", &s));
-        assert!(!verify_task(b"k", "t", 1, "c", 1, b"a", &s));
-        assert!(!verify_task(b"k", "t", 1, "b", 2, b"a", &s));
-        assert!(!verify_task(b"k", "t", 1, "b", 1, b"b", &s));
-        assert!(!verify_task(b"k", "t", 1, "b", 1, b"a", &s[..31]));
+        let base = TaskSeal {
+            namespace: "ns",
+            task: "t",
+            nonce: "n",
+            trampoline: 1,
+            build_id: "b",
+            items: 1,
+            args: b"a",
+        };
+        let s = sign_task(b"k", &base);
+        assert!(verify_task(b"k", &base, &s));
+        assert!(!verify_task(b"K", &base, &s));
+        assert!(!verify_task(b"k", &base, &s[..31]));
+        let variants = [
+            TaskSeal {
+                namespace: "other",
+                ..base
+            },
+            TaskSeal { task: "u", ..base },
+            TaskSeal { nonce: "m", ..base },
+            TaskSeal {
+                trampoline: 2,
+                ..base
+            },
+            TaskSeal {
+                build_id: "c",
+                ..base
+            },
+            TaskSeal { items: 2, ..base },
+            TaskSeal { args: b"b", ..base },
+        ];
+        for v in &variants {
+            assert!(!verify_task(b"k", v, &s));
+        }
+    }
+
+    #[test]
+    fn liveness_values_expire_and_bind_their_client() {
+        let v = live_value(b"k", "ns", "c", 1000);
+        assert!(client_alive(b"k", "ns", "c", v.as_bytes(), 999));
+        assert!(!client_alive(b"k", "ns", "c", v.as_bytes(), 1000));
+        assert!(!client_alive(b"K", "ns", "c", v.as_bytes(), 0));
+        assert!(!client_alive(b"k", "ns2", "c", v.as_bytes(), 0));
+        assert!(!client_alive(b"k", "ns", "d", v.as_bytes(), 0));
+        let forged = v.replacen("1000", "9000", 1);
+        assert!(!client_alive(b"k", "ns", "c", forged.as_bytes(), 0));
+        for junk in ["", ":", "x:y", "5:zz", "1000"] {
+            assert!(!client_alive(b"k", "ns", "c", junk.as_bytes(), 0), "{junk}");
+        }
     }
 
     #[test]
@@ -1003,6 +991,14 @@ mod tests {
             status: "s".into(),
         };
         assert_eq!(Outcome::open(b"k", "t", &lost.seal(b"k", "t")), Ok(lost));
+    }
+
+    #[test]
+    fn random_bytes_come_from_the_os() {
+        let a = random_bytes::<32>().unwrap();
+        let b = random_bytes::<32>().unwrap();
+        assert_ne!(a, b);
+        assert_ne!(a, [0u8; 32]);
     }
 
     #[test]

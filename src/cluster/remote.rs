@@ -35,6 +35,7 @@ pub(crate) struct Remote {
 
 impl Remote {
     pub(crate) fn new(task: String, shared: Arc<Shared>) -> Arc<Remote> {
+        shared.hold_result(&task);
         Arc::new(Remote { task, shared })
     }
 }

@@ -27,6 +27,7 @@
 //! periodically runs `XAUTOCLAIM` with min-idle = lease to take over entries
 //! whose worker died.
 
+use super::contain::contain;
 use super::protocol::{
     self, array, bytes, read_reply, text, Backoff, Conn, Entry, ItemOutcome, Keys, Outcome,
     ScriptName, Scripts, GROUP,
@@ -110,6 +111,12 @@ impl WorkerConfig {
         let secret = take(SECRET_ENV).ok_or_else(|| {
             format!("{SECRET_ENV} is not set; set it to the secret the cluster's clients use")
         })?;
+        if secret.is_empty() {
+            // HMAC under an empty key is public: anyone could sign tasks.
+            return Err(format!(
+                "{SECRET_ENV} is empty, and an empty secret lets anyone who can write to                  Redis run code in this worker; set it to the (non-empty) secret the                  cluster's clients use"
+            ));
+        }
         let concurrency = match take(CONCURRENCY_ENV) {
             Some(c) => c
                 .trim()
@@ -231,6 +238,16 @@ fn serve(cfg: WorkerConfig) -> i32 {
         let _ = h.join();
     }
     0
+}
+
+/// The fields of a task record that `start` hands back.
+struct Record<'a> {
+    trampoline: &'a [u8],
+    build: &'a [u8],
+    args: &'a [u8],
+    signature: &'a [u8],
+    items: &'a [u8],
+    nonce: &'a [u8],
 }
 
 /// One task taken from the stream.
@@ -470,7 +487,7 @@ impl Worker {
     }
 
     fn run_job_inner(&self, conn: &mut Conn, job: &Job) -> Option<Job> {
-        let Some((client, _)) = protocol::parse_task_id(&job.task) else {
+        let Some((client, seq)) = protocol::parse_task_id(&job.task) else {
             log::warn!(
                 "{}: dropping a malformed stream entry {}",
                 self.name,
@@ -486,15 +503,25 @@ impl Worker {
             self.consumer,
             self.deliveries.fetch_add(1, Ordering::Relaxed)
         );
-        let mut start = self
-            .scripts
-            .call(ScriptName::Start, &[&self.queue, &task_key, &events]);
+        let finished = self.keys.finished(client);
+        let bit = protocol::bit_of(seq);
+        let mut start = self.scripts.call(
+            ScriptName::Start,
+            &[
+                &self.queue,
+                &task_key,
+                &events,
+                &self.keys.live(client),
+                &finished,
+            ],
+        );
         start
             .arg(&job.entry)
             .arg(GROUP)
             .arg(&self.consumer)
             .arg(&token)
-            .arg(&job.task);
+            .arg(&job.task)
+            .arg(bit);
         let reply = match self.call(conn, &start) {
             Ok(r) => r,
             Err(e) => {
@@ -513,17 +540,41 @@ impl Worker {
                     .split(',')
                     .filter_map(|s| s.parse().ok())
                     .collect();
-                match self.execute(
-                    conn,
-                    &job.task,
-                    field(1),
-                    field(2),
-                    field(3),
-                    field(4),
-                    field(5),
-                    &cancelled,
-                ) {
-                    Ok(outcome) => outcome,
+                let record = Record {
+                    trampoline: field(1),
+                    build: field(2),
+                    args: field(3),
+                    signature: field(4),
+                    items: field(5),
+                    nonce: field(7),
+                };
+                let client_alive = |now: &[u8]| {
+                    let now_ms = std::str::from_utf8(now)
+                        .ok()
+                        .and_then(|t| t.parse::<u64>().ok())
+                        .unwrap_or(u64::MAX);
+                    protocol::client_alive(
+                        self.cfg.secret.as_bytes(),
+                        &self.cfg.namespace,
+                        client,
+                        field(8),
+                        now_ms,
+                    )
+                };
+                match self.execute(conn, &job.task, &record, &cancelled, || {
+                    client_alive(field(9))
+                }) {
+                    Ok(Some(outcome)) => outcome,
+                    Ok(None) => {
+                        log::info!(
+                            "{}: dropped task {} (entry {}): its client is gone",
+                            self.name,
+                            job.task,
+                            job.entry
+                        );
+                        self.drop_task(conn, job, &task_key);
+                        return None;
+                    }
                     Err(reason) => {
                         log::warn!(
                             "{}: rejected task {} (entry {}): {reason}",
@@ -570,6 +621,7 @@ impl Worker {
                 &task_key,
                 &self.keys.result(&job.task),
                 &events,
+                &finished,
             ],
         );
         finish
@@ -578,6 +630,7 @@ impl Worker {
             .arg(&envelope)
             .arg(protocol::RESULT_TTL.as_secs())
             .arg(&job.task)
+            .arg(bit)
             .arg(if lazy { "1" } else { "0" });
         if !self.draining() {
             // Finish and read the next entry in one round trip.
@@ -597,45 +650,54 @@ impl Worker {
     }
 
     /// Verifies and runs a task record. `Err` means: reject it (bad signature
-    /// or a record that cannot be read); a refusal after verification (other
-    /// build, bad trampoline) is an `Ok(Refused)` outcome for the client.
-    #[allow(clippy::too_many_arguments)]
+    /// or a record that cannot be read); `Ok(None)`: drop it, its client is
+    /// gone (checked after the signature, with `client_alive`); a refusal
+    /// after verification (other build, bad trampoline) is an
+    /// `Ok(Some(Refused))` outcome for the client.
     fn execute(
         &self,
         conn: &mut Conn,
         task: &str,
-        trampoline: &[u8],
-        build: &[u8],
-        args: &[u8],
-        signature: &[u8],
-        items: &[u8],
+        record: &Record<'_>,
         cancelled: &HashSet<usize>,
-    ) -> Result<Outcome, String> {
+        client_alive: impl FnOnce() -> bool,
+    ) -> Result<Option<Outcome>, String> {
         let parse = |b: &[u8]| std::str::from_utf8(b).ok()?.parse::<u64>().ok();
-        let (Some(trampoline), Some(n), Ok(build)) =
-            (parse(trampoline), parse(items), std::str::from_utf8(build))
-        else {
+        let (Some(trampoline), Some(n), Ok(build), Ok(nonce)) = (
+            parse(record.trampoline),
+            parse(record.items),
+            std::str::from_utf8(record.build),
+            std::str::from_utf8(record.nonce),
+        ) else {
             return Err("the task record is malformed".into());
         };
+        let args = record.args;
         // Nothing about the record is trusted before this check.
-        if !protocol::verify_task(
-            self.cfg.secret.as_bytes(),
+        let seal = protocol::TaskSeal {
+            namespace: &self.cfg.namespace,
             task,
+            nonce,
             trampoline,
-            build,
-            n,
+            build_id: build,
+            items: n,
             args,
-            signature,
-        ) {
-            return Err("its signature does not verify under this worker's secret \
-                        (a forged or altered task, or a client with a different secret)"
-                .into());
+        };
+        if !protocol::verify_task(self.cfg.secret.as_bytes(), &seal, record.signature) {
+            return Err(format!(
+                "its signature does not verify under this worker's secret and namespace \
+                 {:?} (a forged or altered task, a client with a different secret, or a \
+                 record copied from another namespace)",
+                self.cfg.namespace
+            ));
+        }
+        if !client_alive() {
+            return Ok(None);
         }
         let refuse = |message: String| {
-            Ok(Outcome::Refused {
+            Ok(Some(Outcome::Refused {
                 worker: self.name.clone(),
                 message,
-            })
+            }))
         };
         if build != self.build_id {
             return refuse(format!(
@@ -644,12 +706,17 @@ impl Worker {
                 self.build_id
             ));
         }
-        let call = match ship::resolve(trampoline) {
+        // The blob holds the captures, then the items (see `Shared::enqueue`).
+        let Some((captures, items)) = (n as usize)
+            .checked_add(1)
+            .and_then(|count| protocol::split_items(args, count))
+            .and_then(|mut items| (!items.is_empty()).then(|| (items.remove(0), items)))
+        else {
+            return refuse("the task's arguments are malformed".into());
+        };
+        let mut call = match ship::resolve(trampoline, captures) {
             Ok(t) => t,
             Err(message) => return refuse(message),
-        };
-        let Some(items) = protocol::split_items(args, n as usize) else {
-            return refuse("the task's arguments are malformed".into());
         };
         let mut outcomes = Vec::with_capacity(items.len());
         let mut out = Vec::new();
@@ -675,15 +742,30 @@ impl Worker {
                 }
             };
             let item = filled.as_deref().unwrap_or(item);
-            outcomes.push(match call(item, &mut out) {
-                Ok(()) => ItemOutcome::Value(std::mem::take(&mut out)),
-                Err(e) => ItemOutcome::Failed(e),
+            // The trampoline catches the task's panics; `contain` also
+            // catches one whose payload panics again when dropped, which
+            // would otherwise end this slot's thread.
+            outcomes.push(match contain(|| call.call(item, &mut out)) {
+                Ok(Ok(())) => ItemOutcome::Value(std::mem::take(&mut out)),
+                Ok(Err(e)) => ItemOutcome::Failed(e),
+                Err(e) => ItemOutcome::Failed(ship::WireError::from(e)),
             });
         }
-        Ok(Outcome::Ran {
+        Ok(Some(Outcome::Ran {
             worker: self.name.clone(),
             items: outcomes,
-        })
+        }))
+    }
+
+    /// Drops a task of a client that is gone (see `drop.lua`).
+    fn drop_task(&self, conn: &mut Conn, job: &Job, task_key: &str) {
+        let mut cmd = self
+            .scripts
+            .call(ScriptName::Drop, &[self.queue.as_str(), task_key]);
+        cmd.arg(&job.entry).arg(GROUP);
+        if self.call(conn, &cmd).is_err() {
+            self.ack(conn, &job.entry);
+        }
     }
 
     /// The arguments of a template: its literal pieces, and the values of

@@ -22,6 +22,7 @@ mod start;
 pub mod wire;
 mod worker;
 
+use crate::codec_guard;
 use crate::executor::Submitter;
 use crate::future::{pair_in, Promise};
 use crate::ship::{self, BuildId, Encoded};
@@ -55,6 +56,42 @@ pub enum StartMethod {
     /// copy of a multi-threaded process: tasks must not need a lock another
     /// thread of the parent might have held at fork time (stdout, a logger,
     /// your own mutexes). Prefer `Spawn` unless start-up time matters.
+    ///
+    /// **Stale random state.** Every forked worker starts with a copy of the
+    /// parent's memory, random number generators included. After the
+    /// parent has drawn from `rand::random()`, 16 draws spread over 4
+    /// forked workers give only a handful of distinct values (each worker
+    /// repeats the same sequence; with `Spawn`: 16). The fix is to reseed in
+    /// the pool's initializer, which runs in every worker before its first
+    /// call — keep your own generator (or use `rand::rngs::OsRng` in tasks):
+    ///
+    /// ```
+    /// use fanout::{Executor, ProcessPool, StartMethod};
+    /// use rand::{rngs::StdRng, Rng, SeedableRng};
+    /// use std::cell::RefCell;
+    ///
+    /// thread_local! {
+    ///     static RNG: RefCell<StdRng> = RefCell::new(StdRng::from_entropy());
+    /// }
+    /// fn reseed() {
+    ///     RNG.with(|r| *r.borrow_mut() = StdRng::from_entropy());
+    /// }
+    /// fn draw() -> u64 {
+    ///     RNG.with(|r| r.borrow_mut().gen())
+    /// }
+    ///
+    /// let _ = draw(); // the parent uses its generator before forking
+    /// let pool = ProcessPool::builder()
+    ///     .workers(4)
+    ///     .start_method(StartMethod::Fork)
+    ///     .initializer(reseed, ()) // runs in every worker
+    ///     .build()?;
+    /// let fs: Vec<_> = (0..16).map(|_| pool.submit(draw, ())).collect::<Result<_, _>>()?;
+    /// let values: std::collections::HashSet<u64> =
+    ///     fs.into_iter().map(|f| f.result()).collect::<Result<_, _>>()?;
+    /// assert_eq!(values.len(), 16);
+    /// # Ok::<(), fanout::Error>(())
+    /// ```
     Fork,
 }
 
@@ -87,7 +124,14 @@ impl<R: Payload> Delivery for Promise<R> {
                 self.cell().keep_encoded(Ok(bytes.into()));
             }
         }
-        self.set_outcome(outcome.and_then(ship::decode::<R>));
+        let outcome = outcome.and_then(codec_guard::decode::<R>);
+        // Completing runs user code too (a waker; dropping the value when
+        // its future is gone); a panic there must not kill the I/O thread,
+        // which delivers every other result of this worker slot.
+        let id = self.id();
+        if let Err(e) = crate::panic::catch(move || self.set_outcome(outcome)) {
+            log::error!("delivering the result of future {id} panicked: {e}");
+        }
     }
 }
 
@@ -99,7 +143,8 @@ struct Item {
 
 /// One frame's worth of calls to one function: a single submit or a map chunk.
 struct Batch {
-    trampoline: u64,
+    /// The trampoline and the captures sent with it.
+    trampoline: ship::Callee,
     items: Vec<Item>,
 }
 
@@ -133,7 +178,7 @@ struct Config {
     workers: usize,
     start: StartMethod,
     max_tasks_per_child: Option<usize>,
-    init: Option<(u64, Vec<u8>)>,
+    init: Option<(ship::Callee, Vec<u8>)>,
     build_id: BuildId,
     /// The tag of this pool's futures (see `Executor::owner`).
     owner: u64,
@@ -302,7 +347,7 @@ impl Shared {
                     .iter()
                     .map(|it| (it.delivery.id(), it.args.clone()))
                     .collect();
-                let pieces = task_frame(&self.config.build_id, trampoline, &calls);
+                let pieces = task_frame(&self.config.build_id, &trampoline, &calls);
                 let Some(book) = st.slots[i].as_mut() else {
                     break;
                 };
@@ -398,7 +443,7 @@ impl Shared {
         let link = Arc::new(Link::new(to_worker)?);
         if let Some((trampoline, args)) = &self.config.init {
             let mut w = FrameWriter::new(Vec::new());
-            w.init(&self.config.build_id, *trampoline, args);
+            w.init(&self.config.build_id, trampoline, args);
             lock(&link.outbox)
                 .frames
                 .push_back(Piece::Own(w.into_inner()));
@@ -825,7 +870,7 @@ impl ProcessPool {
         let mut futures = Vec::with_capacity(batch.len());
         for args in batch {
             let (future, promise) = pair_in::<R>(owner);
-            let encoded = ship::encode_owned(args).and_then(|e| {
+            let encoded = codec_guard::encode_owned(args).and_then(|e| {
                 if e.len() > MAX_FRAME / 2 {
                     Err(Error::Codec {
                         type_name: std::any::type_name::<Args>().into(),
@@ -851,15 +896,16 @@ impl ProcessPool {
         (items, futures)
     }
 
-    /// Splits items into batches that fit in one frame.
-    fn batches(trampoline: u64, items: Vec<Item>) -> Vec<Batch> {
+    /// Splits items into batches that fit in one frame (each frame carries
+    /// the captures once, at most a quarter of a frame: see `submitter`).
+    fn batches(trampoline: ship::Callee, items: Vec<Item>) -> Vec<Batch> {
         let mut batches = Vec::new();
         let mut current = Vec::new();
         let mut size = 0;
         for it in items {
             if !current.is_empty() && size + it.args.len() + 12 > MAX_FRAME / 2 {
                 batches.push(Batch {
-                    trampoline,
+                    trampoline: trampoline.clone(),
                     items: std::mem::take(&mut current),
                 });
                 size = 0;
@@ -937,10 +983,24 @@ impl Executor for ProcessPool {
         Args: Payload,
         F::Output: Payload,
     {
-        let _ = f;
-        let trampoline = ship::trampoline_of::<F, Args>();
+        // The captures are encoded once here and shared by every batch.
+        let callee = f.__callee().and_then(|c| {
+            if c.captures().len() > MAX_FRAME / 4 {
+                Err(Error::Codec {
+                    type_name: std::any::type_name::<F>().into(),
+                    message: format!(
+                        "encoded captures take {} bytes, over the {} byte limit",
+                        c.captures().len(),
+                        MAX_FRAME / 4
+                    ),
+                })
+            } else {
+                Ok(c)
+            }
+        });
         let shared = self.shared.clone();
         Box::new(move |batch: Vec<Args>| {
+            let trampoline = callee.clone()?;
             let (items, futures) =
                 ProcessPool::items::<Args, F::Output>(shared.config.owner, batch);
             if !items.is_empty() {
@@ -961,14 +1021,18 @@ impl Executor for ProcessPool {
         Args: Payload,
         F::Output: Payload,
     {
-        let _ = f;
-        let trampoline = ship::trampoline_of::<F, Args>();
+        // The captures (of a `bind`) are encoded once, for every launch.
+        let callee = f.__callee();
         let shared = Arc::downgrade(&self.shared);
         // The inputs' result bytes are spliced into the argument frame as
         // they are: a postcard tuple is its elements' encodings end to end.
         crate::graph::Launcher::new(move |ready, promise, _options| {
             let Some(shared) = shared.upgrade() else {
                 return promise.set_error(Error::Shutdown);
+            };
+            let trampoline = match callee.clone() {
+                Ok(t) => t,
+                Err(e) => return promise.set_error(e),
             };
             if ready.len() > MAX_FRAME / 2 {
                 return promise.set_error(Error::Codec {
@@ -1042,7 +1106,7 @@ pub struct ProcessPoolBuilder {
     workers: Option<usize>,
     start: StartMethod,
     max_tasks_per_child: Option<usize>,
-    init: Option<Result<(u64, Vec<u8>)>>,
+    init: Option<Result<(ship::Callee, Vec<u8>)>>,
 }
 
 impl ProcessPoolBuilder {
@@ -1104,11 +1168,11 @@ impl ProcessPoolBuilder {
         Args: Payload,
         F::Output: Payload,
     {
-        let _ = f;
         let mut bytes = Vec::new();
-        self.init = Some(
-            ship::encode(&args, &mut bytes).map(|()| (ship::trampoline_of::<F, Args>(), bytes)),
-        );
+        self.init =
+            Some(f.__callee().and_then(|callee| {
+                codec_guard::encode(&args, &mut bytes).map(|()| (callee, bytes))
+            }));
         self
     }
 

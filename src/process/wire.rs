@@ -8,8 +8,9 @@
 //! failure is a [`FrameError`], never a panic.
 //!
 //! ```text
-//! pool → worker   TASK  build_id[16] trampoline:u64 n:u32 { id:u64 len:u32 args[len] }*n
-//!                 INIT  build_id[16] trampoline:u64 len:u32 args[len]
+//! pool → worker   TASK  build_id[16] trampoline:u64 clen:u32 captures[clen]
+//!                       n:u32 { id:u64 len:u32 args[len] }*n
+//!                 INIT  build_id[16] trampoline:u64 clen:u32 captures[clen] len:u32 args[len]
 //! worker → pool   DONE  n:u32 { id:u64 tag:u8 len:u32 bytes[len] }*n   tag 0 = output, 1 = WireError
 //!                 INIT_FAILED  len:u32 WireError[len]
 //! pool → worker   STEAL          (hand back the frames you have not started)
@@ -17,7 +18,7 @@
 //!                 INIT_OK      (empty: the initializer succeeded)
 //! ```
 
-use crate::ship::{BuildId, Encoded, WireError};
+use crate::ship::{BuildId, Callee, Encoded, WireError};
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
@@ -42,6 +43,8 @@ pub enum Frame<'a> {
         build_id: BuildId,
         /// Trampoline offset.
         trampoline: u64,
+        /// Encoded captures, once for every item (empty for a fn item).
+        captures: &'a [u8],
         /// `(call id, encoded arguments)`.
         items: Vec<(u64, &'a [u8])>,
     },
@@ -51,6 +54,8 @@ pub enum Frame<'a> {
         build_id: BuildId,
         /// Trampoline offset.
         trampoline: u64,
+        /// Encoded captures (empty for a fn item).
+        captures: &'a [u8],
         /// Encoded arguments.
         args: &'a [u8],
     },
@@ -156,6 +161,7 @@ pub fn decode_frame(body: &[u8]) -> Result<Frame<'_>, FrameError> {
         TASK => {
             let build_id = c.build_id()?;
             let trampoline = c.u64("trampoline")?;
+            let captures = c.bytes("captures")?;
             let n = c.count(12)?;
             let mut items = Vec::with_capacity(n);
             for _ in 0..n {
@@ -165,12 +171,14 @@ pub fn decode_frame(body: &[u8]) -> Result<Frame<'_>, FrameError> {
             Frame::Task {
                 build_id,
                 trampoline,
+                captures,
                 items,
             }
         }
         INIT => Frame::Init {
             build_id: c.build_id()?,
             trampoline: c.u64("trampoline")?,
+            captures: c.bytes("captures")?,
             args: c.bytes("arguments")?,
         },
         DONE => {
@@ -284,10 +292,11 @@ impl FrameWriter {
     }
 
     /// Writes a whole INIT frame.
-    pub(crate) fn init(&mut self, build_id: &BuildId, trampoline: u64, args: &[u8]) {
+    pub(crate) fn init(&mut self, build_id: &BuildId, callee: &Callee, args: &[u8]) {
         self.begin(INIT);
         self.buf.extend_from_slice(build_id);
-        self.buf.extend_from_slice(&trampoline.to_le_bytes());
+        self.buf.extend_from_slice(&callee.trampoline.to_le_bytes());
+        self.put_bytes(callee.captures());
         self.put_bytes(args);
         self.end();
     }
@@ -370,21 +379,40 @@ const SHARE_AT: usize = 64 * 1024;
 /// Lays out a TASK frame as pieces ready for `writev`.
 pub(crate) fn task_frame(
     build_id: &BuildId,
-    trampoline: u64,
+    callee: &Callee,
     items: &[(u64, Arc<Encoded>)],
 ) -> Vec<Piece> {
-    let body_len = 1 + 16 + 8 + 4 + items.iter().map(|(_, e)| 12 + e.len()).sum::<usize>();
+    let captures = callee.captures();
+    let body_len = 1
+        + 16
+        + 8
+        + 4
+        + captures.len()
+        + 4
+        + items.iter().map(|(_, e)| 12 + e.len()).sum::<usize>();
     let inline: usize = items
         .iter()
         .map(|(_, e)| e.len())
         .filter(|&n| n < SHARE_AT)
         .sum();
     let mut pieces = Vec::new();
-    let mut cur = Vec::with_capacity(33 + 12 * items.len() + inline);
+    let small = if captures.len() < SHARE_AT {
+        captures.len()
+    } else {
+        0
+    };
+    let mut cur = Vec::with_capacity(37 + small + 12 * items.len() + inline);
     cur.extend_from_slice(&(body_len as u32).to_le_bytes());
     cur.push(TASK);
     cur.extend_from_slice(build_id);
-    cur.extend_from_slice(&trampoline.to_le_bytes());
+    cur.extend_from_slice(&callee.trampoline.to_le_bytes());
+    cur.extend_from_slice(&(captures.len() as u32).to_le_bytes());
+    if captures.len() < SHARE_AT {
+        cur.extend_from_slice(captures);
+    } else {
+        pieces.push(Piece::Own(std::mem::take(&mut cur)));
+        pieces.push(Piece::Head(callee.captures.clone()));
+    }
     cur.extend_from_slice(&(items.len() as u32).to_le_bytes());
     for (id, args) in items {
         cur.extend_from_slice(&id.to_le_bytes());
@@ -544,7 +572,7 @@ mod tests {
                 }),
             ),
         ];
-        let buf = join(&task_frame(&[7; 16], 0x1234, &items));
+        let buf = join(&task_frame(&[7; 16], &Callee::plain(0x1234), &items));
         let mut third = vec![1];
         third.extend_from_slice(&big);
         assert_eq!(
@@ -552,9 +580,30 @@ mod tests {
             Frame::Task {
                 build_id: [7; 16],
                 trampoline: 0x1234,
+                captures: &[],
                 items: vec![(1, &b"abc"[..]), (2, &b""[..]), (3, &third[..])]
             }
         );
+        // Captures, small (inline) and large (a piece of their own), once per frame.
+        for captures in [b"xyz".to_vec(), vec![5u8; SHARE_AT + 3]] {
+            let callee = Callee {
+                trampoline: 9,
+                captures: Arc::new(Encoded {
+                    head: captures.clone(),
+                    body: Vec::new(),
+                }),
+            };
+            let buf = join(&task_frame(&[7; 16], &callee, &items[..2]));
+            assert_eq!(
+                decode_frame(body(&buf)).unwrap(),
+                Frame::Task {
+                    build_id: [7; 16],
+                    trampoline: 9,
+                    captures: &captures,
+                    items: vec![(1, &b"abc"[..]), (2, &b""[..])]
+                }
+            );
+        }
     }
 
     #[test]
@@ -606,7 +655,11 @@ mod tests {
         assert!(decode_frame(&[RETURNED, 9, 0, 0, 0, 1]).is_err());
         let items = vec![(42, Arc::new(Encoded::default()))];
         assert_eq!(
-            task_first_id(body(&join(&task_frame(&[0; 16], 1, &items)))),
+            task_first_id(body(&join(&task_frame(
+                &[0; 16],
+                &Callee::plain(1),
+                &items
+            )))),
             Some(42)
         );
     }
@@ -625,7 +678,7 @@ mod tests {
                 body: Vec::new(),
             }),
         )];
-        let buf = join(&task_frame(&[0; 16], 1, &items));
+        let buf = join(&task_frame(&[0; 16], &Callee::plain(1), &items));
         assert!(decode_frame(&body(&buf)[..body(&buf).len() - 2]).is_err());
         // Trailing garbage.
         let mut long = body(&buf).to_vec();

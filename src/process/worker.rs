@@ -104,6 +104,12 @@ fn serve(input: RawFd, output: RawFd) -> i32 {
         // SAFETY: plain fcntl on our own descriptors; failure is harmless.
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
+    // As std does before a Rust `main`: a write to a closed pipe fails with
+    // EPIPE instead of killing the process. A spawned worker never reaches
+    // std's start-up (it serves from a constructor), and a forked one
+    // inherits whatever the pool's process had.
+    // SAFETY: installing SIG_IGN has no preconditions.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     crate::panic::set_worker_identity(format!("process worker pid {}", std::process::id()));
     let mine = *ship::build_id();
     // Frames are read by a thread of their own into `inbox`, so that while a
@@ -134,15 +140,17 @@ fn serve(input: RawFd, output: RawFd) -> i32 {
             Frame::Task {
                 build_id,
                 trampoline,
+                captures,
                 items,
             } => {
-                let call = check(&build_id, &mine).and_then(|()| {
-                    ship::resolve(trampoline).map_err(|message| WireError::Refused { message })
+                let mut call = check(&build_id, &mine).and_then(|()| {
+                    ship::resolve(trampoline, captures)
+                        .map_err(|message| WireError::Refused { message })
                 });
                 w.begin_done();
                 for (id, args) in items {
-                    w.outcome(id, |out| match &call {
-                        Ok(t) => t(args, out),
+                    w.outcome(id, |out| match &mut call {
+                        Ok(t) => t.call(args, out),
                         Err(e) => Err(e.clone()),
                     });
                 }
@@ -152,13 +160,15 @@ fn serve(input: RawFd, output: RawFd) -> i32 {
             Frame::Init {
                 build_id,
                 trampoline,
+                captures,
                 args,
             } => {
                 let outcome = check(&build_id, &mine)
                     .and_then(|()| {
-                        ship::resolve(trampoline).map_err(|message| WireError::Refused { message })
+                        ship::resolve(trampoline, captures)
+                            .map_err(|message| WireError::Refused { message })
                     })
-                    .and_then(|t| t(args, &mut Vec::new()));
+                    .and_then(|mut t| t.call(args, &mut Vec::new()));
                 match outcome {
                     Ok(()) => {
                         w.init_ok();

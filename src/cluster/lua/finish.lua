@@ -1,0 +1,30 @@
+-- KEYS: queue, task, result, client events, client finished-bitmap.
+-- ARGV: entry id, group, signed envelope, result TTL (s), task id, task
+-- sequence number (decimal; -1 when too large for the bitmap), `1` if the
+-- client should leave the result in Redis until asked (a large value).
+-- Acknowledges the entry and marks the task finished in the client's bitmap
+-- (so a copy of its record written again is never run); stores the result
+-- and tells the client only if the record still exists (so a redelivered
+-- copy finishing second is dropped) and the client is still there. `SET NX`
+-- makes a second result for the same task impossible even if the record
+-- were written again. The result lives no longer than the client's event
+-- stream will, plus the result TTL's grace for a client that is merely slow.
+-- Returns 1 if this call delivered.
+redis.call('XACK', KEYS[1], ARGV[2], ARGV[1])
+redis.call('XDEL', KEYS[1], ARGV[1])
+local seq = tonumber(ARGV[6]) or -1
+local st = redis.call('HGET', KEYS[2], 'st')
+if (not st) or st == 'x' or st == 'c' then return 0 end
+redis.call('DEL', KEYS[2])
+if redis.call('EXISTS', KEYS[4]) == 0 then return 0 end
+if seq >= 0 then
+  redis.call('SETBIT', KEYS[5], seq, 1)
+  local left = redis.call('PTTL', KEYS[4])
+  if left > 0 then redis.call('PEXPIRE', KEYS[5], left) end
+end
+local keep = tonumber(ARGV[4]) * 1000
+local ttl = redis.call('PTTL', KEYS[4])
+if ttl > 0 then keep = math.min(keep, 2 * ttl + 1000) end
+if not redis.call('SET', KEYS[3], ARGV[3], 'NX', 'PX', keep) then return 0 end
+redis.call('XADD', KEYS[4], '*', 'k', 'd', 't', ARGV[5], 'l', ARGV[7] or '0')
+return 1
