@@ -54,6 +54,11 @@ fn pending_while_input_runs() {
 }
 
 #[test]
+fn bound_call_with_args() {
+    graph_support::bound_call_with_args(&pool());
+}
+
+#[test]
 fn spawned_futures_as_args() {
     // `spawn` knows no serde bounds; its futures still work as inputs.
     use fanout::Executor;

@@ -225,6 +225,16 @@ pub fn pending_while_input_runs(ex: &impl Executor) {
     assert_eq!(d.result_timeout(T), Ok(401));
 }
 
+/// A call that captures values (`bind`) takes futures as arguments too.
+pub fn bound_call_with_args(ex: &impl Executor) {
+    let a = ex.submit(inc, (4,)).unwrap();
+    let scaled = ex
+        .call(fanout::bind(3u64, |k: &u64, x: u64, y: u64| k * x + y))
+        .submit((a.arg(), 1u64))
+        .unwrap();
+    assert_eq!(scaled.result_timeout(T), Ok(16));
+}
+
 /// One `#[test]` per check, each on a fresh executor from `$setup`, which
 /// returns `(guard, executor)` (the guard keeps what the executor needs alive).
 #[macro_export]
@@ -232,7 +242,7 @@ macro_rules! graph_tests {
     ($setup:path) => {
         $crate::graph_tests!(@each $setup; diamond, chain, failing_input, cancelled_input,
             dropped_inputs, foreign_arg, put_shared, gather_order_and_error,
-            pending_while_input_runs);
+            pending_while_input_runs, bound_call_with_args);
     };
     (@each $setup:path; $($name:ident),*) => {
         $(
