@@ -149,6 +149,25 @@ fn stuck() -> u32 {
     0
 }
 
+/// Graph step: a prime count weighted by its range's entry in a shared table.
+fn weigh(count: u64, range: u64, weights: Vec<u64>) -> u64 {
+    count * weights[range as usize]
+}
+
+fn add2(a: u64, b: u64) -> u64 {
+    a + b
+}
+
+/// Graph step: a dependent of `parse_tweet` (which fails on an empty tweet).
+fn words_times(words: usize, k: u64) -> u64 {
+    words as u64 * k
+}
+
+/// Graph step: the per-range weights, shared by every `weigh` call via `put`.
+fn weights() -> Vec<u64> {
+    (1..=PRIME_RANGES).collect()
+}
+
 // ---------------------------------------------------------------------------
 // The work, described once.
 // ---------------------------------------------------------------------------
@@ -219,6 +238,13 @@ fn sequential() -> fanout::Result<Vec<Measured>> {
             Ok((0..SMALL_FILES as u32)
                 .map(process_small_file)
                 .fold(0, |a, s| digest(a, &s)))
+        })?,
+        measure("graph", || {
+            let w = weights();
+            Ok(prime_ranges()
+                .enumerate()
+                .map(|(i, (lo, hi))| weigh(count_primes(lo, hi), i as u64, w.clone()))
+                .sum())
         })?,
     ])
 }
@@ -345,6 +371,57 @@ fn tour<E: Executor>(ex: &E) -> fanout::Result<Vec<Measured>> {
             acc = digest(acc, &summary?);
         }
         Ok(acc)
+    })?);
+
+    // a task graph: futures as arguments, put, a failing input ---------------
+    println!(
+        "  graph: {PRIME_RANGES} count_primes -> weigh(count, i, put(weights)) -> a tree of add2"
+    );
+    out.push(measure("graph", || {
+        // `put` ships the table once; every `weigh` takes it by reference.
+        let table = ex.put(weights())?;
+        let mut level: Vec<_> = prime_ranges()
+            .enumerate()
+            .map(|(i, (lo, hi))| {
+                let count = ex.submit(count_primes, (lo, hi))?;
+                ex.call(weigh).submit((count.arg(), i as u64, table.arg()))
+            })
+            .collect::<fanout::Result<_>>()?;
+        // Pairwise sums: each call waits (Pending) until its two inputs are done;
+        // no intermediate value comes back here.
+        while level.len() > 1 {
+            let mut next = Vec::new();
+            for pair in level.chunks(2) {
+                next.push(match pair {
+                    [a, b] => ex.call(add2).submit((a.arg(), b.arg()))?,
+                    [a] => ex.call(add2).submit((a.arg(), 0u64))?,
+                    _ => unreachable!("chunks(2) yields one or two"),
+                });
+            }
+            println!(
+                "    {} sums submitted, the first {:?}",
+                next.len(),
+                next[0].state()
+            );
+            level = next;
+        }
+        // An input that fails: its dependents (two levels down) do not run
+        // and carry its error, the root cause.
+        let bad = ex.submit(parse_tweet, (String::new(),))?;
+        let doubled = ex.call(words_times).submit((bad.arg(), 2u64))?;
+        let plus_one = ex.call(add2).submit((doubled.arg(), 1u64))?;
+        match plus_one.result() {
+            Err(Error::Dependency { input, error }) => match *error {
+                Error::Panicked { message, .. } => println!(
+                    "    a dependent of a failing input -> Err(Dependency): input future {input} \
+                     failed, root cause: panicked with {message:?}"
+                ),
+                other => return Err(other),
+            },
+            other => println!("    a dependent of a failing input -> unexpected: {other:?}"),
+        }
+        let total = level.pop().expect("one sum left").result()?;
+        Ok(total)
     })?);
 
     Ok(out)

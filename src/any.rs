@@ -261,6 +261,23 @@ impl Executor for AnyExecutor {
     {
         each_backend!(self, ex => ex.submitter_with(f, options))
     }
+
+    fn owner(&self) -> u64 {
+        each_backend!(self, ex => ex.owner())
+    }
+
+    fn launcher<F, Args>(&self, f: F) -> crate::graph::Launcher<Args, F::Output>
+    where
+        F: Task<Args>,
+        Args: Payload,
+        F::Output: Payload,
+    {
+        each_backend!(self, ex => ex.launcher(f))
+    }
+
+    fn put<T: Payload + Clone>(&self, value: T) -> Result<Future<T>> {
+        each_backend!(self, ex => ex.put(value))
+    }
 }
 
 impl From<ThreadPool> for AnyExecutor {

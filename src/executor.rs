@@ -142,10 +142,22 @@ pub trait Executor: Send + Sync {
     /// # Ok::<(), fanout::Error>(())
     /// ```
     fn put<T: Payload + Clone>(&self, value: T) -> Result<Future<T>> {
-        let (future, promise) = crate::future::pair::<T>();
-        promise.set_result(value);
-        Ok(future)
+        crate::graph::put(self.owner(), value)
     }
+
+    /// The tag this executor's futures carry; an [`Arg`](crate::Arg) is
+    /// accepted only by the executor whose tag its future carries.
+    #[doc(hidden)]
+    fn owner(&self) -> u64;
+
+    /// Returns how this backend runs ready calls of `f` whose inputs were
+    /// futures (taking each input by reference), owning what it needs.
+    #[doc(hidden)]
+    fn launcher<F, Args>(&self, f: F) -> crate::graph::Launcher<Args, F::Output>
+    where
+        F: Task<Args>,
+        Args: Payload,
+        F::Output: Payload;
 
     /// Submits one call with its options (priority, timeout, resources);
     /// a backend overrides this to honour them. Retries and dependencies are

@@ -81,6 +81,7 @@ fn public_state(raw: u8) -> State {
 }
 
 type Callback<T> = Box<dyn FnOnce(&Result<T>) + Send + 'static>;
+type Hook = Box<dyn FnOnce() + Send + 'static>;
 
 /// Wakes one thread that waits on many futures at once (`wait`, `as_completed`).
 ///
@@ -139,6 +140,8 @@ impl Waiter {
 /// the common future that nobody registers with stays small.
 struct Listeners<T> {
     callbacks: Vec<Callback<T>>,
+    /// Internal hooks that need the final state, not the value (task graphs).
+    hooks: Vec<Hook>,
     waiters: Vec<(Arc<Waiter>, usize)>,
     waker: Option<Waker>,
     /// Takes the outcome by value once it is final (see `hooks`).
@@ -163,6 +166,7 @@ impl<T> Shared<T> {
         self.listeners.get_or_insert_with(|| {
             Box::new(Listeners {
                 callbacks: Vec::new(),
+                hooks: Vec::new(),
                 waiters: Vec::new(),
                 waker: None,
                 taker: None,
@@ -206,12 +210,23 @@ enum Settled<T> {
     Done,
     /// Completed; these callbacks are to run on the callback runner, and
     /// hold the read token until then.
-    Deferred(Vec<Callback<T>>),
+    Deferred(Vec<Callback<T>>, Vec<Hook>),
 }
 
 /// The completion cell shared by a [`Future`] and its backend's [`Promise`].
 pub(crate) struct Cell<T> {
     id: u64,
+    /// The executor whose calls this cell belongs to (0: none); an `Arg`
+    /// is accepted only by the executor that owns its input.
+    owner: u64,
+    /// The outcome's value encoded once (postcard), for dependents that take
+    /// it by reference; set only for cells with `Arg`s (see `graph`).
+    encoded: std::sync::OnceLock<Result<Reference>>,
+    /// Set once an `Arg` of this cell exists: a backend that receives the
+    /// value encoded should keep those bytes in `encoded`.
+    wants_encoded: std::sync::atomic::AtomicBool,
+    /// How to encode the value, when its type is known to be a payload.
+    encoder: Option<Encoder<T>>,
     state: AtomicU8,
     /// Set once an `on_running` hook is registered (see `hooks`).
     watched: std::sync::atomic::AtomicBool,
@@ -224,11 +239,17 @@ pub(crate) struct Cell<T> {
     /// that completes the future (a backend's delivery thread, which must
     /// never block); see `crate::callbacks`.
     defer_callbacks: bool,
+    /// A successful value not yet fetched (see [`Promise::set_remote`]);
+    /// guarded like `value`.
+    remote: sync::UnsafeCell<Option<Fetch<T>>>,
 }
 
 // SAFETY: `value` is written once under `sync` before the state becomes final
 // and is afterwards only accessed by the thread holding the read token, or
-// taken by the unique owner when no thread holds it (see the module docs).
+// taken by the unique owner when no thread holds it (see the module docs);
+// `remote` (a success not yet fetched) is accessed the same way, and the one
+// later write of `value` (fetching `remote`) happens under `sync` with the
+// read token or the owner's exclusive access.
 // So a `T` is never touched by two threads at once, and `T: Send` suffices.
 unsafe impl<T: Send> Sync for Cell<T> {}
 // SAFETY: the cell owns its `T`; moving it between threads needs `T: Send`.
@@ -270,17 +291,44 @@ fn next_id() -> u64 {
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Encodes a value once for dependents that take it by reference.
+pub(crate) type Encoder<T> = fn(&T) -> Result<std::sync::Arc<[u8]>>;
+
+/// Fetches a value that stayed where it was computed (a cluster result in
+/// Redis), the first time someone asks for it.
+pub(crate) type Fetch<T> = Box<dyn FnOnce() -> Result<T> + Send + 'static>;
+
+/// How dependents take a finished future's value: its encoded bytes, or a
+/// handle to where it stays (a cluster's result key), which the backend
+/// that made it knows how to read.
+#[derive(Clone)]
+pub(crate) enum Reference {
+    Bytes(std::sync::Arc<[u8]>),
+    Remote(std::sync::Arc<dyn std::any::Any + Send + Sync>),
+}
+
 impl<T> Cell<T> {
-    pub(crate) fn new() -> Self {
-        Cell::with_options(None, false)
+    /// A cell owned by the executor with tag `owner`; `encoder` when `T` is a payload.
+    pub(crate) fn new_in(owner: u64, encoder: Option<Encoder<T>>) -> Self {
+        Cell::build(owner, encoder, None, false)
     }
 
-    /// A cell whose `result()` inside its own done-callback returns a copy
-    /// made by `copier` (without one: an `InvalidArgument` error), and whose
-    /// callbacks, with `defer_callbacks`, run on the callback runner.
-    pub(crate) fn with_options(copier: Option<Copier<T>>, defer_callbacks: bool) -> Self {
+    /// A cell owned by the executor with tag `owner`; `encoder` when `T` is a
+    /// payload; `result()` inside its own done-callback returns a copy made
+    /// by `copier` (without one: an `InvalidArgument` error); with
+    /// `defer_callbacks`, its callbacks run on the callback runner.
+    pub(crate) fn build(
+        owner: u64,
+        encoder: Option<Encoder<T>>,
+        copier: Option<Copier<T>>,
+        defer_callbacks: bool,
+    ) -> Self {
         Cell {
             id: next_id(),
+            owner,
+            encoded: std::sync::OnceLock::new(),
+            wants_encoded: std::sync::atomic::AtomicBool::new(false),
+            encoder,
             state: AtomicU8::new(PENDING),
             watched: std::sync::atomic::AtomicBool::new(false),
             sync: Mutex::new(Shared {
@@ -293,6 +341,7 @@ impl<T> Cell<T> {
             value: sync::UnsafeCell::new(None),
             copier,
             defer_callbacks,
+            remote: sync::UnsafeCell::new(None),
         }
     }
 
@@ -322,25 +371,60 @@ impl<T> Cell<T> {
     /// Moves to the final state that fits `outcome`, unless already final;
     /// runs the callbacks here. Returns whether this call decided the outcome.
     fn complete(&self, outcome: Result<T>, cancel_only_pending: bool) -> bool {
-        match self.settle(outcome, cancel_only_pending, false) {
+        match self.settle(Some(outcome), None, cancel_only_pending, false) {
             Settled::AlreadyFinal => false,
             Settled::Done => true,
-            Settled::Deferred(callbacks) => {
+            Settled::Deferred(callbacks, hooks) => {
                 // Not reached (deferring was not allowed); run them here.
-                self.run_deferred(callbacks);
+                self.run_deferred(callbacks, hooks);
                 true
             }
         }
     }
 
-    /// [`Cell::complete`], except that with `may_defer` and a cell that
-    /// defers its callbacks, the callbacks are handed back to be queued.
-    fn settle(&self, outcome: Result<T>, cancel_only_pending: bool, may_defer: bool) -> Settled<T> {
+    /// Completes with `outcome`, or (when `None`) successfully with a value
+    /// that `fetch` gets when first asked for; fetched at once when there
+    /// are done-callbacks to run.
+    fn complete_with(
+        &self,
+        outcome: Option<Result<T>>,
+        fetch: Option<Fetch<T>>,
+        cancel_only_pending: bool,
+    ) -> bool {
+        match self.settle(outcome, fetch, cancel_only_pending, false) {
+            Settled::AlreadyFinal => false,
+            Settled::Done => true,
+            Settled::Deferred(callbacks, hooks) => {
+                self.run_deferred(callbacks, hooks);
+                true
+            }
+        }
+    }
+
+    /// [`Cell::complete_with`], except that with `may_defer` and a cell that
+    /// defers its callbacks, the callbacks (and internal hooks) are handed
+    /// back to be queued.
+    fn settle(
+        &self,
+        outcome: Option<Result<T>>,
+        fetch: Option<Fetch<T>>,
+        cancel_only_pending: bool,
+        may_defer: bool,
+    ) -> Settled<T> {
         let mut shared = lock(&self.sync);
+        let wants_value = shared
+            .listeners
+            .as_ref()
+            .is_some_and(|l| !l.callbacks.is_empty());
+        let (outcome, fetch) = match (outcome, fetch) {
+            (Some(o), _) => (Some(o), None),
+            (None, Some(f)) if wants_value && !is_final(self.raw_state()) => (Some(f()), None),
+            (None, f) => (None, f),
+        };
         let final_state = match &outcome {
-            Err(Error::Cancelled) => CANCELLED,
-            Ok(_) => FINISHED_OK,
-            Err(_) => FINISHED_ERR,
+            None | Some(Ok(_)) => FINISHED_OK,
+            Some(Err(Error::Cancelled)) => CANCELLED,
+            Some(Err(_)) => FINISHED_ERR,
         };
         loop {
             let current = self.state.load(Ordering::Acquire);
@@ -358,33 +442,39 @@ impl<T> Cell<T> {
         // SAFETY: we hold `sync` and just made the state final; nobody reads
         // `value` before locking `sync` and seeing a final state, and this is
         // the only write (the compare-and-swap above succeeds once).
-        self.value.with_mut(|slot| unsafe { *slot = Some(outcome) });
-        let (callbacks, waiters) = match shared.listeners.as_mut() {
+        match outcome {
+            Some(outcome) => self.value.with_mut(|slot| unsafe { *slot = Some(outcome) }),
+            // SAFETY: as for `value` just above.
+            None => self.remote.with_mut(|slot| unsafe { *slot = fetch }),
+        }
+        let (callbacks, hooks, waiters) = match shared.listeners.as_mut() {
             Some(l) => (
                 std::mem::take(&mut l.callbacks),
+                std::mem::take(&mut l.hooks),
                 std::mem::take(&mut l.waiters),
             ),
-            None => (Vec::new(), Vec::new()),
+            None => (Vec::new(), Vec::new(), Vec::new()),
         };
-        let defer = may_defer && self.defer_callbacks && !callbacks.is_empty();
+        let reading = !callbacks.is_empty() || !hooks.is_empty();
+        let defer = may_defer && self.defer_callbacks && reading;
         // A taker (the future was consumed by `then`) takes the outcome now
         // unless callbacks read it first; then `release_read` hands it over.
         // A start hook that never ran (the call was cancelled) goes now.
         let stale_hook = shared.listeners.as_mut().and_then(|l| l.on_running.take());
-        let taker = if callbacks.is_empty() {
+        let taker = if !reading {
             shared.listeners.as_mut().and_then(|l| l.taker.take())
         } else {
             None
         };
-        let waker = if callbacks.is_empty() {
+        let waker = if !reading {
             shared.take_waker()
         } else if defer {
             // The queued callbacks hold the read token until they run.
             shared.deferred = true;
             None
         } else {
-            // Callbacks run below, outside the lock; hold the read token so
-            // the owner does not take the outcome from under them.
+            // Callbacks and hooks run below, outside the lock; hold the read
+            // token so the owner does not take the outcome from under them.
             shared.reader = Some((current_thread().id(), 1));
             None
         };
@@ -404,11 +494,14 @@ impl<T> Cell<T> {
             self.hand_to_taker(taker);
         }
         if defer {
-            return Settled::Deferred(callbacks);
+            return Settled::Deferred(callbacks, hooks);
         }
-        if !callbacks.is_empty() {
+        if reading {
             for callback in callbacks {
                 self.run_callback(callback);
+            }
+            for hook in hooks {
+                self.run_hook(hook);
             }
             self.release_read();
         }
@@ -417,7 +510,7 @@ impl<T> Cell<T> {
 
     /// Runs callbacks that [`Cell::settle`] deferred: takes over the read
     /// token they held, runs them, releases it.
-    fn run_deferred(&self, callbacks: Vec<Callback<T>>) {
+    fn run_deferred(&self, callbacks: Vec<Callback<T>>, hooks: Vec<Hook>) {
         {
             let mut shared = lock(&self.sync);
             shared.deferred = false;
@@ -425,6 +518,9 @@ impl<T> Cell<T> {
         }
         for callback in callbacks {
             self.run_callback(callback);
+        }
+        for hook in hooks {
+            self.run_hook(hook);
         }
         self.release_read();
     }
@@ -458,6 +554,30 @@ impl<T> Cell<T> {
         });
         drop(shared);
         Some(copy)
+    }
+
+    fn run_hook(&self, hook: Hook) {
+        if let Err(Error::Panicked { message, .. }) = panic::catch(hook) {
+            log::error!("an internal hook of future {} panicked: {message}", self.id);
+        }
+    }
+
+    /// Runs `f` with the outcome, if the cell is final and the outcome is
+    /// still there (not taken by the owner); does not fetch a remote value.
+    pub(crate) fn peek(&self, f: impl FnOnce(&Result<T>)) {
+        let shared = lock(&self.sync);
+        if !is_final(self.raw_state()) {
+            return;
+        }
+        let shared = self.acquire_read(shared);
+        drop(shared);
+        // SAFETY: final state and this thread holds the read token (see `run_callback`).
+        self.value.with(|slot| {
+            if let Some(outcome) = unsafe { &*slot } {
+                f(outcome)
+            }
+        });
+        self.release_read();
     }
 
     /// Runs one callback with the outcome. The caller holds the read token.
@@ -584,7 +704,8 @@ impl<T> Cell<T> {
 
     /// Takes the outcome. The caller holds `sync`, saw a final state and no reader,
     /// and is the unique owner of the future.
-    fn take_outcome(&self, _shared: &MutexGuard<'_, Shared<T>>) -> Result<T> {
+    fn take_outcome(&self, shared: &MutexGuard<'_, Shared<T>>) -> Result<T> {
+        self.materialize(shared);
         // SAFETY: final state (written), no read token held, and the caller is
         // the one `Future`, which is consumed or exclusively borrowed, so no
         // new reader can appear; `sync` is held for the duration.
@@ -595,6 +716,100 @@ impl<T> Cell<T> {
                     "the future's result was already taken (it was awaited to completion before)",
                 ))
             })
+    }
+
+    /// The owning executor's tag (0: none).
+    pub(crate) fn owner(&self) -> u64 {
+        self.owner
+    }
+
+    /// The future's id.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// How to encode the value, when its type is known to be a payload.
+    pub(crate) fn encoder(&self) -> Option<Encoder<T>> {
+        self.encoder
+    }
+
+    /// Runs `hook` once the cell is final: at once if it already is (even
+    /// when the owner has taken the outcome), else on the completing thread.
+    pub(crate) fn on_final(&self, hook: Box<dyn FnOnce() + Send + 'static>) {
+        let mut shared = lock(&self.sync);
+        if !is_final(self.raw_state()) {
+            shared.listeners().hooks.push(hook);
+            return;
+        }
+        drop(shared);
+        self.run_hook(hook);
+    }
+
+    /// Whether the cell finished successfully (`None` while not final).
+    pub(crate) fn final_outcome(&self) -> Option<std::result::Result<(), Error>> {
+        let shared = lock(&self.sync);
+        match self.raw_state() {
+            FINISHED_OK => Some(Ok(())),
+            CANCELLED => Some(Err(Error::Cancelled)),
+            FINISHED_ERR => {
+                // SAFETY: as in `Future::exception`: final state seen under
+                // `sync`, so `value` is written and never written again, and
+                // only the `Err` side (an `Error`, never a `T`) is read.
+                let error = self.value.with(|slot| match unsafe { &*slot } {
+                    Some(Err(e)) => e.clone(),
+                    _ => Error::invalid(format!(
+                        "the error of future {} was already taken by `result`",
+                        self.id
+                    )),
+                });
+                drop(shared);
+                Some(Err(error))
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether an `Arg` of this cell exists (its value is wanted encoded).
+    pub(crate) fn wants_encoded(&self) -> bool {
+        self.wants_encoded
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Marks the value as wanted encoded; true the first time.
+    pub(crate) fn want_encoded(&self) -> bool {
+        !self
+            .wants_encoded
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+    }
+
+    /// Keeps the encoded value (first writer wins).
+    pub(crate) fn keep_encoded(&self, bytes: Result<std::sync::Arc<[u8]>>) {
+        let _ = self.encoded.set(bytes.map(Reference::Bytes));
+    }
+
+    /// Keeps a reference for dependents (first writer wins).
+    pub(crate) fn keep_reference(&self, reference: Reference) {
+        let _ = self.encoded.set(Ok(reference));
+    }
+
+    /// The reference dependents take, once kept.
+    pub(crate) fn encoded(&self) -> Option<&Result<Reference>> {
+        self.encoded.get()
+    }
+
+    /// Fetches a remote value into `value`, if it is still remote. The caller
+    /// holds `sync` and either the read token or the owner's exclusive access.
+    fn materialize(&self, _shared: &MutexGuard<'_, Shared<T>>) {
+        // SAFETY: the state is final; the caller holds `sync` and the read
+        // token (or is the owner with nobody holding it), so no other thread
+        // reads or writes `value` or `remote` now; `exception` and
+        // `final_outcome` read only an `Err` in `value`, and a remote value
+        // is a success, whose slot they never read.
+        let fetch = self.remote.with_mut(|slot| unsafe { (*slot).take() });
+        if let Some(fetch) = fetch {
+            let outcome = fetch();
+            self.value.with_mut(|slot| unsafe { *slot = Some(outcome) });
+        }
     }
 
     /// Registers `waiter` to be fired with `token` on completion. False if already final.
@@ -640,9 +855,11 @@ impl<T: Send + 'static> Promise<T> {
     /// [`remote_pair`] hands its done-callbacks to the callback runner
     /// instead of running them on this thread.
     pub(crate) fn set_outcome(self, outcome: Result<T>) {
-        if let Settled::Deferred(callbacks) = self.cell.settle(outcome, false, true) {
+        if let Settled::Deferred(callbacks, hooks) =
+            self.cell.settle(Some(outcome), None, false, true)
+        {
             let cell = self.cell.clone();
-            crate::callbacks::run_later(Box::new(move || cell.run_deferred(callbacks)));
+            crate::callbacks::run_later(Box::new(move || cell.run_deferred(callbacks, hooks)));
         }
     }
 }
@@ -662,10 +879,23 @@ impl<T> Promise<T> {
             .is_ok()
     }
 
+    /// Completes the future successfully with a value that stays where it
+    /// is until someone asks for it (`result`, `.await`, a done-callback);
+    /// `fetch` gets it then, at most once.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn set_remote(self, fetch: Fetch<T>) {
+        self.cell.complete_with(None, Some(fetch), false);
+    }
+
     /// The future's id.
     #[allow(dead_code)]
     pub(crate) fn id(&self) -> u64 {
         self.cell.id
+    }
+
+    /// The cell this promise completes.
+    pub(crate) fn cell(&self) -> &CellRef<T> {
+        &self.cell
     }
 }
 
@@ -684,7 +914,18 @@ impl<T> Drop for Promise<T> {
 
 /// Creates a connected future and promise.
 pub(crate) fn pair<T: Send + 'static>() -> (Future<T>, Promise<T>) {
-    let cell = CellRef(std::sync::Arc::new(Cell::new()));
+    let cell = CellRef(std::sync::Arc::new(Cell::new_in(0, None)));
+    (Future { cell: cell.clone() }, Promise { cell })
+}
+
+/// Creates a connected future and promise owned by the executor tagged `owner`.
+pub(crate) fn pair_in<T: crate::Payload>(owner: u64) -> (Future<T>, Promise<T>) {
+    let cell = CellRef(std::sync::Arc::new(Cell::build(
+        owner,
+        Some(crate::graph::encode_value::<T>),
+        payload_copier::<T>(),
+        false,
+    )));
     (Future { cell: cell.clone() }, Promise { cell })
 }
 
@@ -697,8 +938,10 @@ pub(crate) fn pair<T: Send + 'static>() -> (Future<T>, Promise<T>) {
 ///   without stopping delivery;
 /// * `result()` inside the future's own done-callback returns a copy of the
 ///   value (a codec round trip), since the callback still holds the value.
-pub(crate) fn remote_pair<T: crate::Payload>() -> (Future<T>, Promise<T>) {
-    let cell = CellRef(std::sync::Arc::new(Cell::with_options(
+pub(crate) fn remote_pair<T: crate::Payload>(owner: u64) -> (Future<T>, Promise<T>) {
+    let cell = CellRef(std::sync::Arc::new(Cell::build(
+        owner,
+        Some(crate::graph::encode_value::<T>),
         payload_copier::<T>(),
         true,
     )));
@@ -727,6 +970,11 @@ impl<T> Future<T> {
     /// The future of a cell that a backend completes directly.
     pub(crate) fn from_cell(cell: CellRef<T>) -> Self {
         Future { cell }
+    }
+
+    /// The completion cell.
+    pub(crate) fn cell(&self) -> &CellRef<T> {
+        &self.cell
     }
 
     /// An id unique among all futures of this process.
@@ -948,6 +1196,7 @@ impl<T> Future<T> {
             return;
         }
         let shared = self.cell.acquire_read(shared);
+        self.cell.materialize(&shared);
         drop(shared);
         self.cell.run_callback(Box::new(f));
         self.cell.release_read();
@@ -1195,6 +1444,36 @@ mod loom_models {
                 1,
                 "the taker got the outcome once"
             );
+        });
+    }
+
+    #[test]
+    fn loom_remote_value_races_callback_and_result() {
+        loom::model(|| {
+            let (fut, promise) = pair::<u32>();
+            let fetches = Arc::new(AtomicUsize::new(0));
+            let f = fetches.clone();
+            let worker = thread::spawn(move || {
+                promise.set_remote(Box::new(move || {
+                    f.fetch_add(1, Ordering::SeqCst);
+                    Ok(11)
+                }))
+            });
+            let seen = Arc::new(AtomicUsize::new(0));
+            let s = seen.clone();
+            fut.add_done_callback(move |r| {
+                assert_eq!(r, &Ok(11));
+                s.fetch_add(1, Ordering::SeqCst);
+            });
+            assert_eq!(fut.exception(None), None);
+            assert_eq!(fut.result(), Ok(11));
+            worker.join().unwrap();
+            assert_eq!(
+                seen.load(Ordering::SeqCst),
+                1,
+                "the callback ran once, with the value"
+            );
+            assert_eq!(fetches.load(Ordering::SeqCst), 1, "fetched exactly once");
         });
     }
 

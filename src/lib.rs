@@ -103,7 +103,7 @@ pub use executor::{Executor, Map, MapOptions};
 pub use future::{wrap_future, Future, State};
 pub use graph::gather;
 #[doc(hidden)]
-pub use graph::Inputs;
+pub use graph::{Inputs, Launcher, Ready};
 /// The process pool's frame decoder, exposed for the fuzz target only.
 #[doc(hidden)]
 #[cfg(target_os = "linux")]

@@ -144,6 +144,8 @@ struct Shared {
     initializer: Option<Initializer>,
     /// The handles' shared owner, for `ThreadPool::current`.
     owner: Mutex<Weak<Owner>>,
+    /// The tag of this pool's futures (see `Executor::owner`).
+    tag: u64,
 }
 
 #[derive(Default)]
@@ -185,15 +187,17 @@ impl Shared {
     }
 
     fn push<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> Result<Future<R>> {
-        self.push_with(f, None, 0, None)
+        self.push_with(f, None, None, 0, None)
     }
 
-    /// Queues a call at `priority`, with an optional run-time `limit` and the
+    /// Queues a call at `priority`, with an optional run-time `limit`, the
+    /// encoder that lets dependents take its value (see `graph`) and the
     /// [`Copier`] that lets `result()` inside the future's own done-callback
     /// return the value.
     fn push_with<R: Send + 'static>(
         &self,
         f: impl FnOnce() -> R + Send + 'static,
+        encoder: Option<crate::future::Encoder<R>>,
         copier: Option<Copier<R>>,
         priority: i32,
         limit: Option<std::time::Duration>,
@@ -208,7 +212,7 @@ impl Shared {
         let (future, job) = match limit {
             None => {
                 let task = Arc::new(TaskCell {
-                    cell: Cell::with_options(copier, false),
+                    cell: Cell::build(self.tag, encoder, copier, false),
                     call: std::cell::UnsafeCell::new(Some(f)),
                 });
                 (Future::from_cell(CellRef(task.clone())), Job(Some(task)))
@@ -216,7 +220,7 @@ impl Shared {
             Some(limit) => {
                 let task = Arc::new_cyclic(|me| timed::Timed {
                     task: TaskCell {
-                        cell: Cell::with_options(copier, false),
+                        cell: Cell::build(self.tag, encoder, copier, false),
                         call: std::cell::UnsafeCell::new(Some(f)),
                     },
                     limit,
@@ -463,8 +467,13 @@ impl Executor for ThreadPool {
         Args: Payload,
         F::Output: Payload,
     {
-        self.shared
-            .push_with(move || f.call(args), payload_copier::<F::Output>(), 0, None)
+        self.shared.push_with(
+            move || f.call(args),
+            Some(crate::graph::encode_value::<F::Output>),
+            payload_copier::<F::Output>(),
+            0,
+            None,
+        )
     }
 
     fn submit_with<F, Args>(
@@ -480,6 +489,7 @@ impl Executor for ThreadPool {
     {
         self.shared.push_with(
             move || f.call(args),
+            Some(crate::graph::encode_value::<F::Output>),
             payload_copier::<F::Output>(),
             options.priority,
             options.timeout,
@@ -505,6 +515,7 @@ impl Executor for ThreadPool {
                     let f = f.clone();
                     shared.push_with(
                         move || f.call(args),
+                        Some(crate::graph::encode_value::<F::Output>),
                         payload_copier::<F::Output>(),
                         priority,
                         limit,
@@ -530,10 +541,80 @@ impl Executor for ThreadPool {
                 .into_iter()
                 .map(|args| {
                     let f = f.clone();
-                    shared.push_with(move || f.call(args), payload_copier::<F::Output>(), 0, None)
+                    shared.push_with(
+                        move || f.call(args),
+                        Some(crate::graph::encode_value::<F::Output>),
+                        payload_copier::<F::Output>(),
+                        0,
+                        None,
+                    )
                 })
                 .collect()
         })
+    }
+
+    fn owner(&self) -> u64 {
+        self.shared.tag
+    }
+
+    fn launcher<F, Args>(&self, f: F) -> crate::graph::Launcher<Args, F::Output>
+    where
+        F: Task<Args>,
+        Args: Payload,
+        F::Output: Payload,
+    {
+        let shared = Arc::downgrade(&self.shared);
+        crate::graph::Launcher::new(move |ready, promise, options| {
+            let Some(shared) = shared.upgrade() else {
+                return promise.set_error(Error::Shutdown);
+            };
+            let args: Args = match ready.decode() {
+                Ok(args) => args,
+                Err(e) => return promise.set_error(e),
+            };
+            let adopted = Arc::new(Adopted(Mutex::new(Some(promise))));
+            let job = adopted.clone();
+            let f = f.clone();
+            // The priority orders it among pending calls; its run-time limit
+            // is not applied here (the adopted promise is not the queued cell).
+            let pushed = shared.push_with(
+                move || {
+                    if let Some(promise) = job.take() {
+                        if promise.set_running() {
+                            promise.set_outcome(panic::catch(move || f.call(args)));
+                        }
+                    }
+                },
+                None,
+                None,
+                options.priority,
+                None,
+            );
+            if let Err(e) = pushed {
+                if let Some(promise) = adopted.take() {
+                    promise.set_error(e);
+                }
+            }
+        })
+    }
+}
+
+/// The promise of a call launched from the waiting room: the queued job
+/// completes it; a job dropped unrun (shutdown with `cancel_futures`)
+/// cancels it.
+struct Adopted<R: Send + 'static>(Mutex<Option<crate::future::Promise<R>>>);
+
+impl<R: Send + 'static> Adopted<R> {
+    fn take(&self) -> Option<crate::future::Promise<R>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+impl<R: Send + 'static> Drop for Adopted<R> {
+    fn drop(&mut self) {
+        if let Some(p) = self.take() {
+            p.set_error(Error::Cancelled);
+        }
     }
 }
 
@@ -632,6 +713,7 @@ impl ThreadPoolBuilder {
             prefix: prefix.clone(),
             initializer: self.initializer.clone(),
             owner: Mutex::new(Weak::new()),
+            tag: crate::graph::new_owner(),
         });
         let owner = Arc::new(Owner {
             shared: shared.clone(),

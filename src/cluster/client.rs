@@ -21,7 +21,8 @@ use super::courier::{Courier, Job};
 use super::protocol::{
     self, array, bytes, read_reply, Conn, ItemOutcome, Keys, Outcome, ScriptName, Scripts,
 };
-use crate::future::{pair, Promise};
+use super::remote::Remote;
+use crate::future::{pair_in, Promise};
 use crate::ship;
 use crate::{Error, Future, Payload, Result};
 use std::collections::HashMap;
@@ -71,6 +72,8 @@ trait Delivery: Send {
     fn set_running(&self) -> bool;
     fn deliver(self: Box<Self>, outcome: Result<&[u8]>);
     fn fail(self: Box<Self>, error: Error);
+    /// Completes with a value that stays in Redis until asked for.
+    fn deliver_remote(self: Box<Self>, remote: Arc<Remote>);
 }
 
 impl<R: Payload> Delivery for Promise<R> {
@@ -78,6 +81,12 @@ impl<R: Payload> Delivery for Promise<R> {
         Promise::set_running(self)
     }
     fn deliver(self: Box<Self>, outcome: Result<&[u8]>) {
+        if let Ok(bytes) = outcome {
+            // A future with `Arg`s keeps its result bytes for its dependents.
+            if self.cell().wants_encoded() {
+                self.cell().keep_encoded(Ok(bytes.into()));
+            }
+        }
         // The result type's `Deserialize` is user code: a panic there is
         // this call's error, never the courier's death.
         let decoded = outcome.and_then(|bytes| contain(|| ship::decode::<R>(bytes))?);
@@ -85,6 +94,9 @@ impl<R: Payload> Delivery for Promise<R> {
     }
     fn fail(self: Box<Self>, error: Error) {
         self.set_error(error);
+    }
+    fn deliver_remote(self: Box<Self>, remote: Arc<Remote>) {
+        super::remote::complete_remote(*self, remote);
     }
 }
 
@@ -131,6 +143,8 @@ struct State {
     /// A task sent again under a new sequence number: old → new.
     aliases: HashMap<u64, u64>,
     closing: bool,
+    /// Result keys nobody can ask for any more, deleted by the event loop.
+    releases: Vec<String>,
     woken: bool,
     loop_done: bool,
     workers_started: bool,
@@ -156,6 +170,13 @@ pub(crate) struct Shared {
     workers: Mutex<Vec<Option<LocalWorker>>>,
     /// The client's own threads (a shutdown from one of them must not wait).
     thread_ids: Mutex<Vec<ThreadId>>,
+    /// The tag of this cluster's futures (see `Executor::owner`).
+    owner: u64,
+    /// For values fetched on demand, `put` and deletes after shutdown.
+    fetch_conn: Mutex<Conn>,
+    /// Results that stay in Redis while a handle to them lives (see
+    /// `remote`); the keeper extends their lifetime with the client's.
+    held: Mutex<std::collections::HashSet<String>>,
     /// Completes futures (and runs their done-callbacks) off the event loop.
     courier: Courier,
     /// The latest liveness value the keeper wrote.
@@ -191,6 +212,12 @@ impl Shared {
                 .arg("i"),
         )
         .map_err(|e| protocol::backend("could not create the event stream", &cfg.url, &e))?;
+        let fetch_conn = Conn::new(
+            &cfg.url,
+            &cfg.keys,
+            scripts.clone(),
+            Duration::from_secs(30),
+        )?;
         let event_conn = Conn::new(
             &cfg.url,
             &cfg.keys,
@@ -208,6 +235,9 @@ impl Shared {
             finished: Condvar::new(),
             workers: Mutex::new(Vec::new()),
             thread_ids: Mutex::new(Vec::new()),
+            owner: crate::graph::new_owner(),
+            fetch_conn: Mutex::new(fetch_conn),
+            held: Mutex::new(std::collections::HashSet::new()),
             courier: Courier::default(),
             live: Mutex::new(String::new()),
             bulk_limit: protocol::bulk_limit(&mut conn),
@@ -331,6 +361,14 @@ impl Shared {
             .cmd("PEXPIRE")
             .arg(self.cfg.keys.finished(&self.client_id))
             .arg(ttl_ms);
+        // Results that stay in Redis for this client's futures live as long
+        // as the client (with the grace `finish` gives them).
+        for task in lock(&self.held).iter() {
+            pipe.cmd("PEXPIRE")
+                .arg(self.cfg.keys.result(task))
+                .arg(2 * ttl_ms + 1000)
+                .ignore();
+        }
         conn.query_pipe(&pipe)?;
         *lock(&self.live) = value;
         Ok(())
@@ -449,59 +487,20 @@ impl Shared {
                     ),
                 };
                 for _ in 0..items.len() {
-                    let (future, promise) = pair::<R>();
+                    let (future, promise) = pair_in::<R>(self.owner);
                     promise.set_error(error.clone());
                     futures.push(future);
                 }
                 continue;
             }
-            let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-            let task = protocol::task_id(&self.client_id, seq);
-            let trampoline = callee.trampoline;
-            let mut args = Vec::with_capacity(
-                callee.captures().len() + 4 + items.iter().map(|i| i.len() + 4).sum::<usize>(),
-            );
-            protocol::push_item(&mut args, callee.captures());
-            for item in &items {
-                protocol::push_item(&mut args, item);
-            }
-            let n = items.len();
-            let args = Arc::new(args);
-            let outgoing = self.outgoing(
-                seq,
-                task,
-                trampoline,
-                args.clone(),
-                n,
-                lane.clone(),
-                limit_ms,
-            )?;
-            let mut deliveries: Vec<Option<Box<dyn Delivery>>> = Vec::with_capacity(n);
-            for idx in 0..n {
-                let (future, promise) = pair::<R>();
-                let weak = Arc::downgrade(self);
-                let which = if n == 1 { -1 } else { idx as i64 };
-                future.add_done_callback(move |outcome| {
-                    if let Err(Error::Cancelled) = outcome {
-                        request_cancel(&weak, seq, which);
-                    }
-                });
-                futures.push(future);
-                deliveries.push(Some(Box::new(promise)));
-            }
-            records.push((
-                outgoing,
-                Inflight {
-                    items: deliveries,
-                    started: false,
-                    sent_at: None,
-                    cancelled: 0,
-                    trampoline,
-                    args,
-                    lane: lane.clone(),
-                    limit_ms,
-                },
-            ));
+            let promises: Vec<Promise<R>> = (0..items.len())
+                .map(|_| {
+                    let (future, promise) = pair_in::<R>(self.owner);
+                    futures.push(future);
+                    promise
+                })
+                .collect();
+            records.push(self.record(callee, items, promises, lane.clone(), limit_ms)?);
         }
         let mut st = lock(&self.state);
         if st.closing {
@@ -515,6 +514,69 @@ impl Shared {
         drop(st);
         self.work.notify_one();
         Ok(futures)
+    }
+
+    /// One task record for `items`, completing `promises` (one per item).
+    fn record<R: Payload>(
+        self: &Arc<Self>,
+        callee: &ship::Callee,
+        items: Vec<Vec<u8>>,
+        promises: Vec<Promise<R>>,
+        lane: (String, String),
+        limit_ms: u64,
+    ) -> Result<(Outgoing, Inflight)> {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let task = protocol::task_id(&self.client_id, seq);
+        let trampoline = callee.trampoline;
+        let mut args = Vec::with_capacity(
+            callee.captures().len() + 4 + items.iter().map(|i| i.len() + 4).sum::<usize>(),
+        );
+        protocol::push_item(&mut args, callee.captures());
+        for item in &items {
+            protocol::push_item(&mut args, item);
+        }
+        let n = items.len();
+        let args = Arc::new(args);
+        let outgoing = self.outgoing(
+            seq,
+            task,
+            trampoline,
+            args.clone(),
+            n,
+            lane.clone(),
+            limit_ms,
+        )?;
+        let mut deliveries: Vec<Option<Box<dyn Delivery>>> = Vec::with_capacity(n);
+        for (idx, promise) in promises.into_iter().enumerate() {
+            let weak = Arc::downgrade(self);
+            let which = if n == 1 { -1 } else { idx as i64 };
+            // A hook, not a done-callback: a done-callback would make the
+            // client fetch a value that can stay in Redis.
+            let cell = std::sync::Arc::downgrade(&promise.cell().0);
+            promise.cell().on_final(Box::new(move || {
+                let cancelled = cell
+                    .upgrade()
+                    .and_then(|c| c.cell().final_outcome())
+                    .is_some_and(|o| matches!(o, Err(Error::Cancelled)));
+                if cancelled {
+                    request_cancel(&weak, seq, which);
+                }
+            }));
+            deliveries.push(Some(Box::new(promise)));
+        }
+        Ok((
+            outgoing,
+            Inflight {
+                items: deliveries,
+                started: false,
+                sent_at: None,
+                cancelled: 0,
+                trampoline,
+                args,
+                lane,
+                limit_ms,
+            },
+        ))
     }
 
     /// A signed task record (a fresh nonce each time).
@@ -594,6 +656,109 @@ impl Shared {
         drop(st);
         self.work.notify_all();
         sent
+    }
+
+    /// Queues one call launched from the waiting room, with its argument
+    /// bytes already encoded; refusals complete `promise`.
+    pub(crate) fn enqueue_ready<R: Payload>(
+        self: &Arc<Self>,
+        callee: &ship::Callee,
+        args: Vec<u8>,
+        promise: Promise<R>,
+        options: &crate::CallOptions,
+    ) {
+        let lane = match super::lanes::canonical(&options.resources) {
+            Ok(needs) => super::lanes::lane_of(&self.cfg.keys.queue(), options.priority, &needs),
+            Err(e) => return promise.set_error(e),
+        };
+        let limit_ms = options
+            .timeout
+            .map(|t| (t.as_millis() as u64).max(1))
+            .unwrap_or(0);
+        let record = match self.record(callee, vec![args], vec![promise], lane, limit_ms) {
+            Ok(r) => r,
+            Err(e) => {
+                // The promise was dropped with the record: its future is Broken.
+                log::error!("could not make a task record: {e}");
+                return;
+            }
+        };
+        let mut st = lock(&self.state);
+        if st.closing {
+            drop(st);
+            for d in record.1.items.into_iter().flatten() {
+                d.fail(Error::Shutdown);
+            }
+            return;
+        }
+        st.inflight.insert(record.0.seq, record.1);
+        st.outbox.push(record.0);
+        drop(st);
+        self.work.notify_one();
+    }
+
+    /// The tag of this cluster's futures.
+    pub(crate) fn owner(&self) -> u64 {
+        self.owner
+    }
+
+    /// Deletes the result of `task`, which nobody can ask for any more: by
+    /// the event loop, or (once it is gone) at once.
+    pub(crate) fn release_result(&self, task: String) {
+        lock(&self.held).remove(&task);
+        let mut st = lock(&self.state);
+        if !st.loop_done {
+            st.releases.push(task);
+            return;
+        }
+        drop(st);
+        let key = self.cfg.keys.result(&task);
+        let mut conn = lock(&self.fetch_conn);
+        let deadline = Some(Instant::now() + Duration::from_secs(2));
+        if let Err(e) = conn.query_retry(redis::cmd("DEL").arg(&key), deadline, &|| false) {
+            log::warn!("could not delete {key} from Redis (it expires within an hour): {e}");
+        }
+    }
+
+    /// Notes that the result of `task` stays in Redis while a handle lives.
+    pub(crate) fn hold_result(&self, task: &str) {
+        lock(&self.held).insert(task.to_string());
+    }
+
+    /// Reads the value of a one-item result that stayed in Redis.
+    pub(crate) fn fetch_value(&self, task: &str) -> Result<Vec<u8>> {
+        let key = self.cfg.keys.result(task);
+        let deadline = Some(Instant::now() + self.cfg.reconnect_timeout);
+        let reply = lock(&self.fetch_conn)
+            .query_retry(redis::cmd("GET").arg(&key), deadline, &|| false)
+            .map_err(|e| protocol::backend("could not read a result", &self.cfg.url, &e))?;
+        let envelope = bytes(&reply).unwrap_or(&[]);
+        super::remote::single_value(self.cfg.secret.as_bytes(), task, envelope)
+    }
+
+    /// Writes `value` to Redis as the sealed result of a task id of its own
+    /// (`put`); returns that task id.
+    pub(crate) fn store_value(&self, value: Vec<u8>) -> Result<String> {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let task = protocol::task_id(&self.client_id, seq);
+        let envelope = Outcome::Ran {
+            worker: format!("client {}", self.client_id),
+            items: vec![ItemOutcome::Value(value)],
+        }
+        .seal(self.cfg.secret.as_bytes(), &task);
+        let deadline = Some(Instant::now() + self.cfg.reconnect_timeout);
+        lock(&self.fetch_conn)
+            .query_retry(
+                redis::cmd("SET")
+                    .arg(self.cfg.keys.result(&task))
+                    .arg(envelope)
+                    .arg("EX")
+                    .arg(protocol::RESULT_TTL.as_secs()),
+                deadline,
+                &|| false,
+            )
+            .map_err(|e| protocol::backend("could not store a value", &self.cfg.url, &e))?;
+        Ok(task)
     }
 
     // -----------------------------------------------------------------------
@@ -862,11 +1027,12 @@ impl Shared {
                     match (e.field("k"), seq, task) {
                         (Some(b"s"), Some(seq), _) => started.push(seq),
                         (Some(b"d"), Some(seq), Some(task)) => {
-                            done.push((seq, task.to_string(), size))
+                            let lazy = e.field("l") == Some(b"1");
+                            done.push((seq, task.to_string(), size, lazy))
                         }
                         (Some(b"d"), None, Some(task)) => {
                             // Not ours (a forged record naming us): take and drop it.
-                            done.push((0, task.to_string(), size))
+                            done.push((0, task.to_string(), size, false))
                         }
                         _ => {}
                     }
@@ -894,6 +1060,7 @@ impl Shared {
                 }
                 fetch_failing = None;
             }
+            self.delete_released(&mut conn);
             if Instant::now() >= next_probe {
                 next_probe = Instant::now() + PROBE_EVERY;
                 self.probe(&mut conn);
@@ -902,6 +1069,13 @@ impl Shared {
         // Shut down: let the completions already read run (their callbacks
         // may still submit, and get Shutdown), then the event stream goes.
         self.courier.close(COURIER_DRAIN);
+        let mut st = lock(&self.state);
+        let left = std::mem::take(&mut st.releases);
+        st.loop_done = true;
+        drop(st);
+        for task in left {
+            self.release_result(task);
+        }
         // Shut down: the event stream goes with us.
         let _ = conn.query_retry(
             redis::cmd("DEL").arg(&events),
@@ -916,11 +1090,11 @@ impl Shared {
     /// Fails the futures of `done` tasks whose results could not be read
     /// for `reconnect_timeout`; their events are then acknowledged without
     /// fetching (nothing waits for them any more).
-    fn fail_unfetched(&self, done: &[(u64, String, u64)], url: &str, e: &redis::RedisError) {
+    fn fail_unfetched(&self, done: &[(u64, String, u64, bool)], url: &str, e: &redis::RedisError) {
         let failed: Vec<Inflight> = {
             let mut st = lock(&self.state);
             done.iter()
-                .filter_map(|(seq, _, _)| st.inflight.remove(seq))
+                .filter_map(|(seq, ..)| st.inflight.remove(seq))
                 .collect()
         };
         if failed.is_empty() {
@@ -1021,16 +1195,67 @@ impl Shared {
         }
     }
 
+    /// Deletes the results nobody can ask for any more.
+    fn delete_released(&self, conn: &mut Conn) {
+        let released = std::mem::take(&mut lock(&self.state).releases);
+        if released.is_empty() {
+            return;
+        }
+        let mut del = redis::cmd("DEL");
+        for task in &released {
+            del.arg(self.cfg.keys.result(task));
+        }
+        let deadline = Some(Instant::now() + Duration::from_secs(2));
+        if let Err(e) = conn.query_retry(&del, deadline, &|| false) {
+            log::warn!("could not delete released results (they expire within an hour): {e}");
+        }
+    }
+
+    /// Completes the futures of `done` tasks whose result stays in Redis
+    /// (one successful item, large); returns the others.
+    fn deliver_lazy<'a>(
+        self: &Arc<Self>,
+        done: &'a [(u64, String, u64, bool)],
+    ) -> Vec<(u64, &'a str, u64)> {
+        let mut rest = Vec::with_capacity(done.len());
+        let mut remote = Vec::new();
+        {
+            let mut st = lock(&self.state);
+            for (seq, task, size, lazy) in done {
+                let single = *lazy && st.inflight.get(seq).is_some_and(|t| t.items.len() == 1);
+                if !single {
+                    rest.push((*seq, task.as_str(), *size));
+                } else if let Some(inflight) = st.inflight.remove(seq) {
+                    remote.push((inflight, task));
+                }
+            }
+        }
+        let jobs: Vec<Job> = remote
+            .into_iter()
+            .flat_map(|(inflight, task)| {
+                inflight.items.into_iter().flatten().map(|d| {
+                    let remote = Remote::new(task.clone(), self.clone());
+                    Box::new(move || d.deliver_remote(remote)) as Job
+                })
+            })
+            .collect();
+        self.courier.send_all(jobs);
+        rest
+    }
+
     /// Reads the results of `done` tasks, completes their futures, then
     /// deletes the results and the events `ids`. An error before delivery
     /// means: read the same events again (nothing was deleted).
     fn take_and_deliver(
-        &self,
+        self: &Arc<Self>,
         conn: &mut Conn,
         events: &str,
         ids: &[String],
-        done: &[(u64, String, u64)],
+        done: &[(u64, String, u64, bool)],
     ) -> redis::RedisResult<()> {
+        // Large single values stay in Redis (their futures fetch them when
+        // asked); the rest are read here and their results deleted below.
+        let done: Vec<(u64, &str, u64)> = self.deliver_lazy(done);
         let results: Vec<String> = done
             .iter()
             .map(|(_, t, _)| self.cfg.keys.result(t))
@@ -1072,6 +1297,7 @@ impl Shared {
                 let mut st = lock(&self.state);
                 for (j, &i) in group.iter().enumerate() {
                     let (seq, task, _) = &done[i];
+                    let task = *task;
                     let Some(inflight) = st.inflight.remove(seq) else {
                         continue;
                     };

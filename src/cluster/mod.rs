@@ -97,6 +97,7 @@ mod current;
 pub mod fuzz;
 mod lanes;
 mod protocol;
+mod remote;
 mod secede;
 mod worker;
 
@@ -508,6 +509,45 @@ impl Executor for Cluster {
         Box::new(move |batch: Vec<Args>| {
             shared.enqueue(callee.as_ref().map_err(Clone::clone)?, batch, true)
         })
+    }
+
+    fn owner(&self) -> u64 {
+        self.shared.owner()
+    }
+
+    fn launcher<F, Args>(&self, f: F) -> crate::graph::Launcher<Args, F::Output>
+    where
+        F: Task<Args>,
+        Args: Payload,
+        F::Output: Payload,
+    {
+        // The captures (of a `bind`) are encoded once, for every launch.
+        let callee = f.__callee();
+        let shared = std::sync::Arc::downgrade(&self.shared);
+        // Inputs that stayed in Redis go by key: the worker reads them.
+        crate::graph::Launcher::new(move |ready, promise, options| {
+            let Some(shared) = shared.upgrade() else {
+                return promise.set_error(Error::Shutdown);
+            };
+            let callee = match &callee {
+                Ok(c) => c,
+                Err(e) => return promise.set_error(e.clone()),
+            };
+            match remote::template(&ready) {
+                Ok((args, keep)) => {
+                    if !keep.is_empty() {
+                        // The inputs' results stay until this call is done.
+                        promise.cell().on_final(Box::new(move || drop(keep)));
+                    }
+                    shared.enqueue_ready(callee, args, promise, options)
+                }
+                Err(e) => promise.set_error(e),
+            }
+        })
+    }
+
+    fn put<T: Payload + Clone>(&self, value: T) -> Result<Future<T>> {
+        remote::put(&self.shared, value)
     }
 
     fn submit_with<F, Args>(

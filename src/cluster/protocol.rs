@@ -14,7 +14,7 @@
 //! | `{ns}:q:<p>:<needs>` | stream | another lane (priority, resources); persists like `{ns}:q`  |
 //! | `{ns}:q:lanes`       | hash   | the lanes in use (stream → `priority|needs`); persists      |
 //! | `{ns}:t:<task>`      | hash   | from submit until a worker finishes (or skips) the task     |
-//! | `{ns}:r:<task>`      | string | from finish until the client has read it; TTL [`RESULT_TTL`] |
+//! | `{ns}:r:<task>`      | string | from finish until the client has read it (a value over 64 KiB, and `put` values: until no future, `Arg` or running dependent can ask for it); TTL [`RESULT_TTL`] |
 //! | `{ns}:ev:<client>`   | stream | while the client runs (TTL refreshed); deleted by `shutdown` |
 //! | `{ns}:live:<client>` | string | signed expiry time, refreshed while the client runs         |
 //! | `{ns}:fin:<client>`  | bitmap | bit `seq` set when the task finished; lives as the client    |
@@ -163,7 +163,8 @@ pub(crate) const SUBMIT: &str = include_str!("lua/submit.lua");
 pub(crate) const START: &str = include_str!("lua/start.lua");
 
 /// KEYS: queue, task, result, client events. ARGV: entry id, group, signed
-/// envelope, result TTL (s), task id. Acknowledges the entry; stores the
+/// envelope, result TTL (s), task id, `1` if the client should leave the
+/// result in Redis until asked (a large value). Acknowledges the entry; stores the
 /// result and tells the client only if the record still exists (so a
 /// redelivered copy finishing second is dropped) and the client is still
 /// there. `SET NX` makes a second result for the same task impossible even

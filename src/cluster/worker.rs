@@ -806,7 +806,9 @@ impl Worker {
                         },
                     );
                 }
-                let ran = self.execute(&job.task, &record, &cancelled, || client_alive(field(9)));
+                let ran = self.execute(conn, &job.task, &record, &cancelled, || {
+                    client_alive(field(9))
+                });
                 if limit.is_some() {
                     protocol_lock(&self.deadlines).remove(&job.entry);
                 }
@@ -855,6 +857,11 @@ impl Worker {
             // Gone (finished elsewhere, never existed) or cancelled: already acknowledged.
             _ => return None,
         };
+        // A large single value stays in Redis until the client asks for it.
+        let lazy = matches!(&outcome, Outcome::Ran { items, .. } if matches!(
+            items.as_slice(),
+            [ItemOutcome::Value(v)] if v.len() > super::remote::LAZY_ABOVE
+        ));
         let mut outcome = outcome;
         let envelope =
             outcome.seal_within(self.cfg.secret.as_bytes(), &job.task, self.bulk_limit());
@@ -875,7 +882,8 @@ impl Worker {
             .arg(protocol::RESULT_TTL.as_secs())
             .arg(&job.task)
             .arg(bit)
-            .arg(envelope.len());
+            .arg(envelope.len())
+            .arg(if lazy { "1" } else { "0" });
         let only_default = {
             let view = protocol_lock(&self.view);
             !view.stale() && view.lanes.len() == 1
@@ -905,6 +913,7 @@ impl Worker {
     /// `Ok(Some(Refused))` outcome for the client.
     fn execute(
         &self,
+        conn: &mut Conn,
         task: &str,
         record: &Record<'_>,
         cancelled: &HashSet<usize>,
@@ -974,6 +983,22 @@ impl Worker {
                 continue;
             }
             out.clear();
+            // A dependent's arguments may name inputs that stayed in Redis.
+            let filled = match super::remote::parse_template(item) {
+                None => None,
+                Some(Ok(pieces)) => match self.fill_template(conn, &pieces) {
+                    Ok(args) => Some(args),
+                    Err(message) => {
+                        outcomes.push(ItemOutcome::Failed(ship::WireError::Refused { message }));
+                        continue;
+                    }
+                },
+                Some(Err(message)) => {
+                    outcomes.push(ItemOutcome::Failed(ship::WireError::Refused { message }));
+                    continue;
+                }
+            };
+            let item = filled.as_deref().unwrap_or(item);
             // The trampoline catches the task's panics; `contain` also
             // catches one whose payload panics again when dropped, which
             // would otherwise end this slot's thread.
@@ -998,6 +1023,51 @@ impl Worker {
         if self.call(conn, &cmd).is_err() {
             self.ack_in(conn, &job.stream, &job.entry);
         }
+    }
+
+    /// The arguments of a template: its literal pieces, and the values of
+    /// the inputs it names read from their results in Redis (one `MGET`).
+    fn fill_template(
+        &self,
+        conn: &mut Conn,
+        pieces: &[super::remote::Piece<'_>],
+    ) -> Result<Vec<u8>, String> {
+        use super::remote::Piece;
+        let inputs: Vec<&str> = pieces
+            .iter()
+            .filter_map(|p| match p {
+                Piece::Input(task) => Some(*task),
+                Piece::Bytes(_) => None,
+            })
+            .collect();
+        let mut mget = redis::cmd("MGET");
+        for task in &inputs {
+            mget.arg(self.keys.result(task));
+        }
+        let reply = conn
+            .query(&mget)
+            .map_err(|e| format!("could not read the call's inputs from Redis: {e}"))?;
+        let envelopes = array(&reply).unwrap_or(&[]);
+        let mut values = Vec::with_capacity(inputs.len());
+        for (i, task) in inputs.iter().enumerate() {
+            let envelope = envelopes.get(i).and_then(bytes).unwrap_or(&[]);
+            let value = super::remote::single_value(self.cfg.secret.as_bytes(), task, envelope)
+                .map_err(|e| format!("input {task} of the call is not usable: {e}"))?;
+            values.push(value);
+        }
+        if let ([Piece::Input(_)], [_]) = (pieces, values.as_slice()) {
+            // One input and nothing else: its value is the argument tuple.
+            return Ok(values.pop().unwrap_or_default());
+        }
+        let mut values = values.into_iter();
+        let mut args = Vec::new();
+        for p in pieces {
+            match p {
+                Piece::Bytes(b) => args.extend_from_slice(b),
+                Piece::Input(_) => args.extend(values.next().unwrap_or_default()),
+            }
+        }
+        Ok(args)
     }
 
     fn reject(&self, conn: &mut Conn, job: &Job, reason: &str) {

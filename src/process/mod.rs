@@ -120,6 +120,12 @@ impl<R: Payload> Delivery for Promise<R> {
         Promise::set_pending(self);
     }
     fn deliver(self: Box<Self>, outcome: Result<&[u8]>) {
+        if let Ok(bytes) = outcome {
+            // A future with `Arg`s keeps its result bytes for its dependents.
+            if self.cell().wants_encoded() {
+                self.cell().keep_encoded(Ok(bytes.into()));
+            }
+        }
         let outcome = outcome.and_then(codec_guard::decode::<R>);
         // Completing runs user code too (a waker; dropping the value when
         // its future is gone); a panic there must not kill the I/O thread,
@@ -186,6 +192,8 @@ struct Config {
     max_tasks_per_child: Option<usize>,
     init: Option<(ship::Callee, Vec<u8>)>,
     build_id: BuildId,
+    /// The tag of this pool's futures (see `Executor::owner`).
+    owner: u64,
 }
 
 struct Shared {
@@ -460,15 +468,19 @@ impl Shared {
 
     /// Queues batches and dispatches them.
     fn enqueue(&self, batches: Vec<Batch>) -> Result<()> {
+        self.try_enqueue(batches).map_err(|(e, _)| e)
+    }
+
+    /// Queues batches and dispatches them; hands them back when refused.
+    fn try_enqueue(&self, batches: Vec<Batch>) -> std::result::Result<(), (Error, Vec<Batch>)> {
         let touched = {
             let mut st = lock(&self.state);
             if let Some(reason) = &st.broken {
-                return Err(Error::Broken {
-                    reason: reason.clone(),
-                });
+                let reason = reason.clone();
+                return Err((Error::Broken { reason }, batches));
             }
             if st.shutdown {
-                return Err(Error::Shutdown);
+                return Err((Error::Shutdown, batches));
             }
             controls::enqueue_ranked(&mut st.queue, batches);
             self.dispatch(&mut st)
@@ -986,11 +998,14 @@ impl ProcessPool {
             .collect()
     }
 
-    fn items<Args: Payload, R: Payload>(batch: Vec<Args>) -> (Vec<Item>, Vec<Future<R>>) {
+    fn items<Args: Payload, R: Payload>(
+        owner: u64,
+        batch: Vec<Args>,
+    ) -> (Vec<Item>, Vec<Future<R>>) {
         let mut items = Vec::with_capacity(batch.len());
         let mut futures = Vec::with_capacity(batch.len());
         for args in batch {
-            let (future, promise) = remote_pair::<R>();
+            let (future, promise) = remote_pair::<R>(owner);
             let encoded = codec_guard::encode_owned(args).and_then(|e| {
                 if e.len() > MAX_FRAME / 2 {
                     Err(Error::Codec {
@@ -1138,7 +1153,8 @@ impl Executor for ProcessPool {
         let shared = self.shared.clone();
         Box::new(move |batch: Vec<Args>| {
             let trampoline = callee.clone()?;
-            let (items, futures) = ProcessPool::items::<Args, F::Output>(batch);
+            let (items, futures) =
+                ProcessPool::items::<Args, F::Output>(shared.config.owner, batch);
             if !items.is_empty() {
                 let mut batches = ProcessPool::batches(trampoline, items);
                 for b in &mut batches {
@@ -1186,6 +1202,59 @@ impl Executor for ProcessPool {
         }
         self.options_submitter::<F, Args>(f, options)
     }
+
+    fn owner(&self) -> u64 {
+        self.shared.config.owner
+    }
+
+    fn launcher<F, Args>(&self, f: F) -> crate::graph::Launcher<Args, F::Output>
+    where
+        F: Task<Args>,
+        Args: Payload,
+        F::Output: Payload,
+    {
+        // The captures (of a `bind`) are encoded once, for every launch.
+        let callee = f.__callee();
+        let shared = Arc::downgrade(&self.shared);
+        // The inputs' result bytes are spliced into the argument frame as
+        // they are: a postcard tuple is its elements' encodings end to end.
+        crate::graph::Launcher::new(move |ready, promise, _options| {
+            let Some(shared) = shared.upgrade() else {
+                return promise.set_error(Error::Shutdown);
+            };
+            let trampoline = match callee.clone() {
+                Ok(t) => t,
+                Err(e) => return promise.set_error(e),
+            };
+            if ready.len() > MAX_FRAME / 2 {
+                return promise.set_error(Error::Codec {
+                    type_name: std::any::type_name::<Args>().into(),
+                    message: format!(
+                        "encoded arguments take {} bytes, over the {} byte limit",
+                        ready.len(),
+                        MAX_FRAME / 2
+                    ),
+                });
+            }
+            let item = Item {
+                args: Arc::new(Encoded {
+                    head: match ready.concat() {
+                        Ok(head) => head,
+                        Err(e) => return promise.set_error(e),
+                    },
+                    body: Vec::new(),
+                }),
+                delivery: Box::new(promise),
+            };
+            if let Err((e, batches)) =
+                shared.try_enqueue(ProcessPool::batches(trampoline, vec![item]))
+            {
+                for it in batches.into_iter().flat_map(|b| b.items) {
+                    it.delivery.deliver(Err(e.clone()));
+                }
+            }
+        })
+    }
 }
 
 impl ProcessPool {
@@ -1220,7 +1289,8 @@ impl ProcessPool {
         let (priority, limit) = (options.priority, options.timeout);
         Box::new(move |batch: Vec<Args>| {
             let trampoline = callee.clone()?;
-            let (items, futures) = ProcessPool::items::<Args, F::Output>(batch);
+            let (items, futures) =
+                ProcessPool::items::<Args, F::Output>(shared.config.owner, batch);
             if !items.is_empty() {
                 // One batch per call, so each call's limit is its own.
                 let batches = items
@@ -1378,6 +1448,7 @@ impl ProcessPoolBuilder {
                 max_tasks_per_child: self.max_tasks_per_child,
                 init,
                 build_id: *ship::build_id(),
+                owner: crate::graph::new_owner(),
             },
             state: Mutex::new(State {
                 queue: VecDeque::new(),

@@ -1,6 +1,8 @@
 -- KEYS: queue, task, result, client events, client finished-bitmap.
 -- ARGV: entry id, group, signed envelope, result TTL (s), task id, task
--- sequence number (decimal; -1 when too large for the bitmap), envelope size.
+-- sequence number (decimal; -1 when too large for the bitmap), envelope
+-- size, `1` if the client should leave the result in Redis until asked (a
+-- large value).
 -- Acknowledges the entry and marks the task finished in the client's bitmap
 -- (so a copy of its record written again is never run); stores the result
 -- and tells the client only if the record still exists (so a redelivered
@@ -25,5 +27,5 @@ local keep = tonumber(ARGV[4]) * 1000
 local ttl = redis.call('PTTL', KEYS[4])
 if ttl > 0 then keep = math.min(keep, 2 * ttl + 1000) end
 if not redis.call('SET', KEYS[3], ARGV[3], 'NX', 'PX', keep) then return 0 end
-redis.call('XADD', KEYS[4], '*', 'k', 'd', 't', ARGV[5], 'z', ARGV[7])
+redis.call('XADD', KEYS[4], '*', 'k', 'd', 't', ARGV[5], 'z', ARGV[7], 'l', ARGV[8] or '0')
 return 1
