@@ -543,8 +543,7 @@ impl Shared {
             trampoline,
             args.clone(),
             n,
-            lane.clone(),
-            limit_ms,
+            (lane.clone(), limit_ms),
         )?;
         let mut deliveries: Vec<Option<Box<dyn Delivery>>> = Vec::with_capacity(n);
         for (idx, promise) in promises.into_iter().enumerate() {
@@ -587,8 +586,7 @@ impl Shared {
         trampoline: u64,
         args: Arc<Vec<u8>>,
         items: usize,
-        lane: (String, String),
-        limit_ms: u64,
+        (lane, limit_ms): ((String, String), u64),
     ) -> Result<Outgoing> {
         let nonce = ship::hex(&protocol::random_bytes::<12>()?);
         let signature = protocol::sign_task(
@@ -636,8 +634,7 @@ impl Shared {
                 inflight.trampoline,
                 inflight.args.clone(),
                 n,
-                inflight.lane.clone(),
-                inflight.limit_ms,
+                (inflight.lane.clone(), inflight.limit_ms),
             ) {
                 Ok(out) => {
                     inflight.sent_at = None;
