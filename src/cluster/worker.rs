@@ -1196,7 +1196,9 @@ impl Worker {
                 .arg(&envelope)
                 .arg(protocol::RESULT_TTL.as_secs())
                 .arg(&dl.task)
-                .arg(protocol::bit_of(seq));
+                .arg(protocol::bit_of(seq))
+                .arg(envelope.len())
+                .arg("0");
             if let Err(e) = conn.query(&finish) {
                 log::error!(
                     "{}: could not report the timeout of {}: {e}",

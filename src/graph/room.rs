@@ -29,7 +29,7 @@ struct Waiting<Args, R, In> {
     /// Taken when the call launches or resolves without running.
     inputs: Mutex<Option<In>>,
     promise: Mutex<Option<Promise<R>>>,
-    launcher: Launcher<Args, R>,
+    launcher: Arc<Launcher<Args, R>>,
     options: CallOptions,
     _args: PhantomData<fn(Args)>,
 }
@@ -58,7 +58,7 @@ where
         remaining: AtomicUsize::new(ids.len() + 1),
         inputs: Mutex::new(None),
         promise: Mutex::new(Some(promise)),
-        launcher,
+        launcher: Arc::new(launcher),
         options,
         _args: PhantomData,
     });
@@ -174,12 +174,36 @@ fn flat(f: Box<dyn FnOnce()>) {
 
 /// The one place a ready call goes to its backend. The backend completes
 /// `promise` (with the call's outcome, or with the error that kept it from
-/// running).
+/// running). With `retries`, each attempt gets the same inputs by reference
+/// (`Ready` is cheap to clone) through the retry owner written once in
+/// `controls`; the dependent's future gets the last attempt's outcome, and
+/// resolving it (a cancel) cancels the attempt that is still pending.
 pub(crate) fn hand_over<Args, R>(
-    launcher: &Launcher<Args, R>,
+    launcher: &Arc<Launcher<Args, R>>,
     ready: Ready,
     promise: Promise<R>,
     options: &CallOptions,
-) {
-    (launcher.0)(ready, promise, options)
+) where
+    Args: 'static,
+    R: Payload,
+{
+    if options.retries == 0 {
+        return (launcher.0)(ready, promise, options);
+    }
+    let (launcher, attempt_options) = (launcher.clone(), options.clone());
+    let attempt: crate::controls::Attempt<R> = Box::new(move |_n| {
+        let (future, attempt_promise) = crate::future::pair::<R>();
+        (launcher.0)(ready.clone(), attempt_promise, &attempt_options);
+        Ok(future)
+    });
+    match crate::controls::launch(options, attempt) {
+        Ok(outer) => {
+            let cancel = outer.cancel_handle();
+            promise.cell().on_final(Box::new(move || {
+                cancel.cancel();
+            }));
+            outer.then(move |outcome| promise.set_outcome(outcome));
+        }
+        Err(e) => promise.set_error(e),
+    }
 }

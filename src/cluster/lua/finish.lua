@@ -27,5 +27,5 @@ local keep = tonumber(ARGV[4]) * 1000
 local ttl = redis.call('PTTL', KEYS[4])
 if ttl > 0 then keep = math.min(keep, 2 * ttl + 1000) end
 if not redis.call('SET', KEYS[3], ARGV[3], 'NX', 'PX', keep) then return 0 end
-redis.call('XADD', KEYS[4], '*', 'k', 'd', 't', ARGV[5], 'z', ARGV[7], 'l', ARGV[8] or '0')
+redis.call('XADD', KEYS[4], '*', 'k', 'd', 't', ARGV[5], 'z', ARGV[7] or '0', 'l', ARGV[8] or '0')
 return 1
