@@ -136,3 +136,56 @@ fn callbacks_can_submit_and_a_panicking_one_is_contained() {
     });
     assert!(matches!(rx.recv_timeout(WAIT), Ok(Some(Error::Shutdown))));
 }
+
+fn slow_add(a: u64, b: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(300));
+    a + b
+}
+
+fn slow_panic() -> u64 {
+    std::thread::sleep(Duration::from_millis(300));
+    panic!("slow failure")
+}
+
+type Slot<T> = Arc<std::sync::Mutex<Option<fanout::Future<T>>>>;
+
+/// Registers a callback on `f` that calls `result_timeout` on `f` itself
+/// (the callback holds the future through `slot`), and reports what it got.
+fn result_in_own_callback<T: Send + 'static>(
+    f: fanout::Future<T>,
+) -> mpsc::Receiver<Option<fanout::Result<T>>> {
+    let slot: Slot<T> = Arc::new(std::sync::Mutex::new(None));
+    let (tx, rx) = mpsc::channel();
+    let s = slot.clone();
+    f.add_done_callback(move |_outcome| {
+        let me = s.lock().unwrap().take();
+        let _ = tx.send(me.map(|f| f.result_timeout(WAIT)));
+    });
+    *slot.lock().unwrap() = Some(f);
+    rx
+}
+
+/// `result()` on a future inside its own done-callback returns the outcome
+/// (a copy of the value), and the cluster keeps delivering.
+#[test]
+fn result_inside_its_own_callback_returns_the_outcome() {
+    let _watchdog = cluster_hardening_support::watchdog(
+        "result_inside_its_own_callback_returns_the_outcome",
+        std::time::Duration::from_secs(180),
+    );
+    let redis = Redis::start();
+    let c = cluster(&redis, "cb-own", 2);
+    let ok = result_in_own_callback(c.submit(slow_add, (20, 22)).unwrap());
+    let failed = result_in_own_callback(c.submit(slow_panic, ()).unwrap());
+    assert_eq!(ok.recv_timeout(WAIT), Ok(Some(Ok(42))));
+    match failed.recv_timeout(WAIT) {
+        Ok(Some(Err(Error::Panicked { message, .. }))) => {
+            assert!(message.contains("slow failure"), "{message}")
+        }
+        other => panic!("expected Some(Err(Panicked)), got {other:?}"),
+    }
+    // Delivery is not stuck behind those callbacks.
+    let start = Instant::now();
+    assert_eq!(c.submit(add, (1, 1)).unwrap().result_timeout(WAIT), Ok(2));
+    assert!(start.elapsed() < WAIT);
+}
