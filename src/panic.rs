@@ -170,3 +170,31 @@ fn drop_payload(payload: Box<dyn Any + Send>) -> Option<String> {
     std::mem::forget(second);
     Some(message)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Bomb;
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            panic!("the bomb went off");
+        }
+    }
+
+    #[test]
+    fn a_payload_that_panics_on_drop_is_caught() {
+        let out = catch(|| -> u32 { std::panic::panic_any(Bomb) });
+        match out {
+            Err(Error::Panicked { message, .. }) => {
+                assert!(message.contains("the bomb went off"), "{message}")
+            }
+            other => panic!("expected Panicked, got {other:?}"),
+        }
+        assert_eq!(catch(|| 7), Ok(7));
+        assert!(matches!(
+            catch(|| -> u32 { panic!("plain") }),
+            Err(Error::Panicked { message, .. }) if message == "plain"
+        ));
+    }
+}

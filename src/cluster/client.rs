@@ -16,7 +16,6 @@
 //! * **supervisor** (with `local_workers(n)`) — keeps n worker processes of
 //!   this binary running, and stops them (SIGTERM: drain) at shutdown.
 
-use super::contain::contain;
 use super::courier::{Courier, Job};
 use super::protocol::{
     self, array, bytes, read_reply, Conn, ItemOutcome, Keys, Outcome, ScriptName, Scripts,
@@ -89,7 +88,7 @@ impl<R: Payload> Delivery for Promise<R> {
         }
         // The result type's `Deserialize` is user code: a panic there is
         // this call's error, never the courier's death.
-        let decoded = outcome.and_then(|bytes| contain(|| ship::decode::<R>(bytes))?);
+        let decoded = outcome.and_then(|bytes| crate::panic::catch(|| ship::decode::<R>(bytes))?);
         self.set_outcome(decoded);
     }
     fn fail(self: Box<Self>, error: Error) {
@@ -451,7 +450,7 @@ impl Shared {
             .unwrap_or(0);
         // The arguments' `Serialize` and `Drop` are user code: a panic there
         // is an error from `submit`, never an unwinding `submit`.
-        let encoded = contain(move || {
+        let encoded = crate::panic::catch(move || {
             let mut encoded = Vec::with_capacity(batch.len());
             for args in &batch {
                 let mut out = Vec::new();

@@ -6,14 +6,15 @@
 //! would stall every future of the cluster (the result it waits for could
 //! never be read). So the event loop and the dispatcher hand completions to
 //! the courier: a few threads that run them, one at a time each, inside
-//! [`contain`](super::contain::contain). A monitor thread watches: when
+//! `panic::catch` (which also contains a panic payload whose `Drop`
+//! panics). A monitor thread watches: when
 //! every courier thread has been busy with one completion for longer than
 //! [`STALL`] while more wait, it starts another (up to [`MAX_THREADS`]);
 //! idle extra threads end after [`IDLE_END`]. This is Dask's callback thread, grown on demand like a
 //! thread pool that adds a thread while a task waits.
 
 use super::client::lock;
-use super::contain::contain;
+use crate::panic::catch;
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::ThreadId;
@@ -75,7 +76,7 @@ impl Courier {
             let jobs: Vec<Job> = st.queue.drain(..).collect();
             drop(st);
             for job in jobs {
-                let _ = contain(job);
+                let _ = catch(job);
             }
             return;
         }
@@ -132,7 +133,7 @@ impl Courier {
                 let jobs: Vec<Job> = st.queue.drain(..).collect();
                 drop(st);
                 for job in jobs {
-                    let _ = contain(job);
+                    let _ = catch(job);
                 }
             }
         }
@@ -219,7 +220,7 @@ fn run(inner: Arc<Inner>) {
         if let Some(job) = st.queue.pop_front() {
             st.busy.push((me, Instant::now()));
             drop(st);
-            if let Err(e) = contain(job) {
+            if let Err(e) = catch(job) {
                 log::error!("a cluster completion panicked: {e}");
             }
             st = lock(&inner.state);

@@ -90,7 +90,6 @@
 //! in between still runs it, and its result is discarded.
 
 mod client;
-mod contain;
 mod courier;
 mod current;
 #[doc(hidden)]

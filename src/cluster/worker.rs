@@ -28,7 +28,6 @@
 //! periodically runs `XAUTOCLAIM` with min-idle = lease to take over entries
 //! whose worker died.
 
-use super::contain::contain;
 use super::protocol::{
     self, array, bytes, read_reply, text, Backoff, Conn, Entry, ItemOutcome, Keys, Outcome,
     ScriptName, Scripts, GROUP,
@@ -1002,7 +1001,7 @@ impl Worker {
             // The trampoline catches the task's panics; `contain` also
             // catches one whose payload panics again when dropped, which
             // would otherwise end this slot's thread.
-            outcomes.push(match contain(|| call.call(item, &mut out)) {
+            outcomes.push(match crate::panic::catch(|| call.call(item, &mut out)) {
                 Ok(Ok(())) => ItemOutcome::Value(std::mem::take(&mut out)),
                 Ok(Err(e)) => ItemOutcome::Failed(e),
                 Err(e) => ItemOutcome::Failed(ship::WireError::from(e)),
