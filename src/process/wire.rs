@@ -243,7 +243,13 @@ pub(crate) struct FrameWriter {
     start: usize,
     count_at: Option<usize>,
     count: u32,
+    /// The most a frame may grow to through [`FrameWriter::outcome`]; an
+    /// outcome that would pass it becomes a `Codec` error of its own item.
+    limit: usize,
 }
+
+/// Room kept below [`MAX_FRAME`] for the error that replaces an oversized result.
+const ERROR_ROOM: usize = 64 << 10;
 
 impl FrameWriter {
     pub(crate) fn new(buf: Vec<u8>) -> Self {
@@ -252,6 +258,16 @@ impl FrameWriter {
             start: 0,
             count_at: None,
             count: 0,
+            limit: MAX_FRAME - ERROR_ROOM,
+        }
+    }
+
+    /// A writer whose DONE frames stay within `limit` bytes (for tests).
+    #[cfg(test)]
+    fn with_limit(buf: Vec<u8>, limit: usize) -> Self {
+        FrameWriter {
+            limit,
+            ..FrameWriter::new(buf)
         }
     }
 
@@ -284,7 +300,21 @@ impl FrameWriter {
         let tag_at = self.buf.len();
         self.buf.extend_from_slice(&[0, 0, 0, 0, 0]);
         let body_at = self.buf.len();
-        let result = fill(&mut self.buf);
+        let result = match fill(&mut self.buf) {
+            // A result that would push the frame past the limit fails alone:
+            // the frame stays decodable, no length can wrap a `u32`, and the
+            // other items of a chunk keep their results.
+            Ok(()) if self.buf.len() - self.start > self.limit => Err(WireError::Codec {
+                type_name: "result".into(),
+                message: format!(
+                    "the encoded result takes {} bytes, more than a frame carries ({} bytes); \
+                     return less, or write large data to a file and return its path",
+                    self.buf.len() - body_at,
+                    self.limit
+                ),
+            }),
+            other => other,
+        };
         if let Err(e) = result {
             self.buf.truncate(body_at);
             self.buf[tag_at] = 1;
@@ -608,6 +638,38 @@ mod tests {
                 }
             );
         }
+    }
+
+    #[test]
+    fn a_result_over_the_frame_limit_fails_only_its_own_item() {
+        let mut w = FrameWriter::with_limit(Vec::new(), 400);
+        w.begin_done();
+        w.outcome(1, |out| {
+            out.extend_from_slice(b"small");
+            Ok(())
+        });
+        w.outcome(2, |out| {
+            out.extend_from_slice(&[7u8; 1000]);
+            Ok(())
+        });
+        w.outcome(3, |out| {
+            out.extend_from_slice(b"also small");
+            Ok(())
+        });
+        w.end();
+        let buf = w.into_inner();
+        assert!(buf.len() < 800, "the oversized body was dropped");
+        let Frame::Done { results } = decode_frame(body(&buf)).unwrap() else {
+            panic!("expected a DONE frame");
+        };
+        assert_eq!(results[0], (1, Ok(&b"small"[..])));
+        match &results[1] {
+            (2, Err(WireError::Codec { message, .. })) => {
+                assert!(message.contains("1000 bytes"), "{message}")
+            }
+            other => panic!("expected a Codec error for item 2, got {other:?}"),
+        }
+        assert_eq!(results[2], (3, Ok(&b"also small"[..])));
     }
 
     #[test]
