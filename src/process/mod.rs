@@ -1136,20 +1136,7 @@ impl Executor for ProcessPool {
         F::Output: Payload,
     {
         // The captures are encoded once here and shared by every batch.
-        let callee = f.__callee().and_then(|c| {
-            if c.captures().len() > MAX_FRAME / 4 {
-                Err(Error::Codec {
-                    type_name: std::any::type_name::<F>().into(),
-                    message: format!(
-                        "encoded captures take {} bytes, over the {} byte limit",
-                        c.captures().len(),
-                        MAX_FRAME / 4
-                    ),
-                })
-            } else {
-                Ok(c)
-            }
-        });
+        let callee = callee_within_frame::<F, Args>(&f);
         let shared = self.shared.clone();
         Box::new(move |batch: Vec<Args>| {
             let trampoline = callee.clone()?;
@@ -1257,6 +1244,28 @@ impl Executor for ProcessPool {
     }
 }
 
+/// `f`'s callee (trampoline and encoded captures), refused with `Codec`
+/// when the captures would take more than a quarter of a frame.
+fn callee_within_frame<F, Args>(f: &F) -> Result<ship::Callee>
+where
+    F: Task<Args>,
+    Args: Payload,
+    F::Output: Payload,
+{
+    let c = f.__callee()?;
+    if c.captures().len() > MAX_FRAME / 4 {
+        return Err(Error::Codec {
+            type_name: std::any::type_name::<F>().into(),
+            message: format!(
+                "encoded captures take {} bytes, over the {} byte limit",
+                c.captures().len(),
+                MAX_FRAME / 4
+            ),
+        });
+    }
+    Ok(c)
+}
+
 impl ProcessPool {
     /// The submission hook for calls with options: priority and a run-time
     /// limit (resources are ignored by the process pool).
@@ -1271,20 +1280,7 @@ impl ProcessPool {
         F::Output: Payload,
     {
         // As in `submitter`: the captures are encoded once, within a quarter frame.
-        let callee = f.__callee().and_then(|c| {
-            if c.captures().len() > MAX_FRAME / 4 {
-                Err(Error::Codec {
-                    type_name: std::any::type_name::<F>().into(),
-                    message: format!(
-                        "encoded captures take {} bytes, over the {} byte limit",
-                        c.captures().len(),
-                        MAX_FRAME / 4
-                    ),
-                })
-            } else {
-                Ok(c)
-            }
-        });
+        let callee = callee_within_frame::<F, Args>(&f);
         let shared = self.shared.clone();
         let (priority, limit) = (options.priority, options.timeout);
         Box::new(move |batch: Vec<Args>| {
