@@ -14,7 +14,8 @@
 //!   kills the worker. Its call resolves to `Err(Timeout)` naming the limit,
 //!   and the slot starts a replacement as for any dead worker.
 
-use super::{lock, Batch, Shared, WorkerBook};
+use super::dispatch::{Batch, Shared, WorkerBook};
+use super::lock;
 use crate::Error;
 use std::collections::VecDeque;
 use std::sync::Weak;

@@ -1,0 +1,335 @@
+//! Dispatch: the central queue of calls (`State`), each worker's bookkeeping
+//! (`WorkerBook`), and handing queued frames to workers with room (`Shared`).
+//! The pool's side of one call is a [`Delivery`].
+
+use super::outbox::Link;
+use super::start::Started;
+use super::wire::FrameWriter;
+use super::wire::{task_frame, Piece};
+use super::{controls, lock, shm, StartMethod, MAX_AHEAD};
+use crate::codec_guard;
+use crate::future::Promise;
+use crate::ship::{self, BuildId, Encoded};
+use crate::{Error, Payload, Result};
+use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
+use std::thread::{JoinHandle, ThreadId};
+
+/// The pool's side of one call: how its outcome gets decoded and delivered.
+pub(super) trait Delivery: Send {
+    fn id(&self) -> u64;
+    fn set_running(&self) -> bool;
+    fn set_pending(&self);
+    fn deliver(self: Box<Self>, outcome: Result<&[u8]>);
+}
+
+impl<R: Payload> Delivery for Promise<R> {
+    fn id(&self) -> u64 {
+        Promise::id(self)
+    }
+    fn set_running(&self) -> bool {
+        Promise::set_running(self)
+    }
+    fn set_pending(&self) {
+        Promise::set_pending(self);
+    }
+    fn deliver(self: Box<Self>, outcome: Result<&[u8]>) {
+        if let Ok(bytes) = outcome {
+            // A future with `Arg`s keeps its result bytes for its dependents.
+            if self.cell().wants_encoded() {
+                self.cell().keep_encoded(Ok(bytes.into()));
+            }
+        }
+        let outcome = outcome.and_then(codec_guard::decode::<R>);
+        // Completing runs user code too (a waker; dropping the value when
+        // its future is gone); a panic there must not kill the I/O thread,
+        // which delivers every other result of this worker slot.
+        let id = self.id();
+        if let Err(e) = crate::panic::catch(move || self.set_outcome(outcome)) {
+            log::error!("delivering the result of future {id} panicked: {e}");
+        }
+    }
+}
+
+pub(super) struct Item {
+    /// Shared with the outbox while the frame is being written.
+    pub(super) args: Arc<Encoded>,
+    pub(super) delivery: Box<dyn Delivery>,
+}
+
+/// One frame's worth of calls to one function: a single submit or a map chunk.
+pub(super) struct Batch {
+    /// The trampoline and the captures sent with it.
+    pub(super) trampoline: ship::Callee,
+    pub(super) items: Vec<Item>,
+    /// The batch's TASK frame in shared memory, when it is large (see `shm`).
+    pub(super) shm: Option<shm::Lent>,
+    /// Higher leaves the queue first (see `controls`).
+    pub(super) priority: i32,
+    /// The call's run-time limit (single calls only).
+    pub(super) limit: Option<std::time::Duration>,
+}
+
+/// A worker process as the pool's bookkeeping sees it.
+pub(super) struct WorkerBook {
+    pub(super) pid: u32,
+    pub(super) link: Arc<Link>,
+    /// Frames sent and not yet answered, oldest first; the front one is running.
+    pub(super) in_flight: VecDeque<Batch>,
+    /// Calls sent over this worker's life (for `max_tasks_per_child`).
+    pub(super) sent: usize,
+    /// Its call pipe is being closed; it gets nothing more.
+    pub(super) closing: bool,
+    /// Its initializer (if any) has succeeded.
+    pub(super) initialized: bool,
+    /// A STEAL request is on its way; its RETURNED answer has not arrived.
+    pub(super) steal_pending: bool,
+    /// The call whose run-time limit is armed (see `controls`).
+    pub(super) armed: Option<u64>,
+    /// Its running call overran this limit; it is being killed.
+    pub(super) timed_out: Option<std::time::Duration>,
+}
+
+pub(super) struct State {
+    pub(super) queue: VecDeque<Batch>,
+    pub(super) slots: Vec<Option<WorkerBook>>,
+    pub(super) shutdown: bool,
+    pub(super) broken: Option<String>,
+    pub(super) live_threads: usize,
+    pub(super) threads: Vec<JoinHandle<()>>,
+    pub(super) io_thread_ids: Vec<ThreadId>,
+}
+
+pub(super) struct Config {
+    pub(super) workers: usize,
+    pub(super) start: StartMethod,
+    pub(super) max_tasks_per_child: Option<usize>,
+    pub(super) init: Option<(ship::Callee, Vec<u8>)>,
+    pub(super) build_id: BuildId,
+    /// The tag of this pool's futures (see `Executor::owner`).
+    pub(super) owner: u64,
+}
+
+pub(super) struct Shared {
+    pub(super) config: Config,
+    pub(super) state: Mutex<State>,
+    pub(super) thread_exited: Condvar,
+    /// Idle shared-memory regions for large call frames.
+    pub(super) shm: Arc<shm::Cache>,
+    /// The pool itself, for timers that fire later.
+    pub(super) me: OnceLock<Weak<Shared>>,
+}
+
+impl Shared {
+    pub(super) fn worker_name(pid: u32) -> String {
+        format!("process worker pid {pid}")
+    }
+
+    /// Hands queued calls to workers with room, and closes workers that are
+    /// done. Runs under the state lock; returns the links to flush after it.
+    pub(super) fn dispatch(&self, st: &mut State) -> Vec<Arc<Link>> {
+        let mut touched: Vec<Arc<Link>> = Vec::new();
+        let max_tasks = self.config.max_tasks_per_child;
+        if st.broken.is_none() {
+            while !st.queue.is_empty() {
+                let pick = st
+                    .slots
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, s)| {
+                        let b = s.as_ref()?;
+                        let has_room = !b.closing
+                            && b.in_flight.len() < MAX_AHEAD
+                            && max_tasks.is_none_or(|m| b.sent < m);
+                        has_room.then_some((b.in_flight.len(), i))
+                    })
+                    .min();
+                let Some((_, i)) = pick else { break };
+                let Some(Batch {
+                    trampoline,
+                    items,
+                    shm,
+                    priority,
+                    limit,
+                }) = st.queue.pop_front()
+                else {
+                    break;
+                };
+                let submitted = items.len();
+                let items: Vec<Item> = items
+                    .into_iter()
+                    .filter(|it| it.delivery.set_running())
+                    .collect();
+                if items.is_empty() {
+                    continue;
+                }
+                // A frame in shared memory is only good for all its calls.
+                let shm = shm.filter(|_| items.len() == submitted);
+                let pieces = match &shm {
+                    Some(lent) => vec![Piece::Own(lent.frame())],
+                    None => self.task_pieces(&trampoline, &items),
+                };
+                let Some(book) = st.slots[i].as_mut() else {
+                    break;
+                };
+                lock(&book.link.outbox).frames.extend(pieces);
+                book.sent += items.len();
+                book.in_flight.push_back(Batch {
+                    trampoline,
+                    items,
+                    shm,
+                    priority,
+                    limit,
+                });
+                controls::arm_front(self, i, book);
+                if !touched.iter().any(|l| Arc::ptr_eq(l, &book.link)) {
+                    touched.push(book.link.clone());
+                }
+            }
+        }
+        if st.broken.is_none() && st.queue.is_empty() {
+            let idle = st.slots.iter().flatten().any(|b| {
+                !b.closing && b.in_flight.is_empty() && max_tasks.is_none_or(|m| b.sent < m)
+            });
+            if idle {
+                for book in st.slots.iter_mut().flatten() {
+                    // Frames behind its running one could run on the idle
+                    // worker: ask for the ones not started back (STEAL); they
+                    // return through `RETURNED` and are dispatched again.
+                    if book.in_flight.len() >= 2 && !book.steal_pending {
+                        book.steal_pending = true;
+                        let mut w = FrameWriter::new(Vec::new());
+                        w.steal();
+                        lock(&book.link.outbox)
+                            .frames
+                            .push_back(Piece::Own(w.into_inner()));
+                        if !touched.iter().any(|l| Arc::ptr_eq(l, &book.link)) {
+                            touched.push(book.link.clone());
+                        }
+                    }
+                }
+            }
+        }
+        let finished = st.broken.is_some() || (st.shutdown && st.queue.is_empty());
+        for book in st.slots.iter_mut().flatten() {
+            let retire = max_tasks.is_some_and(|m| book.sent >= m);
+            if !book.closing && book.in_flight.is_empty() && (finished || retire) {
+                book.closing = true;
+                lock(&book.link.outbox).close_when_empty = true;
+                if !touched.iter().any(|l| Arc::ptr_eq(l, &book.link)) {
+                    touched.push(book.link.clone());
+                }
+            }
+        }
+        touched
+    }
+
+    /// The TASK frame for `items`, as pieces for `writev`.
+    pub(super) fn task_pieces(&self, trampoline: &ship::Callee, items: &[Item]) -> Vec<Piece> {
+        let calls: Vec<(u64, Arc<Encoded>)> = items
+            .iter()
+            .map(|it| (it.delivery.id(), it.args.clone()))
+            .collect();
+        task_frame(&self.config.build_id, trampoline, &calls)
+    }
+
+    /// Puts a large batch's TASK frame into shared memory (on the
+    /// submitting thread, before the batch is queued).
+    pub(super) fn offload(&self, batch: &mut Batch) {
+        let body: usize = 33
+            + batch.trampoline.captures().len()
+            + batch
+                .items
+                .iter()
+                .map(|it| 12 + it.args.len())
+                .sum::<usize>();
+        if body < shm::SHM_AT {
+            return;
+        }
+        let Some(first) = batch.items.first().map(|it| it.delivery.id()) else {
+            return;
+        };
+        let pieces = self.task_pieces(&batch.trampoline, &batch.items);
+        batch.shm = shm::offload(&self.shm, pieces.iter().map(Piece::bytes), first);
+        drop(pieces);
+        // A single call's frame in shared memory is never rebuilt (it cannot
+        // be partly cancelled), so its argument bytes can go now.
+        if let (Some(_), [only]) = (&batch.shm, &mut batch.items[..]) {
+            only.args = Arc::default();
+        }
+    }
+
+    /// Queues batches and dispatches them.
+    pub(super) fn enqueue(&self, batches: Vec<Batch>) -> Result<()> {
+        self.try_enqueue(batches).map_err(|(e, _)| e)
+    }
+
+    /// Queues batches and dispatches them; hands them back when refused.
+    pub(super) fn try_enqueue(
+        &self,
+        batches: Vec<Batch>,
+    ) -> std::result::Result<(), (Error, Vec<Batch>)> {
+        let touched = {
+            let mut st = lock(&self.state);
+            if let Some(reason) = &st.broken {
+                let reason = reason.clone();
+                return Err((Error::Broken { reason }, batches));
+            }
+            if st.shutdown {
+                return Err((Error::Shutdown, batches));
+            }
+            controls::enqueue_ranked(&mut st.queue, batches);
+            self.dispatch(&mut st)
+        };
+        for link in touched {
+            link.kick();
+        }
+        Ok(())
+    }
+
+    /// Marks the pool broken and fails everything queued.
+    pub(super) fn break_pool(&self, st: &mut State, reason: String) -> Vec<Item> {
+        log::error!("process pool broken: {reason}");
+        st.broken.get_or_insert(reason);
+        st.queue.drain(..).flat_map(|b| b.items).collect()
+    }
+
+    /// Starts a worker into `slot`; returns its pid and result pipe.
+    pub(super) fn install(
+        &self,
+        st: &mut State,
+        slot: usize,
+        started: Started,
+    ) -> std::io::Result<(u32, OwnedFd)> {
+        let Started {
+            pid,
+            to_worker,
+            from_worker,
+        } = started;
+        let link = Arc::new(Link::new(to_worker)?);
+        if let Some(results) = &link.results {
+            let offer = results.offer();
+            lock(&link.outbox).frames.push_back(Piece::Own(offer));
+        }
+        if let Some((trampoline, args)) = &self.config.init {
+            let mut w = FrameWriter::new(Vec::new());
+            w.init(&self.config.build_id, trampoline, args);
+            lock(&link.outbox)
+                .frames
+                .push_back(Piece::Own(w.into_inner()));
+        }
+        st.slots[slot] = Some(WorkerBook {
+            pid,
+            link,
+            in_flight: VecDeque::new(),
+            sent: 0,
+            closing: false,
+            initialized: self.config.init.is_none(),
+            steal_pending: false,
+            armed: None,
+            timed_out: None,
+        });
+        Ok((pid, from_worker))
+    }
+}
