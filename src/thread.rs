@@ -575,14 +575,28 @@ impl Executor for ThreadPool {
             let adopted = Arc::new(Adopted(Mutex::new(Some(promise))));
             let job = adopted.clone();
             let f = f.clone();
-            // The priority orders it among pending calls; its run-time limit
-            // is not applied here (the adopted promise is not the queued cell).
+            let limit = options.timeout;
+            // The priority orders it among pending calls; the run-time limit
+            // is armed when the call starts: the timer takes the promise and
+            // resolves it to `Err(Timeout)`, the thread runs on and its late
+            // outcome is dropped (as for a plain call, see `timed`).
             let pushed = shared.push_with(
                 move || {
-                    if let Some(promise) = job.take() {
-                        if promise.set_running() {
-                            promise.set_outcome(panic::catch(move || f.call(args)));
-                        }
+                    if !job.with(|promise| promise.set_running()) {
+                        return;
+                    }
+                    if let Some(limit) = limit {
+                        let timer = Arc::downgrade(&job);
+                        crate::controls::timer::after(limit, move || {
+                            if let Some(promise) = timer.upgrade().and_then(|a| a.take()) {
+                                promise.set_error(timed::overran(limit));
+                            }
+                        });
+                    }
+                    let outcome = panic::catch(move || f.call(args));
+                    match job.take() {
+                        Some(promise) => promise.set_outcome(outcome),
+                        None => drop_contained(outcome),
                     }
                 },
                 None,
@@ -607,6 +621,15 @@ struct Adopted<R: Send + 'static>(Mutex<Option<crate::future::Promise<R>>>);
 impl<R: Send + 'static> Adopted<R> {
     fn take(&self) -> Option<crate::future::Promise<R>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// `f` on the promise if it is still here (false if it is gone).
+    fn with(&self, f: impl FnOnce(&crate::future::Promise<R>) -> bool) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(f)
     }
 }
 

@@ -94,6 +94,39 @@ fn priority_keeps_fifo_for_plain_calls_behind_ranked_ones() {
 }
 
 #[test]
+fn a_call_with_future_inputs_honours_its_timeout() {
+    let _watchdog = process_util::watchdog(
+        "a_call_with_future_inputs_honours_its_timeout",
+        Duration::from_secs(180),
+    );
+    let pool = ThreadPool::new(2).unwrap();
+    let input = pool.submit(nap, (1,)).unwrap();
+    let start = Instant::now();
+    let f = pool
+        .call(nap)
+        .timeout(Duration::from_millis(300))
+        .submit((input.arg(),))
+        .unwrap();
+    // The input (1 ms) finishes, then the call itself sleeps 1 ms: within its limit.
+    assert_eq!(f.result_timeout(T), Ok(1));
+    let slow_input = pool.submit(nap, (1500,)).unwrap();
+    let f = pool
+        .call(nap)
+        .timeout(Duration::from_millis(300))
+        .submit((slow_input.arg(),))
+        .unwrap();
+    // The limit counts from the call's start, not while it waits for its input,
+    // so the call starts after 1.5 s, sleeps 1.5 s itself and overruns at 300 ms.
+    match f.result_timeout(T) {
+        Err(Error::Timeout { what }) => assert!(what.contains("300ms"), "{what}"),
+        other => panic!("expected Timeout, got {other:?}"),
+    }
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(1800), "{took:?}");
+    assert_eq!(slow_input.result_timeout(T), Ok(1500));
+}
+
+#[test]
 fn timeout_resolves_and_the_thread_runs_on() {
     let _watchdog = process_util::watchdog(
         "timeout_resolves_and_the_thread_runs_on",
