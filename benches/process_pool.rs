@@ -30,10 +30,13 @@
 //! under 3 s). Run directly (no cargo) with no arguments it does everything.
 
 use fanout::{Executor, MapOptions, ProcessPool};
-use std::hint::black_box;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+#[path = "common/harness.rs"]
+mod harness;
+use harness::*;
 
 const WORKERS: usize = 2;
 const CHUNKSIZE: usize = 100;
@@ -157,6 +160,12 @@ impl Config {
             }
         }
     }
+}
+
+impl Bench for Config {
+    fn repeats(&self) -> usize {
+        self.repeats
+    }
 
     fn selected(&self, id: &str) -> bool {
         self.filters.is_empty() || self.filters.iter().any(|f| id.contains(f.as_str()))
@@ -166,129 +175,6 @@ impl Config {
 // ---------------------------------------------------------------------------
 // Measurements
 // ---------------------------------------------------------------------------
-
-/// One repeat of one peer.
-enum Sample {
-    /// Wall time for `size` tasks, items or bytes.
-    Elapsed(Duration),
-    /// Sorted per-round-trip times in nanoseconds.
-    RoundTrips(Vec<u64>),
-}
-
-type Run = fn(&Config) -> Option<Sample>;
-
-struct Peer {
-    name: &'static str,
-    /// How many tasks/items/samples/bytes one repeat uses (for the table).
-    size: fn(&Config) -> u64,
-    run: Run,
-}
-
-struct Row {
-    name: &'static str,
-    size: u64,
-    /// Median over repeats: a rate (per second), or p50 in µs for latency.
-    median: Option<f64>,
-    /// Median p99 in µs (latency only).
-    median_p99: Option<f64>,
-    spread: Option<(f64, f64)>,
-}
-
-fn median(values: &mut [f64]) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    values.sort_by(|a, b| a.total_cmp(b));
-    let mid = values.len() / 2;
-    Some(if values.len() % 2 == 1 {
-        values[mid]
-    } else {
-        (values[mid - 1] + values[mid]) / 2.0
-    })
-}
-
-fn percentile_us(sorted_ns: &[u64], pct: f64) -> f64 {
-    let idx =
-        ((sorted_ns.len() as f64 * pct / 100.0).ceil() as usize).clamp(1, sorted_ns.len()) - 1;
-    sorted_ns[idx] as f64 / 1_000.0
-}
-
-/// Runs every selected peer `repeats` times, interleaved, and reduces to medians.
-fn measure(cfg: &Config, workload: &str, peers: &[Peer]) -> Vec<Row> {
-    let selected: Vec<&Peer> = peers
-        .iter()
-        .filter(|p| cfg.selected(&format!("{workload}/{}", p.name)))
-        .collect();
-    let mut firsts: Vec<Vec<f64>> = vec![Vec::new(); selected.len()];
-    let mut seconds: Vec<Vec<f64>> = vec![Vec::new(); selected.len()];
-    for rep in 0..cfg.repeats {
-        for k in 0..selected.len() {
-            let i = (k + rep) % selected.len();
-            let peer = selected[i];
-            let size = (peer.size)(cfg);
-            match (peer.run)(cfg) {
-                Some(Sample::Elapsed(d)) => {
-                    let rate = size as f64 / d.as_secs_f64();
-                    let shown = if workload == "echo" {
-                        fmt_gbps(rate)
-                    } else {
-                        fmt_rate(rate)
-                    };
-                    eprintln!(
-                        "  {workload}/{}: repeat {rep}: {shown} ({:.1} ms)",
-                        peer.name,
-                        d.as_secs_f64() * 1e3
-                    );
-                    firsts[i].push(rate);
-                }
-                Some(Sample::RoundTrips(ns)) => {
-                    let (p50, p99) = (percentile_us(&ns, 50.0), percentile_us(&ns, 99.0));
-                    eprintln!(
-                        "  {workload}/{}: repeat {rep}: p50 {p50:.1} µs, p99 {p99:.1} µs",
-                        peer.name
-                    );
-                    firsts[i].push(p50);
-                    seconds[i].push(p99);
-                }
-                None => eprintln!("  {workload}/{}: repeat {rep}: unavailable", peer.name),
-            }
-        }
-    }
-    selected
-        .iter()
-        .enumerate()
-        .map(|(i, peer)| {
-            let spread = firsts[i]
-                .iter()
-                .copied()
-                .fold(None, |acc: Option<(f64, f64)>, v| {
-                    Some(acc.map_or((v, v), |(lo, hi)| (lo.min(v), hi.max(v))))
-                });
-            Row {
-                name: peer.name,
-                size: (peer.size)(cfg),
-                median: median(&mut firsts[i]),
-                median_p99: median(&mut seconds[i]),
-                spread,
-            }
-        })
-        .collect()
-}
-
-/// Times `samples` round trips after `warmup` untimed ones; sorted nanoseconds.
-fn round_trips(warmup: usize, samples: usize, mut round_trip: impl FnMut(u64) -> u64) -> Vec<u64> {
-    for i in 0..warmup {
-        black_box(round_trip(i as u64));
-    }
-    let mut ns = Vec::with_capacity(samples);
-    for i in 0..samples {
-        let start = Instant::now();
-        black_box(round_trip(i as u64));
-        ns.push(start.elapsed().as_nanos() as u64);
-    }
-    ns.sort_unstable();
-    ns
-}
 
 /// The payload for (d): every byte value, repeated.
 fn echo_payload(len: usize) -> Vec<u8> {
@@ -425,7 +311,7 @@ fn latency_python(cfg: &Config, executor: &str) -> Option<Sample> {
             &(cfg.latency_warmup / 5).to_string(),
         ],
     )?;
-    json_u64_array(&out, "samples_ns").map(|mut ns| {
+    json_array::<u64>(&out, "samples_ns").map(|mut ns| {
         ns.sort_unstable();
         Sample::RoundTrips(ns)
     })
@@ -561,7 +447,7 @@ fn echo_python(cfg: &Config, executor: &str) -> Option<Sample> {
             &cfg.echo_rounds_python.to_string(),
         ],
     )?;
-    let mut seconds: Vec<f64> = json_f64_array(&out, "seconds")?;
+    let mut seconds: Vec<f64> = json_array::<f64>(&out, "seconds")?;
     median(&mut seconds).map(|s| Sample::Elapsed(Duration::from_secs_f64(s)))
 }
 
@@ -603,14 +489,6 @@ fn python(executor: &str, args: &[&str]) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The 1-minute load average (the machine is shared; this says how much).
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "unknown".into())
-}
-
 fn command_version(program: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(program).args(args).output().ok()?;
     if !out.status.success() {
@@ -620,61 +498,9 @@ fn command_version(program: &str, args: &[&str]) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
 
-/// The text after `"key":` in a flat JSON object (enough for our own output).
-fn json_value<'a>(json: &'a str, key: &str) -> Option<&'a str> {
-    let pattern = format!("\"{key}\":");
-    let at = json.find(&pattern)? + pattern.len();
-    Some(json[at..].trim_start())
-}
-
-fn json_number(json: &str, key: &str) -> Option<f64> {
-    let value = json_value(json, key)?;
-    let end = value.find([',', '}']).unwrap_or(value.len());
-    value[..end].trim().parse().ok()
-}
-
-fn json_array<T: std::str::FromStr>(json: &str, key: &str) -> Option<Vec<T>> {
-    let value = json_value(json, key)?.strip_prefix('[')?;
-    let body = &value[..value.find(']')?];
-    body.split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim().parse().ok())
-        .collect()
-}
-
-fn json_u64_array(json: &str, key: &str) -> Option<Vec<u64>> {
-    json_array(json, key)
-}
-
-fn json_f64_array(json: &str, key: &str) -> Option<Vec<f64>> {
-    json_array(json, key)
-}
-
 // ---------------------------------------------------------------------------
 // Report
 // ---------------------------------------------------------------------------
-
-fn fmt_count(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push('_');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn fmt_rate(rate: f64) -> String {
-    if rate >= 1e6 {
-        format!("{:.2} M/s", rate / 1e6)
-    } else if rate >= 1e3 {
-        format!("{:.1} k/s", rate / 1e3)
-    } else {
-        format!("{rate:.0} /s")
-    }
-}
 
 fn fmt_bytes(b: u64) -> String {
     if b >= 1 << 20 {
@@ -686,104 +512,6 @@ fn fmt_bytes(b: u64) -> String {
 
 fn fmt_gbps(bytes_per_s: f64) -> String {
     format!("{:.2} GB/s", bytes_per_s / 1e9)
-}
-
-fn fanout_row(rows: &[Row]) -> Option<&Row> {
-    rows.iter().find(|r| r.name == FANOUT)
-}
-
-/// Prints a rate table; returns fanout's speed ratio over each peer.
-fn print_rate_table(
-    title: &str,
-    unit: &str,
-    rows: &[Row],
-    show: fn(f64) -> String,
-    size: fn(u64) -> String,
-) -> Vec<(&'static str, f64)> {
-    println!("### {title}\n");
-    println!("| peer | {unit} per repeat | median | min – max | fanout ÷ peer |");
-    println!("|---|---:|---:|---:|---:|");
-    let base = fanout_row(rows).and_then(|r| r.median);
-    let mut ratios = Vec::new();
-    for row in rows {
-        let (rate, spread) = match (row.median, row.spread) {
-            (Some(m), Some((lo, hi))) => (show(m), format!("{} – {}", show(lo), show(hi))),
-            _ => ("n/a".into(), "n/a".into()),
-        };
-        let ratio = match (base, row.median) {
-            (Some(b), Some(m)) => {
-                ratios.push((row.name, b / m));
-                format!("{:.2}×", b / m)
-            }
-            _ => "n/a".into(),
-        };
-        println!(
-            "| {} | {} | {rate} | {spread} | {ratio} |",
-            row.name,
-            size(row.size)
-        );
-    }
-    println!();
-    ratios
-}
-
-/// Prints the latency table (ratios are peer p50 ÷ fanout p50).
-fn print_latency_table(rows: &[Row]) {
-    println!("### (b) Latency: one submit → result round trip on an idle pool\n");
-    println!(
-        "| peer | samples per repeat | p50 µs | p99 µs | p50 min – max | peer p50 ÷ fanout p50 |"
-    );
-    println!("|---|---:|---:|---:|---:|---:|");
-    let base = fanout_row(rows).and_then(|r| r.median);
-    for row in rows {
-        let show = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.1}"));
-        let spread = row
-            .spread
-            .map_or("n/a".into(), |(lo, hi)| format!("{lo:.1} – {hi:.1}"));
-        let ratio = match (base, row.median) {
-            (Some(b), Some(m)) => format!("{:.2}×", m / b),
-            _ => "n/a".into(),
-        };
-        println!(
-            "| {} | {} | {} | {} | {spread} | {ratio} |",
-            row.name,
-            fmt_count(row.size),
-            show(row.median),
-            show(row.median_p99)
-        );
-    }
-    println!();
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "met"
-    } else {
-        "MISSED"
-    }
-}
-
-fn goal_ratio(what: &str, ratios: &[(&'static str, f64)], peer: &str, target: f64) {
-    match ratios.iter().find(|(name, _)| *name == peer) {
-        Some((_, r)) => println!(
-            "- {what}: {r:.2}× (goal ≥ {target}×) — {}",
-            verdict(*r >= target)
-        ),
-        None => println!("- {what}: not measured in this run"),
-    }
-}
-
-fn goal_value(
-    what: &str,
-    value: Option<f64>,
-    shown: String,
-    ok: impl Fn(f64) -> bool,
-    target: &str,
-) {
-    match value {
-        Some(v) => println!("- {what}: {shown} (goal {target}) — {}", verdict(ok(v))),
-        None => println!("- {what}: not measured in this run"),
-    }
 }
 
 const FANOUT: &str = "fanout ProcessPool";
@@ -799,8 +527,8 @@ fn python_peers(
     cfg: &Config,
     workload: &str,
     size: fn(&Config) -> u64,
-    runs: [Run; 3],
-) -> Vec<Peer> {
+    runs: [fn(&Config) -> Option<Sample>; 3],
+) -> Vec<Peer<Config>> {
     let names = [PY_FORK, PY_FORKSERVER, LOKY];
     names
         .into_iter()
@@ -840,7 +568,7 @@ fn main() {
         load_average()
     );
 
-    let mut throughput_peers = vec![
+    let mut throughput_peers: Vec<Peer<Config>> = vec![
         Peer {
             name: FANOUT,
             size: |c| c.throughput_tasks,
@@ -862,9 +590,9 @@ fn main() {
             |c| throughput_python(c, "loky"),
         ],
     ));
-    let throughput = measure(&cfg, "throughput", &throughput_peers);
+    let throughput = measure(&cfg, "throughput", &throughput_peers, fmt_rate);
 
-    let mut latency_peers = vec![
+    let mut latency_peers: Vec<Peer<Config>> = vec![
         Peer {
             name: FANOUT,
             size: |c| c.latency_samples as u64,
@@ -886,9 +614,9 @@ fn main() {
             |c| latency_python(c, "loky"),
         ],
     ));
-    let latency = measure(&cfg, "latency", &latency_peers);
+    let latency = measure(&cfg, "latency", &latency_peers, fmt_rate);
 
-    let mut map_peers = vec![
+    let mut map_peers: Vec<Peer<Config>> = vec![
         Peer {
             name: FANOUT,
             size: |c| c.map_items,
@@ -910,9 +638,9 @@ fn main() {
             |c| map_python(c, "loky"),
         ],
     ));
-    let map = measure(&cfg, "map", &map_peers);
+    let map = measure(&cfg, "map", &map_peers, fmt_rate);
 
-    let mut echo_peers = vec![
+    let mut echo_peers: Vec<Peer<Config>> = vec![
         Peer {
             name: FANOUT,
             size: |c| c.echo_bytes as u64,
@@ -939,7 +667,7 @@ fn main() {
             |c| echo_python(c, "loky"),
         ],
     ));
-    let echo = measure(&cfg, "echo", &echo_peers);
+    let echo = measure(&cfg, "echo", &echo_peers, fmt_gbps);
 
     let r_throughput = print_rate_table(
         "(a) Throughput: submit N trivial tasks, then collect all",
