@@ -125,18 +125,6 @@ fn a_call_past_its_timeout_stops_its_worker_which_is_replaced() {
     assert_eq!(ok.result_timeout(T), Ok(20));
 }
 
-/// Appends `tag` to the file at `path` (the order calls ran in).
-fn log_tag(path: String, tag: u32) -> u32 {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(&path)
-        .unwrap();
-    writeln!(f, "{tag}").unwrap();
-    tag
-}
-
 #[test]
 fn a_high_priority_call_overtakes_most_queued_ones_on_one_worker() {
     let _watchdog = process_util::watchdog(
@@ -149,28 +137,7 @@ fn a_high_priority_call_overtakes_most_queued_ones_on_one_worker() {
     let c = cluster(&redis, "prio", 1);
     let busy = c.submit(sleepy, (500,)).unwrap();
     assert!(eventually(T, || busy.state() == State::Running));
-    let queued: Vec<_> = (0..10u32)
-        .map(|i| c.submit(log_tag, (path.clone(), i)).unwrap())
-        .collect();
-    let high = c
-        .call(log_tag)
-        .priority(10)
-        .submit((path.clone(), 99u32))
-        .unwrap();
-    assert_eq!(high.result_timeout(T), Ok(99));
-    for f in queued {
-        f.result_timeout(T).unwrap();
-    }
-    busy.result_timeout(T).unwrap();
-    let order: Vec<u32> = std::fs::read_to_string(&path)
-        .unwrap()
-        .lines()
-        .map(|l| l.parse().unwrap())
-        .collect();
-    let at = order.iter().position(|&t| t == 99).unwrap();
-    assert!(at <= 2, "the high call ran {at}th: {order:?}");
-    let rest: Vec<u32> = order.into_iter().filter(|&t| t != 99).collect();
-    assert_eq!(rest, (0..10).collect::<Vec<_>>(), "FIFO within a level");
+    process_util::check_overtaking(&c, busy, &path, 2, "cluster");
 }
 
 fn gpu_task() -> u32 {

@@ -4,7 +4,9 @@
 mod process_util;
 
 use fanout::{Error, Executor, ProcessPool, State};
-use process_util::{eventually, pid, pool, sleep_ms, METHODS, T};
+use process_util::{
+    check_overtaking, eventually, log_tag, logged_order, pid, pool, sleep_ms, METHODS, T,
+};
 use std::time::{Duration, Instant};
 
 fn never_returns() -> u32 {
@@ -106,19 +108,6 @@ fn a_timed_out_call_is_retried_on_a_fresh_worker() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Appends `tag` to the file at `path` (the order calls ran in).
-fn log_tag(path: String, tag: u32) -> u32 {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(&path)
-        .unwrap();
-    writeln!(f, "{tag}").unwrap();
-    std::thread::sleep(Duration::from_millis(10));
-    tag
-}
-
 #[test]
 fn a_high_priority_call_overtakes_most_queued_ones_on_one_worker() {
     let _watchdog = process_util::watchdog(
@@ -133,29 +122,7 @@ fn a_high_priority_call_overtakes_most_queued_ones_on_one_worker() {
         let pool = pool(method, 1);
         let busy = pool.submit(sleep_ms, (300,)).unwrap();
         assert!(eventually(T, || busy.state() == State::Running));
-        let queued: Vec<_> = (0..10u32)
-            .map(|i| pool.submit(log_tag, (path.clone(), i)).unwrap())
-            .collect();
-        let high = pool
-            .call(log_tag)
-            .priority(10)
-            .submit((path.clone(), 99u32))
-            .unwrap();
-        assert_eq!(high.result_timeout(T), Ok(99));
-        for f in queued {
-            f.result_timeout(T).unwrap();
-        }
-        busy.result_timeout(T).unwrap();
-        let order: Vec<u32> = std::fs::read_to_string(&path)
-            .unwrap()
-            .lines()
-            .map(|l| l.parse().unwrap())
-            .collect();
-        let at = order.iter().position(|&t| t == 99).unwrap();
-        assert!(at <= 3, "{method:?}: the high call ran {at}th: {order:?}");
-        // The level-0 calls kept their order.
-        let rest: Vec<u32> = order.into_iter().filter(|&t| t != 99).collect();
-        assert_eq!(rest, (0..10).collect::<Vec<_>>());
+        check_overtaking(&pool, busy, &path, 3, &format!("{method:?}"));
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -194,10 +161,8 @@ fn priorities_order_the_queue_fifo_within_a_level() {
         f.result_timeout(T).unwrap();
     }
     busy.result_timeout(T).unwrap();
-    let order: Vec<u32> = std::fs::read_to_string(&path)
-        .unwrap()
-        .lines()
-        .map(|l| l.parse().unwrap())
+    let order: Vec<u32> = logged_order(&path)
+        .into_iter()
         .filter(|&t| t < 1000)
         .collect();
     assert_eq!(order, [3, 5, 7, 1, 4, 6, 2]);

@@ -247,3 +247,61 @@ impl Drop for Watchdog {
         self.0.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// Appends `tag` to the file at `path` (the order calls ran in), after a
+/// 10 ms pause so a queue has time to fill behind it.
+pub fn log_tag(path: String, tag: u32) -> u32 {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&path)
+        .unwrap();
+    writeln!(f, "{tag}").unwrap();
+    std::thread::sleep(Duration::from_millis(10));
+    tag
+}
+
+/// The tags `log_tag` wrote to `path`, in the order the calls ran.
+pub fn logged_order(path: &str) -> Vec<u32> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect()
+}
+
+/// With `busy` holding the executor's only worker, queues ten level-0 calls
+/// of `log_tag` and then one at priority 10: the high one must run within
+/// the first `within` calls (a worker may have taken a few ahead of time)
+/// and the level-0 calls in their order.
+pub fn check_overtaking<E: fanout::Executor>(
+    ex: &E,
+    busy: fanout::Future<u64>,
+    path: &str,
+    within: usize,
+    what: &str,
+) {
+    let queued: Vec<_> = (0..10u32)
+        .map(|i| ex.submit(log_tag, (path.to_owned(), i)).unwrap())
+        .collect();
+    let high = ex
+        .call(log_tag)
+        .priority(10)
+        .submit((path.to_owned(), 99u32))
+        .unwrap();
+    assert_eq!(high.result_timeout(T), Ok(99));
+    for f in queued {
+        f.result_timeout(T).unwrap();
+    }
+    busy.result_timeout(T).unwrap();
+    let order = logged_order(path);
+    let at = order.iter().position(|&t| t == 99).unwrap();
+    assert!(at <= within, "{what}: the high call ran {at}th: {order:?}");
+    let rest: Vec<u32> = order.into_iter().filter(|&t| t != 99).collect();
+    assert_eq!(
+        rest,
+        (0..10).collect::<Vec<_>>(),
+        "{what}: FIFO within a level"
+    );
+}
