@@ -4,32 +4,10 @@
 
 mod cluster_support;
 
-use cluster_support::{eventually, Redis, TempDir};
+use cluster_support::{eventually, executions, logged, restart_mid_run, Redis, TempDir};
 use fanout::{Cluster, Error, Executor};
-use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Logs one execution of item `i` (O_APPEND: lines never interleave), works
-/// for `ms`, returns `2 * i`.
-fn logged(log: String, i: u64, ms: u64) -> u64 {
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(&log)
-        .unwrap();
-    f.write_all(format!("{i}\n").as_bytes()).unwrap();
-    std::thread::sleep(Duration::from_millis(ms));
-    2 * i
-}
-
-fn executions(log: &std::path::Path) -> Vec<u64> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.parse().ok())
-        .collect()
-}
 
 fn kill(pid: u32, sig: libc::c_int) {
     // SAFETY: signalling a worker process this test's cluster started.
@@ -124,25 +102,9 @@ fn a_task_that_keeps_killing_workers_resolves_to_worker_lost() {
 #[test]
 fn redis_restart_mid_run_loses_no_task() {
     let mut redis = Redis::start_with(true);
-    let dir = TempDir::new("restart");
-    let log = dir.path().join("executions");
-    let logs = log.to_string_lossy().into_owned();
-    let c = Cluster::builder(&redis.url())
-        .namespace("restart")
-        .local_workers(2)
-        .lease(Duration::from_secs(2))
-        .build()
-        .unwrap();
     let n = 200u64;
-    let fs: Vec<_> = (0..n)
-        .map(|i| c.submit(logged, (logs.clone(), i, 15)).unwrap())
-        .collect();
-    assert!(eventually(Duration::from_secs(20), || executions(&log)
-        .len()
-        >= 20));
-    let old_pid = redis.pid();
-    redis.restart();
-    assert_ne!(redis.pid(), old_pid);
+    let (c, fs, _dir, log) = restart_mid_run(&mut redis, "restart", n, 15, 20);
+    let logs = log.to_string_lossy().into_owned();
     // More work submitted while everyone reconnects.
     let late: Vec<_> = (n..n + 20)
         .map(|i| c.submit(logged, (logs.clone(), i, 1)).unwrap())

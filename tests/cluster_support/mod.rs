@@ -201,3 +201,61 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// Logs one execution of item `i` to the file `log` (one `O_APPEND` write
+/// per line, so lines of concurrent workers never interleave), works for
+/// `ms`, returns `2 * i`.
+pub fn logged(log: String, i: u64, ms: u64) -> u64 {
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&log)
+    {
+        let _ = f.write_all(format!("{i}\n").as_bytes());
+    }
+    std::thread::sleep(Duration::from_millis(ms));
+    2 * i
+}
+
+/// The items `logged` has logged to `log`, in the order they ran.
+pub fn executions(log: &Path) -> Vec<u64> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// A two-worker cluster in `namespace` on `redis`, `n` calls of `logged`
+/// (each `ms` long) in flight, and Redis restarted once at least `first` of
+/// them have run. Returns the cluster, the futures (item `i` at index `i`)
+/// and the log's directory and path.
+pub fn restart_mid_run(
+    redis: &mut Redis,
+    namespace: &str,
+    n: u64,
+    ms: u64,
+    first: usize,
+) -> (fanout::Cluster, Vec<fanout::Future<u64>>, TempDir, PathBuf) {
+    use fanout::Executor;
+    let dir = TempDir::new(namespace);
+    let log = dir.path().join("executions");
+    let logs = log.to_string_lossy().into_owned();
+    let c = fanout::Cluster::builder(&redis.url())
+        .namespace(namespace)
+        .local_workers(2)
+        .lease(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let fs: Vec<_> = (0..n)
+        .map(|i| c.submit(logged, (logs.clone(), i, ms)).unwrap())
+        .collect();
+    assert!(eventually(Duration::from_secs(30), || executions(&log)
+        .len()
+        >= first));
+    let old_pid = redis.pid();
+    redis.restart();
+    assert_ne!(redis.pid(), old_pid);
+    (c, fs, dir, log)
+}
