@@ -74,29 +74,11 @@ struct Config {
 
 impl Config {
     fn from_env() -> Config {
-        let args: Vec<String> = std::env::args().skip(1).collect();
-        let bench_flag = args.iter().any(|a| a == "--bench");
-        let test_flag = args.iter().any(|a| a == "--test");
-        let started_by_cargo = std::env::var_os("CARGO_MANIFEST_DIR").is_some();
-        let quick = test_flag
-            || std::env::var_os("FANOUT_BENCH_QUICK").is_some()
-            || (!bench_flag && started_by_cargo);
-        let mut repeats = if quick { 1 } else { 7 };
-        let mut filters = Vec::new();
-        let mut rest = args.iter();
-        while let Some(arg) = rest.next() {
-            match arg.as_str() {
-                "--repeats" => {
-                    repeats = rest
-                        .next()
-                        .and_then(|r| r.parse().ok())
-                        .filter(|&r| r > 0)
-                        .expect("--repeats needs a positive number");
-                }
-                a if a.starts_with('-') => {} // --bench, --test and cargo's other flags
-                a => filters.push(a.to_string()),
-            }
-        }
+        let Args {
+            quick,
+            repeats,
+            filters,
+        } = Args::from_env(7);
         if quick {
             Config {
                 quick,

@@ -15,6 +15,55 @@ pub trait Bench {
     fn selected(&self, id: &str) -> bool;
 }
 
+/// The command line of a bench: `--repeats N`, filters (a row runs when its
+/// `workload/peer` contains one), and whether this is a quick smoke run
+/// (`cargo test --benches`, `FANOUT_BENCH_QUICK=1`, or started by cargo
+/// without `--bench`).
+pub struct Args {
+    pub quick: bool,
+    pub repeats: usize,
+    pub filters: Vec<String>,
+}
+
+impl Args {
+    /// Reads the command line; `repeats` is the default for a full run.
+    pub fn from_env(repeats: usize) -> Args {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let bench_flag = args.iter().any(|a| a == "--bench");
+        let test_flag = args.iter().any(|a| a == "--test");
+        let started_by_cargo = std::env::var_os("CARGO_MANIFEST_DIR").is_some();
+        let quick = test_flag
+            || std::env::var_os("FANOUT_BENCH_QUICK").is_some()
+            || (!bench_flag && started_by_cargo);
+        let mut repeats = if quick { 1 } else { repeats };
+        let mut filters = Vec::new();
+        let mut rest = args.iter();
+        while let Some(arg) = rest.next() {
+            match arg.as_str() {
+                "--repeats" => {
+                    repeats = rest
+                        .next()
+                        .and_then(|r| r.parse().ok())
+                        .filter(|&r| r > 0)
+                        .expect("--repeats needs a positive number");
+                }
+                a if a.starts_with('-') => {} // --bench, --test and cargo's other flags
+                a => filters.push(a.to_string()),
+            }
+        }
+        Args {
+            quick,
+            repeats,
+            filters,
+        }
+    }
+
+    /// Whether the row `workload/peer` was asked for.
+    pub fn selected(&self, id: &str) -> bool {
+        self.filters.is_empty() || self.filters.iter().any(|f| id.contains(f.as_str()))
+    }
+}
+
 /// One repeat of one peer.
 pub enum Sample {
     /// Wall time for `size` tasks, items or bytes.
