@@ -41,6 +41,10 @@ use fanout::{as_completed, wait, Cluster, Executor, Future, ProcessPool, ReturnW
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+#[path = "../benches/common/redis.rs"]
+mod redis;
+use redis::Redis;
+
 const N: u64 = 10_000_000;
 const CHUNKS: u64 = 20;
 const DIVISORS: [u64; 3] = [3, 5, 7];
@@ -227,7 +231,7 @@ fn main() -> fanout::Result<()> {
     let processes = ProcessPool::new(2)?;
     // Let the worker processes come up before timing.
     processes.map(concat, vec![vec![]; 2])?.for_each(drop);
-    let redis = PrivateRedis::start();
+    let redis = Redis::try_start();
     let cluster = match &redis {
         Some(r) => Some(
             Cluster::builder(&r.url())
@@ -292,51 +296,4 @@ fn main() -> fanout::Result<()> {
         );
     }
     Ok(())
-}
-
-/// A redis-server of our own on a free loopback port, stopped (by its pid) on drop.
-struct PrivateRedis {
-    child: std::process::Child,
-    port: u16,
-    dir: std::path::PathBuf,
-}
-
-impl PrivateRedis {
-    fn start() -> Option<PrivateRedis> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .ok()?
-            .local_addr()
-            .ok()?
-            .port();
-        let dir = std::env::temp_dir().join(format!("fanout-div-redis-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).ok()?;
-        let child = std::process::Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no", "--dir"])
-            .arg(&dir)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .ok()?;
-        let redis = PrivateRedis { child, port, dir };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(redis)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }

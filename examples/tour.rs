@@ -25,6 +25,10 @@ use serde::{Deserialize, Serialize};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+#[path = "../benches/common/redis.rs"]
+mod redis;
+use redis::Redis;
+
 // ---------------------------------------------------------------------------
 // The functions we run. Plain `fn` items: zero-sized, `Copy`, shippable.
 // ---------------------------------------------------------------------------
@@ -530,53 +534,6 @@ fn run_backend<E: Executor>(
     Ok(())
 }
 
-/// A redis-server of our own on a free loopback port, stopped (by its pid) on drop.
-struct PrivateRedis {
-    child: std::process::Child,
-    port: u16,
-    dir: std::path::PathBuf,
-}
-
-impl PrivateRedis {
-    fn start() -> Option<PrivateRedis> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .ok()?
-            .local_addr()
-            .ok()?
-            .port();
-        let dir = std::env::temp_dir().join(format!("fanout-tour-redis-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).ok()?;
-        let child = std::process::Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no", "--dir"])
-            .arg(&dir)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .ok()?;
-        let redis = PrivateRedis { child, port, dir };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(redis)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 fn main() -> fanout::Result<()> {
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     println!("fanout tour: {workers} CPUs, {workers} workers per backend");
@@ -591,7 +548,7 @@ fn main() -> fanout::Result<()> {
     let mut report = Vec::new();
     run_backend("ThreadPool", ThreadPool::new(workers), &mut report)?;
     run_backend("ProcessPool", ProcessPool::new(workers), &mut report)?;
-    match PrivateRedis::start() {
+    match Redis::try_start() {
         Some(redis) => {
             let cluster = Cluster::builder(&redis.url())
                 .namespace("tour")
