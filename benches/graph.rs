@@ -20,6 +20,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "common/harness.rs"]
+mod harness;
+use harness::Args;
 #[path = "common/redis.rs"]
 mod redis_server;
 use redis_server::{find_redis, Redis};
@@ -42,20 +45,7 @@ struct Config {
 
 impl Config {
     fn from_env() -> Config {
-        let args: Vec<String> = std::env::args().skip(1).collect();
-        let bench_flag = args.iter().any(|a| a == "--bench");
-        let started_by_cargo = std::env::var_os("CARGO_MANIFEST_DIR").is_some();
-        let quick = args.iter().any(|a| a == "--test")
-            || std::env::var_os("FANOUT_BENCH_QUICK").is_some()
-            || (!bench_flag && started_by_cargo);
-        let mut repeats = if quick { 1 } else { 5 };
-        if let Some(i) = args.iter().position(|a| a == "--repeats") {
-            repeats = args
-                .get(i + 1)
-                .and_then(|r| r.parse().ok())
-                .filter(|&r| r > 0)
-                .expect("--repeats needs a positive number");
-        }
+        let Args { quick, repeats, .. } = Args::from_env(5);
         Config {
             quick,
             repeats,
