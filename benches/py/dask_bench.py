@@ -14,10 +14,11 @@ Usage: python3 dask_bench.py TASKS LATENCY_SAMPLES
 
 import json
 import logging
-import statistics
 import sys
 import time
 import warnings
+
+import timing
 
 
 def add(a, b):
@@ -30,45 +31,34 @@ def main():
     warnings.simplefilter("ignore")
     logging.disable(logging.CRITICAL)
     import dask
-    from dask.distributed import Client, LocalCluster
+    from dask.distributed import Client
 
-    with LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=None,
-        silence_logs=logging.CRITICAL,
-    ) as cluster, Client(cluster) as client:
+    with timing.quiet_local_cluster() as cluster, Client(cluster) as client:
         # Warm up: both workers have run tasks.
         client.gather(client.map(add, range(200), [1] * 200, pure=False))
 
-        t = time.perf_counter()
-        fs = [client.submit(add, i, 1, pure=False) for i in range(tasks)]
-        total = sum(client.gather(fs))
-        submit_s = time.perf_counter() - t
-        assert total == tasks * (tasks - 1) // 2 + tasks
-        del fs
+        submit_s = timing.throughput(
+            lambda i: client.submit(add, i, 1, pure=False), client.gather, tasks
+        )
 
         t = time.perf_counter()
         fs = client.map(add, range(tasks), [1] * tasks, pure=False)
         total = sum(client.gather(fs))
         map_s = time.perf_counter() - t
-        assert total == tasks * (tasks - 1) // 2 + tasks
+        assert total == timing.sum_of_add(tasks)
         del fs
 
-        lat = []
-        for i in range(samples + samples // 10):
-            t = time.perf_counter()
-            client.submit(add, i, 1, pure=False).result()
-            lat.append(time.perf_counter() - t)
-        lat = sorted(lat[samples // 10 :])
+        lat = timing.round_trips_ns(
+            lambda i: client.submit(add, i, 1, pure=False).result(), samples, samples // 10
+        )
+        p50, p99 = timing.p50_p99_us(lat)
         print(
             json.dumps(
                 {
                     "submit_tps": tasks / submit_s,
                     "map_tps": tasks / map_s,
-                    "p50_us": statistics.median(lat) * 1e6,
-                    "p99_us": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e6,
+                    "p50_us": p50,
+                    "p99_us": p99,
                     "version": dask.__version__,
                 }
             )

@@ -15,6 +15,8 @@ import sys
 import time
 import warnings
 
+import timing
+
 MIB = 1 << 20
 
 
@@ -32,15 +34,9 @@ def main():
     warnings.simplefilter("ignore")
     logging.disable(logging.CRITICAL)
     import dask
-    from dask.distributed import Client, LocalCluster
+    from dask.distributed import Client
 
-    with LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=None,
-        silence_logs=logging.CRITICAL,
-    ) as cluster, Client(cluster) as client:
+    with timing.quiet_local_cluster() as cluster, Client(cluster) as client:
         # Warm up: both workers have run tasks.
         client.gather([client.submit(consume, client.submit(produce, i, pure=False), pure=False) for i in range(4)])
         seconds = []

@@ -31,6 +31,8 @@ import multiprocessing
 import sys
 import time
 
+import timing
+
 WORKERS = 2
 
 
@@ -69,26 +71,14 @@ def warm_up(pool):
 
 
 def throughput(pool, n):
-    start = time.perf_counter()
-    futures = [pool.submit(add, i, 1) for i in range(n)]
-    total = 0
-    for f in futures:
-        total += f.result()
-    seconds = time.perf_counter() - start
-    assert total == n * (n - 1) // 2 + n, total
+    seconds = timing.throughput(
+        lambda i: pool.submit(add, i, 1), lambda fs: [f.result() for f in fs], n
+    )
     return {"workload": "throughput", "n": n, "seconds": seconds}
 
 
 def latency(pool, n, warmup):
-    clock = time.perf_counter_ns
-    for i in range(warmup):
-        pool.submit(add, i, 1).result()
-    samples = []
-    for i in range(n):
-        t0 = clock()
-        pool.submit(add, i, 1).result()
-        samples.append(clock() - t0)
-    samples.sort()
+    samples = timing.round_trips_ns(lambda i: pool.submit(add, i, 1).result(), n, warmup)
     return {"workload": "latency", "n": n, "samples_ns": samples}
 
 

@@ -16,10 +16,11 @@ Usage: python3 ray_bench.py TASKS LATENCY_SAMPLES
 import json
 import logging
 import os
-import statistics
 import sys
 import time
 import warnings
+
+import timing
 
 
 def main():
@@ -48,34 +49,27 @@ def main():
         # Warm up: both worker processes have run tasks.
         ray.get([add.remote(i, 1) for i in range(400)])
 
-        t = time.perf_counter()
-        refs = [add.remote(i, 1) for i in range(tasks)]
-        total = sum(ray.get(refs))
-        submit_s = time.perf_counter() - t
-        assert total == tasks * (tasks - 1) // 2 + tasks
-        del refs
+        submit_s = timing.throughput(lambda i: add.remote(i, 1), ray.get, tasks)
 
         t = time.perf_counter()
         chunks = [list(range(s, min(s + 100, tasks))) for s in range(0, tasks, 100)]
         refs = [add_chunk.remote(c) for c in chunks]
         total = sum(sum(r) for r in ray.get(refs))
         map_s = time.perf_counter() - t
-        assert total == tasks * (tasks - 1) // 2 + tasks
+        assert total == timing.sum_of_add(tasks)
         del refs
 
-        lat = []
-        for i in range(samples + samples // 10):
-            t = time.perf_counter()
-            ray.get(add.remote(i, 1))
-            lat.append(time.perf_counter() - t)
-        lat = sorted(lat[samples // 10 :])
+        lat = timing.round_trips_ns(
+            lambda i: ray.get(add.remote(i, 1)), samples, samples // 10
+        )
+        p50, p99 = timing.p50_p99_us(lat)
         print(
             json.dumps(
                 {
                     "submit_tps": tasks / submit_s,
                     "map_tps": tasks / map_s,
-                    "p50_us": statistics.median(lat) * 1e6,
-                    "p99_us": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e6,
+                    "p50_us": p50,
+                    "p99_us": p99,
                     "version": ray.__version__,
                 }
             ),
