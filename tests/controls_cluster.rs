@@ -137,7 +137,7 @@ fn a_high_priority_call_overtakes_most_queued_ones_on_one_worker() {
     let c = cluster(&redis, "prio", 1);
     let busy = c.submit(sleepy, (500,)).unwrap();
     assert!(eventually(T, || busy.state() == State::Running));
-    process_util::check_overtaking(&c, busy, &path, 2, "cluster");
+    process_util::check_overtaking(&c, busy, &path, 2, "cluster", None);
 }
 
 fn gpu_task() -> u32 {

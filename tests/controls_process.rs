@@ -122,9 +122,57 @@ fn a_high_priority_call_overtakes_most_queued_ones_on_one_worker() {
         let pool = pool(method, 1);
         let busy = pool.submit(sleep_ms, (300,)).unwrap();
         assert!(eventually(T, || busy.state() == State::Running));
-        check_overtaking(&pool, busy, &path, 3, &format!("{method:?}"));
+        check_overtaking(&pool, busy, &path, 3, &format!("{method:?}"), None);
+        // The same with a high call whose tag is a future's result.
+        let _ = std::fs::remove_file(&path);
+        let tag = pool.submit(echo_u32, (99,)).unwrap();
+        assert!(tag.wait(Some(T)));
+        let busy = pool.submit(sleep_ms, (300,)).unwrap();
+        assert!(eventually(T, || busy.state() == State::Running));
+        let what = format!("{method:?}, Arg input");
+        check_overtaking(&pool, busy, &path, 3, &what, Some(&tag));
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn echo_u32(x: u32) -> u32 {
+    x
+}
+
+/// Never returns (its input only delays its start).
+fn never_returns_after(_input: u64) -> u32 {
+    never_returns()
+}
+
+#[test]
+fn a_call_with_future_inputs_honours_its_timeout() {
+    let _watchdog = process_util::watchdog(
+        "a_call_with_future_inputs_honours_its_timeout",
+        Duration::from_secs(180),
+    );
+    for method in METHODS {
+        let pool = pool(method, 1);
+        let input = pool.submit(sleep_ms, (50,)).unwrap();
+        let f = pool
+            .call(never_returns_after)
+            .timeout(Duration::from_millis(300))
+            .submit((input.arg(),))
+            .unwrap();
+        match f.result_timeout(T) {
+            Err(Error::Timeout { what }) => {
+                assert!(
+                    what.contains("300ms"),
+                    "{method:?}: names the limit: {what}"
+                )
+            }
+            other => panic!("{method:?}: expected Timeout, got {other:?}"),
+        }
+        // The worker was replaced and serves the next call.
+        assert_eq!(
+            pool.submit(sleep_ms, (1,)).unwrap().result_timeout(T),
+            Ok(1)
+        );
+    }
 }
 
 #[test]

@@ -327,7 +327,7 @@ impl Executor for ProcessPool {
         let shared = Arc::downgrade(&self.shared);
         // The inputs' result bytes are spliced into the argument frame as
         // they are: a postcard tuple is its elements' encodings end to end.
-        crate::graph::Launcher::new(move |ready, promise, _options| {
+        crate::graph::Launcher::new(move |ready, promise, options| {
             let Some(shared) = shared.upgrade() else {
                 return promise.set_error(Error::Shutdown);
             };
@@ -355,9 +355,12 @@ impl Executor for ProcessPool {
                 }),
                 delivery: Box::new(promise),
             };
-            if let Err((e, batches)) =
-                shared.try_enqueue(ProcessPool::batches(trampoline, vec![item]))
-            {
+            if let Err((e, batches)) = shared.try_enqueue(ProcessPool::batches_with(
+                trampoline,
+                vec![item],
+                options.priority,
+                options.timeout,
+            )) {
                 for it in batches.into_iter().flat_map(|b| b.items) {
                     it.delivery.deliver(Err(e.clone()));
                 }

@@ -272,24 +272,27 @@ pub fn logged_order(path: &str) -> Vec<u32> {
 }
 
 /// With `busy` holding the executor's only worker, queues ten level-0 calls
-/// of `log_tag` and then one at priority 10: the high one must run within
-/// the first `within` calls (a worker may have taken a few ahead of time)
-/// and the level-0 calls in their order.
+/// of `log_tag` and then one at priority 10 (tagged 99, or taking its tag
+/// from the finished future `tag`, a call with an `Arg` input): the high one
+/// must run within the first `within` calls (a worker may have taken a few
+/// ahead of time) and the level-0 calls in their order.
 pub fn check_overtaking<E: fanout::Executor>(
     ex: &E,
     busy: fanout::Future<u64>,
     path: &str,
     within: usize,
     what: &str,
+    tag: Option<&fanout::Future<u32>>,
 ) {
     let queued: Vec<_> = (0..10u32)
         .map(|i| ex.submit(log_tag, (path.to_owned(), i)).unwrap())
         .collect();
-    let high = ex
-        .call(log_tag)
-        .priority(10)
-        .submit((path.to_owned(), 99u32))
-        .unwrap();
+    let high = ex.call(log_tag).priority(10);
+    let high = match tag {
+        None => high.submit((path.to_owned(), 99u32)),
+        Some(tag) => high.submit((path.to_owned(), tag.arg())),
+    }
+    .unwrap();
     assert_eq!(high.result_timeout(T), Ok(99));
     for f in queued {
         f.result_timeout(T).unwrap();
