@@ -781,6 +781,47 @@ mod tests {
     }
 
     #[test]
+    fn done_records_read_what_decode_frame_reads() {
+        let mut w = FrameWriter::new(Vec::new());
+        w.begin_done();
+        w.outcome(5, |out| {
+            out.extend_from_slice(b"ok");
+            Ok(())
+        });
+        w.outcome(6, |_| {
+            Err(WireError::Refused {
+                message: "no".into(),
+            })
+        });
+        w.end();
+        let buf = w.into_inner();
+        let Frame::Done { results } = decode_frame(body(&buf)).unwrap() else {
+            panic!("expected a DONE frame");
+        };
+        let records = done_records(body(&buf)).unwrap().unwrap();
+        assert_eq!(records.len(), 2);
+        let read: Vec<_> = records.collect::<Result<_, _>>().unwrap();
+        assert_eq!(read, results);
+        // Not a DONE frame; trailing bytes; a truncated record.
+        let mut steal = FrameWriter::new(Vec::new());
+        steal.steal();
+        assert!(done_records(body(&steal.into_inner())).is_none());
+        let mut long = body(&buf).to_vec();
+        long.push(0);
+        let last = done_records(&long).unwrap().unwrap().last().unwrap();
+        assert!(last.is_err(), "trailing bytes are an error");
+        let short = &body(&buf)[..body(&buf).len() - 1];
+        let read: Vec<_> = done_records(short).unwrap().unwrap().collect();
+        assert!(
+            read.last().unwrap().is_err(),
+            "a truncated record is an error"
+        );
+        assert!(done_records(&[DONE, 255, 255, 255, 255, 0])
+            .unwrap()
+            .is_err());
+    }
+
+    #[test]
     fn steal_and_returned_round_trip() {
         let mut w = FrameWriter::new(Vec::new());
         w.steal();
