@@ -73,9 +73,11 @@ pub struct Callee {
 impl Callee {
     /// A callee without captures.
     pub(crate) fn plain(trampoline: u64) -> Callee {
+        // One shared empty record: a call of a fn item allocates nothing here.
+        static NONE: std::sync::OnceLock<std::sync::Arc<Encoded>> = std::sync::OnceLock::new();
         Callee {
             trampoline,
-            captures: std::sync::Arc::new(Encoded::default()),
+            captures: NONE.get_or_init(Default::default).clone(),
         }
     }
 

@@ -24,16 +24,21 @@ use std::time::Duration;
 /// Queues `batches` by priority: behind every batch of the same or a higher level.
 pub(super) fn enqueue_ranked(queue: &mut VecDeque<Batch>, batches: Vec<Batch>) {
     for batch in batches {
-        let at = queue
-            .iter()
-            .rposition(|b| b.priority >= batch.priority)
-            .map_or(0, |i| i + 1);
-        if at == queue.len() {
-            queue.push_back(batch);
-        } else {
-            queue.insert(at, batch);
-        }
+        enqueue_one(queue, batch);
     }
+}
+
+/// Queues one batch by priority, as [`enqueue_ranked`] does.
+pub(super) fn enqueue_one(queue: &mut VecDeque<Batch>, batch: Batch) {
+    // With every call at one level (the common case) it goes to the back.
+    if queue.back().is_none_or(|b| b.priority >= batch.priority) {
+        return queue.push_back(batch);
+    }
+    let at = queue
+        .iter()
+        .rposition(|b| b.priority >= batch.priority)
+        .map_or(0, |i| i + 1);
+    queue.insert(at, batch);
 }
 
 /// Arms the timer for the frame at the front of `book.in_flight`, if it has

@@ -2,11 +2,11 @@
 //! (`WorkerBook`), and handing queued frames to workers with room (`Shared`).
 //! The pool's side of one call is a [`Delivery`].
 
-use super::outbox::Link;
+use super::outbox::{Link, Outbox, Touched};
 use super::start::Started;
 use super::wire::FrameWriter;
-use super::wire::{task_frame, Piece};
-use super::{controls, lock, shm, StartMethod, MAX_AHEAD};
+use super::wire::{task_frame, task_frame_into, Piece};
+use super::{controls, lock, shm, StartMethod, AHEAD_BYTES, AHEAD_CALLS, AHEAD_FRAMES};
 use crate::codec_guard;
 use crate::future::Promise;
 use crate::ship::{self, BuildId, Encoded};
@@ -89,6 +89,59 @@ pub(super) struct WorkerBook {
     pub(super) armed: Option<u64>,
     /// Its running call overran this limit; it is being killed.
     pub(super) timed_out: Option<std::time::Duration>,
+    /// Calls in `in_flight`, and the bytes of their arguments.
+    pub(super) ahead_calls: usize,
+    pub(super) ahead_bytes: usize,
+    /// Calls it may hold beyond [`AHEAD_FRAMES`] frames (see [`WorkerBook::earn`]).
+    pub(super) credit: usize,
+}
+
+impl WorkerBook {
+    /// True if it may take one more frame: up to [`AHEAD_FRAMES`] frames
+    /// always, and more while its calls and their bytes stay within what it
+    /// has earned (at most [`AHEAD_CALLS`] and [`AHEAD_BYTES`]).
+    pub(super) fn has_room(&self, max_tasks: Option<usize>) -> bool {
+        !self.closing
+            && max_tasks.is_none_or(|m| self.sent < m)
+            && (self.in_flight.len() < AHEAD_FRAMES
+                || (self.ahead_calls < self.credit && self.ahead_bytes < AHEAD_BYTES))
+    }
+
+    /// After one of its frames is answered: with calls still waiting in the
+    /// queue it earns room for one more call ahead (so a worker that keeps
+    /// up with a backlog of short calls is never left with an empty pipe);
+    /// with none waiting it is back to [`AHEAD_FRAMES`] frames (so a long
+    /// call that follows holds back few others, which stay cancellable and
+    /// ordered by priority in the queue).
+    pub(super) fn earn(&mut self, calls_wait: bool) {
+        self.credit = if calls_wait {
+            (self.credit + 1).min(AHEAD_CALLS)
+        } else {
+            0
+        };
+    }
+
+    fn weight(batch: &Batch) -> (usize, usize) {
+        let bytes = batch.items.iter().map(|it| 12 + it.args.len()).sum();
+        (batch.items.len(), bytes)
+    }
+
+    /// Hands `batch` to this worker (its frame is queued by the caller).
+    pub(super) fn push_flight(&mut self, batch: Batch) {
+        let (calls, bytes) = Self::weight(&batch);
+        self.ahead_calls += calls;
+        self.ahead_bytes += bytes;
+        self.in_flight.push_back(batch);
+    }
+
+    /// Takes the frame at `at` of `in_flight` (0: the running one).
+    pub(super) fn take_flight(&mut self, at: usize) -> Option<Batch> {
+        let batch = self.in_flight.remove(at)?;
+        let (calls, bytes) = Self::weight(&batch);
+        self.ahead_calls -= calls;
+        self.ahead_bytes -= bytes;
+        Some(batch)
+    }
 }
 
 pub(super) struct State {
@@ -128,8 +181,8 @@ impl Shared {
 
     /// Hands queued calls to workers with room, and closes workers that are
     /// done. Runs under the state lock; returns the links to flush after it.
-    pub(super) fn dispatch(&self, st: &mut State) -> Vec<Arc<Link>> {
-        let mut touched: Vec<Arc<Link>> = Vec::new();
+    pub(super) fn dispatch(&self, st: &mut State) -> Touched {
+        let mut touched = Touched::default();
         let max_tasks = self.config.max_tasks_per_child;
         if st.broken.is_none() {
             while !st.queue.is_empty() {
@@ -139,10 +192,7 @@ impl Shared {
                     .enumerate()
                     .filter_map(|(i, s)| {
                         let b = s.as_ref()?;
-                        let has_room = !b.closing
-                            && b.in_flight.len() < MAX_AHEAD
-                            && max_tasks.is_none_or(|m| b.sent < m);
-                        has_room.then_some((b.in_flight.len(), i))
+                        b.has_room(max_tasks).then_some((b.in_flight.len(), i))
                     })
                     .min();
                 let Some((_, i)) = pick else { break };
@@ -166,16 +216,22 @@ impl Shared {
                 }
                 // A frame in shared memory is only good for all its calls.
                 let shm = shm.filter(|_| items.len() == submitted);
-                let pieces = match &shm {
-                    Some(lent) => vec![Piece::Own(lent.frame())],
-                    None => self.task_pieces(&trampoline, &items),
-                };
                 let Some(book) = st.slots[i].as_mut() else {
                     break;
                 };
-                lock(&book.link.outbox).frames.extend(pieces);
+                {
+                    let mut ob = lock(&book.link.outbox);
+                    // A worker with fewer frames than this could run dry:
+                    // its frame goes out now; otherwise with its I/O
+                    // thread's next flush (see `Outbox::urgent`).
+                    ob.urgent |= book.in_flight.len() < AHEAD_FRAMES;
+                    match &shm {
+                        Some(lent) => ob.frames.push_back(Piece::Own(lent.frame())),
+                        None => self.queue_task(&trampoline, &items, &mut ob),
+                    }
+                }
                 book.sent += items.len();
-                book.in_flight.push_back(Batch {
+                book.push_flight(Batch {
                     trampoline,
                     items,
                     shm,
@@ -183,9 +239,7 @@ impl Shared {
                     limit,
                 });
                 controls::arm_front(self, i, book);
-                if !touched.iter().any(|l| Arc::ptr_eq(l, &book.link)) {
-                    touched.push(book.link.clone());
-                }
+                touched.add(&book.link);
             }
         }
         if st.broken.is_none() && st.queue.is_empty() {
@@ -201,12 +255,11 @@ impl Shared {
                         book.steal_pending = true;
                         let mut w = FrameWriter::new(Vec::new());
                         w.steal();
-                        lock(&book.link.outbox)
-                            .frames
-                            .push_back(Piece::Own(w.into_inner()));
-                        if !touched.iter().any(|l| Arc::ptr_eq(l, &book.link)) {
-                            touched.push(book.link.clone());
-                        }
+                        let mut ob = lock(&book.link.outbox);
+                        ob.frames.push_back(Piece::Own(w.into_inner()));
+                        ob.urgent = true;
+                        drop(ob);
+                        touched.add(&book.link);
                     }
                 }
             }
@@ -217,9 +270,7 @@ impl Shared {
             if !book.closing && book.in_flight.is_empty() && (finished || retire) {
                 book.closing = true;
                 lock(&book.link.outbox).close_when_empty = true;
-                if !touched.iter().any(|l| Arc::ptr_eq(l, &book.link)) {
-                    touched.push(book.link.clone());
-                }
+                touched.add(&book.link);
             }
         }
         touched
@@ -232,6 +283,23 @@ impl Shared {
             .map(|it| (it.delivery.id(), it.args.clone()))
             .collect();
         task_frame(&self.config.build_id, trampoline, &calls)
+    }
+
+    /// Queues the TASK frame for `items` on an outbox, in a buffer of an
+    /// earlier frame (and, for a single call, without collecting the calls).
+    fn queue_task(&self, trampoline: &ship::Callee, items: &[Item], ob: &mut Outbox) {
+        let cur = ob.scratch();
+        let build_id = &self.config.build_id;
+        if let [only] = items {
+            let calls = [(only.delivery.id(), only.args.clone())];
+            task_frame_into(build_id, trampoline, &calls, cur, &mut ob.frames);
+        } else {
+            let calls: Vec<(u64, Arc<Encoded>)> = items
+                .iter()
+                .map(|it| (it.delivery.id(), it.args.clone()))
+                .collect();
+            task_frame_into(build_id, trampoline, &calls, cur, &mut ob.frames);
+        }
     }
 
     /// Puts a large batch's TASK frame into shared memory (on the
@@ -265,6 +333,32 @@ impl Shared {
         self.try_enqueue(batches).map_err(|(e, _)| e)
     }
 
+    /// Queues one batch and dispatches it (a single `submit`).
+    pub(super) fn enqueue_one(&self, batch: Batch) -> Result<()> {
+        let touched = {
+            let mut st = lock(&self.state);
+            Self::admits(&st)?;
+            controls::enqueue_one(&mut st.queue, batch);
+            self.dispatch(&mut st)
+        };
+        for link in touched {
+            link.kick();
+        }
+        Ok(())
+    }
+
+    /// Refuses new calls to a broken or shut-down pool.
+    fn admits(st: &State) -> Result<()> {
+        if let Some(reason) = &st.broken {
+            let reason = reason.clone();
+            return Err(Error::Broken { reason });
+        }
+        if st.shutdown {
+            return Err(Error::Shutdown);
+        }
+        Ok(())
+    }
+
     /// Queues batches and dispatches them; hands them back when refused.
     pub(super) fn try_enqueue(
         &self,
@@ -272,12 +366,8 @@ impl Shared {
     ) -> std::result::Result<(), (Error, Vec<Batch>)> {
         let touched = {
             let mut st = lock(&self.state);
-            if let Some(reason) = &st.broken {
-                let reason = reason.clone();
-                return Err((Error::Broken { reason }, batches));
-            }
-            if st.shutdown {
-                return Err((Error::Shutdown, batches));
+            if let Err(e) = Self::admits(&st) {
+                return Err((e, batches));
             }
             controls::enqueue_ranked(&mut st.queue, batches);
             self.dispatch(&mut st)
@@ -319,6 +409,7 @@ impl Shared {
                 .frames
                 .push_back(Piece::Own(w.into_inner()));
         }
+        lock(&link.outbox).urgent = true;
         st.slots[slot] = Some(WorkerBook {
             pid,
             link,
@@ -329,6 +420,9 @@ impl Shared {
             steal_pending: false,
             armed: None,
             timed_out: None,
+            ahead_calls: 0,
+            ahead_bytes: 0,
+            credit: 0,
         });
         Ok((pid, from_worker))
     }

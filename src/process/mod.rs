@@ -3,12 +3,16 @@
 //! # How it fits together
 //!
 //! * **Queue.** Submitted calls wait in one queue in the pool, pending and
-//!   cancellable. Calls are handed to a worker only when it has room: at most
-//!   [`MAX_AHEAD`] frames (a frame is one call, or one `map` chunk) are with a
-//!   worker at once, and the least-loaded worker is always chosen, so no
-//!   worker idles while calls wait in the queue.
-//! * **Dispatch** happens on the submitting thread and on each result; frames
-//!   for one worker accumulate in its outbox and go out in one `writev`.
+//!   cancellable. Calls are handed to a worker only when it has room: up to
+//!   [`AHEAD_FRAMES`] frames (a frame is one call, or one `map` chunk) are
+//!   with a worker at once, and the least-loaded worker is always chosen, so
+//!   no worker idles while calls wait in the queue. A worker that keeps
+//!   answering while calls wait earns more: up to [`AHEAD_CALLS`] calls and
+//!   [`AHEAD_BYTES`] of arguments, so that a stream of short calls never
+//!   lets its pipe run dry (see `dispatch::WorkerBook::has_room`).
+//! * **Dispatch** happens on the submitting thread and once per read of a
+//!   worker's results (for every DONE frame of that read); frames for one
+//!   worker accumulate in its outbox and go out in one `writev`.
 //! * **I/O.** One thread per worker slot polls that worker's result pipe (and
 //!   its call pipe when the outbox is backed up). Writes are non-blocking, so
 //!   the pool can never deadlock against a worker that is writing a large
@@ -39,8 +43,14 @@ mod worker;
 pub use pool::{ProcessPool, ProcessPoolBuilder};
 
 use std::sync::{Mutex, MutexGuard};
-/// Frames (single calls or map chunks) handed to one worker ahead of time.
-pub const MAX_AHEAD: usize = 3;
+/// Frames (single calls or map chunks) a worker may always hold at once.
+pub(crate) const AHEAD_FRAMES: usize = 3;
+/// Calls a worker that has earned it may hold at once (in more frames than
+/// [`AHEAD_FRAMES`]): it earns one per answer that arrives while calls wait
+/// in the queue, and loses them all when the queue is found empty.
+pub(crate) const AHEAD_CALLS: usize = 32;
+/// Bytes of arguments a worker holding more than [`AHEAD_FRAMES`] frames may hold.
+pub(crate) const AHEAD_BYTES: usize = 256 << 10;
 
 /// How worker processes are started.
 ///

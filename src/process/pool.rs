@@ -128,21 +128,7 @@ impl ProcessPool {
         let mut futures = Vec::with_capacity(batch.len());
         for args in batch {
             let (future, promise) = remote_pair::<R>(owner);
-            let encoded = codec_guard::encode_owned(args).and_then(|e| {
-                if e.len() > MAX_FRAME / 2 {
-                    Err(Error::Codec {
-                        type_name: std::any::type_name::<Args>().into(),
-                        message: format!(
-                            "encoded arguments take {} bytes, over the {} byte limit",
-                            e.len(),
-                            MAX_FRAME / 2
-                        ),
-                    })
-                } else {
-                    Ok(e)
-                }
-            });
-            match encoded {
+            match encode_args(args) {
                 Ok(e) => items.push(Item {
                     args: Arc::new(e),
                     delivery: Box::new(promise),
@@ -152,6 +138,48 @@ impl ProcessPool {
             futures.push(future);
         }
         (items, futures)
+    }
+
+    /// One call without a submitter (no boxed closure, no `Vec`s around a
+    /// single item): what `submit` and `submit_with` do.
+    fn submit_one<F, Args>(
+        &self,
+        f: &F,
+        args: Args,
+        priority: i32,
+        limit: Option<std::time::Duration>,
+    ) -> Result<Future<F::Output>>
+    where
+        F: Task<Args>,
+        Args: Payload,
+        F::Output: Payload,
+    {
+        let trampoline = callee_within_frame::<F, Args>(f)?;
+        let (future, promise) = remote_pair::<F::Output>(self.shared.config.owner);
+        let args = match encode_args(args) {
+            Ok(args) => args,
+            Err(e) => {
+                promise.set_error(e);
+                return Ok(future);
+            }
+        };
+        let mut batch = Batch {
+            trampoline,
+            items: vec![Item {
+                args: Arc::new(args),
+                delivery: Box::new(promise),
+            }],
+            shm: None,
+            priority,
+            limit,
+        };
+        // As the submitters do: only calls without options go through shared memory.
+        if priority == 0 && limit.is_none() {
+            self.shared.offload(&mut batch);
+        }
+        // On error the call was never queued; the error goes to the caller.
+        self.shared.enqueue_one(batch)?;
+        Ok(future)
     }
 
     /// Splits items into batches that fit in one frame (each frame carries
@@ -204,11 +232,7 @@ impl Executor for ProcessPool {
         Args: Payload,
         F::Output: Payload,
     {
-        let _ = f;
-        let mut submit = self.submitter::<F, Args>(f);
-        let mut fs = submit(vec![args])?;
-        fs.pop()
-            .ok_or_else(|| Error::invalid("internal: a batch of one produced no future"))
+        self.submit_one(&f, args, 0, None)
     }
 
     fn shutdown(&self, wait: bool, cancel_futures: bool) {
@@ -287,13 +311,7 @@ impl Executor for ProcessPool {
         Args: Payload,
         F::Output: Payload,
     {
-        if options.priority == 0 && options.timeout.is_none() {
-            return self.submit(f, args);
-        }
-        let mut submit = self.options_submitter::<F, Args>(f, options);
-        let mut fs = submit(vec![args])?;
-        fs.pop()
-            .ok_or_else(|| Error::invalid("internal: a batch of one produced no future"))
+        self.submit_one(&f, args, options.priority, options.timeout)
     }
 
     fn submitter_with<F, Args>(
@@ -367,6 +385,22 @@ impl Executor for ProcessPool {
             }
         })
     }
+}
+
+/// A call's encoded arguments, refused with `Codec` over half a frame.
+fn encode_args<Args: Payload>(args: Args) -> Result<Encoded> {
+    let e = codec_guard::encode_owned(args)?;
+    if e.len() > MAX_FRAME / 2 {
+        return Err(Error::Codec {
+            type_name: std::any::type_name::<Args>().into(),
+            message: format!(
+                "encoded arguments take {} bytes, over the {} byte limit",
+                e.len(),
+                MAX_FRAME / 2
+            ),
+        });
+    }
+    Ok(e)
 }
 
 /// `f`'s callee (trampoline and encoded captures), refused with `Codec`

@@ -1,12 +1,14 @@
 //! One worker slot's I/O thread: `slot_thread` serves a worker and its
-//! replacements, `serve_worker` polls its pipes, `handle_frame` delivers what
-//! it sends.
+//! replacements, `serve_worker` polls its pipes, `handle_dones` delivers the
+//! results of every DONE frame of one read (and dispatches once for all of
+//! them), `handle_frame` the other frames it sends.
 
-use super::dispatch::{Item, Shared};
+use super::dispatch::{Batch, Item, Shared, WorkerBook};
 use super::outbox::Link;
-use super::wire::{decode_frame, Frame, FrameBuf};
+use super::wire::{self, decode_frame, Frame, FrameBuf};
 use super::{controls, lock, start};
 use crate::Error;
+use std::ops::Range;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
@@ -153,6 +155,9 @@ pub(super) fn serve_worker(
 ) -> Ending {
     let from = from_worker.as_raw_fd();
     let mut frames = FrameBuf::new();
+    // The DONE frames of one read, handled together (scratch, kept).
+    let mut dones: Vec<Range<usize>> = Vec::new();
+    let mut answered: Vec<Batch> = Vec::new();
     // The worker's own exit, seen without waiting for EOF: a process that a
     // task forked (without exec) holds a copy of the result pipe's write
     // end, and keeps the pipe open after the worker itself died.
@@ -246,8 +251,23 @@ pub(super) fn serve_worker(
                 let range = match frames.next_frame() {
                     Ok(Some(r)) => r,
                     Ok(None) => break,
-                    Err(e) => return Ending::Malformed(e.0),
+                    Err(e) => {
+                        // What came before it is answered first.
+                        let bodies = dones.iter().map(|r| frames.slice(r.clone()));
+                        let _ = handle_dones(shared, slot, pid, bodies, &mut answered);
+                        return Ending::Malformed(e.0);
+                    }
                 };
+                if wire::is_done(frames.slice(range.clone())) {
+                    dones.push(range);
+                    continue;
+                }
+                // Any other frame: the DONE frames before it go first, in order.
+                let bodies = dones.iter().map(|r| frames.slice(r.clone()));
+                if let Err(why) = handle_dones(shared, slot, pid, bodies, &mut answered) {
+                    return Ending::Malformed(why);
+                }
+                dones.clear();
                 let body = frames.slice(range);
                 // A large result arrives in the worker's result region.
                 let mapped = match link.results.as_ref().map(|r| r.incoming(body)) {
@@ -255,13 +275,104 @@ pub(super) fn serve_worker(
                     Some(Ok(m)) => m,
                     None => None,
                 };
-                if let Err(why) = handle_frame(shared, slot, pid, mapped.as_deref().unwrap_or(body))
-                {
+                if let Err(why) = handle_frame(
+                    shared,
+                    slot,
+                    pid,
+                    mapped.as_deref().unwrap_or(body),
+                    &mut answered,
+                ) {
                     return Ending::Malformed(why);
                 }
             }
+            let bodies = dones.iter().map(|r| frames.slice(r.clone()));
+            if let Err(why) = handle_dones(shared, slot, pid, bodies, &mut answered) {
+                return Ending::Malformed(why);
+            }
+            dones.clear();
+            // The frames dispatch queued for this worker since the last
+            // read, urgent or not, in one `writev` (see `Outbox::urgent`).
+            link.flush();
         }
     }
+}
+
+/// Checks that a DONE frame answers the frame `book` has at its front, call
+/// by call, and that every record in it is well formed.
+fn answers_front(book: &WorkerBook, body: &[u8]) -> std::result::Result<(), String> {
+    let mismatch = || "results that do not match the calls it was given".to_string();
+    let mut records = match wire::done_records(body) {
+        Some(r) => r.map_err(|e| e.0)?,
+        None => return Err("a frame that is not a DONE frame".into()),
+    };
+    let front = book.in_flight.front().ok_or_else(mismatch)?;
+    if records.len() != front.items.len() {
+        return Err(mismatch());
+    }
+    for it in &front.items {
+        let (id, _) = records.next().ok_or_else(mismatch)?.map_err(|e| e.0)?;
+        if id != it.delivery.id() {
+            return Err(mismatch());
+        }
+    }
+    // The check for trailing bytes.
+    match records.next() {
+        Some(Err(e)) => Err(e.0),
+        _ => Ok(()),
+    }
+}
+
+/// Handles DONE frames from a worker (those of one read, in order): takes
+/// the frames they answer from its book, dispatches once for the room they
+/// freed, then delivers their results. `answered` is scratch, left empty.
+/// On a frame that is malformed or answers the wrong calls, the frames
+/// before it are still delivered.
+pub(super) fn handle_dones<'a, I>(
+    shared: &Shared,
+    slot: usize,
+    pid: u32,
+    bodies: I,
+    answered: &mut Vec<Batch>,
+) -> std::result::Result<(), String>
+where
+    I: Iterator<Item = &'a [u8]> + Clone,
+{
+    if bodies.clone().next().is_none() {
+        return Ok(());
+    }
+    let mut failure = None;
+    let touched = {
+        let mut st = lock(&shared.state);
+        let st = &mut *st;
+        let calls_wait = !st.queue.is_empty();
+        let Some(book) = st.slots[slot].as_mut() else {
+            return Err("results from a worker the pool no longer tracks".into());
+        };
+        for body in bodies.clone() {
+            if let Err(why) = answers_front(book, body) {
+                failure = Some(why);
+                break;
+            }
+            answered.extend(book.take_flight(0));
+            book.earn(calls_wait);
+        }
+        controls::arm_front(shared, slot, book);
+        shared.dispatch(st)
+    };
+    for link in touched {
+        link.kick();
+    }
+    for (batch, body) in answered.drain(..).zip(bodies) {
+        let records = wire::done_records(body).and_then(|r| r.ok());
+        for (it, record) in batch.items.into_iter().zip(records.into_iter().flatten()) {
+            // Checked by `answers_front`: every record is well formed.
+            let Ok((_, outcome)) = record else { break };
+            // The worker's name only for an error.
+            it.delivery
+                .deliver(outcome.map_err(|e| e.into_error(&Shared::worker_name(pid))));
+        }
+    }
+    failure.map_or(Ok(()), Err)
 }
 
 /// Handles one frame from a worker.
@@ -270,40 +381,13 @@ pub(super) fn handle_frame(
     slot: usize,
     pid: u32,
     body: &[u8],
+    answered: &mut Vec<Batch>,
 ) -> std::result::Result<(), String> {
+    if wire::is_done(body) {
+        return handle_dones(shared, slot, pid, std::iter::once(body), answered);
+    }
     let worker = Shared::worker_name(pid);
     match decode_frame(body).map_err(|e| e.0)? {
-        Frame::Done { results } => {
-            let (batch, touched) = {
-                let mut st = lock(&shared.state);
-                let Some(book) = st.slots[slot].as_mut() else {
-                    return Err("results from a worker the pool no longer tracks".into());
-                };
-                let matches = book.in_flight.front().is_some_and(|b| {
-                    b.items.len() == results.len()
-                        && b.items
-                            .iter()
-                            .zip(&results)
-                            .all(|(it, (id, _))| it.delivery.id() == *id)
-                });
-                if !matches {
-                    return Err("results that do not match the calls it was given".into());
-                }
-                let batch = book.in_flight.pop_front();
-                controls::arm_front(shared, slot, book);
-                (batch, shared.dispatch(&mut st))
-            };
-            for link in touched {
-                link.kick();
-            }
-            if let Some(batch) = batch {
-                for (it, (_, outcome)) in batch.items.into_iter().zip(results) {
-                    it.delivery
-                        .deliver(outcome.map_err(|e| e.into_error(&worker)));
-                }
-            }
-            Ok(())
-        }
         Frame::InitFailed { error } => {
             let error = error.into_error(&worker);
             let (failed, touched) = {
@@ -344,7 +428,7 @@ pub(super) fn handle_frame(
                     // Any position: after answering the front frame, a worker
                     // may hand back the next one before it starts it.
                     match at {
-                        Some(at) => back.extend(book.in_flight.remove(at)),
+                        Some(at) => back.extend(book.take_flight(at)),
                         None => return Err("it handed back a frame it was not holding".into()),
                     }
                 }
@@ -363,7 +447,7 @@ pub(super) fn handle_frame(
             }
             Ok(())
         }
-        Frame::Task { .. } | Frame::Init { .. } | Frame::Steal => {
+        Frame::Done { .. } | Frame::Task { .. } | Frame::Init { .. } | Frame::Steal => {
             Err("a frame only a pool may send".into())
         }
     }

@@ -20,6 +20,7 @@
 //! ```
 
 use crate::ship::{BuildId, Callee, Encoded, WireError};
+use std::collections::VecDeque;
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
@@ -143,6 +144,18 @@ impl<'a> Cursor<'a> {
         }
         Ok(n)
     }
+    /// One `{ id tag len bytes }` record of a DONE frame.
+    fn done_record(&mut self) -> Result<DoneRecord<'a>, FrameError> {
+        let id = self.u64("call id")?;
+        let tag = self.u8("outcome tag")?;
+        let bytes = self.bytes("outcome")?;
+        let outcome = match tag {
+            0 => Ok(bytes),
+            1 => Err(decode_wire_error(bytes)?),
+            t => return Err(bad(format!("unknown outcome tag {t}"))),
+        };
+        Ok((id, outcome))
+    }
     fn finish(&self) -> Result<(), FrameError> {
         if self.at == self.bytes.len() {
             Ok(())
@@ -186,15 +199,7 @@ pub fn decode_frame(body: &[u8]) -> Result<Frame<'_>, FrameError> {
             let n = c.count(13)?;
             let mut results = Vec::with_capacity(n);
             for _ in 0..n {
-                let id = c.u64("call id")?;
-                let tag = c.u8("outcome tag")?;
-                let bytes = c.bytes("outcome")?;
-                let outcome = match tag {
-                    0 => Ok(bytes),
-                    1 => Err(decode_wire_error(bytes)?),
-                    t => return Err(bad(format!("unknown outcome tag {t}"))),
-                };
-                results.push((id, outcome));
+                results.push(c.done_record()?);
             }
             Frame::Done { results }
         }
@@ -219,6 +224,64 @@ pub fn decode_frame(body: &[u8]) -> Result<Frame<'_>, FrameError> {
 
 fn decode_wire_error(bytes: &[u8]) -> Result<WireError, FrameError> {
     postcard::from_bytes(bytes).map_err(|e| bad(format!("malformed error record: {e}")))
+}
+
+/// One outcome of a DONE frame: the call id and its output bytes or error.
+pub(crate) type DoneRecord<'a> = (u64, Result<&'a [u8], WireError>);
+
+/// True if a frame body is a DONE frame (results; see [`done_records`]).
+pub(crate) fn is_done(body: &[u8]) -> bool {
+    body.first() == Some(&DONE)
+}
+
+/// The records of a DONE frame body one at a time, without collecting them
+/// as [`decode_frame`] does; checked as strictly (the trailing-bytes check
+/// comes after the last record). `None` when `body` is not a DONE frame.
+pub(crate) fn done_records(body: &[u8]) -> Option<Result<DoneRecords<'_>, FrameError>> {
+    if !is_done(body) {
+        return None;
+    }
+    let mut c = Cursor { bytes: body, at: 1 };
+    Some(c.count(13).map(|left| DoneRecords {
+        c,
+        left,
+        finished: false,
+    }))
+}
+
+/// The iterator of [`done_records`].
+pub(crate) struct DoneRecords<'a> {
+    c: Cursor<'a>,
+    left: usize,
+    finished: bool,
+}
+
+impl DoneRecords<'_> {
+    /// Records not read yet.
+    pub(crate) fn len(&self) -> usize {
+        self.left
+    }
+}
+
+impl<'a> Iterator for DoneRecords<'a> {
+    type Item = Result<DoneRecord<'a>, FrameError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            if self.finished {
+                return None;
+            }
+            self.finished = true;
+            return self.c.finish().err().map(Err);
+        }
+        self.left -= 1;
+        let record = self.c.done_record();
+        if record.is_err() {
+            // Nothing after a malformed record can be read.
+            self.left = 0;
+            self.finished = true;
+        }
+        Some(record)
+    }
 }
 
 /// True if a frame body is a STEAL request.
@@ -416,6 +479,20 @@ pub(crate) fn task_frame(
     callee: &Callee,
     items: &[(u64, Arc<Encoded>)],
 ) -> Vec<Piece> {
+    let mut pieces = VecDeque::new();
+    task_frame_into(build_id, callee, items, Vec::new(), &mut pieces);
+    pieces.into()
+}
+
+/// [`task_frame`], appending the pieces to `out` and starting with the
+/// (empty) buffer `cur`, so that a reused buffer saves the allocation.
+pub(crate) fn task_frame_into(
+    build_id: &BuildId,
+    callee: &Callee,
+    items: &[(u64, Arc<Encoded>)],
+    mut cur: Vec<u8>,
+    pieces: &mut VecDeque<Piece>,
+) {
     let captures = callee.captures();
     let body_len = 1
         + 16
@@ -429,13 +506,13 @@ pub(crate) fn task_frame(
         .map(|(_, e)| e.len())
         .filter(|&n| n < SHARE_AT)
         .sum();
-    let mut pieces = Vec::new();
     let small = if captures.len() < SHARE_AT {
         captures.len()
     } else {
         0
     };
-    let mut cur = Vec::with_capacity(37 + small + 12 * items.len() + inline);
+    cur.clear();
+    cur.reserve(37 + small + 12 * items.len() + inline);
     cur.extend_from_slice(&(body_len as u32).to_le_bytes());
     cur.push(TASK);
     cur.extend_from_slice(build_id);
@@ -444,8 +521,8 @@ pub(crate) fn task_frame(
     if captures.len() < SHARE_AT {
         cur.extend_from_slice(captures);
     } else {
-        pieces.push(Piece::Own(std::mem::take(&mut cur)));
-        pieces.push(Piece::Head(callee.captures.clone()));
+        pieces.push_back(Piece::Own(std::mem::take(&mut cur)));
+        pieces.push_back(Piece::Head(callee.captures.clone()));
     }
     cur.extend_from_slice(&(items.len() as u32).to_le_bytes());
     for (id, args) in items {
@@ -455,17 +532,16 @@ pub(crate) fn task_frame(
             cur.extend_from_slice(&args.head);
             cur.extend_from_slice(&args.body);
         } else {
-            pieces.push(Piece::Own(std::mem::take(&mut cur)));
-            pieces.push(Piece::Head(args.clone()));
+            pieces.push_back(Piece::Own(std::mem::take(&mut cur)));
+            pieces.push_back(Piece::Head(args.clone()));
             if !args.body.is_empty() {
-                pieces.push(Piece::Body(args.clone()));
+                pieces.push_back(Piece::Body(args.clone()));
             }
         }
     }
     if !cur.is_empty() {
-        pieces.push(Piece::Own(cur));
+        pieces.push_back(Piece::Own(cur));
     }
-    pieces
 }
 
 /// Accumulates bytes read from a pipe and splits them into frames.
@@ -702,6 +778,47 @@ mod tests {
                 ]
             }
         );
+    }
+
+    #[test]
+    fn done_records_read_what_decode_frame_reads() {
+        let mut w = FrameWriter::new(Vec::new());
+        w.begin_done();
+        w.outcome(5, |out| {
+            out.extend_from_slice(b"ok");
+            Ok(())
+        });
+        w.outcome(6, |_| {
+            Err(WireError::Refused {
+                message: "no".into(),
+            })
+        });
+        w.end();
+        let buf = w.into_inner();
+        let Frame::Done { results } = decode_frame(body(&buf)).unwrap() else {
+            panic!("expected a DONE frame");
+        };
+        let records = done_records(body(&buf)).unwrap().unwrap();
+        assert_eq!(records.len(), 2);
+        let read: Vec<_> = records.collect::<Result<_, _>>().unwrap();
+        assert_eq!(read, results);
+        // Not a DONE frame; trailing bytes; a truncated record.
+        let mut steal = FrameWriter::new(Vec::new());
+        steal.steal();
+        assert!(done_records(body(&steal.into_inner())).is_none());
+        let mut long = body(&buf).to_vec();
+        long.push(0);
+        let last = done_records(&long).unwrap().unwrap().last().unwrap();
+        assert!(last.is_err(), "trailing bytes are an error");
+        let short = &body(&buf)[..body(&buf).len() - 1];
+        let read: Vec<_> = done_records(short).unwrap().unwrap().collect();
+        assert!(
+            read.last().unwrap().is_err(),
+            "a truncated record is an error"
+        );
+        assert!(done_records(&[DONE, 255, 255, 255, 255, 0])
+            .unwrap()
+            .is_err());
     }
 
     #[test]

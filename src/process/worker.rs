@@ -289,6 +289,9 @@ struct InboxState {
     /// Set when the pool's pipe ended (or broke): the exit code to use once
     /// the frames already read are done.
     closed: Option<i32>,
+    /// The serving thread waits for a frame (only then is it notified: a
+    /// notification is a syscall, and a busy worker would pay one per call).
+    waiting: bool,
 }
 
 impl Inbox {
@@ -302,7 +305,9 @@ impl Inbox {
             if let Some(code) = st.closed {
                 return Err(code);
             }
+            st.waiting = true;
             st = self.arrived.wait(st).unwrap_or_else(|p| p.into_inner());
+            st.waiting = false;
         }
     }
 
@@ -348,13 +353,13 @@ fn read_frames(input: RawFd, output: RawFd, inbox: &Inbox, out_lock: &Mutex<()>)
             continue;
         }
         let frame = frames.take_frame(range);
-        inbox
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .frames
-            .push_back(frame);
-        inbox.arrived.notify_one();
+        let mut st = inbox.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.frames.push_back(frame);
+        let wake = st.waiting;
+        drop(st);
+        if wake {
+            inbox.arrived.notify_one();
+        }
     }
 }
 
