@@ -280,11 +280,12 @@ pub(super) fn handle_frame(
                     return Err("results from a worker the pool no longer tracks".into());
                 };
                 let matches = book.in_flight.front().is_some_and(|b| {
-                    b.items.len() == results.len()
-                        && b.items
-                            .iter()
-                            .zip(&results)
-                            .all(|(it, (id, _))| it.delivery.id() == *id)
+                    // A map chunk's records all carry the chunk's id.
+                    let mut ids = results.iter().map(|(id, _)| *id);
+                    b.items.iter().all(|it| {
+                        let id = it.delivery.id();
+                        (0..it.calls()).all(|_| ids.next() == Some(id))
+                    }) && ids.next().is_none()
                 });
                 if !matches {
                     return Err("results that do not match the calls it was given".into());
@@ -297,9 +298,11 @@ pub(super) fn handle_frame(
                 link.kick();
             }
             if let Some(batch) = batch {
-                for (it, (_, outcome)) in batch.items.into_iter().zip(results) {
-                    it.delivery
-                        .deliver(outcome.map_err(|e| e.into_error(&worker)));
+                let mut outcomes = results
+                    .into_iter()
+                    .map(|(_, outcome)| outcome.map_err(|e| e.into_error(&worker)));
+                for it in batch.items {
+                    it.delivery.deliver_each(&mut outcomes);
                 }
             }
             Ok(())

@@ -410,23 +410,36 @@ impl Piece {
 /// Arguments at least this large are written from their own buffer, not copied.
 const SHARE_AT: usize = 64 * 1024;
 
-/// Lays out a TASK frame as pieces ready for `writev`.
+/// Lays out a TASK frame as pieces ready for `writev`. Each item is
+/// `(call id, records, arguments)`: with `records == 0` the arguments of one
+/// call; otherwise a map chunk's `records` records, already laid out.
 pub(crate) fn task_frame(
     build_id: &BuildId,
     callee: &Callee,
-    items: &[(u64, Arc<Encoded>)],
+    items: &[(u64, u32, Arc<Encoded>)],
 ) -> Vec<Piece> {
     let captures = callee.captures();
+    let record_len = |records: u32, e: &Encoded| {
+        if records == 0 {
+            12 + e.len()
+        } else {
+            e.len()
+        }
+    };
     let body_len = 1
         + 16
         + 8
         + 4
         + captures.len()
         + 4
-        + items.iter().map(|(_, e)| 12 + e.len()).sum::<usize>();
+        + items
+            .iter()
+            .map(|(_, r, e)| record_len(*r, e))
+            .sum::<usize>();
+    let count: usize = items.iter().map(|(_, r, _)| (*r as usize).max(1)).sum();
     let inline: usize = items
         .iter()
-        .map(|(_, e)| e.len())
+        .map(|(_, r, e)| record_len(*r, e))
         .filter(|&n| n < SHARE_AT)
         .sum();
     let mut pieces = Vec::new();
@@ -435,7 +448,7 @@ pub(crate) fn task_frame(
     } else {
         0
     };
-    let mut cur = Vec::with_capacity(37 + small + 12 * items.len() + inline);
+    let mut cur = Vec::with_capacity(37 + small + inline);
     cur.extend_from_slice(&(body_len as u32).to_le_bytes());
     cur.push(TASK);
     cur.extend_from_slice(build_id);
@@ -447,8 +460,18 @@ pub(crate) fn task_frame(
         pieces.push(Piece::Own(std::mem::take(&mut cur)));
         pieces.push(Piece::Head(callee.captures.clone()));
     }
-    cur.extend_from_slice(&(items.len() as u32).to_le_bytes());
-    for (id, args) in items {
+    cur.extend_from_slice(&(count as u32).to_le_bytes());
+    for (id, records, args) in items {
+        if *records > 0 {
+            // A map chunk: its records are written as they are.
+            if args.len() < SHARE_AT {
+                cur.extend_from_slice(&args.head);
+            } else {
+                pieces.push(Piece::Own(std::mem::take(&mut cur)));
+                pieces.push(Piece::Head(args.clone()));
+            }
+            continue;
+        }
         cur.extend_from_slice(&id.to_le_bytes());
         cur.extend_from_slice(&(args.len() as u32).to_le_bytes());
         if args.len() < SHARE_AT {
@@ -466,6 +489,25 @@ pub(crate) fn task_frame(
         pieces.push(Piece::Own(cur));
     }
     pieces
+}
+
+/// Appends one TASK record (`id:u64 len:u32 args[len]`) to a map chunk's
+/// records; `fill` appends the encoded arguments. On error nothing stays.
+pub(crate) fn push_record<E>(
+    records: &mut Vec<u8>,
+    id: u64,
+    fill: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+) -> Result<usize, E> {
+    let at = records.len();
+    records.extend_from_slice(&id.to_le_bytes());
+    records.extend_from_slice(&[0; 4]);
+    if let Err(e) = fill(records) {
+        records.truncate(at);
+        return Err(e);
+    }
+    let len = records.len() - at - 12;
+    records[at + 8..at + 12].copy_from_slice(&(len as u32).to_le_bytes());
+    Ok(len)
 }
 
 /// Accumulates bytes read from a pipe and splits them into frames.
@@ -592,14 +634,16 @@ mod tests {
         let items = vec![
             (
                 1,
+                0,
                 Arc::new(Encoded {
                     head: b"abc".to_vec(),
                     body: Vec::new(),
                 }),
             ),
-            (2, Arc::new(Encoded::default())),
+            (2, 0, Arc::new(Encoded::default())),
             (
                 3,
+                0,
                 Arc::new(Encoded {
                     head: vec![1],
                     body: big.clone(),
@@ -638,6 +682,49 @@ mod tests {
                 }
             );
         }
+    }
+
+    #[test]
+    fn a_chunk_is_its_records_between_single_calls() {
+        let mut records = Vec::new();
+        for args in [&b"x"[..], &b""[..], &b"yz"[..]] {
+            let n = push_record(&mut records, 8, |out: &mut Vec<u8>| {
+                out.extend_from_slice(args);
+                Ok::<(), ()>(())
+            });
+            assert_eq!(n, Ok(args.len()));
+        }
+        // A failed record leaves nothing behind.
+        assert_eq!(
+            push_record(&mut records, 8, |out: &mut Vec<u8>| {
+                out.push(1);
+                Err(())
+            }),
+            Err(())
+        );
+        let one = |head: &[u8]| {
+            Arc::new(Encoded {
+                head: head.to_vec(),
+                body: Vec::new(),
+            })
+        };
+        let items = vec![(1, 0, one(b"a")), (8, 3, one(&records)), (9, 0, one(b"b"))];
+        let buf = join(&task_frame(&[1; 16], &Callee::plain(5), &items));
+        assert_eq!(
+            decode_frame(body(&buf)).unwrap(),
+            Frame::Task {
+                build_id: [1; 16],
+                trampoline: 5,
+                captures: &[],
+                items: vec![
+                    (1, &b"a"[..]),
+                    (8, &b"x"[..]),
+                    (8, &b""[..]),
+                    (8, &b"yz"[..]),
+                    (9, &b"b"[..])
+                ]
+            }
+        );
     }
 
     #[test]
@@ -719,7 +806,7 @@ mod tests {
             Frame::Returned { frames: vec![7, 9] }
         );
         assert!(decode_frame(&[RETURNED, 9, 0, 0, 0, 1]).is_err());
-        let items = vec![(42, Arc::new(Encoded::default()))];
+        let items = vec![(42, 0, Arc::new(Encoded::default()))];
         assert_eq!(
             task_first_id(body(&join(&task_frame(
                 &[0; 16],
@@ -739,6 +826,7 @@ mod tests {
         // TASK with a truncated item.
         let items = vec![(
             1,
+            0,
             Arc::new(Encoded {
                 head: b"abcdef".to_vec(),
                 body: Vec::new(),
