@@ -8,7 +8,7 @@ mod chunk;
 
 use crate::call::{Call, CallOptions};
 use crate::{Error, Future, Payload, Result, Task};
-pub use chunk::{Chunk, ChunkSubmitter};
+pub use chunk::{Chunk, ChunkSubmitter, Outcomes};
 use chunk::{Front, Queue};
 use std::time::{Duration, Instant};
 
@@ -477,6 +477,9 @@ impl<R> Iterator for Map<R> {
         }
         if let Some(n) = self.buffersize {
             self.fill(n + 1);
+        }
+        if let Some(item) = self.queue.pop_ready() {
+            return Some(item);
         }
         match self.queue.pop(self.deadline) {
             Front::Item(item) => Some(item),

@@ -574,9 +574,9 @@ impl Executor for ThreadPool {
                     .into_iter()
                     .map(|args| {
                         let f = f.clone();
-                        panic::catch(move || f.call(args))
+                        panic::catch(move || f.call(args)).map_err(Box::new)
                     })
-                    .collect::<Vec<_>>()
+                    .collect::<crate::executor::Outcomes<_>>()
             };
             let future = shared.push_with(job, None, None, 0, None)?;
             Ok(crate::Chunk::whole(future, len))

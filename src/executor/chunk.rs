@@ -7,6 +7,11 @@ use crate::{Error, Future, Result};
 use std::collections::VecDeque;
 use std::time::Instant;
 
+/// The outcomes of a chunk's items, in order (errors boxed: a `Vec` of
+/// plain `Result<R>` would take the size of an [`Error`] per item).
+#[doc(hidden)]
+pub type Outcomes<R> = Vec<std::result::Result<R, Box<Error>>>;
+
 /// Submits one map chunk of calls of one function.
 #[doc(hidden)]
 pub type ChunkSubmitter<Args, R> = Box<dyn FnMut(Vec<Args>) -> Result<Chunk<R>> + Send>;
@@ -48,7 +53,7 @@ impl<R> Chunk<R> {
 
     /// A chunk of `len` items completed at once by `future`, whose value holds
     /// exactly `len` outcomes (an `Err` of the future fails all of them).
-    pub(crate) fn whole(future: Future<Vec<Result<R>>>, len: usize) -> Self {
+    pub(crate) fn whole(future: Future<Outcomes<R>>, len: usize) -> Self {
         let mut c = Chunk::new();
         c.push_whole(future, len);
         c
@@ -61,7 +66,7 @@ impl<R> Chunk<R> {
     }
 
     /// Appends `len` items completed at once by `future`.
-    pub(crate) fn push_whole(&mut self, future: Future<Vec<Result<R>>>, len: usize) {
+    pub(crate) fn push_whole(&mut self, future: Future<Outcomes<R>>, len: usize) {
         if len > 0 {
             self.parts.push(Part::Whole { future, len });
             self.len += len;
@@ -83,11 +88,9 @@ impl<R> Chunk<R> {
 pub(crate) enum Part<R> {
     One(Future<R>),
     Whole {
-        future: Future<Vec<Result<R>>>,
+        future: Future<Outcomes<R>>,
         len: usize,
     },
-    /// A finished `Whole`, being yielded.
-    Ready(std::vec::IntoIter<Result<R>>),
     /// A `Whole` that failed as a unit: `left` more copies of `error`.
     Failed {
         error: Error,
@@ -104,13 +107,15 @@ impl<R> Part<R> {
             Part::Whole { future, .. } => {
                 future.cancel();
             }
-            Part::Ready(_) | Part::Failed { .. } => {}
+            Part::Failed { .. } => {}
         }
     }
 }
 
 /// The items a [`Map`](crate::Map) has submitted and not yet yielded.
 pub(crate) struct Queue<R> {
+    /// The rest of the front chunk that has completed, yielded before `parts`.
+    ready: std::vec::IntoIter<std::result::Result<R, Box<Error>>>,
     parts: VecDeque<Part<R>>,
     /// Items not yet yielded.
     len: usize,
@@ -127,6 +132,7 @@ pub(crate) enum Front<R> {
 impl<R> Queue<R> {
     pub(crate) fn new() -> Self {
         Queue {
+            ready: Vec::new().into_iter(),
             parts: VecDeque::new(),
             len: 0,
         }
@@ -157,22 +163,25 @@ impl<R> Queue<R> {
         }
     }
 
+    /// The next item of a completed chunk, if the front is one (most items
+    /// of a chunked map come this way).
+    #[inline]
+    pub(crate) fn pop_ready(&mut self) -> Option<Result<R>> {
+        let item = self.ready.next()?;
+        self.len -= 1;
+        Some(item.map_err(|e| *e))
+    }
+
     /// Takes the front item, waiting for it until `deadline`.
     pub(crate) fn pop(&mut self, deadline: Option<Instant>) -> Front<R> {
         loop {
+            if let Some(item) = self.pop_ready() {
+                return Front::Item(item);
+            }
             let Some(front) = self.parts.front_mut() else {
                 return Front::Empty;
             };
             match front {
-                Part::Ready(items) => match items.next() {
-                    Some(item) => {
-                        self.len -= 1;
-                        return Front::Item(item);
-                    }
-                    None => {
-                        self.parts.pop_front();
-                    }
-                },
                 Part::Failed { error, left } => {
                     if *left == 0 {
                         self.parts.pop_front();
@@ -200,7 +209,10 @@ impl<R> Queue<R> {
                         unreachable!("the front part was just matched")
                     };
                     let part = match future.result() {
-                        Ok(items) if items.len() == len => Part::Ready(items.into_iter()),
+                        Ok(items) if items.len() == len => {
+                            self.ready = items.into_iter();
+                            continue;
+                        }
                         Ok(items) => Part::Failed {
                             error: Error::invalid(format!(
                                 "internal: a map chunk of {len} items completed with {} outcomes",

@@ -11,14 +11,15 @@
 use super::dispatch::{Delivery, Item};
 use super::wire::{push_record, MAX_FRAME};
 use crate::codec_guard;
+use crate::executor::Outcomes;
 use crate::future::{chunk_pair, remote_pair, Promise};
-use crate::ship::Encoded;
+use crate::ship::{self, Encoded};
 use crate::{Chunk, Error, Payload, Result};
 use std::sync::Arc;
 
 /// The pool's side of a map chunk.
 struct ChunkDelivery<R> {
-    promise: Promise<Vec<Result<R>>>,
+    promise: Promise<Outcomes<R>>,
     len: usize,
 }
 
@@ -41,15 +42,22 @@ impl<R: Payload> Delivery for ChunkDelivery<R> {
         self.promise.set_error(error);
     }
     fn deliver_each(self: Box<Self>, outcomes: &mut dyn Iterator<Item = Result<&[u8]>>) {
+        // One pass, under one `catch` (a panicking `Deserialize` fails its item).
         let mut out = Vec::with_capacity(self.len);
-        for _ in 0..self.len {
+        crate::panic::catch_each(self.len, |_, panicked| {
+            if let Some(e) = panicked {
+                return out.push(Err(Box::new(codec_guard::panicked::<R>(
+                    "deserializing",
+                    e,
+                ))));
+            }
             let outcome = outcomes.next().unwrap_or_else(|| {
                 Err(Error::invalid(
                     "internal: a DONE frame is missing an outcome",
                 ))
             });
-            out.push(outcome.and_then(codec_guard::decode::<R>));
-        }
+            out.push(outcome.and_then(ship::decode::<R>).map_err(Box::new));
+        });
         // As for one call: completing may run user code (dropping values
         // whose future is gone); it must not kill the I/O thread.
         let id = self.promise.id();
@@ -61,58 +69,98 @@ impl<R: Payload> Delivery for ChunkDelivery<R> {
 }
 
 /// Encodes a map chunk into items of the pool (at most half a frame each)
-/// and the [`Chunk`] that `Map` waits on. An item whose arguments fail to
-/// encode, or are over half a frame alone, fails alone (its own future).
+/// and the [`Chunk`] that `Map` waits on, in one pass under one `catch`. An
+/// item whose arguments fail to encode (or panic doing so, or in `Drop`),
+/// or take over half a frame alone, fails alone (its own future).
 pub(super) fn chunk_items<Args: Payload, R: Payload>(
     owner: u64,
     batch: Vec<Args>,
 ) -> (Vec<Item>, Chunk<R>) {
-    let mut items = Vec::new();
-    let mut chunk = Chunk::new();
-    let mut part = Part::<R>::new(owner, batch.len());
-    for args in batch {
-        let at = part.records.len();
-        let id = part.id();
-        let encoded = push_record(&mut part.records, id, |out| codec_guard::encode(&args, out));
-        let refused = match encoded {
-            Ok(n) if n > MAX_FRAME / 2 => Some(Error::Codec {
-                type_name: std::any::type_name::<Args>().into(),
-                message: format!(
-                    "encoded arguments take {n} bytes, over the {} byte limit",
-                    MAX_FRAME / 2
-                ),
-            }),
-            Ok(_) => None,
-            Err(e) => Some(e),
-        };
-        if let Some(e) = refused {
-            part.records.truncate(at);
-            part.close(&mut items, &mut chunk);
-            part = Part::new(owner, 1);
-            let (future, promise) = remote_pair::<R>(owner);
-            promise.set_error(e);
-            chunk.push_one(future);
-            continue;
+    let n = batch.len();
+    let mut out = Out {
+        owner,
+        items: Vec::new(),
+        chunk: Chunk::new(),
+        part: Part::<R>::new(owner, n),
+    };
+    let mut batch = batch.into_iter();
+    let mut at = 0;
+    crate::panic::catch_each(n, |_, panicked| {
+        if let Some(e) = panicked {
+            out.part.records.truncate(at);
+            return out.refuse(codec_guard::panicked::<Args>("serializing", e));
         }
-        if part.records.len() > MAX_FRAME / 2 && part.len > 0 {
-            // Too big with the others: this record starts the next part.
-            let record = part.records.split_off(at);
-            part.close(&mut items, &mut chunk);
-            part = Part::new(owner, 1);
-            let id = part.id().to_le_bytes();
-            part.records.extend_from_slice(&id);
-            part.records.extend_from_slice(&record[8..]);
+        let Some(args) = batch.next() else { return };
+        at = out.part.records.len();
+        let id = out.part.id();
+        let encoded = push_record(&mut out.part.records, id, |buf| ship::encode(&args, buf));
+        drop(args);
+        match encoded {
+            Ok(len) if len > MAX_FRAME / 2 => {
+                out.part.records.truncate(at);
+                out.refuse(Error::Codec {
+                    type_name: std::any::type_name::<Args>().into(),
+                    message: format!(
+                        "encoded arguments take {len} bytes, over the {} byte limit",
+                        MAX_FRAME / 2
+                    ),
+                });
+            }
+            Ok(_) => out.accept(at),
+            Err(e) => out.refuse(e),
         }
-        part.len += 1;
-    }
+    });
+    let Out {
+        mut items,
+        mut chunk,
+        part,
+        ..
+    } = out;
     part.close(&mut items, &mut chunk);
     (items, chunk)
 }
 
+/// What `chunk_items` has built so far.
+struct Out<R> {
+    owner: u64,
+    items: Vec<Item>,
+    chunk: Chunk<R>,
+    part: Part<R>,
+}
+
+impl<R: Payload> Out<R> {
+    /// The record at `at` (the last one) joins the current part, or starts
+    /// the next one when it would take the part past half a frame.
+    #[inline]
+    fn accept(&mut self, at: usize) {
+        if self.part.records.len() > MAX_FRAME / 2 && self.part.len > 0 {
+            let record = self.part.records.split_off(at);
+            self.next_part();
+            let id = self.part.id().to_le_bytes();
+            self.part.records.extend_from_slice(&id);
+            self.part.records.extend_from_slice(&record[8..]);
+        }
+        self.part.len += 1;
+    }
+
+    /// An item that fails alone, between two parts.
+    fn refuse(&mut self, error: Error) {
+        self.next_part();
+        let (future, promise) = remote_pair::<R>(self.owner);
+        promise.set_error(error);
+        self.chunk.push_one(future);
+    }
+
+    fn next_part(&mut self) {
+        let part = std::mem::replace(&mut self.part, Part::new(self.owner, 1));
+        part.close(&mut self.items, &mut self.chunk);
+    }
+}
+
 /// The part of a chunk being encoded.
 struct Part<R> {
-    promise: Promise<Vec<Result<R>>>,
-    future: crate::Future<Vec<Result<R>>>,
+    promise: Promise<Outcomes<R>>,
+    future: crate::Future<Outcomes<R>>,
     records: Vec<u8>,
     len: usize,
 }

@@ -4,7 +4,7 @@
 
 use super::dispatch::{Item, Shared};
 use super::outbox::Link;
-use super::wire::{decode_frame, Frame, FrameBuf};
+use super::wire::{decode_frame, done_records, outcome, DoneRecords, Frame, FrameBuf};
 use super::{controls, lock, start};
 use crate::Error;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -272,41 +272,12 @@ pub(super) fn handle_frame(
     body: &[u8],
 ) -> std::result::Result<(), String> {
     let worker = Shared::worker_name(pid);
+    // DONE, the frame of every result, is walked in place (no `Vec` of records).
+    if let Some(results) = done_records(body).map_err(|e| e.0)? {
+        return handle_done(shared, slot, &worker, results);
+    }
     match decode_frame(body).map_err(|e| e.0)? {
-        Frame::Done { results } => {
-            let (batch, touched) = {
-                let mut st = lock(&shared.state);
-                let Some(book) = st.slots[slot].as_mut() else {
-                    return Err("results from a worker the pool no longer tracks".into());
-                };
-                let matches = book.in_flight.front().is_some_and(|b| {
-                    // A map chunk's records all carry the chunk's id.
-                    let mut ids = results.iter().map(|(id, _)| *id);
-                    b.items.iter().all(|it| {
-                        let id = it.delivery.id();
-                        (0..it.calls()).all(|_| ids.next() == Some(id))
-                    }) && ids.next().is_none()
-                });
-                if !matches {
-                    return Err("results that do not match the calls it was given".into());
-                }
-                let batch = book.in_flight.pop_front();
-                controls::arm_front(shared, slot, book);
-                (batch, shared.dispatch(&mut st))
-            };
-            for link in touched {
-                link.kick();
-            }
-            if let Some(batch) = batch {
-                let mut outcomes = results
-                    .into_iter()
-                    .map(|(_, outcome)| outcome.map_err(|e| e.into_error(&worker)));
-                for it in batch.items {
-                    it.delivery.deliver_each(&mut outcomes);
-                }
-            }
-            Ok(())
-        }
+        Frame::Done { .. } => Err("internal: a DONE frame was not seen as one".into()),
         Frame::InitFailed { error } => {
             let error = error.into_error(&worker);
             let (failed, touched) = {
@@ -370,4 +341,45 @@ pub(super) fn handle_frame(
             Err("a frame only a pool may send".into())
         }
     }
+}
+
+/// Delivers a DONE frame's outcomes to the calls of the frame it answers.
+fn handle_done(
+    shared: &Shared,
+    slot: usize,
+    worker: &str,
+    results: DoneRecords<'_>,
+) -> std::result::Result<(), String> {
+    let (batch, touched) = {
+        let mut st = lock(&shared.state);
+        let Some(book) = st.slots[slot].as_mut() else {
+            return Err("results from a worker the pool no longer tracks".into());
+        };
+        let matches = book.in_flight.front().is_some_and(|b| {
+            // A map chunk's records all carry the chunk's id.
+            let mut ids = results.records().map(|(id, _, _)| id);
+            b.items.iter().all(|it| {
+                let id = it.delivery.id();
+                (0..it.calls()).all(|_| ids.next() == Some(id))
+            }) && ids.next().is_none()
+        });
+        if !matches {
+            return Err("results that do not match the calls it was given".into());
+        }
+        let batch = book.in_flight.pop_front();
+        controls::arm_front(shared, slot, book);
+        (batch, shared.dispatch(&mut st))
+    };
+    for link in touched {
+        link.kick();
+    }
+    if let Some(batch) = batch {
+        let mut outcomes = results
+            .records()
+            .map(|(_, tag, bytes)| outcome(tag, bytes).map_err(|e| e.into_error(worker)));
+        for it in batch.items {
+            it.delivery.deliver_each(&mut outcomes);
+        }
+    }
+    Ok(())
 }

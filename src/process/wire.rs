@@ -217,6 +217,86 @@ pub fn decode_frame(body: &[u8]) -> Result<Frame<'_>, FrameError> {
     Ok(frame)
 }
 
+/// A DONE frame's records, checked once and then walked without building a
+/// `Vec` (the I/O thread's path; [`decode_frame`] gives the same records).
+#[derive(Clone, Copy)]
+pub(crate) struct DoneRecords<'a> {
+    records: &'a [u8],
+    n: usize,
+}
+
+/// The records of `body` if it is a DONE frame, checked as [`decode_frame`]
+/// checks them; `Ok(None)` for any other kind of frame.
+pub(crate) fn done_records(body: &[u8]) -> Result<Option<DoneRecords<'_>>, FrameError> {
+    if body.first() != Some(&DONE) {
+        return Ok(None);
+    }
+    let mut c = Cursor { bytes: body, at: 1 };
+    let n = c.count(13)?;
+    let start = c.at;
+    for _ in 0..n {
+        c.u64("call id")?;
+        let tag = c.u8("outcome tag")?;
+        let bytes = c.bytes("outcome")?;
+        match tag {
+            0 => {}
+            1 => drop(decode_wire_error(bytes)?),
+            t => return Err(bad(format!("unknown outcome tag {t}"))),
+        }
+    }
+    c.finish()?;
+    Ok(Some(DoneRecords {
+        records: &body[start..],
+        n,
+    }))
+}
+
+impl<'a> DoneRecords<'a> {
+    /// `(call id, tag, bytes)` of each record, in order; see [`outcome`].
+    pub(crate) fn records(&self) -> DoneIter<'a> {
+        DoneIter {
+            bytes: self.records,
+            left: self.n,
+        }
+    }
+}
+
+/// The records of a checked DONE frame (see [`DoneRecords::records`]).
+pub(crate) struct DoneIter<'a> {
+    bytes: &'a [u8],
+    left: usize,
+}
+
+impl<'a> Iterator for DoneIter<'a> {
+    type Item = (u64, u8, &'a [u8]);
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        // Checked by `done_records`; a short record just ends the walk.
+        self.left = self.left.checked_sub(1)?;
+        let (head, rest) = self.bytes.split_at_checked(13)?;
+        let id = u64::from_le_bytes(head[..8].try_into().ok()?);
+        let len = u32::from_le_bytes(head[9..13].try_into().ok()?) as usize;
+        let (bytes, rest) = rest.split_at_checked(len)?;
+        self.bytes = rest;
+        Some((id, head[8], bytes))
+    }
+}
+
+/// A DONE record's outcome from its tag and bytes (as [`decode_frame`] gives it).
+#[inline]
+pub(crate) fn outcome(tag: u8, bytes: &[u8]) -> Result<&[u8], WireError> {
+    if tag == 0 {
+        return Ok(bytes);
+    }
+    Err(
+        decode_wire_error(bytes).unwrap_or_else(|e| WireError::Codec {
+            type_name: "frame".into(),
+            message: e.0,
+        }),
+    )
+}
+
 fn decode_wire_error(bytes: &[u8]) -> Result<WireError, FrameError> {
     postcard::from_bytes(bytes).map_err(|e| bad(format!("malformed error record: {e}")))
 }
@@ -499,8 +579,9 @@ pub(crate) fn push_record<E>(
     fill: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
 ) -> Result<usize, E> {
     let at = records.len();
-    records.extend_from_slice(&id.to_le_bytes());
-    records.extend_from_slice(&[0; 4]);
+    let mut header = [0u8; 12];
+    header[..8].copy_from_slice(&id.to_le_bytes());
+    records.extend_from_slice(&header);
     if let Err(e) = fill(records) {
         records.truncate(at);
         return Err(e);
@@ -789,6 +870,42 @@ mod tests {
                 ]
             }
         );
+    }
+
+    #[test]
+    fn done_records_match_decode_frame() {
+        let mut w = FrameWriter::new(Vec::new());
+        w.begin_done();
+        w.outcome(5, |out| {
+            out.extend_from_slice(b"ok");
+            Ok(())
+        });
+        w.outcome(6, |_| {
+            Err(WireError::Refused {
+                message: "no".into(),
+            })
+        });
+        w.end();
+        let buf = w.into_inner();
+        let Frame::Done { results } = decode_frame(body(&buf)).unwrap() else {
+            panic!("expected DONE");
+        };
+        let done = done_records(body(&buf)).unwrap().unwrap();
+        let walked: Vec<_> = done
+            .records()
+            .map(|(id, tag, bytes)| (id, outcome(tag, bytes)))
+            .collect();
+        assert_eq!(walked, results);
+        assert!(done_records(&[STEAL]).unwrap().is_none());
+        // The same checks as `decode_frame`.
+        assert!(done_records(&[DONE, 255, 255, 255, 255, 0]).is_err());
+        assert!(done_records(&body(&buf)[..body(&buf).len() - 1]).is_err());
+        let mut long = body(&buf).to_vec();
+        long.push(0);
+        assert!(done_records(&long).is_err());
+        let mut bad_tag = body(&buf).to_vec();
+        bad_tag[1 + 4 + 8] = 7;
+        assert!(done_records(&bad_tag).is_err());
     }
 
     #[test]
