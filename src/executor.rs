@@ -31,7 +31,9 @@ pub type Submitter<Args, R> = Box<dyn FnMut(Vec<Args>) -> Result<Vec<Future<R>>>
 pub struct MapOptions {
     /// Deadline for the whole map, counted from the call to `map_with`.
     pub timeout: Option<Duration>,
-    /// Items sent per round trip on process and cluster backends; 0 means 1.
+    /// Items sent per round trip on process and cluster backends, and run
+    /// as one job on a thread pool (each item keeps its own outcome; a chunk
+    /// is cancelled or timed out as a whole before it starts); 0 means 1.
     pub chunksize: usize,
     /// At most `buffersize + 1` items in flight; input is pulled lazily.
     pub buffersize: Option<usize>,
