@@ -171,8 +171,8 @@ impl<R: Payload> Part<R> {
         Part {
             promise,
             future,
-            // A small argument takes a 12-byte record header and a few bytes.
-            records: Vec::with_capacity(expected.min(1 << 16) * 16),
+            // A small argument takes a 12-byte record header and up to ~12 bytes.
+            records: Vec::with_capacity(expected.min(1 << 16) * 24),
             len: 0,
         }
     }
