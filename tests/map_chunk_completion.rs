@@ -13,7 +13,7 @@ fn mixed(x: u64) -> Result<u64, String> {
     if x == 5 {
         panic!("item five");
     }
-    if x % 2 == 0 {
+    if x.is_multiple_of(2) {
         Ok(x * 10)
     } else {
         Err(format!("odd {x}"))
