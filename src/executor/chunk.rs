@@ -23,7 +23,7 @@ pub type ChunkSubmitter<Args, R> = Box<dyn FnMut(Vec<Args>) -> Result<Chunk<R>> 
 /// # fn square(x: u64) -> u64 { x * x }
 /// let pool = ThreadPool::new(1)?;
 /// let mut submit = pool.chunk_submitter(square);
-/// let chunk = submit(vec![1, 2, 3])?;
+/// let chunk = submit(vec![(1,), (2,), (3,)])?;
 /// assert_eq!(chunk.len(), 3);
 /// # Ok::<(), fanout::Error>(())
 /// ```
