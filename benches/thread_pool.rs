@@ -11,7 +11,8 @@
 //!
 //! * **throughput** — submit N trivial tasks (`add(i, 1)`), then collect every result.
 //! * **latency** — one submit → result round trip on an idle pool, repeated; p50 and p99.
-//! * **map** — `map(square, 0..N)` and consume every result.
+//! * **map** — `map(square, 0..N)` and consume every result (and fanout's
+//!   `map_with(chunksize 100)`: one job per 100 items).
 //!
 //! Every peer runs in the same process run, interleaved (each repeat rotates the
 //! order), and every figure is the median over the repeats; ratios compare
@@ -395,6 +396,21 @@ fn map_fanout(cfg: &Config) -> Option<Sample> {
     Some(Sample::Elapsed(elapsed))
 }
 
+/// `map_with(chunksize 100)`: one job and one completion per 100 items.
+fn map_fanout_chunked(cfg: &Config) -> Option<Sample> {
+    let n = cfg.map_items;
+    let pool = fanout_pool();
+    let start = Instant::now();
+    let total: u64 = pool
+        .map_with(square, 0..n, fanout::MapOptions::default().chunksize(100))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .sum();
+    let elapsed = start.elapsed();
+    assert_eq!(total, expected_square_sum(n));
+    Some(Sample::Elapsed(elapsed))
+}
+
 fn map_rayon(cfg: &Config) -> Option<Sample> {
     let n = cfg.map_items;
     let pool = rayon_pool();
@@ -650,6 +666,11 @@ fn main() {
                 name: FANOUT,
                 size: |c| c.map_items,
                 run: map_fanout,
+            },
+            Peer {
+                name: "fanout map_with(chunksize 100)",
+                size: |c| c.map_items,
+                run: map_fanout_chunked,
             },
             Peer {
                 name: "rayon par_iter().map().collect()",

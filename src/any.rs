@@ -249,6 +249,15 @@ impl Executor for AnyExecutor {
         each_backend!(self, ex => ex.submitter(f))
     }
 
+    fn chunk_submitter<F, Args>(&self, f: F) -> crate::ChunkSubmitter<Args, F::Output>
+    where
+        F: Task<Args>,
+        Args: Payload,
+        F::Output: Payload,
+    {
+        each_backend!(self, ex => ex.chunk_submitter(f))
+    }
+
     fn submitter_with<F, Args>(
         &self,
         f: F,

@@ -12,7 +12,7 @@
 use crate::ship::{self, Encoded};
 use crate::{panic, Error, Result};
 
-fn panicked<T>(what: &str, error: Error) -> Error {
+pub(crate) fn panicked<T>(what: &str, error: Error) -> Error {
     let message = match error {
         Error::Panicked { message, .. } => message,
         other => other.to_string(),

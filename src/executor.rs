@@ -4,9 +4,12 @@
 //! (a batch submission hook that owns a handle to the backend); `map`,
 //! `map_with` and `starmap` are written once here on top of it.
 
+mod chunk;
+
 use crate::call::{Call, CallOptions};
 use crate::{Error, Future, Payload, Result, Task};
-use std::collections::VecDeque;
+pub use chunk::{Chunk, ChunkSubmitter, Outcomes};
+use chunk::{Front, Queue};
 use std::time::{Duration, Instant};
 
 /// Submits a batch of calls of one function and returns one future per call.
@@ -28,7 +31,9 @@ pub type Submitter<Args, R> = Box<dyn FnMut(Vec<Args>) -> Result<Vec<Future<R>>>
 pub struct MapOptions {
     /// Deadline for the whole map, counted from the call to `map_with`.
     pub timeout: Option<Duration>,
-    /// Items sent per round trip on process and cluster backends; 0 means 1.
+    /// Items sent per round trip on process and cluster backends, and run
+    /// as one job on a thread pool (each item keeps its own outcome; a chunk
+    /// is cancelled or timed out as a whole before it starts); 0 means 1.
     pub chunksize: usize,
     /// At most `buffersize + 1` items in flight; input is pulled lazily.
     pub buffersize: Option<usize>,
@@ -216,6 +221,22 @@ pub trait Executor: Send + Sync {
         Args: Payload,
         F::Output: Payload;
 
+    /// Returns a hook that submits one map chunk of calls to `f` (what
+    /// [`Executor::map_with`] uses). The default submits through
+    /// [`Executor::submitter`], one future per item; a backend that runs a
+    /// chunk as one unit of work overrides it to complete the whole chunk at
+    /// once (one completion per chunk, its items' outcomes in order).
+    #[doc(hidden)]
+    fn chunk_submitter<F, Args>(&self, f: F) -> ChunkSubmitter<Args, F::Output>
+    where
+        F: Task<Args>,
+        Args: Payload,
+        F::Output: Payload,
+    {
+        let mut submit = self.submitter(f);
+        Box::new(move |batch: Vec<Args>| submit(batch).map(Chunk::each))
+    }
+
     /// Calls `f` on every item; yields the outcomes in input order.
     ///
     /// Every item is submitted before `map` returns.
@@ -271,7 +292,7 @@ pub trait Executor: Send + Sync {
         }
         let started = Instant::now();
         let chunksize = check_chunksize(&opts)?;
-        let submitter = self.submitter(f);
+        let submitter = self.chunk_submitter(f);
         let items = items.into_iter().map(|a| (a,));
         Map::start(
             submitter,
@@ -301,16 +322,14 @@ pub trait Executor: Send + Sync {
     {
         let started = Instant::now();
         let mut submit = self.submitter(f);
-        let mut queue = VecDeque::new();
+        let mut queue = Queue::new();
         // One call per item (a batch would make the whole input one unit of
         // work on a process or cluster worker; chunking is `map_with`'s job).
         for args in items {
             match submit(vec![args]) {
-                Ok(fs) => queue.extend(fs),
+                Ok(fs) => fs.into_iter().for_each(|f| queue.push_future(f)),
                 Err(e) => {
-                    for f in &queue {
-                        f.cancel();
-                    }
+                    queue.cancel_all();
                     return Err(e);
                 }
             }
@@ -332,7 +351,7 @@ fn check_chunksize(opts: &MapOptions) -> Result<usize> {
 }
 
 /// Pulls and submits up to the given number of items (at most one chunk).
-type Refill<R> = Box<dyn FnMut(usize) -> Option<Result<Vec<Future<R>>>> + Send>;
+type Refill<R> = Box<dyn FnMut(usize) -> Option<Result<Chunk<R>>> + Send>;
 
 /// The outcomes of a map, in input order.
 ///
@@ -350,7 +369,8 @@ type Refill<R> = Box<dyn FnMut(usize) -> Option<Result<Vec<Future<R>>>> + Send>;
 /// assert_eq!(out[2], Ok(25));
 /// ```
 pub struct Map<R> {
-    queue: VecDeque<Future<R>>,
+    /// Submitted items not yet yielded: per-item futures or whole chunks.
+    queue: Queue<R>,
     refill: Option<Refill<R>>,
     buffersize: Option<usize>,
     /// Items per submission; with `buffersize`, input is pulled only when a
@@ -364,7 +384,7 @@ pub struct Map<R> {
 }
 
 impl<R> Map<R> {
-    fn eager(queue: VecDeque<Future<R>>, started: Instant, timeout: Option<Duration>) -> Self {
+    fn eager(queue: Queue<R>, started: Instant, timeout: Option<Duration>) -> Self {
         Map {
             queue,
             refill: None,
@@ -378,7 +398,7 @@ impl<R> Map<R> {
     }
 
     fn start<Args: Send + 'static>(
-        mut submit: Submitter<Args, R>,
+        mut submit: ChunkSubmitter<Args, R>,
         items: impl Iterator<Item = Args> + Send + 'static,
         chunksize: usize,
         buffersize: Option<usize>,
@@ -397,12 +417,13 @@ impl<R> Map<R> {
                 Some(submit(chunk))
             }
         });
-        let mut map = Map::eager(VecDeque::new(), started, timeout);
+        let mut map = Map::eager(Queue::new(), started, timeout);
         match buffersize {
             None => {
                 while let Some(batch) = refill(usize::MAX) {
                     match batch {
-                        Ok(fs) => map.queue.extend(fs),
+                        Ok(chunk) => map.queue.push(chunk),
+                        // Dropping `map` cancels what was submitted.
                         Err(e) => return Err(e),
                     }
                 }
@@ -433,7 +454,7 @@ impl<R> Map<R> {
             };
             // Never more than `target` in flight, even with large chunks.
             match refill(target - self.queue.len()) {
-                Some(Ok(fs)) => self.queue.extend(fs),
+                Some(Ok(chunk)) => self.queue.push(chunk),
                 Some(Err(e)) => {
                     self.deferred = Some(e);
                     self.refill = None;
@@ -445,9 +466,7 @@ impl<R> Map<R> {
 
     fn cancel_rest(&mut self) {
         self.refill = None;
-        for f in &self.queue {
-            f.cancel();
-        }
+        self.queue.cancel_all();
     }
 }
 
@@ -461,24 +480,25 @@ impl<R> Iterator for Map<R> {
         if let Some(n) = self.buffersize {
             self.fill(n + 1);
         }
-        let Some(front) = self.queue.pop_front() else {
-            self.finished = true;
-            return self.deferred.take().map(Err);
-        };
-        if let Some(deadline) = self.deadline {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if !front.wait(Some(left)) {
-                front.cancel();
-                let unfinished = self.queue.len() + 1;
+        if let Some(item) = self.queue.pop_ready() {
+            return Some(item);
+        }
+        match self.queue.pop(self.deadline) {
+            Front::Item(item) => Some(item),
+            Front::Empty => {
+                self.finished = true;
+                self.deferred.take().map(Err)
+            }
+            Front::TimedOut => {
+                let unfinished = self.queue.len();
                 self.cancel_rest();
                 self.finished = true;
-                return Some(Err(Error::timeout(format!(
+                Some(Err(Error::timeout(format!(
                     "map did not finish within {:?}: {unfinished} items unfinished",
                     self.timeout.unwrap_or_default()
-                ))));
+                ))))
             }
         }
-        Some(front.result())
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

@@ -948,6 +948,14 @@ pub(crate) fn remote_pair<T: crate::Payload>(owner: u64) -> (Future<T>, Promise<
     (Future { cell: cell.clone() }, Promise { cell })
 }
 
+/// Creates a connected future and promise for the outcomes of a whole map
+/// chunk completed on a delivery thread (as [`remote_pair`], without an
+/// encoder: a chunk's future is never an input of another call).
+pub(crate) fn chunk_pair<T: Send + 'static>(owner: u64) -> (Future<T>, Promise<T>) {
+    let cell = CellRef(std::sync::Arc::new(Cell::build(owner, None, None, true)));
+    (Future { cell: cell.clone() }, Promise { cell })
+}
+
 /// A handle to one submitted call's outcome.
 ///
 /// Not `Clone`; `Send + Sync` when `T: Send`. Dropping it does not cancel the

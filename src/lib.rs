@@ -98,7 +98,7 @@ pub use cluster::fuzz as __cluster_fuzz;
 pub use cluster::{Cluster, ClusterBuilder};
 pub use error::{Error, Result};
 #[doc(hidden)]
-pub use executor::Submitter;
+pub use executor::{Chunk, ChunkSubmitter, Outcomes, Submitter};
 pub use executor::{Executor, Map, MapOptions};
 pub use future::{wrap_future, Future, State};
 pub use graph::gather;

@@ -157,6 +157,31 @@ pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, Error> {
     outcome
 }
 
+/// Runs `step(k, None)` for every `k` in `0..n` under one [`catch`] for the
+/// whole run instead of one per item: when step `k` panics, the run resumes
+/// at `k + 1` after `step(k, Some(error))` (outside any catch) has recorded
+/// the failure of item `k`. A chunk of items costs one catch unless its
+/// items panic.
+pub(crate) fn catch_each(n: usize, mut step: impl FnMut(usize, Option<Error>)) {
+    let mut k = 0;
+    while k < n {
+        let at = &mut k;
+        let run = catch(|| {
+            while *at < n {
+                step(*at, None);
+                *at += 1;
+            }
+        });
+        match run {
+            Ok(()) => return,
+            Err(e) => {
+                step(k, Some(e));
+                k += 1;
+            }
+        }
+    }
+}
+
 /// Drops a panic payload. The payload is user data (`panic_any(value)`) and
 /// its `Drop` may panic in turn; that panic must not escape from [`catch`]
 /// (it would kill the worker thread and leave the task's future unresolved),

@@ -201,12 +201,38 @@ pub(crate) fn encode<T: serde::Serialize + 'static>(
         out.extend_from_slice(bytes);
         return Ok(());
     }
-    postcard::to_io(value, &mut *out)
-        .map(|_| ())
-        .map_err(|e| Error::Codec {
+    let at = out.len();
+    postcard::serialize_with_flavor(value, Append(&mut *out)).map_err(|e| {
+        out.truncate(at);
+        Error::Codec {
             type_name: std::any::type_name::<T>().to_string(),
             message: e.to_string(),
-        })
+        }
+    })
+}
+
+/// A postcard output appending to a borrowed `Vec` (what `postcard::to_io`
+/// does through `io::Write`, without a `write_all` call per byte).
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Append<'_> {
+    type Output = ();
+
+    #[inline]
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
 }
 
 /// Encoded arguments, split so that a byte vector's buffer is moved rather

@@ -553,6 +553,36 @@ impl Executor for ThreadPool {
         })
     }
 
+    fn chunk_submitter<F, Args>(&self, f: F) -> crate::ChunkSubmitter<Args, F::Output>
+    where
+        F: Task<Args>,
+        Args: Payload,
+        F::Output: Payload,
+    {
+        // A chunk is one job with one completion; each item still has its
+        // own outcome (a panic fails only its item).
+        let mut each = self.submitter(f.clone());
+        let shared = self.shared.clone();
+        Box::new(move |batch: Vec<Args>| {
+            if batch.len() < 2 {
+                return each(batch).map(crate::Chunk::each);
+            }
+            let len = batch.len();
+            let f = f.clone();
+            let job = move || {
+                batch
+                    .into_iter()
+                    .map(|args| {
+                        let f = f.clone();
+                        panic::catch(move || f.call(args)).map_err(Box::new)
+                    })
+                    .collect::<crate::executor::Outcomes<_>>()
+            };
+            let future = shared.push_with(job, None, None, 0, None)?;
+            Ok(crate::Chunk::whole(future, len))
+        })
+    }
+
     fn owner(&self) -> u64 {
         self.shared.tag
     }

@@ -22,6 +22,16 @@ pub(super) trait Delivery: Send {
     fn set_running(&self) -> bool;
     fn set_pending(&self);
     fn deliver(self: Box<Self>, outcome: Result<&[u8]>);
+    /// Delivers this item's outcomes from a DONE frame, taking as many as
+    /// it has calls (a map chunk takes all of its own in one step).
+    fn deliver_each(self: Box<Self>, outcomes: &mut dyn Iterator<Item = Result<&[u8]>>) {
+        let missing = || {
+            Err(Error::invalid(
+                "internal: a DONE frame is missing an outcome",
+            ))
+        };
+        self.deliver(outcomes.next().unwrap_or_else(missing));
+    }
 }
 
 impl<R: Payload> Delivery for Promise<R> {
@@ -55,7 +65,26 @@ impl<R: Payload> Delivery for Promise<R> {
 pub(super) struct Item {
     /// Shared with the outbox while the frame is being written.
     pub(super) args: Arc<Encoded>,
+    /// 0: `args` are one call's arguments. n > 0: a map chunk, whose `args`
+    /// hold its `n` TASK records already laid out (see `chunk`).
+    pub(super) records: u32,
     pub(super) delivery: Box<dyn Delivery>,
+}
+
+impl Item {
+    /// The calls this item stands for (records of the TASK frame).
+    pub(super) fn calls(&self) -> usize {
+        (self.records as usize).max(1)
+    }
+
+    /// The bytes this item takes in a TASK frame.
+    pub(super) fn wire_len(&self) -> usize {
+        if self.records == 0 {
+            12 + self.args.len()
+        } else {
+            self.args.len()
+        }
+    }
 }
 
 /// One frame's worth of calls to one function: a single submit or a map chunk.
@@ -122,8 +151,9 @@ impl WorkerBook {
     }
 
     fn weight(batch: &Batch) -> (usize, usize) {
-        let bytes = batch.items.iter().map(|it| 12 + it.args.len()).sum();
-        (batch.items.len(), bytes)
+        let calls = batch.items.iter().map(Item::calls).sum();
+        let bytes = batch.items.iter().map(Item::wire_len).sum();
+        (calls, bytes)
     }
 
     /// Hands `batch` to this worker (its frame is queued by the caller).
@@ -230,7 +260,7 @@ impl Shared {
                         None => self.queue_task(&trampoline, &items, &mut ob),
                     }
                 }
-                book.sent += items.len();
+                book.sent += items.iter().map(Item::calls).sum::<usize>();
                 book.push_flight(Batch {
                     trampoline,
                     items,
@@ -278,9 +308,9 @@ impl Shared {
 
     /// The TASK frame for `items`, as pieces for `writev`.
     pub(super) fn task_pieces(&self, trampoline: &ship::Callee, items: &[Item]) -> Vec<Piece> {
-        let calls: Vec<(u64, Arc<Encoded>)> = items
+        let calls: Vec<(u64, u32, Arc<Encoded>)> = items
             .iter()
-            .map(|it| (it.delivery.id(), it.args.clone()))
+            .map(|it| (it.delivery.id(), it.records, it.args.clone()))
             .collect();
         task_frame(&self.config.build_id, trampoline, &calls)
     }
@@ -291,12 +321,12 @@ impl Shared {
         let cur = ob.scratch();
         let build_id = &self.config.build_id;
         if let [only] = items {
-            let calls = [(only.delivery.id(), only.args.clone())];
+            let calls = [(only.delivery.id(), only.records, only.args.clone())];
             task_frame_into(build_id, trampoline, &calls, cur, &mut ob.frames);
         } else {
-            let calls: Vec<(u64, Arc<Encoded>)> = items
+            let calls: Vec<(u64, u32, Arc<Encoded>)> = items
                 .iter()
-                .map(|it| (it.delivery.id(), it.args.clone()))
+                .map(|it| (it.delivery.id(), it.records, it.args.clone()))
                 .collect();
             task_frame_into(build_id, trampoline, &calls, cur, &mut ob.frames);
         }
@@ -307,11 +337,7 @@ impl Shared {
     pub(super) fn offload(&self, batch: &mut Batch) {
         let body: usize = 33
             + batch.trampoline.captures().len()
-            + batch
-                .items
-                .iter()
-                .map(|it| 12 + it.args.len())
-                .sum::<usize>();
+            + batch.items.iter().map(Item::wire_len).sum::<usize>();
         if body < shm::SHM_AT {
             return;
         }

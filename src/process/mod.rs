@@ -26,10 +26,12 @@
 //!
 //! `pool` (the public pool and builder), `dispatch` (the queue, each
 //! worker's book, handing frames out), `outbox` (one worker's call pipe and
-//! its queued frames), `slot` (one worker slot's I/O thread), `controls`
+//! its queued frames), `slot` (one worker slot's I/O thread), `chunk` (a map chunk as
+//! one record and one delivery), `controls`
 //! (priorities, run-time limits), `wire` (frames), `shm` (large frames in
 //! shared memory), `start` (starting a worker), `worker` (the worker's loop).
 
+mod chunk;
 mod controls;
 mod dispatch;
 mod outbox;

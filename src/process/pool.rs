@@ -131,6 +131,7 @@ impl ProcessPool {
             match encode_args(args) {
                 Ok(e) => items.push(Item {
                     args: Arc::new(e),
+                    records: 0,
                     delivery: Box::new(promise),
                 }),
                 Err(e) => promise.set_error(e),
@@ -167,6 +168,7 @@ impl ProcessPool {
             trampoline,
             items: vec![Item {
                 args: Arc::new(args),
+                records: 0,
                 delivery: Box::new(promise),
             }],
             shm: None,
@@ -199,7 +201,7 @@ impl ProcessPool {
         let mut current = Vec::new();
         let mut size = 0;
         for it in items {
-            if !current.is_empty() && size + it.args.len() + 12 > MAX_FRAME / 2 {
+            if !current.is_empty() && size + it.wire_len() > MAX_FRAME / 2 {
                 batches.push(Batch {
                     trampoline: trampoline.clone(),
                     items: std::mem::take(&mut current),
@@ -209,7 +211,7 @@ impl ProcessPool {
                 });
                 size = 0;
             }
-            size += it.args.len() + 12;
+            size += it.wire_len();
             current.push(it);
         }
         if !current.is_empty() {
@@ -300,6 +302,36 @@ impl Executor for ProcessPool {
         })
     }
 
+    fn chunk_submitter<F, Args>(&self, f: F) -> crate::ChunkSubmitter<Args, F::Output>
+    where
+        F: Task<Args>,
+        Args: Payload,
+        F::Output: Payload,
+    {
+        // A chunk travels as one record set with one delivery (see `chunk`);
+        // a chunk of one is an ordinary call.
+        let callee = callee_within_frame::<F, Args>(&f);
+        let mut each = self.submitter(f);
+        let shared = self.shared.clone();
+        Box::new(move |batch: Vec<Args>| {
+            if batch.len() < 2 {
+                return each(batch).map(crate::Chunk::each);
+            }
+            let trampoline = callee.clone()?;
+            let (items, chunk) =
+                super::chunk::chunk_items::<Args, F::Output>(shared.config.owner, batch);
+            if !items.is_empty() {
+                let mut batches = ProcessPool::batches(trampoline, items);
+                for b in &mut batches {
+                    shared.offload(b);
+                }
+                // On error the items were never queued; the error goes to the caller.
+                shared.enqueue(batches)?;
+            }
+            Ok(chunk)
+        })
+    }
+
     fn submit_with<F, Args>(
         &self,
         f: F,
@@ -371,6 +403,7 @@ impl Executor for ProcessPool {
                     },
                     body: Vec::new(),
                 }),
+                records: 0,
                 delivery: Box::new(promise),
             };
             if let Err((e, batches)) = shared.try_enqueue(ProcessPool::batches_with(

@@ -5,7 +5,7 @@
 
 use super::dispatch::{Batch, Item, Shared, WorkerBook};
 use super::outbox::Link;
-use super::wire::{self, decode_frame, Frame, FrameBuf};
+use super::wire::{self, decode_frame, outcome, DoneRecords, Frame, FrameBuf};
 use super::{controls, lock, start};
 use crate::Error;
 use std::ops::Range;
@@ -298,27 +298,23 @@ pub(super) fn serve_worker(
 }
 
 /// Checks that a DONE frame answers the frame `book` has at its front, call
-/// by call, and that every record in it is well formed.
+/// by call (a map chunk's records all carry the chunk's id), and that every
+/// record in it is well formed.
 fn answers_front(book: &WorkerBook, body: &[u8]) -> std::result::Result<(), String> {
     let mismatch = || "results that do not match the calls it was given".to_string();
-    let mut records = match wire::done_records(body) {
-        Some(r) => r.map_err(|e| e.0)?,
-        None => return Err("a frame that is not a DONE frame".into()),
-    };
+    let done = wire::done_records(body)
+        .map_err(|e| e.0)?
+        .ok_or_else(|| "a frame that is not a DONE frame".to_string())?;
     let front = book.in_flight.front().ok_or_else(mismatch)?;
-    if records.len() != front.items.len() {
-        return Err(mismatch());
-    }
-    for it in &front.items {
-        let (id, _) = records.next().ok_or_else(mismatch)?.map_err(|e| e.0)?;
-        if id != it.delivery.id() {
-            return Err(mismatch());
-        }
-    }
-    // The check for trailing bytes.
-    match records.next() {
-        Some(Err(e)) => Err(e.0),
-        _ => Ok(()),
+    let mut ids = done.records().map(|(id, _, _)| id);
+    let answers = front.items.iter().all(|it| {
+        let id = it.delivery.id();
+        (0..it.calls()).all(|_| ids.next() == Some(id))
+    }) && ids.next().is_none();
+    if answers {
+        Ok(())
+    } else {
+        Err(mismatch())
     }
 }
 
@@ -363,13 +359,14 @@ where
         link.kick();
     }
     for (batch, body) in answered.drain(..).zip(bodies) {
-        let records = wire::done_records(body).and_then(|r| r.ok());
-        for (it, record) in batch.items.into_iter().zip(records.into_iter().flatten()) {
-            // Checked by `answers_front`: every record is well formed.
-            let Ok((_, outcome)) = record else { break };
-            // The worker's name only for an error.
-            it.delivery
-                .deliver(outcome.map_err(|e| e.into_error(&Shared::worker_name(pid))));
+        // Checked by `answers_front`: every record is well formed.
+        let done = DoneRecords::accepted(body);
+        // The worker's name only for an error.
+        let mut outcomes = done.records().map(|(_, tag, bytes)| {
+            outcome(tag, bytes).map_err(|e| e.into_error(&Shared::worker_name(pid)))
+        });
+        for it in batch.items {
+            it.delivery.deliver_each(&mut outcomes);
         }
     }
     failure.map_or(Ok(()), Err)

@@ -222,6 +222,93 @@ pub fn decode_frame(body: &[u8]) -> Result<Frame<'_>, FrameError> {
     Ok(frame)
 }
 
+/// A DONE frame's records, checked once and then walked without building a
+/// `Vec` (the I/O thread's path; [`decode_frame`] gives the same records).
+#[derive(Clone, Copy)]
+pub(crate) struct DoneRecords<'a> {
+    records: &'a [u8],
+    n: usize,
+}
+
+/// The records of `body` if it is a DONE frame, checked as [`decode_frame`]
+/// checks them; `Ok(None)` for any other kind of frame.
+pub(crate) fn done_records(body: &[u8]) -> Result<Option<DoneRecords<'_>>, FrameError> {
+    if !is_done(body) {
+        return Ok(None);
+    }
+    let mut c = Cursor { bytes: body, at: 1 };
+    let n = c.count(13)?;
+    let start = c.at;
+    for _ in 0..n {
+        // An error outcome is a well-formed record too.
+        let _ = c.done_record()?;
+    }
+    c.finish()?;
+    Ok(Some(DoneRecords {
+        records: &body[start..],
+        n,
+    }))
+}
+
+impl<'a> DoneRecords<'a> {
+    /// The records of a body that [`done_records`] has accepted, without
+    /// checking them again (a body it did not accept walks short, never
+    /// out of bounds).
+    pub(crate) fn accepted(body: &'a [u8]) -> DoneRecords<'a> {
+        let n = body
+            .get(1..5)
+            .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+        DoneRecords {
+            records: body.get(5..).unwrap_or_default(),
+            n,
+        }
+    }
+
+    /// `(call id, tag, bytes)` of each record, in order; see [`outcome`].
+    pub(crate) fn records(&self) -> DoneIter<'a> {
+        DoneIter {
+            bytes: self.records,
+            left: self.n,
+        }
+    }
+}
+
+/// The records of a checked DONE frame (see [`DoneRecords::records`]).
+pub(crate) struct DoneIter<'a> {
+    bytes: &'a [u8],
+    left: usize,
+}
+
+impl<'a> Iterator for DoneIter<'a> {
+    type Item = (u64, u8, &'a [u8]);
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        // Checked by `done_records`; a short record just ends the walk.
+        self.left = self.left.checked_sub(1)?;
+        let (head, rest) = self.bytes.split_at_checked(13)?;
+        let id = u64::from_le_bytes(head[..8].try_into().ok()?);
+        let len = u32::from_le_bytes(head[9..13].try_into().ok()?) as usize;
+        let (bytes, rest) = rest.split_at_checked(len)?;
+        self.bytes = rest;
+        Some((id, head[8], bytes))
+    }
+}
+
+/// A DONE record's outcome from its tag and bytes (as [`decode_frame`] gives it).
+#[inline]
+pub(crate) fn outcome(tag: u8, bytes: &[u8]) -> Result<&[u8], WireError> {
+    if tag == 0 {
+        return Ok(bytes);
+    }
+    Err(
+        decode_wire_error(bytes).unwrap_or_else(|e| WireError::Codec {
+            type_name: "frame".into(),
+            message: e.0,
+        }),
+    )
+}
+
 fn decode_wire_error(bytes: &[u8]) -> Result<WireError, FrameError> {
     postcard::from_bytes(bytes).map_err(|e| bad(format!("malformed error record: {e}")))
 }
@@ -232,56 +319,6 @@ pub(crate) type DoneRecord<'a> = (u64, Result<&'a [u8], WireError>);
 /// True if a frame body is a DONE frame (results; see [`done_records`]).
 pub(crate) fn is_done(body: &[u8]) -> bool {
     body.first() == Some(&DONE)
-}
-
-/// The records of a DONE frame body one at a time, without collecting them
-/// as [`decode_frame`] does; checked as strictly (the trailing-bytes check
-/// comes after the last record). `None` when `body` is not a DONE frame.
-pub(crate) fn done_records(body: &[u8]) -> Option<Result<DoneRecords<'_>, FrameError>> {
-    if !is_done(body) {
-        return None;
-    }
-    let mut c = Cursor { bytes: body, at: 1 };
-    Some(c.count(13).map(|left| DoneRecords {
-        c,
-        left,
-        finished: false,
-    }))
-}
-
-/// The iterator of [`done_records`].
-pub(crate) struct DoneRecords<'a> {
-    c: Cursor<'a>,
-    left: usize,
-    finished: bool,
-}
-
-impl DoneRecords<'_> {
-    /// Records not read yet.
-    pub(crate) fn len(&self) -> usize {
-        self.left
-    }
-}
-
-impl<'a> Iterator for DoneRecords<'a> {
-    type Item = Result<DoneRecord<'a>, FrameError>;
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.left == 0 {
-            if self.finished {
-                return None;
-            }
-            self.finished = true;
-            return self.c.finish().err().map(Err);
-        }
-        self.left -= 1;
-        let record = self.c.done_record();
-        if record.is_err() {
-            // Nothing after a malformed record can be read.
-            self.left = 0;
-            self.finished = true;
-        }
-        Some(record)
-    }
 }
 
 /// True if a frame body is a STEAL request.
@@ -473,11 +510,13 @@ impl Piece {
 /// Arguments at least this large are written from their own buffer, not copied.
 const SHARE_AT: usize = 64 * 1024;
 
-/// Lays out a TASK frame as pieces ready for `writev`.
+/// Lays out a TASK frame as pieces ready for `writev`. Each item is
+/// `(call id, records, arguments)`: with `records == 0` the arguments of one
+/// call; otherwise a map chunk's `records` records, already laid out.
 pub(crate) fn task_frame(
     build_id: &BuildId,
     callee: &Callee,
-    items: &[(u64, Arc<Encoded>)],
+    items: &[(u64, u32, Arc<Encoded>)],
 ) -> Vec<Piece> {
     let mut pieces = VecDeque::new();
     task_frame_into(build_id, callee, items, Vec::new(), &mut pieces);
@@ -489,21 +528,32 @@ pub(crate) fn task_frame(
 pub(crate) fn task_frame_into(
     build_id: &BuildId,
     callee: &Callee,
-    items: &[(u64, Arc<Encoded>)],
+    items: &[(u64, u32, Arc<Encoded>)],
     mut cur: Vec<u8>,
     pieces: &mut VecDeque<Piece>,
 ) {
     let captures = callee.captures();
+    let record_len = |records: u32, e: &Encoded| {
+        if records == 0 {
+            12 + e.len()
+        } else {
+            e.len()
+        }
+    };
     let body_len = 1
         + 16
         + 8
         + 4
         + captures.len()
         + 4
-        + items.iter().map(|(_, e)| 12 + e.len()).sum::<usize>();
+        + items
+            .iter()
+            .map(|(_, r, e)| record_len(*r, e))
+            .sum::<usize>();
+    let count: usize = items.iter().map(|(_, r, _)| (*r as usize).max(1)).sum();
     let inline: usize = items
         .iter()
-        .map(|(_, e)| e.len())
+        .map(|(_, r, e)| record_len(*r, e))
         .filter(|&n| n < SHARE_AT)
         .sum();
     let small = if captures.len() < SHARE_AT {
@@ -512,7 +562,7 @@ pub(crate) fn task_frame_into(
         0
     };
     cur.clear();
-    cur.reserve(37 + small + 12 * items.len() + inline);
+    cur.reserve(37 + small + inline);
     cur.extend_from_slice(&(body_len as u32).to_le_bytes());
     cur.push(TASK);
     cur.extend_from_slice(build_id);
@@ -524,8 +574,18 @@ pub(crate) fn task_frame_into(
         pieces.push_back(Piece::Own(std::mem::take(&mut cur)));
         pieces.push_back(Piece::Head(callee.captures.clone()));
     }
-    cur.extend_from_slice(&(items.len() as u32).to_le_bytes());
-    for (id, args) in items {
+    cur.extend_from_slice(&(count as u32).to_le_bytes());
+    for (id, records, args) in items {
+        if *records > 0 {
+            // A map chunk: its records are written as they are.
+            if args.len() < SHARE_AT {
+                cur.extend_from_slice(&args.head);
+            } else {
+                pieces.push_back(Piece::Own(std::mem::take(&mut cur)));
+                pieces.push_back(Piece::Head(args.clone()));
+            }
+            continue;
+        }
         cur.extend_from_slice(&id.to_le_bytes());
         cur.extend_from_slice(&(args.len() as u32).to_le_bytes());
         if args.len() < SHARE_AT {
@@ -542,6 +602,26 @@ pub(crate) fn task_frame_into(
     if !cur.is_empty() {
         pieces.push_back(Piece::Own(cur));
     }
+}
+
+/// Appends one TASK record (`id:u64 len:u32 args[len]`) to a map chunk's
+/// records; `fill` appends the encoded arguments. On error nothing stays.
+pub(crate) fn push_record<E>(
+    records: &mut Vec<u8>,
+    id: u64,
+    fill: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+) -> Result<usize, E> {
+    let at = records.len();
+    let mut header = [0u8; 12];
+    header[..8].copy_from_slice(&id.to_le_bytes());
+    records.extend_from_slice(&header);
+    if let Err(e) = fill(records) {
+        records.truncate(at);
+        return Err(e);
+    }
+    let len = records.len() - at - 12;
+    records[at + 8..at + 12].copy_from_slice(&(len as u32).to_le_bytes());
+    Ok(len)
 }
 
 /// Accumulates bytes read from a pipe and splits them into frames.
@@ -668,14 +748,16 @@ mod tests {
         let items = vec![
             (
                 1,
+                0,
                 Arc::new(Encoded {
                     head: b"abc".to_vec(),
                     body: Vec::new(),
                 }),
             ),
-            (2, Arc::new(Encoded::default())),
+            (2, 0, Arc::new(Encoded::default())),
             (
                 3,
+                0,
                 Arc::new(Encoded {
                     head: vec![1],
                     body: big.clone(),
@@ -714,6 +796,49 @@ mod tests {
                 }
             );
         }
+    }
+
+    #[test]
+    fn a_chunk_is_its_records_between_single_calls() {
+        let mut records = Vec::new();
+        for args in [&b"x"[..], &b""[..], &b"yz"[..]] {
+            let n = push_record(&mut records, 8, |out: &mut Vec<u8>| {
+                out.extend_from_slice(args);
+                Ok::<(), ()>(())
+            });
+            assert_eq!(n, Ok(args.len()));
+        }
+        // A failed record leaves nothing behind.
+        assert_eq!(
+            push_record(&mut records, 8, |out: &mut Vec<u8>| {
+                out.push(1);
+                Err(())
+            }),
+            Err(())
+        );
+        let one = |head: &[u8]| {
+            Arc::new(Encoded {
+                head: head.to_vec(),
+                body: Vec::new(),
+            })
+        };
+        let items = vec![(1, 0, one(b"a")), (8, 3, one(&records)), (9, 0, one(b"b"))];
+        let buf = join(&task_frame(&[1; 16], &Callee::plain(5), &items));
+        assert_eq!(
+            decode_frame(body(&buf)).unwrap(),
+            Frame::Task {
+                build_id: [1; 16],
+                trampoline: 5,
+                captures: &[],
+                items: vec![
+                    (1, &b"a"[..]),
+                    (8, &b"x"[..]),
+                    (8, &b""[..]),
+                    (8, &b"yz"[..]),
+                    (9, &b"b"[..])
+                ]
+            }
+        );
     }
 
     #[test]
@@ -781,7 +906,7 @@ mod tests {
     }
 
     #[test]
-    fn done_records_read_what_decode_frame_reads() {
+    fn done_records_match_decode_frame() {
         let mut w = FrameWriter::new(Vec::new());
         w.begin_done();
         w.outcome(5, |out| {
@@ -796,29 +921,27 @@ mod tests {
         w.end();
         let buf = w.into_inner();
         let Frame::Done { results } = decode_frame(body(&buf)).unwrap() else {
-            panic!("expected a DONE frame");
+            panic!("expected DONE");
         };
-        let records = done_records(body(&buf)).unwrap().unwrap();
-        assert_eq!(records.len(), 2);
-        let read: Vec<_> = records.collect::<Result<_, _>>().unwrap();
-        assert_eq!(read, results);
-        // Not a DONE frame; trailing bytes; a truncated record.
-        let mut steal = FrameWriter::new(Vec::new());
-        steal.steal();
-        assert!(done_records(body(&steal.into_inner())).is_none());
+        let done = done_records(body(&buf)).unwrap().unwrap();
+        let walked: Vec<_> = done
+            .records()
+            .map(|(id, tag, bytes)| (id, outcome(tag, bytes)))
+            .collect();
+        assert_eq!(walked, results);
+        assert!(done_records(&[STEAL]).unwrap().is_none());
+        // The same checks as `decode_frame`.
+        assert!(done_records(&[DONE, 255, 255, 255, 255, 0]).is_err());
+        assert!(done_records(&body(&buf)[..body(&buf).len() - 1]).is_err());
         let mut long = body(&buf).to_vec();
         long.push(0);
-        let last = done_records(&long).unwrap().unwrap().last().unwrap();
-        assert!(last.is_err(), "trailing bytes are an error");
-        let short = &body(&buf)[..body(&buf).len() - 1];
-        let read: Vec<_> = done_records(short).unwrap().unwrap().collect();
-        assert!(
-            read.last().unwrap().is_err(),
-            "a truncated record is an error"
-        );
-        assert!(done_records(&[DONE, 255, 255, 255, 255, 0])
-            .unwrap()
-            .is_err());
+        assert!(done_records(&long).is_err());
+        let mut bad_tag = body(&buf).to_vec();
+        bad_tag[1 + 4 + 8] = 7;
+        assert!(done_records(&bad_tag).is_err());
+        // An accepted body walks the same records again, unchecked.
+        let again: Vec<_> = DoneRecords::accepted(body(&buf)).records().collect();
+        assert_eq!(again, done.records().collect::<Vec<_>>());
     }
 
     #[test]
@@ -836,7 +959,7 @@ mod tests {
             Frame::Returned { frames: vec![7, 9] }
         );
         assert!(decode_frame(&[RETURNED, 9, 0, 0, 0, 1]).is_err());
-        let items = vec![(42, Arc::new(Encoded::default()))];
+        let items = vec![(42, 0, Arc::new(Encoded::default()))];
         assert_eq!(
             task_first_id(body(&join(&task_frame(
                 &[0; 16],
@@ -856,6 +979,7 @@ mod tests {
         // TASK with a truncated item.
         let items = vec![(
             1,
+            0,
             Arc::new(Encoded {
                 head: b"abcdef".to_vec(),
                 body: Vec::new(),

@@ -20,6 +20,7 @@ use crate::ship::{self, WireError};
 use std::collections::VecDeque;
 use std::io::Write;
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 #[used]
@@ -124,6 +125,8 @@ fn serve(input: RawFd, output: RawFd, forked: bool) -> i32 {
     }
     let mine = *ship::build_id();
     let me = std::process::id();
+    // SAFETY: registers a child handler that only stores to an atomic.
+    unsafe { libc::pthread_atfork(None, None, Some(forked_away)) };
     // Frames are read by a thread of their own into `inbox`, so that while a
     // call runs the worker can still hand back frames it has not started
     // (STEAL → RETURNED) to a pool that has an idle worker for them.
@@ -177,8 +180,15 @@ fn serve(input: RawFd, output: RawFd, forked: bool) -> i32 {
                         Ok(t) => t.call(args, out),
                         Err(e) => Err(e.clone()),
                     });
-                    leave_if_forked(me);
+                    // The flag, per item: `getpid` is a system call (a map
+                    // chunk runs hundreds of items per frame).
+                    if FORKED_AWAY.load(Ordering::Relaxed) {
+                        leave_if_forked(me);
+                    }
                 }
+                // The pid, once per frame, before anything is answered (a
+                // copy made by a raw `fork` system call runs no atfork handler).
+                leave_if_forked(me);
                 w.end();
                 true
             }
@@ -231,6 +241,14 @@ fn serve(input: RawFd, output: RawFd, forked: bool) -> i32 {
             return 8;
         }
     }
+}
+
+/// Set in a copy of the worker that a task made with `fork` (an atfork
+/// handler registered by `serve`): a cheap check between a frame's calls.
+static FORKED_AWAY: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn forked_away() {
+    FORKED_AWAY.store(true, Ordering::Relaxed);
 }
 
 /// Ends this process, silently, if it is not the worker `original` but a
