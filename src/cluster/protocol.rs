@@ -82,6 +82,11 @@ impl Keys {
         }
     }
 
+    /// The namespace's hash tag, `{ns}`, with which every key starts.
+    pub(crate) fn tag(&self) -> &str {
+        &self.tag
+    }
+
     /// The task stream.
     pub(crate) fn queue(&self) -> String {
         format!("{}:q", self.tag)
@@ -154,13 +159,26 @@ pub(crate) fn parse_task_id(task: &str) -> Option<(&str, u64)> {
 /// The record remembers its stream entry (`e`) and its run-time limit (`tl`).
 pub(crate) const SUBMIT: &str = include_str!("lua/submit.lua");
 
-/// KEYS: queue, task, client events. ARGV: entry id, group, worker, delivery
-/// token, task id. An entry other than the one `submit` added for the task
+/// KEYS: queue, task, client events, liveness, finished bitmap. ARGV: entry
+/// id, group, worker, delivery token, task id, sequence bit, the worker's
+/// cached liveness value of the client (see `lua/start_fn.lua`). An entry other than the one `submit` added for the task
 /// (a replayed entry) is dropped. Returns `{'gone'}`, `{'cancelled'}`,
-/// `{'lost', owner, starts}` or `{'run', ...}` (see `lua/start.lua`; its
+/// `{'lost', owner, starts}` or `{'run', ...}` (see `lua/start_fn.lua`; its
 /// last element is the run-time limit in ms). Retrying with the same delivery token does not
 /// count a second delivery.
-pub(crate) const START: &str = include_str!("lua/start.lua");
+pub(crate) const START: &str = concat!(
+    include_str!("lua/start_fn.lua"),
+    "\nreturn start(KEYS, ARGV)\n"
+);
+
+/// KEYS: the default lane. Reads one new entry and starts its task in the
+/// same call (see `lua/claim.lua`): with the previous task's `finish` in the
+/// same pipeline, one round trip per task for a busy worker.
+pub(crate) const CLAIM: &str = concat!(
+    include_str!("lua/start_fn.lua"),
+    "\n",
+    include_str!("lua/claim.lua")
+);
 
 /// KEYS: queue, task, result, client events. ARGV: entry id, group, signed
 /// envelope, result TTL (s), task id, `1` if the client should leave the
@@ -200,8 +218,8 @@ pub(crate) const DROP: &str = include_str!("lua/drop.lua");
 pub(crate) const TAKE: &str = include_str!("lua/take.lua");
 
 /// The scripts, in a fixed order (see [`Scripts`]).
-const ALL: [&str; 9] = [
-    SUBMIT, START, FINISH, REJECT, CANCEL, ACK, PROBE, DROP, TAKE,
+const ALL: [&str; 10] = [
+    SUBMIT, START, FINISH, REJECT, CANCEL, ACK, PROBE, DROP, TAKE, CLAIM,
 ];
 
 /// Which script to run.
@@ -216,6 +234,7 @@ pub(crate) enum ScriptName {
     Probe = 6,
     Drop = 7,
     Take = 8,
+    Claim = 9,
 }
 
 /// The scripts with their SHA1s, for `EVALSHA`.

@@ -17,14 +17,15 @@ local seq = tonumber(ARGV[6]) or -1
 local st = redis.call('HGET', KEYS[2], 'st')
 if (not st) or st == 'x' or st == 'c' then return 0 end
 redis.call('DEL', KEYS[2])
-if redis.call('EXISTS', KEYS[4]) == 0 then return 0 end
+-- The client's event stream tells whether it is still there, and how long
+-- its keys live.
+local ttl = redis.call('PTTL', KEYS[4])
+if ttl == -2 then return 0 end
 if seq >= 0 then
   redis.call('SETBIT', KEYS[5], seq, 1)
-  local left = redis.call('PTTL', KEYS[4])
-  if left > 0 then redis.call('PEXPIRE', KEYS[5], left) end
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[5], ttl) end
 end
 local keep = tonumber(ARGV[4]) * 1000
-local ttl = redis.call('PTTL', KEYS[4])
 if ttl > 0 then keep = math.min(keep, 2 * ttl + 1000) end
 if not redis.call('SET', KEYS[3], ARGV[3], 'NX', 'PX', keep) then return 0 end
 redis.call('XADD', KEYS[4], '*', 'k', 'd', 't', ARGV[5], 'z', ARGV[7] or '0', 'l', ARGV[8] or '0')
