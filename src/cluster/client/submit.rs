@@ -56,6 +56,7 @@ impl Shared {
         };
         let mut futures = Vec::new();
         let mut records = Vec::with_capacity(groups.len());
+        let mut nonces = Nonces::new()?;
         for items in groups {
             if items.is_empty() {
                 continue;
@@ -88,7 +89,13 @@ impl Shared {
                     promise
                 })
                 .collect();
-            records.push(self.record(callee, items, promises, lane.clone(), limit_ms)?);
+            records.push(self.record(
+                callee,
+                items,
+                promises,
+                (lane.clone(), limit_ms),
+                &mut nonces,
+            )?);
         }
         let mut st = lock(&self.state);
         if st.closing {
@@ -110,8 +117,8 @@ impl Shared {
         callee: &ship::Callee,
         items: Vec<Vec<u8>>,
         promises: Vec<Promise<R>>,
-        lane: (String, String),
-        limit_ms: u64,
+        (lane, limit_ms): ((String, String), u64),
+        nonces: &mut Nonces,
     ) -> Result<(Outgoing, Inflight)> {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let task = protocol::task_id(&self.client_id, seq);
@@ -132,7 +139,8 @@ impl Shared {
             args.clone(),
             n,
             (lane.clone(), limit_ms),
-        )?;
+            nonces.next(),
+        );
         let mut deliveries: Vec<Option<Box<dyn Delivery>>> = Vec::with_capacity(n);
         for (idx, promise) in promises.into_iter().enumerate() {
             let weak = Arc::downgrade(self);
@@ -166,7 +174,8 @@ impl Shared {
         ))
     }
 
-    /// A signed task record (a fresh nonce each time).
+    /// A signed task record under `nonce` (see [`Nonces`]).
+    #[allow(clippy::too_many_arguments)]
     fn outgoing(
         &self,
         seq: u64,
@@ -175,8 +184,8 @@ impl Shared {
         args: Arc<Vec<u8>>,
         items: usize,
         (lane, limit_ms): ((String, String), u64),
-    ) -> Result<Outgoing> {
-        let nonce = ship::hex(&protocol::random_bytes::<12>()?);
+        nonce: String,
+    ) -> Outgoing {
         let signature = protocol::sign_task(
             self.cfg.secret.as_bytes(),
             &protocol::TaskSeal {
@@ -189,7 +198,7 @@ impl Shared {
                 args: &args,
             },
         );
-        Ok(Outgoing {
+        Outgoing {
             seq,
             task,
             trampoline,
@@ -199,7 +208,7 @@ impl Shared {
             nonce,
             lane,
             limit_ms,
-        })
+        }
     }
 
     /// Sends tasks again whose records vanished from Redis, each under a new
@@ -207,6 +216,18 @@ impl Shared {
     /// finished bit or a late event, can get in the way). The client still
     /// delivers exactly one outcome per future; the call may run twice.
     pub(super) fn resubmit(&self, seqs: &[u64]) -> usize {
+        let mut nonces = match Nonces::new() {
+            Ok(n) => n,
+            Err(e) => {
+                let failed: Vec<Inflight> = {
+                    let mut st = lock(&self.state);
+                    seqs.iter().filter_map(|s| st.inflight.remove(s)).collect()
+                };
+                self.courier.send_all(failing(failed, e));
+                self.work.notify_all();
+                return 0;
+            }
+        };
         let mut st = lock(&self.state);
         let mut sent = 0;
         for old in seqs {
@@ -216,27 +237,20 @@ impl Shared {
             let seq = self.seq.fetch_add(1, Ordering::Relaxed);
             let task = protocol::task_id(&self.client_id, seq);
             let n = inflight.items.len();
-            match self.outgoing(
+            let out = self.outgoing(
                 seq,
                 task,
                 inflight.trampoline,
                 inflight.args.clone(),
                 n,
                 (inflight.lane.clone(), inflight.limit_ms),
-            ) {
-                Ok(out) => {
-                    inflight.sent_at = None;
-                    st.inflight.insert(seq, inflight);
-                    st.aliases.insert(*old, seq);
-                    st.outbox.push(out);
-                    sent += 1;
-                }
-                Err(e) => {
-                    drop(st);
-                    self.courier.send_all(failing(vec![inflight], e));
-                    st = lock(&self.state);
-                }
-            }
+                nonces.next(),
+            );
+            inflight.sent_at = None;
+            st.inflight.insert(seq, inflight);
+            st.aliases.insert(*old, seq);
+            st.outbox.push(out);
+            sent += 1;
         }
         drop(st);
         self.work.notify_all();
@@ -262,7 +276,16 @@ impl Shared {
             .timeout
             .map(|t| (t.as_millis() as u64).max(1))
             .unwrap_or(0);
-        let record = match self.record(callee, vec![args], vec![promise], lane, limit_ms) {
+        let record = Nonces::new().and_then(|mut nonces| {
+            self.record(
+                callee,
+                vec![args],
+                vec![promise],
+                (lane, limit_ms),
+                &mut nonces,
+            )
+        });
+        let record = match record {
             Ok(r) => r,
             Err(e) => {
                 // The promise was dropped with the record: its future is Broken.
@@ -291,4 +314,28 @@ fn request_cancel(shared: &Weak<Shared>, seq: u64, idx: i64) {
     };
     lock(&shared.state).cancels.push((seq, idx));
     shared.work.notify_one();
+}
+
+/// Task nonces of one submit batch: one read of the operating system's
+/// random source (12 bytes, no fallback) per batch, each task's nonce that
+/// value and the task's index in the batch. Unique per task (task ids are
+/// too), unpredictable per batch.
+pub(super) struct Nonces {
+    base: String,
+    next: u64,
+}
+
+impl Nonces {
+    pub(super) fn new() -> Result<Nonces> {
+        Ok(Nonces {
+            base: ship::hex(&protocol::random_bytes::<12>()?),
+            next: 0,
+        })
+    }
+
+    pub(super) fn next(&mut self) -> String {
+        let n = self.next;
+        self.next += 1;
+        format!("{}-{n:x}", self.base)
+    }
 }
