@@ -13,6 +13,8 @@ impl Shared {
         let mut backoff = protocol::Backoff::new();
         let mut next_probe = Instant::now() + PROBE_EVERY;
         let mut fetch_failing: Option<Instant> = None;
+        // The ack of the batch delivered last: it goes with the next read.
+        let mut ack: Option<redis::Cmd> = None;
         loop {
             if self.should_stop() {
                 break;
@@ -26,9 +28,21 @@ impl Shared {
                 .arg(&events)
                 .arg(&last)
                 .clone();
-            let reply = match conn.query(&read) {
-                Ok(v) => v,
+            let reply = match self.read_events(&mut conn, ack.as_ref(), &read) {
+                Ok(v) => {
+                    ack = None;
+                    v
+                }
                 Err(e) => {
+                    if ack.is_some() && protocol::classify(&e) == protocol::Failure::Fatal {
+                        // Not the connection: do not let the ack block reading.
+                        log::warn!(
+                            "could not delete delivered results from Redis at {} (they \
+                             expire within an hour): {e}",
+                            protocol::redact(conn.url())
+                        );
+                        ack = None;
+                    }
                     self.outage(&mut conn, &mut outage, &mut backoff, &e);
                     continue;
                 }
@@ -69,7 +83,8 @@ impl Shared {
                     last = e.id.to_string();
                 }
                 self.mark_started(&started);
-                if let Err(e) = self.take_and_deliver(&mut conn, &events, &ids, &done) {
+                let delivered = self.take_and_deliver(&mut conn, &events, &ids, &done);
+                if let Err(e) = delivered.as_ref().map(|next| ack = Some(next.clone())) {
                     // Reading events may work while fetching results keeps
                     // failing (permissions, a reply too large): that has its
                     // own clock, which a successful XREAD does not reset.
@@ -93,6 +108,9 @@ impl Shared {
                 next_probe = Instant::now() + PROBE_EVERY;
                 self.probe(&mut conn);
             }
+        }
+        if let Some(ack) = ack.take() {
+            self.send_ack(&mut conn, &ack);
         }
         // Shut down: let the completions already read run (their callbacks
         // may still submit, and get Shutdown), then the event stream goes.
@@ -271,16 +289,48 @@ impl Shared {
         rest
     }
 
-    /// Reads the results of `done` tasks, completes their futures, then
-    /// deletes the results and the events `ids`. An error before delivery
-    /// means: read the same events again (nothing was deleted).
+    /// The next `XREAD` of events, in one round trip with `ack` (the
+    /// deletion of the batch delivered before) when there is one.
+    fn read_events(
+        &self,
+        conn: &mut Conn,
+        ack: Option<&redis::Cmd>,
+        read: &redis::Cmd,
+    ) -> redis::RedisResult<redis::Value> {
+        let Some(ack) = ack else {
+            return conn.query(read);
+        };
+        let mut pipe = redis::pipe();
+        pipe.add_command(ack.clone()).add_command(read.clone());
+        let mut replies = conn.query_pipe(&pipe)?;
+        Ok(replies.pop().unwrap_or(redis::Value::Nil))
+    }
+
+    /// Sends an ack on its own (at shutdown).
+    fn send_ack(&self, conn: &mut Conn, ack: &redis::Cmd) {
+        let deadline = Instant::now() + self.cfg.reconnect_timeout.min(Duration::from_secs(5));
+        if let Err(e) = conn.query_retry(ack, Some(deadline), &|| false) {
+            log::warn!(
+                "could not delete delivered results from Redis at {} (they expire within \
+                 an hour): {e}",
+                protocol::redact(conn.url())
+            );
+        }
+    }
+
+    /// Reads the results of `done` tasks and completes their futures.
+    /// Returns the `ack` that deletes the results and the events `ids`,
+    /// which the caller sends with its next read (so a reply lost to a
+    /// dropped connection never loses a result: nothing is deleted before
+    /// it is delivered). An error before delivery means: read the same
+    /// events again (nothing was deleted).
     fn take_and_deliver(
         self: &Arc<Self>,
         conn: &mut Conn,
         events: &str,
         ids: &[String],
         done: &[(u64, String, u64, bool)],
-    ) -> redis::RedisResult<()> {
+    ) -> redis::RedisResult<redis::Cmd> {
         // Large single values stay in Redis (their futures fetch them when
         // asked); the rest are read here and their results deleted below.
         let done: Vec<(u64, &str, u64)> = self.deliver_lazy(done);
@@ -337,11 +387,13 @@ impl Shared {
                 }
                 st.inflight.is_empty()
             };
-            self.courier.send_all(
-                outcomes
-                    .into_iter()
-                    .flat_map(|(inflight, outcome)| completions(inflight, outcome)),
-            );
+            // Futures nobody listens to complete here; the rest (and their
+            // done-callbacks) on the courier.
+            let jobs: Vec<Job> = outcomes
+                .into_iter()
+                .flat_map(|(inflight, outcome)| completions(inflight, outcome))
+                .collect();
+            self.courier.send_all(jobs);
             if idle {
                 self.work.notify_all();
             }
@@ -354,15 +406,7 @@ impl Shared {
         for id in ids {
             ack.arg(id);
         }
-        let deadline = Instant::now() + self.cfg.reconnect_timeout;
-        if let Err(e) = conn.query_retry(&ack, Some(deadline), &|| false) {
-            log::warn!(
-                "could not delete delivered results from Redis at {} (they expire within \
-                 an hour): {e}",
-                protocol::redact(conn.url())
-            );
-        }
-        Ok(())
+        Ok(ack)
     }
 
     /// Sends again tasks that were sent a while ago and whose record and
