@@ -57,6 +57,7 @@ impl Shared {
                 let mut ids = Vec::with_capacity(entries.len());
                 let mut started = Vec::new();
                 let mut done = Vec::new();
+                let mut inline = HashMap::new();
                 for e in &entries {
                     ids.push(e.id.to_string());
                     let task = e.field("t").and_then(|t| std::str::from_utf8(t).ok());
@@ -70,6 +71,10 @@ impl Shared {
                         (Some(b"s"), Some(seq), _) => started.push(seq),
                         (Some(b"d"), Some(seq), Some(task)) => {
                             let lazy = e.field("l") == Some(b"1");
+                            if let Some(v) = e.field("v") {
+                                // A small result comes with its event.
+                                inline.insert(seq, v.to_vec());
+                            }
                             done.push((seq, task.to_string(), size, lazy))
                         }
                         (Some(b"d"), None, Some(task)) => {
@@ -83,7 +88,7 @@ impl Shared {
                     last = e.id.to_string();
                 }
                 self.mark_started(&started);
-                let delivered = self.take_and_deliver(&mut conn, &events, &ids, &done);
+                let delivered = self.take_and_deliver(&mut conn, &events, &ids, &done, &inline);
                 if let Err(e) = delivered.as_ref().map(|next| ack = Some(next.clone())) {
                     // Reading events may work while fetching results keeps
                     // failing (permissions, a reply too large): that has its
@@ -330,6 +335,7 @@ impl Shared {
         events: &str,
         ids: &[String],
         done: &[(u64, String, u64, bool)],
+        inline: &HashMap<u64, Vec<u8>>,
     ) -> redis::RedisResult<redis::Cmd> {
         // Large single values stay in Redis (their futures fetch them when
         // asked); the rest are read here and their results deleted below.
@@ -348,6 +354,15 @@ impl Shared {
                 .filter(|&i| done[i].0 != 0 && st.inflight.contains_key(&done[i].0))
                 .collect()
         };
+        // Results that came with their events need no fetch.
+        let (now, wanted): (Vec<usize>, Vec<usize>) = wanted
+            .into_iter()
+            .partition(|&i| inline.contains_key(&done[i].0));
+        if !now.is_empty() {
+            self.deliver_group(&done, &now, |_, i| {
+                inline.get(&done[i].0).map(Vec::as_slice).unwrap_or(&[])
+            });
+        }
         let mut groups: Vec<Vec<usize>> = Vec::new();
         let mut bytes_in_group = 0u64;
         for i in wanted {
@@ -370,33 +385,9 @@ impl Shared {
             }
             let reply = conn.query(&mget)?;
             let values = array(&reply).unwrap_or(&[]);
-            let mut outcomes = Vec::with_capacity(group.len());
-            let idle = {
-                let mut st = lock(&self.state);
-                for (j, &i) in group.iter().enumerate() {
-                    let (seq, task, _) = &done[i];
-                    let task = *task;
-                    let Some(inflight) = st.inflight.remove(seq) else {
-                        continue;
-                    };
-                    let envelope = values.get(j).and_then(bytes).unwrap_or(&[]);
-                    outcomes.push((
-                        inflight,
-                        Outcome::open(self.cfg.secret.as_bytes(), task, envelope),
-                    ));
-                }
-                st.inflight.is_empty()
-            };
-            // Futures nobody listens to complete here; the rest (and their
-            // done-callbacks) on the courier.
-            let jobs: Vec<Job> = outcomes
-                .into_iter()
-                .flat_map(|(inflight, outcome)| completions(inflight, outcome))
-                .collect();
-            self.courier.send_all(jobs);
-            if idle {
-                self.work.notify_all();
-            }
+            self.deliver_group(&done, &group, |j, _| {
+                values.get(j).and_then(bytes).unwrap_or(&[])
+            });
         }
         // Delivered: the results and events can go.
         let mut keys = Vec::with_capacity(results.len() + 1);
@@ -407,6 +398,41 @@ impl Shared {
             ack.arg(id);
         }
         Ok(ack)
+    }
+
+    /// Completes the futures of the tasks `done[i]` for `i` in `group`, whose
+    /// result envelopes `envelope(j, i)` gives (`j`: the position in `group`).
+    fn deliver_group<'e>(
+        &self,
+        done: &[(u64, &str, u64)],
+        group: &[usize],
+        envelope: impl Fn(usize, usize) -> &'e [u8],
+    ) {
+        let mut outcomes = Vec::with_capacity(group.len());
+        let idle = {
+            let mut st = lock(&self.state);
+            for (j, &i) in group.iter().enumerate() {
+                let (seq, task, _) = &done[i];
+                let Some(inflight) = st.inflight.remove(seq) else {
+                    continue;
+                };
+                outcomes.push((
+                    inflight,
+                    Outcome::open(self.cfg.secret.as_bytes(), task, envelope(j, i)),
+                ));
+            }
+            st.inflight.is_empty()
+        };
+        // Futures nobody listens to complete here; the rest (and their
+        // done-callbacks) on the courier.
+        let jobs: Vec<Job> = outcomes
+            .into_iter()
+            .flat_map(|(inflight, outcome)| completions(inflight, outcome))
+            .collect();
+        self.courier.send_all(jobs);
+        if idle {
+            self.work.notify_all();
+        }
     }
 
     /// Sends again tasks that were sent a while ago and whose record and

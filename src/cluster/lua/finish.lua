@@ -3,6 +3,10 @@
 -- sequence number (decimal; -1 when too large for the bitmap), envelope
 -- size, `1` if the client should leave the result in Redis until asked (a
 -- large value).
+-- A small envelope (at most 4 KiB) also rides in the "finished" event, so
+-- the client needs no second read for it; the result key is still written
+-- (`SET NX` is what makes a second result impossible) and deleted by the
+-- client's ack.
 -- Acknowledges the entry and marks the task finished in the client's bitmap
 -- (so a copy of its record written again is never run); stores the result
 -- and tells the client only if the record still exists (so a redelivered
@@ -28,5 +32,10 @@ end
 local keep = tonumber(ARGV[4]) * 1000
 if ttl > 0 then keep = math.min(keep, 2 * ttl + 1000) end
 if not redis.call('SET', KEYS[3], ARGV[3], 'NX', 'PX', keep) then return 0 end
-redis.call('XADD', KEYS[4], '*', 'k', 'd', 't', ARGV[5], 'z', ARGV[7] or '0', 'l', ARGV[8] or '0')
+local size = tonumber(ARGV[7]) or 0
+if ARGV[8] ~= '1' and size > 0 and size <= 4096 then
+  redis.call('XADD', KEYS[4], '*', 'k', 'd', 't', ARGV[5], 'z', ARGV[7], 'l', '0', 'v', ARGV[3])
+else
+  redis.call('XADD', KEYS[4], '*', 'k', 'd', 't', ARGV[5], 'z', ARGV[7] or '0', 'l', ARGV[8] or '0')
+end
 return 1
