@@ -320,6 +320,16 @@ struct Record<'a> {
     nonce: &'a [u8],
 }
 
+/// What a `claim` brought (see `claim.lua`).
+enum Claim {
+    /// The next job, with start's reply when the claim started it.
+    Job(Job, Option<redis::Value>),
+    /// Nothing new: an `XREAD BLOCK` from this id wakes on the next entry.
+    Idle(String),
+    /// Nothing known (an error, or a path that did not claim).
+    Unknown,
+}
+
 /// One task taken from a lane's stream.
 struct Job {
     entry: String,
@@ -407,21 +417,27 @@ impl Worker {
         let Some(mut conn) = self.connect(READ_BLOCK + Duration::from_secs(5)) else {
             return false;
         };
-        let mut next: Option<(Job, Option<redis::Value>)> = None;
+        let mut next = Claim::Unknown;
         let mut backoff = Backoff::new();
         loop {
-            let (job, started) = match next.take() {
-                Some(claimed) => claimed,
-                None => {
+            let (job, started) = match std::mem::replace(&mut next, Claim::Unknown) {
+                Claim::Job(job, started) => (job, started),
+                idle => {
                     if self.draining() {
                         return false;
                     }
                     if super::secede::leave_if_surplus(self) {
                         return true;
                     }
-                    let found = match self.reap_one(&mut conn) {
-                        Some(job) => Ok(Some(job)),
-                        None => self.read(&mut conn, true),
+                    let found = match (self.reap_one(&mut conn), idle) {
+                        (Some(job), _) => Ok(Some(job)),
+                        (None, Claim::Idle(cursor)) if self.only_default() => {
+                            // Wait for the next entry and claim it in the
+                            // same round trip.
+                            next = self.wait_and_claim(&mut conn, &cursor);
+                            continue;
+                        }
+                        (None, _) => self.read(&mut conn, true),
                     };
                     match found {
                         Ok(Some(job)) => {
@@ -714,15 +730,43 @@ impl Worker {
         conn.query_retry(cmd, None, &|| DRAIN.load(Ordering::Relaxed))
     }
 
+    /// True when the default lane is the only one (known, not stale).
+    fn only_default(&self) -> bool {
+        let view = protocol_lock(&self.view);
+        !view.stale() && view.lanes.len() == 1
+    }
+
+    /// An idle slot's read: blocks until an entry newer than `cursor` is
+    /// added to the default lane (or `READ_BLOCK` passes), then claims one
+    /// in the same pipeline.
+    fn wait_and_claim(&self, conn: &mut Conn, cursor: &str) -> Claim {
+        let mut pipe = redis::pipe();
+        pipe.cmd("XREAD")
+            .arg("COUNT")
+            .arg(1)
+            .arg("BLOCK")
+            .arg(READ_BLOCK.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&self.queue)
+            .arg(cursor)
+            .ignore()
+            .add_command(self.claim_cmd());
+        match conn.query_pipe(&pipe) {
+            Ok(replies) => replies
+                .first()
+                .map(|r| self.claimed(r))
+                .unwrap_or(Claim::Unknown),
+            Err(e) => {
+                log::debug!("{}: {e}; retrying", self.name);
+                Claim::Unknown
+            }
+        }
+    }
+
     /// Starts (unless `started` holds the reply of a claim that did),
-    /// runs and finishes one job; returns the next job, already started, if
-    /// the finish round trip brought one.
-    fn run_job(
-        &self,
-        conn: &mut Conn,
-        job: Job,
-        started: Option<redis::Value>,
-    ) -> Option<(Job, Option<redis::Value>)> {
+    /// runs and finishes one job; returns what the finish round trip's
+    /// claim brought.
+    fn run_job(&self, conn: &mut Conn, job: Job, started: Option<redis::Value>) -> Claim {
         let held = (job.stream.clone(), job.entry.clone());
         protocol_lock(&self.held).insert(held.clone());
         let next = self.run_job_inner(conn, &job, started);
@@ -831,26 +875,26 @@ impl Worker {
         cmd
     }
 
-    /// The job a `claim` reply names, with the reply of its start.
-    fn claimed(&self, reply: &redis::Value) -> Option<(Job, Option<redis::Value>)> {
-        let parts = array(reply)?;
-        let (entry, task) = (text(parts.first()?)?, text(parts.get(1)?)?);
-        let job = Job {
-            entry: entry.to_string(),
-            task: task.to_string(),
-            stream: self.queue.clone(),
-            needs: Vec::new(),
-        };
-        let started = (parts.len() > 2).then(|| redis::Value::Array(parts[2..].to_vec()));
-        Some((job, started))
+    /// What a `claim` reply says.
+    fn claimed(&self, reply: &redis::Value) -> Claim {
+        let parts = array(reply).unwrap_or(&[]);
+        match (parts.first().and_then(text), parts.get(1).and_then(text)) {
+            (Some(entry), Some(task)) => {
+                let job = Job {
+                    entry: entry.to_string(),
+                    task: task.to_string(),
+                    stream: self.queue.clone(),
+                    needs: Vec::new(),
+                };
+                let started = (parts.len() > 2).then(|| redis::Value::Array(parts[2..].to_vec()));
+                Claim::Job(job, started)
+            }
+            (Some(cursor), None) => Claim::Idle(cursor.to_string()),
+            _ => Claim::Unknown,
+        }
     }
 
-    fn run_job_inner(
-        &self,
-        conn: &mut Conn,
-        job: &Job,
-        started: Option<redis::Value>,
-    ) -> Option<(Job, Option<redis::Value>)> {
+    fn run_job_inner(&self, conn: &mut Conn, job: &Job, started: Option<redis::Value>) -> Claim {
         let Some((client, seq)) = protocol::parse_task_id(&job.task) else {
             log::warn!(
                 "{}: dropping a malformed stream entry {}",
@@ -858,7 +902,7 @@ impl Worker {
                 job.entry
             );
             self.ack(conn, &job.entry);
-            return None;
+            return Claim::Unknown;
         };
         let task_key = self.keys.task(&job.task);
         let events = self.keys.events(client);
@@ -874,7 +918,7 @@ impl Worker {
                 // Not transient: the record is not a hash, or similar junk.
                 log::warn!("{}: could not start task {}: {e}", self.name, job.task);
                 self.reject(conn, job, &format!("the task record is unusable: {e}"));
-                return None;
+                return Claim::Unknown;
             }
         };
         let parts = array(&reply).unwrap_or(&[]);
@@ -931,7 +975,7 @@ impl Worker {
                             job.entry
                         );
                         self.drop_task(conn, job, &task_key);
-                        return None;
+                        return Claim::Unknown;
                     }
                     Err(reason) => {
                         log::warn!(
@@ -941,7 +985,7 @@ impl Worker {
                             job.entry
                         );
                         self.reject(conn, job, &reason);
-                        return None;
+                        return Claim::Unknown;
                     }
                 }
             }
@@ -964,7 +1008,7 @@ impl Worker {
                 }
             }
             // Gone (finished elsewhere, never existed) or cancelled: already acknowledged.
-            _ => return None,
+            _ => return Claim::Unknown,
         };
         // A large single value stays in Redis until the client asks for it.
         let lazy = matches!(&outcome, Outcome::Ran { items, .. } if matches!(
@@ -993,11 +1037,7 @@ impl Worker {
             .arg(bit)
             .arg(envelope.len())
             .arg(if lazy { "1" } else { "0" });
-        let only_default = {
-            let view = protocol_lock(&self.view);
-            !view.stale() && view.lanes.len() == 1
-        };
-        if !self.draining() && only_default {
+        if !self.draining() && self.only_default() {
             // Finish and read the next entry in one round trip (with other
             // lanes about, the next read must look at them first).
             // The claim starts the next task too (see `claim.lua`).
@@ -1005,13 +1045,16 @@ impl Worker {
             pipe.add_command(finish.clone())
                 .add_command(self.claim_cmd());
             if let Ok(replies) = conn.query_pipe(&pipe) {
-                return replies.get(1).and_then(|r| self.claimed(r));
+                return replies
+                    .get(1)
+                    .map(|r| self.claimed(r))
+                    .unwrap_or(Claim::Unknown);
             }
         }
         if let Err(e) = self.call(conn, &finish) {
             log::error!("{}: could not finish task {}: {e}", self.name, job.task);
         }
-        None
+        Claim::Unknown
     }
 
     /// Verifies and runs a task record. `Err` means: reject it (bad signature

@@ -6,14 +6,20 @@
 -- claim of the next make one round trip. The keys of the task are computed
 -- from its id; they share the namespace's hash tag with the stream, so they
 -- live on the same Redis Cluster node.
--- Returns {} (nothing new, or the group is missing: the caller's blocking
--- read recreates it), {entry id, task id} for a malformed task id (the
+-- Returns {} (the group is missing: the caller's blocking read recreates
+-- it), {cursor} when there is nothing new (the id of the newest entry, or
+-- 0-0: an `XREAD BLOCK` from it wakes on the next entry added, and no entry
+-- can slip in between), {entry id, task id} for a malformed task id (the
 -- caller drops it), or {entry id, task id, start's reply...}.
 local ok, reply = pcall(redis.call, 'XREADGROUP', 'GROUP', ARGV[1], ARGV[2],
   'COUNT', 1, 'STREAMS', KEYS[1], '>')
-if not ok or not reply or not reply[1] then return {} end
-local e = reply[1][2] and reply[1][2][1]
-if not e then return {} end
+if not ok then return {} end
+local e = reply and reply[1] and reply[1][2] and reply[1][2][1]
+if not e then
+  local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+  if newest[1] then return {newest[1][1]} end
+  return {'0-0'}
+end
 local id, fields, task = e[1], e[2], ''
 for j = 1, #fields, 2 do
   if fields[j] == 't' then task = fields[j + 1] end
