@@ -320,7 +320,7 @@ struct Record<'a> {
     nonce: &'a [u8],
 }
 
-/// What a `claim` brought (see `claim.lua`).
+/// What a `claim` brought (see `claim_fn.lua`).
 enum Claim {
     /// The next job, with start's reply when the claim started it.
     Job(Job, Option<redis::Value>),
@@ -864,15 +864,20 @@ impl Worker {
 
     /// The `claim` script call: the next entry of the default lane, started.
     fn claim_cmd(&self) -> redis::Cmd {
-        let (client, value) = self.cached_live().unwrap_or_default();
         let mut cmd = self.scripts.call(ScriptName::Claim, &[&self.queue]);
+        self.claim_args(&mut cmd);
+        cmd
+    }
+
+    /// The arguments of a claim (see `claim_fn.lua`).
+    fn claim_args(&self, cmd: &mut redis::Cmd) {
+        let (client, value) = self.cached_live().unwrap_or_default();
         cmd.arg(GROUP)
             .arg(&self.consumer)
             .arg(self.keys.tag())
             .arg(self.token())
             .arg(value)
             .arg(client);
-        cmd
     }
 
     /// What a `claim` reply says.
@@ -1038,17 +1043,30 @@ impl Worker {
             .arg(envelope.len())
             .arg(if lazy { "1" } else { "0" });
         if !self.draining() && self.only_default() {
-            // Finish and read the next entry in one round trip (with other
-            // lanes about, the next read must look at them first).
-            // The claim starts the next task too (see `claim.lua`).
-            let mut pipe = redis::pipe();
-            pipe.add_command(finish.clone())
-                .add_command(self.claim_cmd());
-            if let Ok(replies) = conn.query_pipe(&pipe) {
-                return replies
-                    .get(1)
-                    .map(|r| self.claimed(r))
-                    .unwrap_or(Claim::Unknown);
+            // Finish, then claim and start the next entry, in one script
+            // call (with other lanes about, the next read must look at
+            // them first). See `finish_claim.lua`.
+            let mut both = self.scripts.call(
+                ScriptName::FinishClaim,
+                &[
+                    &job.stream,
+                    &task_key,
+                    &self.keys.result(&job.task),
+                    &events,
+                    &finished,
+                ],
+            );
+            both.arg(&job.entry)
+                .arg(GROUP)
+                .arg(&envelope)
+                .arg(protocol::RESULT_TTL.as_secs())
+                .arg(&job.task)
+                .arg(bit)
+                .arg(envelope.len())
+                .arg(if lazy { "1" } else { "0" });
+            self.claim_args(&mut both);
+            if let Ok(reply) = conn.query(&both) {
+                return self.claimed(&reply);
             }
         }
         if let Err(e) = self.call(conn, &finish) {

@@ -8,10 +8,12 @@
 //!   for [`Config::reconnect_timeout`], then fails the affected futures with
 //!   [`Error::Backend`].
 //! * **event loop** — blocks on `XREAD` of the client's event stream, marks
-//!   futures running on `started` events, and on `done` events reads the
-//!   results of the whole batch with one `MGET`, verifies their signatures,
-//!   completes the promises, then deletes results and events with one `ack`
-//!   script call. It also probes, now and then, for tasks that vanished from
+//!   futures running on `started` events, and on `done` events takes the
+//!   results of the whole batch (from the events when small, else with one
+//!   `MGET`), verifies their signatures and completes the promises — here
+//!   when nobody listens to a future, on the courier when it has
+//!   done-callbacks — then deletes results and events with one `ack` script
+//!   call sent with the next `XREAD`. It also probes, now and then, for tasks that vanished from
 //!   Redis, and sends them again, so no future can wait forever.
 //! * **supervisor** (with `local_workers(n)`) — keeps n worker processes of
 //!   this binary running, and stops them (SIGTERM: drain) at shutdown.
