@@ -88,23 +88,26 @@ impl Shared {
                     last = e.id.to_string();
                 }
                 self.mark_started(&started);
-                let delivered = self.take_and_deliver(&mut conn, &events, &ids, &done, &inline);
-                if let Err(e) = delivered.as_ref().map(|next| ack = Some(next.clone())) {
-                    // Reading events may work while fetching results keeps
-                    // failing (permissions, a reply too large): that has its
-                    // own clock, which a successful XREAD does not reset.
-                    let since = *fetch_failing.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= self.cfg.reconnect_timeout {
-                        self.fail_unfetched(&done, conn.url(), &e);
-                        fetch_failing = None;
+                match self.take_and_deliver(&mut conn, &events, &ids, &done, &inline) {
+                    // Its ack goes with the next read.
+                    Ok(next) => ack = Some(next),
+                    Err(e) => {
+                        // Reading events may work while fetching results keeps
+                        // failing (permissions, a reply too large): that has its
+                        // own clock, which a successful XREAD does not reset.
+                        let since = *fetch_failing.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= self.cfg.reconnect_timeout {
+                            self.fail_unfetched(&done, conn.url(), &e);
+                            fetch_failing = None;
+                        }
+                        self.outage(&mut conn, &mut outage, &mut backoff, &e);
+                        // Read these events again once Redis is back.
+                        last = ids
+                            .first()
+                            .map(|id| before(id))
+                            .unwrap_or_else(|| last.clone());
+                        continue;
                     }
-                    self.outage(&mut conn, &mut outage, &mut backoff, &e);
-                    // Read these events again once Redis is back.
-                    last = ids
-                        .first()
-                        .map(|id| before(id))
-                        .unwrap_or_else(|| last.clone());
-                    continue;
                 }
                 fetch_failing = None;
             }
@@ -477,7 +480,6 @@ impl Shared {
 }
 
 /// A stream id just before `id`, to read `id` again.
-
 fn before(id: &str) -> String {
     match id.split_once('-') {
         Some((ms, seq)) => match seq.parse::<u64>() {
