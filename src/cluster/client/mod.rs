@@ -151,6 +151,8 @@ pub(crate) struct Shared {
     live: Mutex<String>,
     /// The server's limit on one value (`proto-max-bulk-len`).
     bulk_limit: u64,
+    /// Where task nonces come from.
+    nonces: Mutex<submit::Nonces>,
 }
 
 mod delivery;
@@ -219,6 +221,7 @@ impl Shared {
             courier: Courier::default(),
             live: Mutex::new(String::new()),
             bulk_limit: protocol::bulk_limit(&mut conn),
+            nonces: Mutex::new(submit::Nonces::default()),
         });
         let mut threads = Vec::new();
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {

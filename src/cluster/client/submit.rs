@@ -56,7 +56,6 @@ impl Shared {
         };
         let mut futures = Vec::new();
         let mut records = Vec::with_capacity(groups.len());
-        let mut nonces = Nonces::new()?;
         for items in groups {
             if items.is_empty() {
                 continue;
@@ -89,13 +88,7 @@ impl Shared {
                     promise
                 })
                 .collect();
-            records.push(self.record(
-                callee,
-                items,
-                promises,
-                (lane.clone(), limit_ms),
-                &mut nonces,
-            )?);
+            records.push(self.record(callee, items, promises, (lane.clone(), limit_ms))?);
         }
         let mut st = lock(&self.state);
         if st.closing {
@@ -118,7 +111,6 @@ impl Shared {
         items: Vec<Vec<u8>>,
         promises: Vec<Promise<R>>,
         (lane, limit_ms): ((String, String), u64),
-        nonces: &mut Nonces,
     ) -> Result<(Outgoing, Inflight)> {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let task = protocol::task_id(&self.client_id, seq);
@@ -139,7 +131,7 @@ impl Shared {
             args.clone(),
             n,
             (lane.clone(), limit_ms),
-            nonces.next(),
+            self.nonce()?,
         );
         let mut deliveries: Vec<Option<Box<dyn Delivery>>> = Vec::with_capacity(n);
         for (idx, promise) in promises.into_iter().enumerate() {
@@ -216,23 +208,19 @@ impl Shared {
     /// finished bit or a late event, can get in the way). The client still
     /// delivers exactly one outcome per future; the call may run twice.
     pub(super) fn resubmit(&self, seqs: &[u64]) -> usize {
-        let mut nonces = match Nonces::new() {
-            Ok(n) => n,
-            Err(e) => {
-                let failed: Vec<Inflight> = {
-                    let mut st = lock(&self.state);
-                    seqs.iter().filter_map(|s| st.inflight.remove(s)).collect()
-                };
-                self.courier.send_all(failing(failed, e));
-                self.work.notify_all();
-                return 0;
-            }
-        };
         let mut st = lock(&self.state);
         let mut sent = 0;
+        let mut failed = Vec::new();
         for old in seqs {
             let Some(mut inflight) = st.inflight.remove(old) else {
                 continue;
+            };
+            let nonce = match self.nonce() {
+                Ok(n) => n,
+                Err(e) => {
+                    failed.extend(failing(vec![inflight], e));
+                    continue;
+                }
             };
             let seq = self.seq.fetch_add(1, Ordering::Relaxed);
             let task = protocol::task_id(&self.client_id, seq);
@@ -244,7 +232,7 @@ impl Shared {
                 inflight.args.clone(),
                 n,
                 (inflight.lane.clone(), inflight.limit_ms),
-                nonces.next(),
+                nonce,
             );
             inflight.sent_at = None;
             st.inflight.insert(seq, inflight);
@@ -253,8 +241,14 @@ impl Shared {
             sent += 1;
         }
         drop(st);
+        self.courier.send_all(failed);
         self.work.notify_all();
         sent
+    }
+
+    /// A fresh task nonce (see [`Nonces`]).
+    fn nonce(&self) -> Result<String> {
+        lock(&self.nonces).next()
     }
 
     /// Queues one call launched from the waiting room, with its argument
@@ -276,16 +270,7 @@ impl Shared {
             .timeout
             .map(|t| (t.as_millis() as u64).max(1))
             .unwrap_or(0);
-        let record = Nonces::new().and_then(|mut nonces| {
-            self.record(
-                callee,
-                vec![args],
-                vec![promise],
-                (lane, limit_ms),
-                &mut nonces,
-            )
-        });
-        let record = match record {
+        let record = match self.record(callee, vec![args], vec![promise], (lane, limit_ms)) {
             Ok(r) => r,
             Err(e) => {
                 // The promise was dropped with the record: its future is Broken.
@@ -316,26 +301,25 @@ fn request_cancel(shared: &Weak<Shared>, seq: u64, idx: i64) {
     shared.work.notify_one();
 }
 
-/// Task nonces of one submit batch: one read of the operating system's
-/// random source (12 bytes, no fallback) per batch, each task's nonce that
-/// value and the task's index in the batch. Unique per task (task ids are
-/// too), unpredictable per batch.
+/// Task nonces: one read of the operating system's random source (12
+/// bytes, no fallback) per `SUBMIT_BATCH` tasks — the most one `submit`
+/// script call carries — each task's nonce that value and a counter.
+/// Unique per task (task ids are too), and no nonce is guessable before
+/// its batch's random value is drawn.
+#[derive(Default)]
 pub(super) struct Nonces {
     base: String,
     next: u64,
 }
 
 impl Nonces {
-    pub(super) fn new() -> Result<Nonces> {
-        Ok(Nonces {
-            base: ship::hex(&protocol::random_bytes::<12>()?),
-            next: 0,
-        })
-    }
-
-    pub(super) fn next(&mut self) -> String {
+    pub(super) fn next(&mut self) -> Result<String> {
+        if self.base.is_empty() || self.next >= protocol::SUBMIT_BATCH as u64 {
+            self.base = ship::hex(&protocol::random_bytes::<12>()?);
+            self.next = 0;
+        }
         let n = self.next;
         self.next += 1;
-        format!("{}-{n:x}", self.base)
+        Ok(format!("{}-{n:x}", self.base))
     }
 }
