@@ -411,7 +411,50 @@ impl<T> Cell<T> {
         cancel_only_pending: bool,
         may_defer: bool,
     ) -> Settled<T> {
-        let mut shared = lock(&self.sync);
+        self.settle_locked(
+            lock(&self.sync),
+            outcome,
+            fetch,
+            cancel_only_pending,
+            may_defer,
+        )
+    }
+
+    /// Completes with `outcome` on this thread, as `finish` does, if nobody
+    /// listens but internal hooks (at most `own_hooks` of them: a backend's
+    /// own): no done-callback, no consumer taking the value. Otherwise
+    /// hands `outcome` back, so the caller can complete elsewhere (a thread
+    /// where callbacks may block). Decided under the cell's lock, so a
+    /// callback added concurrently either comes first (and the outcome is
+    /// handed back) or finds the cell final (and runs on its own thread).
+    pub(crate) fn complete_if_unobserved(
+        &self,
+        outcome: Result<T>,
+        own_hooks: usize,
+    ) -> std::result::Result<(), Result<T>> {
+        let shared = lock(&self.sync);
+        let observed = shared.listeners.as_ref().is_some_and(|l| {
+            !l.callbacks.is_empty() || l.taker.is_some() || l.hooks.len() > own_hooks
+        });
+        if observed {
+            return Err(outcome);
+        }
+        match self.settle_locked(shared, Some(outcome), None, false, false) {
+            Settled::Deferred(callbacks, hooks) => self.run_deferred(callbacks, hooks),
+            Settled::AlreadyFinal | Settled::Done => {}
+        }
+        Ok(())
+    }
+
+    /// [`Cell::settle`] with the cell's lock already held.
+    fn settle_locked(
+        &self,
+        mut shared: MutexGuard<'_, Shared<T>>,
+        outcome: Option<Result<T>>,
+        fetch: Option<Fetch<T>>,
+        cancel_only_pending: bool,
+        may_defer: bool,
+    ) -> Settled<T> {
         let wants_value = shared
             .listeners
             .as_ref()

@@ -142,7 +142,11 @@ fn a_fetch_that_keeps_failing_resolves_to_backend_after_the_reconnect_timeout() 
     // The client may no longer read results.
     acl(&redis, "-mget");
     let t = Instant::now();
-    let fs: Vec<_> = (0..5).map(|i| c.submit(add, (i, 1)).unwrap()).collect();
+    // Results of 8 KiB: too large to ride in their events (up to 4 KiB),
+    // small enough to come back with the batch's MGET (not left in Redis).
+    let fs: Vec<_> = (0..5)
+        .map(|i| c.submit(make, (8 << 10 | i as usize,)).unwrap())
+        .collect();
     for f in fs {
         match f.result_timeout(WAIT) {
             Err(Error::Backend { .. }) => {}

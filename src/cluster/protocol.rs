@@ -29,13 +29,15 @@
 //! `submit` writes the record (state `p`) and adds `t=<task>` to `{ns}:q`.
 //! A worker reads the entry with `XREADGROUP` and runs `start`, which counts
 //! the delivery (`at`), marks the record running (`r`, owner `o`) and, on the
-//! first delivery, tells the client (`k=s` on its event stream). The worker
-//! checks the record's signature, build id and trampoline, runs the call and
-//! runs `finish`, which acknowledges and deletes the stream entry, stores the
-//! signed result envelope with `SET NX` (exactly once, even when a redelivered
-//! copy finishes too), deletes the record and tells the client (`k=d`). The
-//! client reads the result (`MGET`), completes the future, then `ack` deletes
-//! the result and the events. A worker whose lease lapses
+//! first delivery, tells the client (`k=s` on its event stream); a busy
+//! worker does both in its `finish_claim` call, an idle one in `claim`. The
+//! worker checks the record's signature, build id and trampoline, runs the
+//! call and runs `finish`, which acknowledges and deletes the stream entry,
+//! stores the signed result envelope with `SET NX` (exactly once, even when
+//! a redelivered copy finishes too), deletes the record and tells the client
+//! (`k=d`, with the envelope itself when it is at most 4 KiB). The client
+//! reads the result (from the event, else `MGET`), completes the future, then
+//! `ack` (sent with its next `XREAD`) deletes the result and the events. A worker whose lease lapses
 //! (no heartbeat) loses its entries to another worker's `XAUTOCLAIM`; a task
 //! started more than its `m` times resolves to `WorkerLost`. `cancel` marks a
 //! pending record cancelled (`c`); `start` then drops it without running it.
@@ -80,6 +82,11 @@ impl Keys {
         Keys {
             tag: format!("{{{namespace}}}"),
         }
+    }
+
+    /// The namespace's hash tag, `{ns}`, with which every key starts.
+    pub(crate) fn tag(&self) -> &str {
+        &self.tag
     }
 
     /// The task stream.
@@ -154,13 +161,39 @@ pub(crate) fn parse_task_id(task: &str) -> Option<(&str, u64)> {
 /// The record remembers its stream entry (`e`) and its run-time limit (`tl`).
 pub(crate) const SUBMIT: &str = include_str!("lua/submit.lua");
 
-/// KEYS: queue, task, client events. ARGV: entry id, group, worker, delivery
-/// token, task id. An entry other than the one `submit` added for the task
+/// KEYS: queue, task, client events, liveness, finished bitmap. ARGV: entry
+/// id, group, worker, delivery token, task id, sequence bit, the worker's
+/// cached liveness value of the client (see `lua/start_fn.lua`). An entry other than the one `submit` added for the task
 /// (a replayed entry) is dropped. Returns `{'gone'}`, `{'cancelled'}`,
-/// `{'lost', owner, starts}` or `{'run', ...}` (see `lua/start.lua`; its
+/// `{'lost', owner, starts}` or `{'run', ...}` (see `lua/start_fn.lua`; its
 /// last element is the run-time limit in ms). Retrying with the same delivery token does not
 /// count a second delivery.
-pub(crate) const START: &str = include_str!("lua/start.lua");
+pub(crate) const START: &str = concat!(
+    include_str!("lua/start_fn.lua"),
+    "\nreturn start(KEYS, ARGV)\n"
+);
+
+/// KEYS: the default lane. Reads one new entry and starts its task in the
+/// same call (see `lua/claim_fn.lua`): with the previous task's `finish` in the
+/// same pipeline, one round trip per task for a busy worker.
+pub(crate) const CLAIM: &str = concat!(
+    include_str!("lua/start_fn.lua"),
+    "\n",
+    include_str!("lua/claim_fn.lua"),
+    "\nreturn claim(KEYS, ARGV)\n"
+);
+
+/// `finish` of one task, then `claim` of the next, in one script call (see
+/// `lua/finish_claim.lua`): a busy worker's one call per task.
+pub(crate) const FINISH_CLAIM: &str = concat!(
+    include_str!("lua/start_fn.lua"),
+    "\n",
+    include_str!("lua/finish_fn.lua"),
+    "\n",
+    include_str!("lua/claim_fn.lua"),
+    "\n",
+    include_str!("lua/finish_claim.lua")
+);
 
 /// KEYS: queue, task, result, client events. ARGV: entry id, group, signed
 /// envelope, result TTL (s), task id, `1` if the client should leave the
@@ -169,7 +202,10 @@ pub(crate) const START: &str = include_str!("lua/start.lua");
 /// redelivered copy finishing second is dropped) and the client is still
 /// there. `SET NX` makes a second result for the same task impossible even
 /// if the record were written again. Returns 1 if this call delivered.
-pub(crate) const FINISH: &str = include_str!("lua/finish.lua");
+pub(crate) const FINISH: &str = concat!(
+    include_str!("lua/finish_fn.lua"),
+    "\nreturn finish(KEYS, ARGV)\n"
+);
 
 /// KEYS: queue, task, result, client events. ARGV: entry id, group, signed
 /// envelope, TTL (s), task id, reason. A record that failed verification is
@@ -185,9 +221,10 @@ pub(crate) const REJECT: &str = include_str!("lua/reject.lua");
 pub(crate) const CANCEL: &str = include_str!("lua/cancel.lua");
 
 /// KEYS: client events, result keys. ARGV: event ids. Deletes results the
-/// client has delivered (it read them with `MGET`) and the events it has
-/// processed. Reading and deleting are separate steps so that a reply lost
-/// to a dropped connection never loses a result: the client reads again.
+/// client has delivered (read from their events or with `MGET`) and the
+/// events it has processed; sent with the client's next `XREAD`. Reading
+/// and deleting are separate steps so that a reply lost to a dropped
+/// connection never loses a result: the client reads again.
 pub(crate) const ACK: &str = include_str!("lua/ack.lua");
 
 /// KEYS: pairs of (task, result) keys. Returns per pair 1 if either exists.
@@ -200,8 +237,18 @@ pub(crate) const DROP: &str = include_str!("lua/drop.lua");
 pub(crate) const TAKE: &str = include_str!("lua/take.lua");
 
 /// The scripts, in a fixed order (see [`Scripts`]).
-const ALL: [&str; 9] = [
-    SUBMIT, START, FINISH, REJECT, CANCEL, ACK, PROBE, DROP, TAKE,
+const ALL: [&str; 11] = [
+    SUBMIT,
+    START,
+    FINISH,
+    REJECT,
+    CANCEL,
+    ACK,
+    PROBE,
+    DROP,
+    TAKE,
+    CLAIM,
+    FINISH_CLAIM,
 ];
 
 /// Which script to run.
@@ -216,6 +263,8 @@ pub(crate) enum ScriptName {
     Probe = 6,
     Drop = 7,
     Take = 8,
+    Claim = 9,
+    FinishClaim = 10,
 }
 
 /// The scripts with their SHA1s, for `EVALSHA`.

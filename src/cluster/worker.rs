@@ -207,7 +207,24 @@ pub(super) struct Worker {
     view: Mutex<super::lanes::View>,
     /// Run-time limits of the tasks running now, by entry id.
     deadlines: Mutex<std::collections::HashMap<String, Deadline>>,
+    /// The last client liveness value this worker verified (see `LiveCache`).
+    live_cache: Mutex<Option<LiveCache>>,
 }
+
+/// A client's signed liveness value verified recently: while `until` has
+/// not passed, the same value read from Redis again needs no second
+/// signature check (nor the server's time). `until` is at most a second
+/// after the check and never past the value's signed expiry, so a client
+/// that is gone is noticed as before: its key is deleted or expires (the
+/// value read differs or is missing), or the cached value runs out.
+struct LiveCache {
+    client: String,
+    value: Vec<u8>,
+    until: Instant,
+}
+
+/// How long a verified liveness value is trusted without a new check.
+const LIVE_CACHE: Duration = Duration::from_secs(1);
 
 /// A running task's run-time limit.
 struct Deadline {
@@ -248,6 +265,7 @@ fn serve(cfg: WorkerConfig) -> i32 {
         blocked: AtomicUsize::new(0),
         view: Mutex::new(super::lanes::View::new(&keys_queue, cfg.resources.clone())),
         deadlines: Mutex::new(std::collections::HashMap::new()),
+        live_cache: Mutex::new(None),
         cfg,
     });
     let heartbeat = {
@@ -300,6 +318,16 @@ struct Record<'a> {
     signature: &'a [u8],
     items: &'a [u8],
     nonce: &'a [u8],
+}
+
+/// What a `claim` brought (see `claim_fn.lua`).
+enum Claim {
+    /// The next job, with start's reply when the claim started it.
+    Job(Job, Option<redis::Value>),
+    /// Nothing new: an `XREAD BLOCK` from this id wakes on the next entry.
+    Idle(String),
+    /// Nothing known (an error, or a path that did not claim).
+    Unknown,
 }
 
 /// One task taken from a lane's stream.
@@ -389,26 +417,32 @@ impl Worker {
         let Some(mut conn) = self.connect(READ_BLOCK + Duration::from_secs(5)) else {
             return false;
         };
-        let mut next: Option<Job> = None;
+        let mut next = Claim::Unknown;
         let mut backoff = Backoff::new();
         loop {
-            let job = match next.take() {
-                Some(job) => job,
-                None => {
+            let (job, started) = match std::mem::replace(&mut next, Claim::Unknown) {
+                Claim::Job(job, started) => (job, started),
+                idle => {
                     if self.draining() {
                         return false;
                     }
                     if super::secede::leave_if_surplus(self) {
                         return true;
                     }
-                    let found = match self.reap_one(&mut conn) {
-                        Some(job) => Ok(Some(job)),
-                        None => self.read(&mut conn, true),
+                    let found = match (self.reap_one(&mut conn), idle) {
+                        (Some(job), _) => Ok(Some(job)),
+                        (None, Claim::Idle(cursor)) if self.only_default() => {
+                            // Wait for the next entry and claim it in the
+                            // same round trip.
+                            next = self.wait_and_claim(&mut conn, &cursor);
+                            continue;
+                        }
+                        (None, _) => self.read(&mut conn, true),
                     };
                     match found {
                         Ok(Some(job)) => {
                             backoff = Backoff::new();
-                            job
+                            (job, None)
                         }
                         Ok(None) => continue,
                         Err(e) => {
@@ -419,7 +453,7 @@ impl Worker {
                     }
                 }
             };
-            next = self.run_job(&mut conn, job);
+            next = self.run_job(&mut conn, job, started);
         }
     }
 
@@ -696,12 +730,46 @@ impl Worker {
         conn.query_retry(cmd, None, &|| DRAIN.load(Ordering::Relaxed))
     }
 
-    /// Starts, runs and finishes one job; returns the next job if the finish
-    /// round trip brought one.
-    fn run_job(&self, conn: &mut Conn, job: Job) -> Option<Job> {
+    /// True when the default lane is the only one (known, not stale).
+    fn only_default(&self) -> bool {
+        let view = protocol_lock(&self.view);
+        !view.stale() && view.lanes.len() == 1
+    }
+
+    /// An idle slot's read: blocks until an entry newer than `cursor` is
+    /// added to the default lane (or `READ_BLOCK` passes), then claims one
+    /// in the same pipeline.
+    fn wait_and_claim(&self, conn: &mut Conn, cursor: &str) -> Claim {
+        let mut pipe = redis::pipe();
+        pipe.cmd("XREAD")
+            .arg("COUNT")
+            .arg(1)
+            .arg("BLOCK")
+            .arg(READ_BLOCK.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&self.queue)
+            .arg(cursor)
+            .ignore()
+            .add_command(self.claim_cmd());
+        match conn.query_pipe(&pipe) {
+            Ok(replies) => replies
+                .first()
+                .map(|r| self.claimed(r))
+                .unwrap_or(Claim::Unknown),
+            Err(e) => {
+                log::debug!("{}: {e}; retrying", self.name);
+                Claim::Unknown
+            }
+        }
+    }
+
+    /// Starts (unless `started` holds the reply of a claim that did),
+    /// runs and finishes one job; returns what the finish round trip's
+    /// claim brought.
+    fn run_job(&self, conn: &mut Conn, job: Job, started: Option<redis::Value>) -> Claim {
         let held = (job.stream.clone(), job.entry.clone());
         protocol_lock(&self.held).insert(held.clone());
-        let next = self.run_job_inner(conn, &job);
+        let next = self.run_job_inner(conn, &job, started);
         protocol_lock(&self.held).remove(&held);
         if !job.needs.is_empty() {
             protocol_lock(&self.view).release(&job.needs);
@@ -709,7 +777,129 @@ impl Worker {
         next
     }
 
-    fn run_job_inner(&self, conn: &mut Conn, job: &Job) -> Option<Job> {
+    /// A fresh delivery token (see `start_fn.lua`).
+    fn token(&self) -> String {
+        format!(
+            "{}#{}",
+            self.consumer,
+            self.deliveries.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// The cached liveness value (client, value) while it may be trusted.
+    fn cached_live(&self) -> Option<(String, Vec<u8>)> {
+        let cache = protocol_lock(&self.live_cache);
+        cache
+            .as_ref()
+            .filter(|c| Instant::now() < c.until)
+            .map(|c| (c.client.clone(), c.value.clone()))
+    }
+
+    /// Checks a liveness value read by `start` (`=`: the cached one, still
+    /// trusted when the script was sent), caching it when it verifies.
+    fn client_alive(&self, client: &str, value: &[u8], now: &[u8]) -> bool {
+        if value == b"=" {
+            return true;
+        }
+        let now_ms = std::str::from_utf8(now)
+            .ok()
+            .and_then(|t| t.parse::<u64>().ok())
+            .unwrap_or(u64::MAX);
+        let alive = protocol::client_alive(
+            self.cfg.secret.as_bytes(),
+            &self.cfg.namespace,
+            client,
+            value,
+            now_ms,
+        );
+        if alive {
+            let expires_ms = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.split_once(':'))
+                .and_then(|(e, _)| e.parse::<u64>().ok())
+                .unwrap_or(0);
+            let left = Duration::from_millis(expires_ms.saturating_sub(now_ms));
+            *protocol_lock(&self.live_cache) = Some(LiveCache {
+                client: client.to_string(),
+                value: value.to_vec(),
+                until: Instant::now() + left.min(LIVE_CACHE),
+            });
+        }
+        alive
+    }
+
+    /// The `start` script call for a job read by other means than `claim`.
+    fn start(
+        &self,
+        conn: &mut Conn,
+        job: &Job,
+        client: &str,
+        bit: i64,
+    ) -> redis::RedisResult<redis::Value> {
+        let cached = self
+            .cached_live()
+            .filter(|(c, _)| c == client)
+            .map(|(_, v)| v)
+            .unwrap_or_default();
+        let mut start = self.scripts.call(
+            ScriptName::Start,
+            &[
+                &job.stream,
+                &self.keys.task(&job.task),
+                &self.keys.events(client),
+                &self.keys.live(client),
+                &self.keys.finished(client),
+            ],
+        );
+        start
+            .arg(&job.entry)
+            .arg(GROUP)
+            .arg(&self.consumer)
+            .arg(self.token())
+            .arg(&job.task)
+            .arg(bit)
+            .arg(cached);
+        self.call(conn, &start)
+    }
+
+    /// The `claim` script call: the next entry of the default lane, started.
+    fn claim_cmd(&self) -> redis::Cmd {
+        let mut cmd = self.scripts.call(ScriptName::Claim, &[&self.queue]);
+        self.claim_args(&mut cmd);
+        cmd
+    }
+
+    /// The arguments of a claim (see `claim_fn.lua`).
+    fn claim_args(&self, cmd: &mut redis::Cmd) {
+        let (client, value) = self.cached_live().unwrap_or_default();
+        cmd.arg(GROUP)
+            .arg(&self.consumer)
+            .arg(self.keys.tag())
+            .arg(self.token())
+            .arg(value)
+            .arg(client);
+    }
+
+    /// What a `claim` reply says.
+    fn claimed(&self, reply: &redis::Value) -> Claim {
+        let parts = array(reply).unwrap_or(&[]);
+        match (parts.first().and_then(text), parts.get(1).and_then(text)) {
+            (Some(entry), Some(task)) => {
+                let job = Job {
+                    entry: entry.to_string(),
+                    task: task.to_string(),
+                    stream: self.queue.clone(),
+                    needs: Vec::new(),
+                };
+                let started = (parts.len() > 2).then(|| redis::Value::Array(parts[2..].to_vec()));
+                Claim::Job(job, started)
+            }
+            (Some(cursor), None) => Claim::Idle(cursor.to_string()),
+            _ => Claim::Unknown,
+        }
+    }
+
+    fn run_job_inner(&self, conn: &mut Conn, job: &Job, started: Option<redis::Value>) -> Claim {
         let Some((client, seq)) = protocol::parse_task_id(&job.task) else {
             log::warn!(
                 "{}: dropping a malformed stream entry {}",
@@ -717,41 +907,23 @@ impl Worker {
                 job.entry
             );
             self.ack(conn, &job.entry);
-            return None;
+            return Claim::Unknown;
         };
         let task_key = self.keys.task(&job.task);
         let events = self.keys.events(client);
-        let token = format!(
-            "{}#{}",
-            self.consumer,
-            self.deliveries.fetch_add(1, Ordering::Relaxed)
-        );
         let finished = self.keys.finished(client);
         let bit = protocol::bit_of(seq);
-        let mut start = self.scripts.call(
-            ScriptName::Start,
-            &[
-                &job.stream,
-                &task_key,
-                &events,
-                &self.keys.live(client),
-                &finished,
-            ],
-        );
-        start
-            .arg(&job.entry)
-            .arg(GROUP)
-            .arg(&self.consumer)
-            .arg(&token)
-            .arg(&job.task)
-            .arg(bit);
-        let reply = match self.call(conn, &start) {
+        let reply = match started {
+            Some(reply) => Ok(reply),
+            None => self.start(conn, job, client, bit),
+        };
+        let reply = match reply {
             Ok(r) => r,
             Err(e) => {
                 // Not transient: the record is not a hash, or similar junk.
                 log::warn!("{}: could not start task {}: {e}", self.name, job.task);
                 self.reject(conn, job, &format!("the task record is unusable: {e}"));
-                return None;
+                return Claim::Unknown;
             }
         };
         let parts = array(&reply).unwrap_or(&[]);
@@ -770,19 +942,6 @@ impl Worker {
                     signature: field(4),
                     items: field(5),
                     nonce: field(7),
-                };
-                let client_alive = |now: &[u8]| {
-                    let now_ms = std::str::from_utf8(now)
-                        .ok()
-                        .and_then(|t| t.parse::<u64>().ok())
-                        .unwrap_or(u64::MAX);
-                    protocol::client_alive(
-                        self.cfg.secret.as_bytes(),
-                        &self.cfg.namespace,
-                        client,
-                        field(8),
-                        now_ms,
-                    )
                 };
                 let limit = std::str::from_utf8(field(10))
                     .ok()
@@ -806,7 +965,7 @@ impl Worker {
                     );
                 }
                 let ran = self.execute(conn, &job.task, &record, &cancelled, || {
-                    client_alive(field(9))
+                    self.client_alive(client, field(8), field(9))
                 });
                 if limit.is_some() {
                     protocol_lock(&self.deadlines).remove(&job.entry);
@@ -821,7 +980,7 @@ impl Worker {
                             job.entry
                         );
                         self.drop_task(conn, job, &task_key);
-                        return None;
+                        return Claim::Unknown;
                     }
                     Err(reason) => {
                         log::warn!(
@@ -831,7 +990,7 @@ impl Worker {
                             job.entry
                         );
                         self.reject(conn, job, &reason);
-                        return None;
+                        return Claim::Unknown;
                     }
                 }
             }
@@ -854,7 +1013,7 @@ impl Worker {
                 }
             }
             // Gone (finished elsewhere, never existed) or cancelled: already acknowledged.
-            _ => return None,
+            _ => return Claim::Unknown,
         };
         // A large single value stays in Redis until the client asks for it.
         let lazy = matches!(&outcome, Outcome::Ran { items, .. } if matches!(
@@ -883,26 +1042,37 @@ impl Worker {
             .arg(bit)
             .arg(envelope.len())
             .arg(if lazy { "1" } else { "0" });
-        let only_default = {
-            let view = protocol_lock(&self.view);
-            !view.stale() && view.lanes.len() == 1
-        };
-        if !self.draining() && only_default {
-            // Finish and read the next entry in one round trip (with other
-            // lanes about, the next read must look at them first).
-            let mut pipe = redis::pipe();
-            pipe.add_command(finish.clone())
-                .add_command(self.read_cmd(false));
-            if let Ok(replies) = conn.query_pipe(&pipe) {
-                return replies
-                    .get(1)
-                    .and_then(|r| read_reply(r).first().and_then(|e| self.job_of(e)));
+        if !self.draining() && self.only_default() {
+            // Finish, then claim and start the next entry, in one script
+            // call (with other lanes about, the next read must look at
+            // them first). See `finish_claim.lua`.
+            let mut both = self.scripts.call(
+                ScriptName::FinishClaim,
+                &[
+                    &job.stream,
+                    &task_key,
+                    &self.keys.result(&job.task),
+                    &events,
+                    &finished,
+                ],
+            );
+            both.arg(&job.entry)
+                .arg(GROUP)
+                .arg(&envelope)
+                .arg(protocol::RESULT_TTL.as_secs())
+                .arg(&job.task)
+                .arg(bit)
+                .arg(envelope.len())
+                .arg(if lazy { "1" } else { "0" });
+            self.claim_args(&mut both);
+            if let Ok(reply) = conn.query(&both) {
+                return self.claimed(&reply);
             }
         }
         if let Err(e) = self.call(conn, &finish) {
             log::error!("{}: could not finish task {}: {e}", self.name, job.task);
         }
-        None
+        Claim::Unknown
     }
 
     /// Verifies and runs a task record. `Err` means: reject it (bad signature

@@ -1,0 +1,237 @@
+//! The dispatcher thread: sends queued submissions and cancellations.
+
+use super::*;
+
+impl Shared {
+    // -----------------------------------------------------------------------
+    // Dispatcher: sends submissions and cancellations.
+
+    pub(super) fn dispatcher(self: Arc<Self>, mut conn: Conn) {
+        loop {
+            let (outbox, cancels, wake) = {
+                let mut st = lock(&self.state);
+                loop {
+                    if st.loop_done {
+                        return;
+                    }
+                    let wake = st.closing && !st.woken;
+                    if !st.outbox.is_empty() || !st.cancels.is_empty() || wake {
+                        break;
+                    }
+                    st = self
+                        .work
+                        .wait_timeout(st, Duration::from_millis(500))
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+                let wake = st.closing && !st.woken;
+                st.woken |= wake;
+                let outbox = std::mem::take(&mut st.outbox);
+                let cancels = std::mem::take(&mut st.cancels);
+                (outbox, cancels, wake)
+            };
+            let (outbox, remote_cancels) = self.apply_cancels(outbox, cancels);
+            if !outbox.is_empty() {
+                self.send(&mut conn, outbox);
+            }
+            if !remote_cancels.is_empty() {
+                self.send_cancels(&mut conn, remote_cancels);
+            }
+            if wake {
+                // Wake the event loop so it notices the shutdown at once.
+                let events = self.cfg.keys.events(&self.client_id);
+                let _ = conn.query(
+                    redis::cmd("XADD")
+                        .arg(&events)
+                        .arg("NOMKSTREAM")
+                        .arg("*")
+                        .arg("k")
+                        .arg("w"),
+                );
+            }
+        }
+    }
+
+    /// Counts cancellations; drops queued tasks whose items are all cancelled.
+    /// Returns what is left to send and the cancellations to run in Redis.
+    fn apply_cancels(
+        &self,
+        outbox: Vec<Outgoing>,
+        cancels: Vec<(u64, i64)>,
+    ) -> (Vec<Outgoing>, Vec<(u64, i64)>) {
+        if cancels.is_empty() {
+            return (outbox, cancels);
+        }
+        let mut st = lock(&self.state);
+        // Cancels of tasks sent again go to their new sequence number.
+        let cancels: Vec<(u64, i64)> = cancels
+            .into_iter()
+            .map(|(mut seq, idx)| {
+                while let Some(&next) = st.aliases.get(&seq) {
+                    seq = next;
+                }
+                (seq, idx)
+            })
+            .collect();
+        let mut remote = Vec::new();
+        for &(seq, idx) in &cancels {
+            if let Some(t) = st.inflight.get_mut(&seq) {
+                t.cancelled += 1;
+                if t.sent_at.is_some() {
+                    remote.push((seq, idx));
+                }
+            }
+        }
+        let mut keep = Vec::with_capacity(outbox.len());
+        for out in outbox {
+            let all_cancelled = st
+                .inflight
+                .get(&out.seq)
+                .is_none_or(|t| t.cancelled >= out.items);
+            if all_cancelled {
+                st.inflight.remove(&out.seq);
+            } else {
+                // Partly cancelled chunk: send it, then cancel its items remotely.
+                remote.extend(cancels.iter().filter(|c| c.0 == out.seq).copied());
+                keep.push(out);
+            }
+        }
+        let idle = st.inflight.is_empty();
+        drop(st);
+        if idle {
+            self.work.notify_all();
+        }
+        (keep, remote)
+    }
+
+    fn give_up(&self) -> impl Fn() -> bool + '_ {
+        || lock(&self.state).loop_done
+    }
+
+    fn send(&self, conn: &mut Conn, outbox: Vec<Outgoing>) {
+        let deadline = Instant::now() + self.cfg.reconnect_timeout;
+        let registry = crate::cluster::lanes::registry(&self.cfg.keys.queue());
+        let max = self.cfg.max_deliveries.to_string();
+        // One script call per lane (in order of first appearance; each lane
+        // keeps its submission order), in batches bounded by count and bytes.
+        let mut by_lane: Vec<((String, String), Vec<Outgoing>)> = Vec::new();
+        for o in outbox {
+            match by_lane.iter_mut().find(|(l, _)| *l == o.lane) {
+                Some((_, v)) => v.push(o),
+                None => by_lane.push((o.lane.clone(), vec![o])),
+            }
+        }
+        for ((queue, desc), outbox) in by_lane {
+            for batch in byte_bounded(&outbox) {
+                let mut keys = Vec::with_capacity(batch.len() + 4);
+                keys.push(queue.clone());
+                keys.push(self.cfg.keys.live(&self.client_id));
+                keys.push(self.cfg.keys.events(&self.client_id));
+                keys.push(registry.clone());
+                keys.extend(batch.iter().map(|o| self.cfg.keys.task(&o.task)));
+                let mut cmd = self.scripts.call(ScriptName::Submit, &keys);
+                cmd.arg(&max)
+                    .arg(lock(&self.live).as_str())
+                    .arg(self.cfg.client_ttl.as_millis().max(1) as u64)
+                    .arg(&desc)
+                    .arg(protocol::GROUP);
+                for o in batch {
+                    cmd.arg(&o.task)
+                        .arg(o.trampoline)
+                        .arg(&self.build_id)
+                        .arg(&o.args)
+                        .arg(&o.signature[..])
+                        .arg(o.items)
+                        .arg(&o.nonce)
+                        .arg(o.limit_ms);
+                }
+                let outcome = conn.query_retry(&cmd, Some(deadline), &self.give_up());
+                let mut st = lock(&self.state);
+                match outcome {
+                    Ok(_) => {
+                        let now = Instant::now();
+                        for o in batch {
+                            if let Some(t) = st.inflight.get_mut(&o.seq) {
+                                t.sent_at = Some(now);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let error =
+                            protocol::backend("could not submit tasks to Redis", conn.url(), &e);
+                        log::error!("{error}");
+                        let failed: Vec<Inflight> = batch
+                            .iter()
+                            .filter_map(|o| st.inflight.remove(&o.seq))
+                            .collect();
+                        drop(st);
+                        self.courier.send_all(failing(failed, error));
+                        self.work.notify_all();
+                    }
+                }
+            }
+        }
+    }
+
+    fn send_cancels(&self, conn: &mut Conn, cancels: Vec<(u64, i64)>) {
+        let deadline = Instant::now() + self.cfg.reconnect_timeout;
+        for batch in cancels.chunks(protocol::SUBMIT_BATCH) {
+            let keys: Vec<String> = batch
+                .iter()
+                .map(|(seq, _)| {
+                    self.cfg
+                        .keys
+                        .task(&protocol::task_id(&self.client_id, *seq))
+                })
+                .collect();
+            let mut cmd = self.scripts.call(ScriptName::Cancel, &keys);
+            cmd.arg(protocol::DEAD_RECORD_TTL.as_secs());
+            for (_, idx) in batch {
+                cmd.arg(*idx);
+            }
+            match conn.query_retry(&cmd, Some(deadline), &self.give_up()) {
+                Ok(v) => {
+                    let answers = array(&v).unwrap_or(&[]);
+                    let mut st = lock(&self.state);
+                    for ((seq, _), answer) in batch.iter().zip(answers) {
+                        // 2: the whole task is cancelled and no worker will report on it.
+                        if protocol::int(answer) == Some(2) {
+                            st.inflight.remove(seq);
+                        }
+                    }
+                    let idle = st.inflight.is_empty();
+                    drop(st);
+                    if idle {
+                        self.work.notify_all();
+                    }
+                }
+                Err(e) => {
+                    // The futures are cancelled locally already; a worker may
+                    // still run the task, and its result is then discarded.
+                    log::warn!(
+                        "{}",
+                        protocol::backend("could not cancel tasks in Redis", conn.url(), &e)
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Splits records into submit batches of at most `SUBMIT_BATCH` records and
+/// about `SUBMIT_BYTES` of arguments (a single larger record goes alone).
+fn byte_bounded(outbox: &[Outgoing]) -> Vec<&[Outgoing]> {
+    let mut batches = Vec::new();
+    let (mut from, mut bytes) = (0, 0usize);
+    for (i, o) in outbox.iter().enumerate() {
+        if i > from && (i - from >= protocol::SUBMIT_BATCH || bytes + o.args.len() > SUBMIT_BYTES) {
+            batches.push(&outbox[from..i]);
+            (from, bytes) = (i, 0);
+        }
+        bytes += o.args.len();
+    }
+    if from < outbox.len() {
+        batches.push(&outbox[from..]);
+    }
+    batches
+}

@@ -1,0 +1,508 @@
+//! The event loop: completes futures from the client's event stream.
+
+use super::*;
+
+impl Shared {
+    // -----------------------------------------------------------------------
+    // Event loop: completes futures from the client's event stream.
+
+    pub(super) fn event_loop(self: Arc<Self>, mut conn: Conn) {
+        let events = self.cfg.keys.events(&self.client_id);
+        let mut last = String::from("0-0");
+        let mut outage: Option<Instant> = None;
+        let mut backoff = protocol::Backoff::new();
+        let mut next_probe = Instant::now() + PROBE_EVERY;
+        let mut fetch_failing: Option<Instant> = None;
+        // The ack of the batch delivered last: it goes with the next read.
+        let mut ack: Option<redis::Cmd> = None;
+        loop {
+            if self.should_stop() {
+                break;
+            }
+            let read = redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(1024)
+                .arg("BLOCK")
+                .arg(EVENT_BLOCK.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(&events)
+                .arg(&last)
+                .clone();
+            let reply = match self.read_events(&mut conn, ack.as_ref(), &read) {
+                Ok(v) => {
+                    ack = None;
+                    v
+                }
+                Err(e) => {
+                    if ack.is_some() && protocol::classify(&e) == protocol::Failure::Fatal {
+                        // Not the connection: do not let the ack block reading.
+                        log::warn!(
+                            "could not delete delivered results from Redis at {} (they \
+                             expire within an hour): {e}",
+                            protocol::redact(conn.url())
+                        );
+                        ack = None;
+                    }
+                    self.outage(&mut conn, &mut outage, &mut backoff, &e);
+                    continue;
+                }
+            };
+            if outage.take().is_some() {
+                // Back after an outage: make sure our stream exists again.
+                self.recreate_events(&mut conn, &events);
+            }
+            backoff = protocol::Backoff::new();
+            let entries = read_reply(&reply);
+            if !entries.is_empty() {
+                let mut ids = Vec::with_capacity(entries.len());
+                let mut started = Vec::new();
+                let mut done = Vec::new();
+                let mut inline = HashMap::new();
+                for e in &entries {
+                    ids.push(e.id.to_string());
+                    let task = e.field("t").and_then(|t| std::str::from_utf8(t).ok());
+                    let seq = task.and_then(|t| self.own_seq(t));
+                    // The result's size, so fetches can be bounded by bytes.
+                    let size = e
+                        .field("z")
+                        .and_then(|z| std::str::from_utf8(z).ok()?.parse::<u64>().ok())
+                        .unwrap_or(0);
+                    match (e.field("k"), seq, task) {
+                        (Some(b"s"), Some(seq), _) => started.push(seq),
+                        (Some(b"d"), Some(seq), Some(task)) => {
+                            let lazy = e.field("l") == Some(b"1");
+                            if let Some(v) = e.field("v") {
+                                // A small result comes with its event.
+                                inline.insert(seq, v.to_vec());
+                            }
+                            done.push((seq, task.to_string(), size, lazy))
+                        }
+                        (Some(b"d"), None, Some(task)) => {
+                            // Not ours (a forged record naming us): take and drop it.
+                            done.push((0, task.to_string(), size, false))
+                        }
+                        _ => {}
+                    }
+                }
+                if let Some(e) = entries.last() {
+                    last = e.id.to_string();
+                }
+                self.mark_started(&started);
+                match self.take_and_deliver(&mut conn, &events, &ids, &done, &inline) {
+                    // Its ack goes with the next read.
+                    Ok(next) => ack = Some(next),
+                    Err(e) => {
+                        // Reading events may work while fetching results keeps
+                        // failing (permissions, a reply too large): that has its
+                        // own clock, which a successful XREAD does not reset.
+                        let since = *fetch_failing.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= self.cfg.reconnect_timeout {
+                            self.fail_unfetched(&done, conn.url(), &e);
+                            fetch_failing = None;
+                        }
+                        self.outage(&mut conn, &mut outage, &mut backoff, &e);
+                        // Read these events again once Redis is back.
+                        last = ids
+                            .first()
+                            .map(|id| before(id))
+                            .unwrap_or_else(|| last.clone());
+                        continue;
+                    }
+                }
+                fetch_failing = None;
+            }
+            self.delete_released(&mut conn);
+            if Instant::now() >= next_probe {
+                next_probe = Instant::now() + PROBE_EVERY;
+                self.probe(&mut conn);
+            }
+        }
+        if let Some(ack) = ack.take() {
+            self.send_ack(&mut conn, &ack);
+        }
+        // Shut down: let the completions already read run (their callbacks
+        // may still submit, and get Shutdown), then the event stream goes.
+        self.courier.close(COURIER_DRAIN);
+        let mut st = lock(&self.state);
+        let left = std::mem::take(&mut st.releases);
+        st.loop_done = true;
+        drop(st);
+        for task in left {
+            self.release_result(task);
+        }
+        // Shut down: the event stream goes with us.
+        let _ = conn.query_retry(
+            redis::cmd("DEL").arg(&events),
+            Some(Instant::now() + Duration::from_secs(2)),
+            &|| false,
+        );
+        lock(&self.state).loop_done = true;
+        self.work.notify_all();
+        self.finished.notify_all();
+    }
+
+    /// Fails the futures of `done` tasks whose results could not be read
+    /// for `reconnect_timeout`; their events are then acknowledged without
+    /// fetching (nothing waits for them any more).
+    fn fail_unfetched(&self, done: &[(u64, String, u64, bool)], url: &str, e: &redis::RedisError) {
+        let failed: Vec<Inflight> = {
+            let mut st = lock(&self.state);
+            done.iter()
+                .filter_map(|(seq, ..)| st.inflight.remove(seq))
+                .collect()
+        };
+        if failed.is_empty() {
+            return;
+        }
+        let error = Error::Backend {
+            message: format!(
+                "could not read {} result(s) from Redis at {} for {:?}: {e}",
+                failed.len(),
+                protocol::redact(url),
+                self.cfg.reconnect_timeout
+            ),
+        };
+        log::error!("{error}");
+        self.courier.send_all(failing(failed, error));
+        self.work.notify_all();
+    }
+
+    fn should_stop(&self) -> bool {
+        let st = lock(&self.state);
+        st.closing && st.inflight.is_empty() && st.outbox.is_empty()
+    }
+
+    /// Handles a failed Redis call in the event loop: back off, and once the
+    /// outage has lasted `reconnect_timeout`, fail every sent task.
+    fn outage(
+        &self,
+        conn: &mut Conn,
+        outage: &mut Option<Instant>,
+        backoff: &mut protocol::Backoff,
+        e: &redis::RedisError,
+    ) {
+        let since = *outage.get_or_insert_with(Instant::now);
+        log::debug!("cluster event loop: {e}; retrying");
+        if since.elapsed() >= self.cfg.reconnect_timeout {
+            let error = Error::Backend {
+                message: format!(
+                    "lost contact with Redis at {} for {:?}: {e}",
+                    protocol::redact(conn.url()),
+                    self.cfg.reconnect_timeout
+                ),
+            };
+            let failed: Vec<Inflight> = {
+                let mut st = lock(&self.state);
+                let sent: Vec<u64> = st
+                    .inflight
+                    .iter()
+                    .filter(|(_, t)| t.sent_at.is_some())
+                    .map(|(s, _)| *s)
+                    .collect();
+                sent.iter().filter_map(|s| st.inflight.remove(s)).collect()
+            };
+            if !failed.is_empty() {
+                log::error!("{error}");
+                self.courier.send_all(failing(failed, error));
+                self.work.notify_all();
+            }
+            *outage = Some(Instant::now());
+        }
+        backoff.sleep(None);
+    }
+
+    fn recreate_events(&self, conn: &mut Conn, events: &str) {
+        if let Ok(v) = conn.query(redis::cmd("EXISTS").arg(events)) {
+            if protocol::int(&v) == Some(0) {
+                log::warn!("the cluster's event stream vanished from Redis; recreating it");
+                let _ = conn.query(
+                    redis::cmd("XADD")
+                        .arg(events)
+                        .arg("MAXLEN")
+                        .arg(0)
+                        .arg("*")
+                        .arg("k")
+                        .arg("i"),
+                );
+            }
+        }
+    }
+
+    /// The sequence number of one of our own task ids.
+    fn own_seq(&self, task: &str) -> Option<u64> {
+        let (client, seq) = protocol::parse_task_id(task)?;
+        (client == self.client_id).then_some(seq)
+    }
+
+    fn mark_started(&self, started: &[u64]) {
+        if started.is_empty() {
+            return;
+        }
+        let mut st = lock(&self.state);
+        for seq in started {
+            if let Some(t) = st.inflight.get_mut(seq) {
+                t.started = true;
+                for d in t.items.iter().flatten() {
+                    d.set_running();
+                }
+            }
+        }
+    }
+
+    /// Deletes the results nobody can ask for any more.
+    fn delete_released(&self, conn: &mut Conn) {
+        let released = std::mem::take(&mut lock(&self.state).releases);
+        if released.is_empty() {
+            return;
+        }
+        let mut del = redis::cmd("DEL");
+        for task in &released {
+            del.arg(self.cfg.keys.result(task));
+        }
+        let deadline = Some(Instant::now() + Duration::from_secs(2));
+        if let Err(e) = conn.query_retry(&del, deadline, &|| false) {
+            log::warn!("could not delete released results (they expire within an hour): {e}");
+        }
+    }
+
+    /// Completes the futures of `done` tasks whose result stays in Redis
+    /// (one successful item, large); returns the others.
+    fn deliver_lazy<'a>(
+        self: &Arc<Self>,
+        done: &'a [(u64, String, u64, bool)],
+    ) -> Vec<(u64, &'a str, u64)> {
+        let mut rest = Vec::with_capacity(done.len());
+        let mut remote = Vec::new();
+        {
+            let mut st = lock(&self.state);
+            for (seq, task, size, lazy) in done {
+                let single = *lazy && st.inflight.get(seq).is_some_and(|t| t.items.len() == 1);
+                if !single {
+                    rest.push((*seq, task.as_str(), *size));
+                } else if let Some(inflight) = st.inflight.remove(seq) {
+                    remote.push((inflight, task));
+                }
+            }
+        }
+        let jobs: Vec<Job> = remote
+            .into_iter()
+            .flat_map(|(inflight, task)| {
+                inflight.items.into_iter().flatten().map(|d| {
+                    let remote = Remote::new(task.clone(), self.clone());
+                    Box::new(move || d.deliver_remote(remote)) as Job
+                })
+            })
+            .collect();
+        self.courier.send_all(jobs);
+        rest
+    }
+
+    /// The next `XREAD` of events, in one round trip with `ack` (the
+    /// deletion of the batch delivered before) when there is one.
+    fn read_events(
+        &self,
+        conn: &mut Conn,
+        ack: Option<&redis::Cmd>,
+        read: &redis::Cmd,
+    ) -> redis::RedisResult<redis::Value> {
+        let Some(ack) = ack else {
+            return conn.query(read);
+        };
+        let mut pipe = redis::pipe();
+        pipe.add_command(ack.clone()).add_command(read.clone());
+        let mut replies = conn.query_pipe(&pipe)?;
+        Ok(replies.pop().unwrap_or(redis::Value::Nil))
+    }
+
+    /// Sends an ack on its own (at shutdown).
+    fn send_ack(&self, conn: &mut Conn, ack: &redis::Cmd) {
+        let deadline = Instant::now() + self.cfg.reconnect_timeout.min(Duration::from_secs(5));
+        if let Err(e) = conn.query_retry(ack, Some(deadline), &|| false) {
+            log::warn!(
+                "could not delete delivered results from Redis at {} (they expire within \
+                 an hour): {e}",
+                protocol::redact(conn.url())
+            );
+        }
+    }
+
+    /// Reads the results of `done` tasks and completes their futures.
+    /// Returns the `ack` that deletes the results and the events `ids`,
+    /// which the caller sends with its next read (so a reply lost to a
+    /// dropped connection never loses a result: nothing is deleted before
+    /// it is delivered). An error before delivery means: read the same
+    /// events again (nothing was deleted).
+    fn take_and_deliver(
+        self: &Arc<Self>,
+        conn: &mut Conn,
+        events: &str,
+        ids: &[String],
+        done: &[(u64, String, u64, bool)],
+        inline: &HashMap<u64, Vec<u8>>,
+    ) -> redis::RedisResult<redis::Cmd> {
+        // Large single values stay in Redis (their futures fetch them when
+        // asked); the rest are read here and their results deleted below.
+        let done: Vec<(u64, &str, u64)> = self.deliver_lazy(done);
+        let results: Vec<String> = done
+            .iter()
+            .map(|(_, t, _)| self.cfg.keys.result(t))
+            .collect();
+        // Fetch only what a future still waits for (a task failed meanwhile,
+        // e.g. after a long outage, is not fetched again, so a fetch that
+        // keeps failing cannot keep the loop spinning on the same events),
+        // in MGETs of at most FETCH_BYTES each.
+        let wanted: Vec<usize> = {
+            let st = lock(&self.state);
+            (0..done.len())
+                .filter(|&i| done[i].0 != 0 && st.inflight.contains_key(&done[i].0))
+                .collect()
+        };
+        // Results that came with their events need no fetch.
+        let (now, wanted): (Vec<usize>, Vec<usize>) = wanted
+            .into_iter()
+            .partition(|&i| inline.contains_key(&done[i].0));
+        if !now.is_empty() {
+            self.deliver_group(&done, &now, |_, i| {
+                inline.get(&done[i].0).map(Vec::as_slice).unwrap_or(&[])
+            });
+        }
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        let mut bytes_in_group = 0u64;
+        for i in wanted {
+            let size = done[i].2;
+            match groups.last_mut() {
+                Some(g) if bytes_in_group + size <= FETCH_BYTES => {
+                    g.push(i);
+                    bytes_in_group += size;
+                }
+                _ => {
+                    groups.push(vec![i]);
+                    bytes_in_group = size;
+                }
+            }
+        }
+        for group in groups {
+            let mut mget = redis::cmd("MGET");
+            for &i in &group {
+                mget.arg(&results[i]);
+            }
+            let reply = conn.query(&mget)?;
+            let values = array(&reply).unwrap_or(&[]);
+            self.deliver_group(&done, &group, |j, _| {
+                values.get(j).and_then(bytes).unwrap_or(&[])
+            });
+        }
+        // Delivered: the results and events can go.
+        let mut keys = Vec::with_capacity(results.len() + 1);
+        keys.push(events.to_string());
+        keys.extend(results);
+        let mut ack = self.scripts.call(ScriptName::Ack, &keys);
+        for id in ids {
+            ack.arg(id);
+        }
+        Ok(ack)
+    }
+
+    /// Completes the futures of the tasks `done[i]` for `i` in `group`, whose
+    /// result envelopes `envelope(j, i)` gives (`j`: the position in `group`).
+    fn deliver_group<'e>(
+        &self,
+        done: &[(u64, &str, u64)],
+        group: &[usize],
+        envelope: impl Fn(usize, usize) -> &'e [u8],
+    ) {
+        let mut outcomes = Vec::with_capacity(group.len());
+        let idle = {
+            let mut st = lock(&self.state);
+            for (j, &i) in group.iter().enumerate() {
+                let (seq, task, _) = &done[i];
+                let Some(inflight) = st.inflight.remove(seq) else {
+                    continue;
+                };
+                outcomes.push((
+                    inflight,
+                    Outcome::open(self.cfg.secret.as_bytes(), task, envelope(j, i)),
+                ));
+            }
+            st.inflight.is_empty()
+        };
+        // Futures nobody listens to complete here; the rest (and their
+        // done-callbacks) on the courier.
+        let jobs: Vec<Job> = outcomes
+            .into_iter()
+            .flat_map(|(inflight, outcome)| completions(inflight, outcome))
+            .collect();
+        self.courier.send_all(jobs);
+        if idle {
+            self.work.notify_all();
+        }
+    }
+
+    /// Sends again tasks that were sent a while ago and whose record and
+    /// result are both gone from Redis (a server restarted without
+    /// persistence, a flush): while the client lives, no call is lost.
+    fn probe(&self, conn: &mut Conn) {
+        let old: Vec<u64> = {
+            let st = lock(&self.state);
+            st.inflight
+                .iter()
+                .filter(|(_, t)| t.sent_at.is_some_and(|s| s.elapsed() >= PROBE_EVERY))
+                .map(|(s, _)| *s)
+                .collect()
+        };
+        for batch in old.chunks(protocol::SUBMIT_BATCH) {
+            let mut keys = Vec::with_capacity(batch.len() * 2);
+            for seq in batch {
+                let task = protocol::task_id(&self.client_id, *seq);
+                keys.push(self.cfg.keys.task(&task));
+                keys.push(self.cfg.keys.result(&task));
+            }
+            let Ok(reply) = conn.query(&self.scripts.call(ScriptName::Probe, &keys)) else {
+                return;
+            };
+            let answers = array(&reply).unwrap_or(&[]);
+            let gone: Vec<u64> = batch
+                .iter()
+                .zip(answers)
+                .filter(|(_, a)| protocol::int(a) == Some(0))
+                .map(|(seq, _)| *seq)
+                .collect();
+            if !gone.is_empty() {
+                let sent = self.resubmit(&gone);
+                log::warn!(
+                    "{sent} task(s) vanished from Redis at {} without a result (was the server \
+                     restarted without persistence, or the namespace deleted?); sent them again",
+                    protocol::redact(conn.url())
+                );
+            }
+        }
+    }
+}
+
+/// A stream id just before `id`, to read `id` again.
+fn before(id: &str) -> String {
+    match id.split_once('-') {
+        Some((ms, seq)) => match seq.parse::<u64>() {
+            Ok(0) => match ms.parse::<u64>() {
+                Ok(ms) if ms > 0 => format!("{}-{}", ms - 1, u64::MAX),
+                _ => "0-0".into(),
+            },
+            Ok(s) => format!("{ms}-{}", s - 1),
+            Err(_) => "0-0".into(),
+        },
+        None => "0-0".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn before_steps_back_one_id() {
+        assert_eq!(before("5-3"), "5-2");
+        assert_eq!(before("5-0"), format!("4-{}", u64::MAX));
+        assert_eq!(before("0-0"), "0-0");
+        assert_eq!(before("junk"), "0-0");
+    }
+}

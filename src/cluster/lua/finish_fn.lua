@@ -1,0 +1,44 @@
+-- KEYS: queue, task, result, client events, client finished-bitmap.
+-- ARGV: entry id, group, signed envelope, result TTL (s), task id, task
+-- sequence number (decimal; -1 when too large for the bitmap), envelope
+-- size, `1` if the client should leave the result in Redis until asked (a
+-- large value).
+-- A small envelope (at most 4 KiB) also rides in the "finished" event, so
+-- the client needs no second read for it; the result key is still written
+-- (`SET NX` is what makes a second result impossible) and deleted by the
+-- client's ack.
+-- Acknowledges the entry and marks the task finished in the client's bitmap
+-- (so a copy of its record written again is never run); stores the result
+-- and tells the client only if the record still exists (so a redelivered
+-- copy finishing second is dropped) and the client is still there. `SET NX`
+-- makes a second result for the same task impossible even if the record
+-- were written again. The result lives no longer than the client's event
+-- stream will, plus the result TTL's grace for a client that is merely slow.
+-- Returns 1 if this call delivered.
+-- (A function, so that `finish_claim` can run it before its claim.)
+local function finish(KEYS, ARGV)
+  redis.call('XACK', KEYS[1], ARGV[2], ARGV[1])
+  redis.call('XDEL', KEYS[1], ARGV[1])
+  local seq = tonumber(ARGV[6]) or -1
+  local st = redis.call('HGET', KEYS[2], 'st')
+  if (not st) or st == 'x' or st == 'c' then return 0 end
+  redis.call('DEL', KEYS[2])
+  -- The client's event stream tells whether it is still there, and how long
+  -- its keys live.
+  local ttl = redis.call('PTTL', KEYS[4])
+  if ttl == -2 then return 0 end
+  if seq >= 0 then
+    redis.call('SETBIT', KEYS[5], seq, 1)
+    if ttl > 0 then redis.call('PEXPIRE', KEYS[5], ttl) end
+  end
+  local keep = tonumber(ARGV[4]) * 1000
+  if ttl > 0 then keep = math.min(keep, 2 * ttl + 1000) end
+  if not redis.call('SET', KEYS[3], ARGV[3], 'NX', 'PX', keep) then return 0 end
+  local size = tonumber(ARGV[7]) or 0
+  if ARGV[8] ~= '1' and size > 0 and size <= 4096 then
+    redis.call('XADD', KEYS[4], '*', 'k', 'd', 't', ARGV[5], 'z', ARGV[7], 'l', '0', 'v', ARGV[3])
+  else
+    redis.call('XADD', KEYS[4], '*', 'k', 'd', 't', ARGV[5], 'z', ARGV[7] or '0', 'l', ARGV[8] or '0')
+  end
+  return 1
+end
