@@ -123,3 +123,29 @@ fn waiting_calls_at_shutdown() {
     assert_eq!(running.result_timeout(T), Ok(200));
     assert_eq!(after_running.result_timeout(T), Err(Error::Shutdown));
 }
+
+#[test]
+fn an_input_finishing_while_its_dependent_subscribes_is_not_lost() {
+    // The input's encoding hook runs on the thread that completed it, after
+    // its state turned final; a dependent subscribing in that window hears
+    // "done" at once and must still find the value.
+    use fanout::Executor;
+    use graph_support::{inc, T};
+    let pool = pool();
+    for i in 0..3000u64 {
+        let a = pool.spawn(move || i).unwrap();
+        let b = pool.call(inc).submit((a.arg(),)).unwrap();
+        assert_eq!(
+            b.result_timeout(T),
+            Ok(i + 1),
+            "spawned input, iteration {i}"
+        );
+        let a = pool.submit(inc, (i,)).unwrap();
+        let b = pool.call(inc).submit((a.arg(),)).unwrap();
+        assert_eq!(
+            b.result_timeout(T),
+            Ok(i + 2),
+            "submitted input, iteration {i}"
+        );
+    }
+}

@@ -113,7 +113,7 @@ impl<A: Payload> Element for Input<A> {
     fn part(self) -> Result<Reference> {
         match self {
             Input::Value(v) => super::encode_value(&v).map(Reference::Bytes),
-            Input::Arg(a) => AnySource::encoded(&a.source),
+            Input::Arg(a) => a.source.encoded_as_payload(),
         }
     }
 }

@@ -93,6 +93,27 @@ impl<T: Send + 'static> Source<T> {
     {
         self.arm(self.cell.encoder().unwrap_or(encode_value::<T>));
     }
+
+    /// The input's value by reference, for a dependent that is launching.
+    ///
+    /// The encoding hook runs on the thread that completed the input, after
+    /// the state turned final; a dependent that subscribed in between hears
+    /// "done" at once and can get here first. Then the value is encoded here
+    /// (once: the first encoding kept wins).
+    pub(crate) fn encoded_as_payload(&self) -> Result<Reference>
+    where
+        T: Payload,
+    {
+        if self.cell.encoded().is_none() {
+            let encoder = self.cell.encoder().unwrap_or(encode_value::<T>);
+            self.cell.peek(|outcome| {
+                if let (Ok(value), None) = (outcome, self.cell.encoded()) {
+                    self.cell.keep_encoded(encoder(value));
+                }
+            });
+        }
+        AnySource::encoded(self)
+    }
 }
 
 impl<T: Send + 'static> AnySource for Source<T> {
