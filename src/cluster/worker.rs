@@ -1023,40 +1023,13 @@ impl Worker {
         let mut outcome = outcome;
         let envelope =
             outcome.seal_within(self.cfg.secret.as_bytes(), &job.task, self.bulk_limit());
-        let mut finish = self.scripts.call(
-            ScriptName::Finish,
-            &[
-                &job.stream,
-                &task_key,
-                &self.keys.result(&job.task),
-                &events,
-                &finished,
-            ],
-        );
-        finish
-            .arg(&job.entry)
-            .arg(GROUP)
-            .arg(&envelope)
-            .arg(protocol::RESULT_TTL.as_secs())
-            .arg(&job.task)
-            .arg(bit)
-            .arg(envelope.len())
-            .arg(if lazy { "1" } else { "0" });
-        if !self.draining() && self.only_default() {
-            // Finish, then claim and start the next entry, in one script
-            // call (with other lanes about, the next read must look at
-            // them first). See `finish_claim.lua`.
-            let mut both = self.scripts.call(
-                ScriptName::FinishClaim,
-                &[
-                    &job.stream,
-                    &task_key,
-                    &self.keys.result(&job.task),
-                    &events,
-                    &finished,
-                ],
-            );
-            both.arg(&job.entry)
+        let result_key = self.keys.result(&job.task);
+        let keys: [&str; 5] = [&job.stream, &task_key, &result_key, &events, &finished];
+        // The finish script's arguments (see `finish_fn.lua`; the same
+        // for `finish_claim.lua`, which adds the claim's after them).
+        let script = |name: ScriptName| {
+            let mut cmd = self.scripts.call(name, &keys);
+            cmd.arg(&job.entry)
                 .arg(GROUP)
                 .arg(&envelope)
                 .arg(protocol::RESULT_TTL.as_secs())
@@ -1064,6 +1037,14 @@ impl Worker {
                 .arg(bit)
                 .arg(envelope.len())
                 .arg(if lazy { "1" } else { "0" });
+            cmd
+        };
+        let finish = script(ScriptName::Finish);
+        if !self.draining() && self.only_default() {
+            // Finish, then claim and start the next entry, in one script
+            // call (with other lanes about, the next read must look at
+            // them first). See `finish_claim.lua`.
+            let mut both = script(ScriptName::FinishClaim);
             self.claim_args(&mut both);
             if let Ok(reply) = conn.query(&both) {
                 return self.claimed(&reply);

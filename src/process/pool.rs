@@ -184,6 +184,20 @@ impl ProcessPool {
         Ok(future)
     }
 
+    /// Queues `items` (calls or map chunks) as frame-sized batches, large
+    /// frames in shared memory. On error nothing was queued; the error goes
+    /// to the caller.
+    fn send(shared: &Shared, trampoline: ship::Callee, items: Vec<Item>) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let mut batches = ProcessPool::batches(trampoline, items);
+        for b in &mut batches {
+            shared.offload(b);
+        }
+        shared.enqueue(batches)
+    }
+
     /// Splits items into batches that fit in one frame (each frame carries
     /// the captures once, at most a quarter of a frame: see `submitter`).
     fn batches(trampoline: ship::Callee, items: Vec<Item>) -> Vec<Batch> {
@@ -290,14 +304,7 @@ impl Executor for ProcessPool {
             let trampoline = callee.clone()?;
             let (items, futures) =
                 ProcessPool::items::<Args, F::Output>(shared.config.owner, batch);
-            if !items.is_empty() {
-                let mut batches = ProcessPool::batches(trampoline, items);
-                for b in &mut batches {
-                    shared.offload(b);
-                }
-                // On error the items were never queued; the error goes to the caller.
-                shared.enqueue(batches)?;
-            }
+            ProcessPool::send(&shared, trampoline, items)?;
             Ok(futures)
         })
     }
@@ -320,14 +327,7 @@ impl Executor for ProcessPool {
             let trampoline = callee.clone()?;
             let (items, chunk) =
                 super::chunk::chunk_items::<Args, F::Output>(shared.config.owner, batch);
-            if !items.is_empty() {
-                let mut batches = ProcessPool::batches(trampoline, items);
-                for b in &mut batches {
-                    shared.offload(b);
-                }
-                // On error the items were never queued; the error goes to the caller.
-                shared.enqueue(batches)?;
-            }
+            ProcessPool::send(&shared, trampoline, items)?;
             Ok(chunk)
         })
     }
