@@ -9,6 +9,7 @@
 //! does for a frame of per-item calls.
 
 use super::dispatch::{Delivery, Item};
+use super::pool::args_within_frame;
 use super::wire::{push_record, MAX_FRAME};
 use crate::codec_guard;
 use crate::executor::Outcomes;
@@ -95,19 +96,13 @@ pub(super) fn chunk_items<Args: Payload, R: Payload>(
         let id = out.part.id();
         let encoded = push_record(&mut out.part.records, id, |buf| ship::encode(&args, buf));
         drop(args);
-        match encoded {
-            Ok(len) if len > MAX_FRAME / 2 => {
+        match encoded.and_then(|len| args_within_frame::<Args>(len)) {
+            Ok(()) => out.accept(at),
+            Err(e) => {
+                // Nothing of a refused item stays among the records.
                 out.part.records.truncate(at);
-                out.refuse(Error::Codec {
-                    type_name: std::any::type_name::<Args>().into(),
-                    message: format!(
-                        "encoded arguments take {len} bytes, over the {} byte limit",
-                        MAX_FRAME / 2
-                    ),
-                });
+                out.refuse(e)
             }
-            Ok(_) => out.accept(at),
-            Err(e) => out.refuse(e),
         }
     });
     let Out {

@@ -385,15 +385,8 @@ impl Executor for ProcessPool {
                 Ok(t) => t,
                 Err(e) => return promise.set_error(e),
             };
-            if ready.len() > MAX_FRAME / 2 {
-                return promise.set_error(Error::Codec {
-                    type_name: std::any::type_name::<Args>().into(),
-                    message: format!(
-                        "encoded arguments take {} bytes, over the {} byte limit",
-                        ready.len(),
-                        MAX_FRAME / 2
-                    ),
-                });
+            if let Err(e) = args_within_frame::<Args>(ready.len()) {
+                return promise.set_error(e);
             }
             let item = Item {
                 args: Arc::new(Encoded {
@@ -423,17 +416,23 @@ impl Executor for ProcessPool {
 /// A call's encoded arguments, refused with `Codec` over half a frame.
 fn encode_args<Args: Payload>(args: Args) -> Result<Encoded> {
     let e = codec_guard::encode_owned(args)?;
-    if e.len() > MAX_FRAME / 2 {
+    args_within_frame::<Args>(e.len())?;
+    Ok(e)
+}
+
+/// One call's encoded arguments of `len` bytes may take at most half a
+/// frame (the captures another quarter); over that, `Codec` naming the size.
+pub(super) fn args_within_frame<Args>(len: usize) -> Result<()> {
+    if len > MAX_FRAME / 2 {
         return Err(Error::Codec {
             type_name: std::any::type_name::<Args>().into(),
             message: format!(
-                "encoded arguments take {} bytes, over the {} byte limit",
-                e.len(),
+                "encoded arguments take {len} bytes, over the {} byte limit",
                 MAX_FRAME / 2
             ),
         });
     }
-    Ok(e)
+    Ok(())
 }
 
 /// `f`'s callee (trampoline and encoded captures), refused with `Codec`
