@@ -73,14 +73,7 @@ impl<T: Send + 'static> Source<T> {
         let weak = std::sync::Arc::downgrade(&self.cell.0);
         self.cell.on_final(Box::new(move || {
             if let Some(holder) = weak.upgrade() {
-                let cell = holder.cell();
-                if cell.encoded().is_none() {
-                    cell.peek(|outcome| {
-                        if let Ok(value) = outcome {
-                            cell.keep_encoded(encoder(value));
-                        }
-                    });
-                }
+                keep_encoded(holder.cell(), encoder);
             }
         }));
     }
@@ -104,16 +97,22 @@ impl<T: Send + 'static> Source<T> {
     where
         T: Payload,
     {
-        if self.cell.encoded().is_none() {
-            let encoder = self.cell.encoder().unwrap_or(encode_value::<T>);
-            self.cell.peek(|outcome| {
-                if let (Ok(value), None) = (outcome, self.cell.encoded()) {
-                    self.cell.keep_encoded(encoder(value));
-                }
-            });
-        }
+        keep_encoded(&self.cell, self.cell.encoder().unwrap_or(encode_value::<T>));
         AnySource::encoded(self)
     }
+}
+
+/// Encodes a finished cell's value with `encoder` and keeps the bytes in the
+/// cell, unless they are kept already or the value was taken.
+fn keep_encoded<T: Send + 'static>(cell: &crate::future::Cell<T>, encoder: Encoder<T>) {
+    if cell.encoded().is_some() {
+        return;
+    }
+    cell.peek(|outcome| {
+        if let (Ok(value), None) = (outcome, cell.encoded()) {
+            cell.keep_encoded(encoder(value));
+        }
+    });
 }
 
 impl<T: Send + 'static> AnySource for Source<T> {
