@@ -371,15 +371,7 @@ impl<T> Cell<T> {
     /// Moves to the final state that fits `outcome`, unless already final;
     /// runs the callbacks here. Returns whether this call decided the outcome.
     fn complete(&self, outcome: Result<T>, cancel_only_pending: bool) -> bool {
-        match self.settle(Some(outcome), None, cancel_only_pending, false) {
-            Settled::AlreadyFinal => false,
-            Settled::Done => true,
-            Settled::Deferred(callbacks, hooks) => {
-                // Not reached (deferring was not allowed); run them here.
-                self.run_deferred(callbacks, hooks);
-                true
-            }
-        }
+        self.complete_with(Some(outcome), None, cancel_only_pending)
     }
 
     /// Completes with `outcome`, or (when `None`) successfully with a value
@@ -395,6 +387,7 @@ impl<T> Cell<T> {
             Settled::AlreadyFinal => false,
             Settled::Done => true,
             Settled::Deferred(callbacks, hooks) => {
+                // Not reached (deferring was not allowed); run them here.
                 self.run_deferred(callbacks, hooks);
                 true
             }
