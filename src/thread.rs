@@ -570,13 +570,19 @@ impl Executor for ThreadPool {
             let len = batch.len();
             let f = f.clone();
             let job = move || {
-                batch
-                    .into_iter()
-                    .map(|args| {
-                        let f = f.clone();
-                        panic::catch(move || f.call(args)).map_err(Box::new)
-                    })
-                    .collect::<crate::executor::Outcomes<_>>()
+                // One catch for the chunk unless an item panics (as the
+                // process pool's chunks do).
+                let mut out: crate::executor::Outcomes<_> = Vec::with_capacity(len);
+                let mut items = batch.into_iter();
+                panic::catch_each(len, |_, panicked| match panicked {
+                    Some(e) => out.push(Err(Box::new(e))),
+                    None => {
+                        if let Some(args) = items.next() {
+                            out.push(Ok(f.clone().call(args)));
+                        }
+                    }
+                });
+                out
             };
             let future = shared.push_with(job, None, None, 0, None)?;
             Ok(crate::Chunk::whole(future, len))
