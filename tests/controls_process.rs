@@ -3,9 +3,10 @@
 
 mod process_util;
 
-use fanout::{Error, Executor, ProcessPool, State};
+use fanout::{Executor, ProcessPool, State};
 use process_util::{
-    check_overtaking, eventually, log_tag, logged_order, pid, pool, sleep_ms, METHODS, T,
+    assert_overran, check_overtaking, eventually, log_tag, logged_order, pid, pool, sleep_ms,
+    METHODS, T,
 };
 use std::time::{Duration, Instant};
 
@@ -30,15 +31,7 @@ fn a_call_past_its_timeout_kills_its_worker_and_resolves_timeout() {
             .timeout(Duration::from_millis(300))
             .submit(())
             .unwrap();
-        match f.result_timeout(T) {
-            Err(Error::Timeout { what }) => {
-                assert!(
-                    what.contains("300ms"),
-                    "{method:?}: names the limit: {what}"
-                )
-            }
-            other => panic!("{method:?}: expected Timeout, got {other:?}"),
-        }
+        assert_overran(f.result_timeout(T), "300ms", &format!("{method:?}"));
         let took = start.elapsed();
         assert!(took >= Duration::from_millis(300), "{method:?}: {took:?}");
         assert!(took < Duration::from_secs(10), "{method:?}: {took:?}");
@@ -158,15 +151,7 @@ fn a_call_with_future_inputs_honours_its_timeout() {
             .timeout(Duration::from_millis(300))
             .submit((input.arg(),))
             .unwrap();
-        match f.result_timeout(T) {
-            Err(Error::Timeout { what }) => {
-                assert!(
-                    what.contains("300ms"),
-                    "{method:?}: names the limit: {what}"
-                )
-            }
-            other => panic!("{method:?}: expected Timeout, got {other:?}"),
-        }
+        assert_overran(f.result_timeout(T), "300ms", &format!("{method:?}"));
         // The worker was replaced and serves the next call.
         assert_eq!(
             pool.submit(sleep_ms, (1,)).unwrap().result_timeout(T),

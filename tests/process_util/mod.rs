@@ -308,3 +308,17 @@ pub fn check_overtaking<E: fanout::Executor>(
         "{what}: FIFO within a level"
     );
 }
+
+/// Asserts that `outcome` is `Err(Timeout)` naming the call's `limit`
+/// (as `Debug` prints it, e.g. "300ms"); `what` says which case failed.
+pub fn assert_overran<V: std::fmt::Debug>(outcome: Result<V, Error>, limit: &str, what: &str) {
+    match outcome {
+        Err(Error::Timeout { what: message }) => {
+            assert!(
+                message.contains(limit),
+                "{what}: names the limit: {message}"
+            )
+        }
+        other => panic!("{what}: expected Timeout, got {other:?}"),
+    }
+}
