@@ -77,10 +77,8 @@ fn square_chunk(xs: Vec<u64>) -> Vec<u64> {
 // ---------------------------------------------------------------------------
 
 struct Config {
-    quick: bool,
-    repeats: usize,
-    /// Substrings; a row runs if its "workload/peer" id contains any of them.
-    filters: Vec<String>,
+    /// The command line (repeats, filters, a quick smoke run).
+    args: Args,
     throughput_tasks: u64,
     throughput_tasks_procspawn: u64,
     throughput_tasks_python: u64,
@@ -99,16 +97,10 @@ struct Config {
 
 impl Config {
     fn from_env() -> Config {
-        let Args {
-            quick,
-            repeats,
-            filters,
-        } = Args::from_env(5);
-        if quick {
+        let args = Args::from_env(5);
+        if args.quick {
             Config {
-                quick,
-                repeats,
-                filters,
+                args,
                 throughput_tasks: 500,
                 throughput_tasks_procspawn: 100,
                 throughput_tasks_python: 100,
@@ -124,9 +116,7 @@ impl Config {
             }
         } else {
             Config {
-                quick,
-                repeats,
-                filters,
+                args,
                 throughput_tasks: 20_000,
                 throughput_tasks_procspawn: 20_000,
                 throughput_tasks_python: 3_000,
@@ -145,12 +135,8 @@ impl Config {
 }
 
 impl Bench for Config {
-    fn repeats(&self) -> usize {
-        self.repeats
-    }
-
-    fn selected(&self, id: &str) -> bool {
-        self.filters.is_empty() || self.filters.iter().any(|f| id.contains(f.as_str()))
+    fn args(&self) -> &Args {
+        &self.args
     }
 }
 
@@ -515,7 +501,7 @@ fn python_peers(
     names
         .into_iter()
         .zip(runs)
-        .filter(|(name, _)| !cfg.quick || (workload == "throughput" && *name == PY_FORK))
+        .filter(|(name, _)| !cfg.args.quick || (workload == "throughput" && *name == PY_FORK))
         .map(|(name, run)| Peer { name, size, run })
         .collect()
 }
@@ -526,16 +512,16 @@ fn main() {
     procspawn::init();
 
     let cfg = Config::from_env();
-    if cfg!(debug_assertions) && !cfg.quick {
+    if cfg!(debug_assertions) && !cfg.args.quick {
         eprintln!("warning: this is a debug build; numbers are meaningless (use `cargo bench`)");
     }
     let started = Instant::now();
     println!(
         "## Process pool ({} workers, medians of {} repeat{}{})\n",
         WORKERS,
-        cfg.repeats,
-        if cfg.repeats == 1 { "" } else { "s" },
-        if cfg.quick {
+        cfg.args.repeats,
+        if cfg.args.repeats == 1 { "" } else { "s" },
+        if cfg.args.quick {
             ", QUICK smoke run: sizes are tiny, numbers mean nothing"
         } else {
             ""
@@ -680,7 +666,7 @@ fn main() {
     );
 
     println!("### Goals\n");
-    if cfg.quick {
+    if cfg.args.quick {
         println!(
             "(not evaluated: this is a smoke run; {:.1} s)",
             started.elapsed().as_secs_f64()

@@ -59,10 +59,8 @@ fn expected_square_sum(n: u64) -> u64 {
 // ---------------------------------------------------------------------------
 
 struct Config {
-    quick: bool,
-    repeats: usize,
-    /// Substrings; a row runs if its "workload/peer" id contains any of them.
-    filters: Vec<String>,
+    /// The command line (repeats, filters, a quick smoke run).
+    args: Args,
     throughput_tasks: u64,
     /// For the slow peers (a thread per task, Python).
     throughput_tasks_slow: u64,
@@ -75,16 +73,10 @@ struct Config {
 
 impl Config {
     fn from_env() -> Config {
-        let Args {
-            quick,
-            repeats,
-            filters,
-        } = Args::from_env(7);
-        if quick {
+        let args = Args::from_env(7);
+        if args.quick {
             Config {
-                quick,
-                repeats,
-                filters,
+                args,
                 throughput_tasks: 1_000,
                 throughput_tasks_slow: 100,
                 latency_samples: 100,
@@ -95,9 +87,7 @@ impl Config {
             }
         } else {
             Config {
-                quick,
-                repeats,
-                filters,
+                args,
                 throughput_tasks: 200_000,
                 throughput_tasks_slow: 20_000,
                 latency_samples: 20_000,
@@ -111,12 +101,8 @@ impl Config {
 }
 
 impl Bench for Config {
-    fn repeats(&self) -> usize {
-        self.repeats
-    }
-
-    fn selected(&self, id: &str) -> bool {
-        self.filters.is_empty() || self.filters.iter().any(|f| id.contains(f.as_str()))
+    fn args(&self) -> &Args {
+        &self.args
     }
 }
 
@@ -458,7 +444,7 @@ fn map_python(cfg: &Config) -> Option<Sample> {
 /// start costs more than the whole smoke test otherwise) and each peer picks
 /// its line from it.
 fn python(cfg: &Config, args: &[&str]) -> Option<String> {
-    if !cfg.quick {
+    if !cfg.args.quick {
         return run_python(args);
     }
     static SMOKE: OnceLock<Option<String>> = OnceLock::new();
@@ -553,16 +539,16 @@ const PYTHON: &str = "Python ThreadPoolExecutor";
 
 fn main() {
     let cfg = Config::from_env();
-    if cfg!(debug_assertions) && !cfg.quick {
+    if cfg!(debug_assertions) && !cfg.args.quick {
         eprintln!("warning: this is a debug build; numbers are meaningless (use `cargo bench`)");
     }
     let started = Instant::now();
     println!(
         "## Thread pool ({} workers, medians of {} repeat{}{})\n",
         WORKERS,
-        cfg.repeats,
-        if cfg.repeats == 1 { "" } else { "s" },
-        if cfg.quick {
+        cfg.args.repeats,
+        if cfg.args.repeats == 1 { "" } else { "s" },
+        if cfg.args.quick {
             ", QUICK smoke run: sizes are tiny, numbers mean nothing"
         } else {
             ""

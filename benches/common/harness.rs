@@ -7,12 +7,9 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-/// What the harness needs of a bench's configuration.
+/// What the harness needs of a bench's configuration: its command line.
 pub trait Bench {
-    /// Repeats per peer.
-    fn repeats(&self) -> usize;
-    /// Whether the row `workload/peer` was asked for (no filter: all are).
-    fn selected(&self, id: &str) -> bool;
+    fn args(&self) -> &Args;
 }
 
 /// The command line of a bench: `--repeats N`, filters (a row runs when its
@@ -140,11 +137,11 @@ pub fn measure<C: Bench>(
 ) -> Vec<Row> {
     let selected: Vec<&Peer<C>> = peers
         .iter()
-        .filter(|p| cfg.selected(&format!("{workload}/{}", p.name)))
+        .filter(|p| cfg.args().selected(&format!("{workload}/{}", p.name)))
         .collect();
     let mut firsts: Vec<Vec<f64>> = vec![Vec::new(); selected.len()];
     let mut seconds: Vec<Vec<f64>> = vec![Vec::new(); selected.len()];
-    for rep in 0..cfg.repeats() {
+    for rep in 0..cfg.args().repeats {
         for k in 0..selected.len() {
             let i = (k + rep) % selected.len();
             let peer = selected[i];
