@@ -3,7 +3,12 @@
 #![allow(dead_code)]
 
 use fanout::{gather, Error, Executor, State, ThreadPool};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// The process tests' helpers (`eventually`), shared rather than copied.
+#[path = "../process_util/mod.rs"]
+mod process_util;
+use process_util::eventually;
 
 /// How long any single result may take before the test fails instead of hanging.
 pub const T: Duration = Duration::from_secs(60);
@@ -39,19 +44,6 @@ pub fn len(v: Vec<u8>) -> usize {
 
 pub fn sum_bytes(v: Vec<u8>, k: u64) -> u64 {
     v.iter().map(|&b| u64::from(b)).sum::<u64>() * k
-}
-
-fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + within;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// r → (a = r + 1, b = 2r) → c = a + b → d = c + 1, plus values mixed with `Arg`s.
