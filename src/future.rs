@@ -221,7 +221,9 @@ pub(crate) struct Cell<T> {
     owner: u64,
     /// The outcome's value encoded once (postcard), for dependents that take
     /// it by reference; set only for cells with `Arg`s (see `graph`).
-    encoded: std::sync::OnceLock<Result<Reference>>,
+    /// (Boxed: most cells never have one, and a smaller cell is fewer
+    /// fresh pages per submitted call.)
+    encoded: std::sync::OnceLock<Box<Result<Reference>>>,
     /// Set once an `Arg` of this cell exists: a backend that receives the
     /// value encoded should keep those bytes in `encoded`.
     wants_encoded: std::sync::atomic::AtomicBool,
@@ -232,24 +234,95 @@ pub(crate) struct Cell<T> {
     watched: std::sync::atomic::AtomicBool,
     sync: Mutex<Shared<T>>,
     cond: Condvar,
-    value: sync::UnsafeCell<Option<Result<T>>>,
+    value: sync::UnsafeCell<Slot<T>>,
     /// For `result()` inside the future's own done-callback (see [`Copier`]).
     copier: Option<Copier<T>>,
     /// Done-callbacks run on the callback runner rather than on the thread
     /// that completes the future (a backend's delivery thread, which must
     /// never block); see `crate::callbacks`.
     defer_callbacks: bool,
-    /// A successful value not yet fetched (see [`Promise::set_remote`]);
-    /// guarded like `value`.
-    remote: sync::UnsafeCell<Option<Fetch<T>>>,
+}
+
+/// What a cell holds: nothing until final, then its outcome. The error is
+/// boxed, and a whole `Result` is made only for code that borrows one (a
+/// done-callback), so that a cell stays small: an `Error` is 96 bytes and
+/// most outcomes are values, and every byte of a cell is a byte of fresh
+/// memory per submitted call (see BENCHMARKS.md, "Thread pool").
+enum Slot<T> {
+    /// Not final yet, or the outcome was taken.
+    Empty,
+    Value(T),
+    Error(Box<Error>),
+    /// A success not yet fetched (see [`Promise::set_remote`]).
+    Remote(Fetch<T>),
+    /// The outcome as one `Result`, made when it was first lent whole.
+    Whole(Box<Result<T>>),
+}
+
+impl<T> Slot<T> {
+    fn of(outcome: Result<T>) -> Self {
+        match outcome {
+            Ok(value) => Slot::Value(value),
+            Err(e) => Slot::Error(Box::new(e)),
+        }
+    }
+
+    /// The outcome, borrowed; `None` when taken, not final or still remote.
+    fn borrowed(&self) -> Option<std::result::Result<&T, &Error>> {
+        match self {
+            Slot::Value(value) => Some(Ok(value)),
+            Slot::Error(e) => Some(Err(e)),
+            Slot::Whole(outcome) => Some((**outcome).as_ref()),
+            Slot::Empty | Slot::Remote(_) => None,
+        }
+    }
+
+    /// The error, if the outcome is one and still here.
+    fn error(&self) -> Option<&Error> {
+        self.borrowed().and_then(|o| o.err())
+    }
+
+    /// Takes the outcome (`None` when taken already or still remote).
+    fn take(&mut self) -> Option<Result<T>> {
+        match std::mem::replace(self, Slot::Empty) {
+            Slot::Value(value) => Some(Ok(value)),
+            Slot::Error(e) => Some(Err(*e)),
+            Slot::Whole(outcome) => Some(*outcome),
+            remote @ Slot::Remote(_) => {
+                *self = remote;
+                None
+            }
+            Slot::Empty => None,
+        }
+    }
+
+    /// The fetch of a remote success, taken.
+    fn take_remote(&mut self) -> Option<Fetch<T>> {
+        match std::mem::replace(self, Slot::Empty) {
+            Slot::Remote(fetch) => Some(fetch),
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+
+    /// Makes a success lendable as a whole `Result` (see [`Cell::lend`]).
+    fn make_whole(&mut self) {
+        if let Slot::Value(_) = self {
+            if let Slot::Value(value) = std::mem::replace(self, Slot::Empty) {
+                *self = Slot::Whole(Box::new(Ok(value)));
+            }
+        }
+    }
 }
 
 // SAFETY: `value` is written once under `sync` before the state becomes final
 // and is afterwards only accessed by the thread holding the read token, or
 // taken by the unique owner when no thread holds it (see the module docs);
-// `remote` (a success not yet fetched) is accessed the same way, and the one
-// later write of `value` (fetching `remote`) happens under `sync` with the
-// read token or the owner's exclusive access.
+// the later writes of a success (fetching a remote one, making it whole to
+// lend it) happen under `sync` or the read token, with the read token or the
+// owner's exclusive access; threads without the token read only an error.
 // So a `T` is never touched by two threads at once, and `T: Send` suffices.
 unsafe impl<T: Send> Sync for Cell<T> {}
 // SAFETY: the cell owns its `T`; moving it between threads needs `T: Send`.
@@ -338,10 +411,9 @@ impl<T> Cell<T> {
                 blocked: 0,
             }),
             cond: Condvar::new(),
-            value: sync::UnsafeCell::new(None),
+            value: sync::UnsafeCell::new(Slot::Empty),
             copier,
             defer_callbacks,
-            remote: sync::UnsafeCell::new(None),
         }
     }
 
@@ -478,11 +550,12 @@ impl<T> Cell<T> {
         // SAFETY: we hold `sync` and just made the state final; nobody reads
         // `value` before locking `sync` and seeing a final state, and this is
         // the only write (the compare-and-swap above succeeds once).
-        match outcome {
-            Some(outcome) => self.value.with_mut(|slot| unsafe { *slot = Some(outcome) }),
-            // SAFETY: as for `value` just above.
-            None => self.remote.with_mut(|slot| unsafe { *slot = fetch }),
-        }
+        let stored = match (outcome, fetch) {
+            (Some(outcome), _) => Slot::of(outcome),
+            (None, Some(fetch)) => Slot::Remote(fetch),
+            (None, None) => Slot::Empty,
+        };
+        self.value.with_mut(|slot| unsafe { *slot = stored });
         let (callbacks, hooks, waiters) = match shared.listeners.as_mut() {
             Some(l) => (
                 std::mem::take(&mut l.callbacks),
@@ -574,7 +647,7 @@ impl<T> Cell<T> {
         // SAFETY: this thread holds the read token, so the state is final,
         // `value` is written and never written again, and no other thread
         // reads it or takes it meanwhile; `sync` is held as well.
-        let copy = self.value.with(|slot| match unsafe { &*slot } {
+        let copy = self.value.with(|slot| match unsafe { &*slot }.borrowed() {
             Some(Ok(value)) => match self.copier {
                 Some(copy) => copy(value),
                 None => Err(Error::invalid(
@@ -607,26 +680,37 @@ impl<T> Cell<T> {
         }
         let shared = self.acquire_read(shared);
         drop(shared);
-        // SAFETY: final state and this thread holds the read token (see `run_callback`).
-        self.value.with(|slot| {
-            if let Some(outcome) = unsafe { &*slot } {
-                f(outcome)
-            }
-        });
+        self.lend(f);
         self.release_read();
     }
 
     /// Runs one callback with the outcome. The caller holds the read token.
     fn run_callback(&self, callback: Callback<T>) {
-        // SAFETY: the state is final (so `value` is written and never written
-        // again) and this thread holds the read token, so no other thread
-        // reads the outcome and the owner cannot take it until we release.
-        self.value.with(|slot| {
-            if let Some(outcome) = unsafe { &*slot } {
-                if let Err(Error::Panicked { message, .. }) = panic::catch(|| callback(outcome)) {
-                    log::error!("a done-callback of future {} panicked: {message}", self.id);
-                }
+        self.lend(|outcome| {
+            if let Err(Error::Panicked { message, .. }) = panic::catch(|| callback(outcome)) {
+                log::error!("a done-callback of future {} panicked: {message}", self.id);
             }
+        });
+    }
+
+    /// Runs `f` with the outcome borrowed as one `Result`, if it is here (not
+    /// taken, not remote). The caller holds the read token of a final cell.
+    /// A success is boxed as a whole `Result` the first time (the cell keeps
+    /// values unwrapped, see [`Slot`]); `f` gets a copy of an error.
+    fn lend(&self, f: impl FnOnce(&Result<T>)) {
+        if self.raw_state() == FINISHED_OK {
+            // SAFETY: final and successful, and this thread holds the read
+            // token: no other thread reads a success (`exception` and
+            // `final_outcome` read only errors), and the owner cannot take
+            // it until the token is released; nothing here is borrowed yet.
+            self.value.with_mut(|slot| unsafe { (*slot).make_whole() });
+        }
+        // SAFETY: final, so written; from here on only read, by this thread
+        // (the token holder) and by readers of an error.
+        self.value.with(|slot| match unsafe { &*slot } {
+            Slot::Whole(outcome) => f(outcome),
+            Slot::Error(e) => f(&Err((**e).clone())),
+            Slot::Value(_) | Slot::Remote(_) | Slot::Empty => {}
         });
     }
 
@@ -791,9 +875,9 @@ impl<T> Cell<T> {
                 // SAFETY: as in `Future::exception`: final state seen under
                 // `sync`, so `value` is written and never written again, and
                 // only the `Err` side (an `Error`, never a `T`) is read.
-                let error = self.value.with(|slot| match unsafe { &*slot } {
-                    Some(Err(e)) => e.clone(),
-                    _ => Error::invalid(format!(
+                let error = self.value.with(|slot| match unsafe { &*slot }.error() {
+                    Some(e) => e.clone(),
+                    None => Error::invalid(format!(
                         "the error of future {} was already taken by `result`",
                         self.id
                     )),
@@ -820,31 +904,34 @@ impl<T> Cell<T> {
 
     /// Keeps the encoded value (first writer wins).
     pub(crate) fn keep_encoded(&self, bytes: Result<std::sync::Arc<[u8]>>) {
-        let _ = self.encoded.set(bytes.map(Reference::Bytes));
+        let _ = self.encoded.set(Box::new(bytes.map(Reference::Bytes)));
     }
 
     /// Keeps a reference for dependents (first writer wins).
     pub(crate) fn keep_reference(&self, reference: Reference) {
-        let _ = self.encoded.set(Ok(reference));
+        let _ = self.encoded.set(Box::new(Ok(reference)));
     }
 
     /// The reference dependents take, once kept.
     pub(crate) fn encoded(&self) -> Option<&Result<Reference>> {
-        self.encoded.get()
+        self.encoded.get().map(|kept| &**kept)
     }
 
     /// Fetches a remote value into `value`, if it is still remote. The caller
     /// holds `sync` and either the read token or the owner's exclusive access.
     fn materialize(&self, _shared: &MutexGuard<'_, Shared<T>>) {
-        // SAFETY: the state is final; the caller holds `sync` and the read
-        // token (or is the owner with nobody holding it), so no other thread
-        // reads or writes `value` or `remote` now; `exception` and
-        // `final_outcome` read only an `Err` in `value`, and a remote value
-        // is a success, whose slot they never read.
-        let fetch = self.remote.with_mut(|slot| unsafe { (*slot).take() });
+        if self.raw_state() != FINISHED_OK {
+            return;
+        }
+        // SAFETY: the state is final and successful; the caller holds `sync`
+        // and the read token (or is the owner with nobody holding it), so no
+        // other thread reads or writes the success now; `exception` and
+        // `final_outcome` read only errors.
+        let fetch = self.value.with_mut(|slot| unsafe { (*slot).take_remote() });
         if let Some(fetch) = fetch {
             let outcome = fetch();
-            self.value.with_mut(|slot| unsafe { *slot = Some(outcome) });
+            self.value
+                .with_mut(|slot| unsafe { *slot = Slot::of(outcome) });
         }
     }
 
@@ -1197,10 +1284,10 @@ impl<T> Future<T> {
                 // is written and is never written again; the only concurrent
                 // accesses are other reads (callbacks); and this reads only
                 // the `Err` side, an `Error`, never the `T`.
-                let error = self.cell.value.with(|slot| match unsafe { &*slot } {
-                    Some(Err(e)) => Some(e.clone()),
-                    _ => None,
-                });
+                let error = self
+                    .cell
+                    .value
+                    .with(|slot| unsafe { &*slot }.error().cloned());
                 drop(shared);
                 error
             }

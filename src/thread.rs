@@ -821,3 +821,15 @@ impl ThreadPoolBuilder {
         Ok(pool)
     }
 }
+#[cfg(test)]
+mod tests {
+    /// A task's cell is fresh memory for every submitted call (BENCHMARKS.md,
+    /// "Thread pool"): keep it from growing back unnoticed.
+    #[test]
+    fn a_task_cell_stays_small() {
+        let cell = std::mem::size_of::<crate::future::Cell<u64>>();
+        let task = std::mem::size_of::<super::TaskCell<[u64; 2], u64>>();
+        assert!(cell <= 128, "Cell<u64> is {cell} bytes");
+        assert!(task <= 160, "TaskCell of a 16-byte call is {task} bytes");
+    }
+}

@@ -93,14 +93,24 @@ fn long_chains_propagate_without_deep_recursion() {
         other => panic!("expected Dependency, got {other:?}"),
     }
     // Cancelling the head of a 20,000-long pending chain cancels its tail.
-    let slow = pool.submit(sleepy, (200,)).unwrap();
+    // The input runs until the chain is built and cancelled (a fixed sleep
+    // could end first on a loaded machine, and `first` would start).
+    let (release, gate) = std::sync::mpsc::channel::<()>();
+    let slow = pool
+        .spawn(move || {
+            let _ = gate.recv_timeout(T);
+            0u64
+        })
+        .unwrap();
     let first = pool.call(inc).submit((slow.arg(),)).unwrap();
     let mut f = pool.call(inc).submit((first.arg(),)).unwrap();
     for _ in 0..20_000 {
         f = pool.call(inc).submit((f.arg(),)).unwrap();
     }
     assert!(first.cancel());
+    drop(release);
     assert_eq!(f.result_timeout(T), Err(Error::Cancelled));
+    assert_eq!(slow.result_timeout(T), Ok(0));
 }
 
 #[test]
