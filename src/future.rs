@@ -634,6 +634,18 @@ impl<T> Cell<T> {
         self.release_read();
     }
 
+    /// The outcome, taken, if the cell is final and nobody reads it: the
+    /// common end of `result()` in one lock (no thread can be inside one of
+    /// the future's own callbacks then, since no thread holds the read token).
+    /// The caller is the unique owner of the future.
+    fn take_if_ready(&self) -> Option<Result<T>> {
+        if !is_final(self.raw_state()) {
+            return None;
+        }
+        let shared = lock(&self.sync);
+        shared.unread().then(|| self.take_outcome(&shared))
+    }
+
     /// `result()` called by a thread that holds the read token, i.e. inside
     /// one of this future's own done-callbacks: the outcome stays where the
     /// callback can see it, and the caller gets a copy of it (errors are
@@ -1217,6 +1229,9 @@ impl<T> Future<T> {
     /// assert_eq!(f.result().unwrap(), "hello");
     /// ```
     pub fn result(self) -> Result<T> {
+        if let Some(outcome) = self.cell.take_if_ready() {
+            return outcome;
+        }
         if let Some(copy) = self.cell.outcome_in_own_callback() {
             return copy;
         }
