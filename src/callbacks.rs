@@ -11,8 +11,9 @@
 //! The runner keeps enough threads that queued callbacks always make
 //! progress while its threads are blocked in fanout's own waits: a runner
 //! thread about to block in one (`Future::result`, `wait`, `as_completed`,
-//! ...) calls [`blocking`]; if callbacks are then queued and no runner
-//! thread is free to take them, another thread starts. (A callback that
+//! ...) says so through `controls::blocking`, where the runner listens as
+//! a thread pool does; if callbacks are then queued and no runner thread is
+//! free to take them, another thread starts. (A callback that
 //! blocks on something else, say a channel fed by a later callback, is not
 //! seen.) Idle threads exit after a while. One future's callbacks run on
 //! one thread, in registration order.
@@ -21,11 +22,11 @@
 //! pool of its own) gets a fresh one instead of the parent's copy, whose
 //! threads the child does not have.
 
+use crate::controls::blocking::{self, Blocker};
 use crate::panic;
-use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicPtr, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// Work for the runner: one future's callbacks.
@@ -50,11 +51,6 @@ struct RunnerState {
     starting: usize,
     /// Threads running a job and not blocked in a fanout wait.
     busy: usize,
-}
-
-thread_local! {
-    /// Set on runner threads.
-    static ON_RUNNER: Cell<bool> = const { Cell::new(false) };
 }
 
 fn lock(m: &Mutex<RunnerState>) -> MutexGuard<'_, RunnerState> {
@@ -105,7 +101,7 @@ pub(crate) fn run_later(job: Job) {
         start_thread(r, &mut st);
     }
     // Otherwise a busy runner thread takes it when its current job is done
-    // (or a new thread starts if that one blocks; see `blocking`).
+    // (or a new thread starts if that one blocks; see `RunnerBlocker`).
 }
 
 fn start_thread(r: &'static Runner, st: &mut RunnerState) {
@@ -133,7 +129,7 @@ fn run_job(job: Job) {
 }
 
 fn runner_loop(r: &'static Runner) {
-    ON_RUNNER.with(|c| c.set(true));
+    blocking::install(Some(Arc::new(RunnerBlocker(r))));
     let mut st = lock(&r.state);
     st.starting -= 1;
     loop {
@@ -161,27 +157,21 @@ fn runner_loop(r: &'static Runner) {
     }
 }
 
-/// Marks the current thread, if it is a runner thread, as blocked in a
-/// fanout wait until the guard drops; starts another runner thread when
-/// callbacks are queued and no runner thread is free to take them.
-pub(crate) fn blocking() -> Option<Blocked> {
-    if !ON_RUNNER.with(Cell::get) {
-        return None;
-    }
-    let r = runner();
-    let mut st = lock(&r.state);
-    st.busy -= 1;
-    if !st.queue.is_empty() && st.idle + st.starting + st.busy == 0 {
-        start_thread(r, &mut st);
-    }
-    Some(Blocked(r))
-}
+/// Hears a runner thread block in a fanout wait (installed on every runner
+/// thread): the thread no longer counts as busy, and another one starts
+/// when callbacks are queued and no runner thread is free to take them.
+struct RunnerBlocker(&'static Runner);
 
-/// See [`blocking`].
-pub(crate) struct Blocked(&'static Runner);
+impl Blocker for RunnerBlocker {
+    fn enter(&self) {
+        let mut st = lock(&self.0.state);
+        st.busy -= 1;
+        if !st.queue.is_empty() && st.idle + st.starting + st.busy == 0 {
+            start_thread(self.0, &mut st);
+        }
+    }
 
-impl Drop for Blocked {
-    fn drop(&mut self) {
+    fn exit(&self) {
         lock(&self.0.state).busy += 1;
     }
 }
@@ -198,7 +188,7 @@ mod tests {
         let (done_tx, done_rx) = mpsc::channel::<&str>();
         let d = done_tx.clone();
         run_later(Box::new(move || {
-            let _b = blocking();
+            let _b = blocking::enter();
             rx.recv_timeout(Duration::from_secs(20)).unwrap();
             d.send("a").unwrap();
         }));

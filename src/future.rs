@@ -109,10 +109,6 @@ impl Waiter {
     /// returns (and forgets) the tokens fired so far.
     pub(crate) fn take_fired(&self, deadline: Option<Instant>) -> Vec<usize> {
         let mut fired = lock(&self.fired);
-        #[cfg(not(loom))]
-        let _blocked = (fired.is_empty())
-            .then(crate::callbacks::blocking)
-            .flatten();
         let mut blocking = None;
         while fired.is_empty() {
             if blocking.is_none() && crate::controls::blocking::worth_it(deadline) {
@@ -744,9 +740,16 @@ impl<T> Cell<T> {
                     return shared;
                 }
                 _ => {
+                    // Another thread's callbacks read the outcome: possibly
+                    // for long, so the executor (or callback runner) this
+                    // thread belongs to hears that it blocks.
+                    drop(shared);
+                    let _section = crate::controls::blocking::enter();
+                    shared = lock(&self.sync);
+                    if shared.reader.is_none() && !shared.deferred {
+                        continue;
+                    }
                     shared.blocked += 1;
-                    #[cfg(not(loom))]
-                    let _blocked = crate::callbacks::blocking();
                     shared = sync::wait(&self.cond, shared);
                     shared.blocked -= 1;
                 }
@@ -817,8 +820,6 @@ impl<T> Cell<T> {
                 continue;
             }
             shared.blocked += 1;
-            #[cfg(not(loom))]
-            let _blocked = crate::callbacks::blocking();
             match deadline {
                 None => shared = sync::wait(&self.cond, shared),
                 Some(d) => {

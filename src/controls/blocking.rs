@@ -1,7 +1,8 @@
 //! How a thread tells the executor it works for that it is about to block
 //! on a future (`result`, `wait`, `as_completed`, `gather`), so the executor
 //! can keep its other calls moving meanwhile: the thread pool starts a
-//! stand-in thread, a cluster worker frees the task's slot (secede/rejoin).
+//! stand-in thread, a cluster worker frees the task's slot (secede/rejoin),
+//! the callback runner starts another runner thread if callbacks wait.
 
 use std::cell::RefCell;
 use std::sync::Arc;
