@@ -439,6 +439,11 @@ impl FrameWriter {
         let tag_at = self.buf.len();
         self.buf.extend_from_slice(&[0, 0, 0, 0, 0]);
         let body_at = self.buf.len();
+        // (A tail left by a call outside any outcome, an initializer's, is
+        // not this item's.)
+        if let Some(stale) = super::spare::take_tail() {
+            super::spare::keep(stale);
+        }
         let filled = fill(&mut self.buf);
         // A large output set aside by the trampoline follows what it wrote.
         let tail = super::spare::take_tail();
@@ -971,6 +976,16 @@ mod tests {
                 ]
             }
         );
+        // A tail set outside an outcome is not taken by the next one.
+        let mut w = FrameWriter::new(Vec::new());
+        w.begin_done();
+        crate::process::spare::set_tail(big.clone());
+        w.outcome(5, |out| {
+            out.push(1);
+            Ok(())
+        });
+        w.end();
+        assert!(w.into_parts().tails.is_empty());
         // Over the limit, the spliced output fails its own item and is dropped.
         let mut w = FrameWriter::with_limit(Vec::new(), 400);
         w.begin_done();

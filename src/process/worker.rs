@@ -206,6 +206,10 @@ fn serve(input: RawFd, output: RawFd, forked: bool) -> i32 {
                             .map_err(|message| WireError::Refused { message })
                     })
                     .and_then(|mut t| t.call(args, &mut Vec::new()));
+                // An initializer's output is not sent: nor is a large one set aside.
+                if let Some(v) = super::spare::take_tail() {
+                    super::spare::keep(v);
+                }
                 leave_if_forked(me);
                 match outcome {
                     Ok(()) => {
