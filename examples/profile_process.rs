@@ -10,7 +10,8 @@
 //! $B map 100000            # map_with(square, 0..N, chunksize 100), consume all
 //! $B submit 20000          # N submits of add(i, 1), then every result
 //! $B chunks 100000         # the same squares as `map`, one submit per 100 (a Vec<u64> each)
-//! $B echo 64 [K]           # an N MiB Vec<u8> echoed through one worker, K times (1)
+//! $B echo 64 [K]           # an N MiB Vec<u8> echoed through one worker, K times (1);
+//!                          # prints the min and median round trip (submit → result)
 //! $B copy 64 [K]           # the same clone + compare as `echo`, without the pool (its baseline)
 //! valgrind --tool=callgrind --callgrind-out-file=cg.%p $B map 100000
 //! strace -c -f $B submit 20000
@@ -88,11 +89,20 @@ fn main() -> fanout::Result<()> {
         "echo" => {
             let times: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1);
             let payload: Vec<u8> = (0..(n as usize) << 20).map(|i| i as u8).collect();
+            let mut trips = Vec::with_capacity(times);
             for _ in 0..times {
-                let back = pool.submit(echo, (payload.clone(),))?.result()?;
+                let sent = payload.clone();
+                let start = std::time::Instant::now();
+                let back = pool.submit(echo, (sent,))?.result()?;
+                trips.push(start.elapsed());
                 assert!(back == payload);
             }
-            println!("echo {n} MiB × {times}: ok");
+            trips.sort();
+            println!(
+                "echo {n} MiB × {times}: ok; round trip min {:.1} ms, median {:.1} ms",
+                trips[0].as_secs_f64() * 1e3,
+                trips[times / 2].as_secs_f64() * 1e3
+            );
         }
         other => {
             eprintln!("unknown workload {other:?}: use map, chunks, submit, echo or copy");

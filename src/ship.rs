@@ -289,9 +289,7 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned + 'static>(bytes: &[u8]) -> 
             .get(at..)
             .filter(|b| b.len() as u64 == len)
             .ok_or_else(|| codec_error(format!("expected {len} bytes of data")))?;
-        let mut owned = Vec::new();
-        reserve_large(&mut owned, body.len());
-        owned.extend_from_slice(body);
+        let owned = crate::process::spare::copied(body);
         let boxed: Box<dyn Any> = if want == TypeId::of::<Vec<u8>>() {
             Box::new(owned)
         } else {
@@ -326,7 +324,7 @@ pub(crate) fn reserve_large(v: &mut Vec<u8>, additional: usize) {
     }
 }
 
-fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut n: u64) {
     while n >= 0x80 {
         out.push((n as u8) | 0x80);
         n >>= 7;
@@ -446,7 +444,7 @@ where
         let args: Args = decode(args)?;
         let f: F = conjure();
         let output = f.call(args);
-        encode(&output, out)
+        crate::process::spare::encode_output(output, out)
     })
     .and_then(|encoded| encoded)
     .map_err(WireError::from)
@@ -483,7 +481,7 @@ where
             .clone();
         let args: Args = decode(args)?;
         let output = bound.call(args);
-        encode(&output, out)
+        crate::process::spare::encode_output(output, out)
     })
     .and_then(|encoded| encoded)
     .map_err(WireError::from)

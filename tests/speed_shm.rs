@@ -277,3 +277,55 @@ fn shm_and_pipes_agree_on_many_interleaved_calls() {
         assert!(f.result_timeout(T) == Ok(v));
     }
 }
+
+/// An initializer whose (unsent) output is a large byte vector.
+fn big_init(n: usize) -> Vec<u8> {
+    payload(n, 4)
+}
+
+#[test]
+fn large_byte_vector_outputs_reuse_and_splicing_keep_results_apart() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _dog = watchdog("large_byte_vector_outputs_reuse", Duration::from_secs(120));
+    for method in METHODS {
+        let pool = fanout::ProcessPool::builder()
+            .workers(1)
+            .start_method(method)
+            .initializer(big_init, (2 * SHM_AT,))
+            .build()
+            .unwrap();
+        // The initializer's output is not taken for this call's result.
+        assert_eq!(
+            pool.submit(len_of, (payload(10, 1),))
+                .unwrap()
+                .result_timeout(T),
+            Ok(10),
+            "{method:?}"
+        );
+        // Sizes that do and do not fit the buffer the last output left behind,
+        // and results that are not byte vectors in between.
+        for (i, n) in [3 * SHM_AT, 3 * SHM_AT, 2 * SHM_AT, 8 * SHM_AT, SHM_AT, 5]
+            .into_iter()
+            .enumerate()
+        {
+            let v = payload(n, i as u8);
+            let back = pool.submit(echo, (v.clone(),)).unwrap().result_timeout(T);
+            assert!(back.as_ref() == Ok(&v), "{method:?}: echo of {n} bytes");
+            let len = pool.submit(len_of, (v,)).unwrap().result_timeout(T);
+            assert_eq!(len, Ok(n), "{method:?}");
+        }
+        // A map whose items each return a large byte vector (one DONE frame).
+        let made: Vec<Vec<u8>> = pool
+            .map_with(
+                |i: u8| make(SHM_AT + i as usize, i),
+                0..4u8,
+                MapOptions::default().chunksize(4),
+            )
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        for (i, m) in made.iter().enumerate() {
+            assert!(*m == payload(SHM_AT + i, i as u8), "{method:?}: item {i}");
+        }
+    }
+}

@@ -29,7 +29,7 @@
 //! its queued frames), `slot` (one worker slot's I/O thread), `chunk` (a map chunk as
 //! one record and one delivery), `controls`
 //! (priorities, run-time limits), `wire` (frames), `shm` (large frames in
-//! shared memory), `start` (starting a worker), `worker` (the worker's loop).
+//! shared memory), `spare` (a worker's warm buffer for large byte vectors), `start` (starting a worker), `worker` (the worker's loop).
 
 mod chunk;
 mod controls;
@@ -38,6 +38,7 @@ mod outbox;
 mod pool;
 mod shm;
 mod slot;
+pub(crate) mod spare;
 mod start;
 pub mod wire;
 mod worker;

@@ -326,18 +326,23 @@ pub(crate) fn offload<'a>(
         Some(mut r) => r.grow(body).ok().map(|()| r),
         None => Region::new(body).ok(),
     }?;
-    let mut skip = 4;
-    let parts = frame.map(|p| {
-        let n = skip.min(p.len());
-        skip -= n;
-        &p[n..]
-    });
-    let len = region.fill(parts);
+    let len = region.fill(body_of(frame));
     let frame = region.frame(len, Some(first_id));
     Some(Lent {
         region: Some(region),
         home: Arc::downgrade(cache),
         frame,
+    })
+}
+
+/// The body of a frame given as pieces (length prefix first): the pieces
+/// without the first 4 bytes.
+fn body_of<'a>(frame: impl Iterator<Item = &'a [u8]>) -> impl Iterator<Item = &'a [u8]> {
+    let mut skip = 4;
+    frame.map(move |p| {
+        let n = skip.min(p.len());
+        skip -= n;
+        &p[n..]
     })
 }
 
@@ -373,20 +378,28 @@ impl Outgoing {
         true
     }
 
-    /// When `frame` (length prefix included) is large and the pool has read
-    /// the last result put in the region: copies its body into the region
-    /// and returns the SHM frame to write instead. `None`: write `frame`.
-    pub(crate) fn offload(&mut self, frame: &[u8]) -> Option<Vec<u8>> {
-        let body = frame.get(4..)?;
-        if body.len() < SHM_AT || body.len() > KEEP_MAX {
+    /// When `frame` (a whole frame as pieces, length prefix first) is large
+    /// and the pool has read the last result put in the region: copies its
+    /// body into the region and returns the SHM frame to write instead.
+    /// `None`: write `frame`.
+    pub(crate) fn offload<'a>(
+        &mut self,
+        frame: impl Iterator<Item = &'a [u8]> + Clone,
+    ) -> Option<Vec<u8>> {
+        let body = frame
+            .clone()
+            .map(<[u8]>::len)
+            .sum::<usize>()
+            .checked_sub(4)?;
+        if !(SHM_AT..=KEEP_MAX).contains(&body) {
             return None;
         }
         let r = self.region.as_mut()?;
         if r.unread().load(Ordering::Acquire) != 0 {
             return None;
         }
-        r.grow(body.len()).ok()?;
-        let len = r.fill([body]);
+        r.grow(body).ok()?;
+        let len = r.fill(body_of(frame));
         r.unread().store(1, Ordering::Release);
         Some(r.frame(len, None))
     }
@@ -580,7 +593,7 @@ mod tests {
         let cache = Arc::new(Cache::default());
         let f = whole(&[1; 100]);
         assert!(offload(&cache, [&f[..]].into_iter(), 1).is_none());
-        assert!(Outgoing::default().offload(&f).is_none());
+        assert!(Outgoing::default().offload([&f[..]].into_iter()).is_none());
         assert!(map_incoming(&[1, 2, 3], 1).unwrap().is_none());
     }
 
@@ -609,21 +622,26 @@ mod tests {
         let results = Results::new().expect("a result region");
         let mut out = Outgoing::default();
         let f = whole(&vec![7u8; SHM_AT]);
-        assert!(out.offload(&f).is_none(), "no region adopted yet");
+        assert!(
+            out.offload([&f[..]].into_iter()).is_none(),
+            "no region adopted yet"
+        );
         assert!(!out.adopt(&f[4..], std::process::id()), "not an offer");
         let offer = results.offer();
         assert!(out.adopt(&offer[4..], std::process::id()));
-        let shm = out.offload(&f).expect("offloaded");
+        let shm = out.offload([&f[..]].into_iter()).expect("offloaded");
         assert_eq!(task_first_id(&shm[4..]), None);
         {
             let body = results.incoming(&shm[4..]).unwrap().expect("an SHM frame");
             assert!(body[..] == f[4..]);
-            assert!(out.offload(&f).is_none(), "still unread");
+            assert!(out.offload([&f[..]].into_iter()).is_none(), "still unread");
         }
         // Larger than the region: the worker grows it, the pool remaps.
         let big: Vec<u8> = (0..5 * SHM_AT).map(|i| (i % 251) as u8).collect();
         let big = whole(&big);
-        let shm = out.offload(&big).expect("read, so free again");
+        let shm = out
+            .offload([&big[..2], &big[2..9], &big[9..]].into_iter())
+            .expect("read, so free again");
         let body = results.incoming(&shm[4..]).unwrap().unwrap();
         assert!(body[..] == big[4..]);
         drop(body);

@@ -346,6 +346,35 @@ pub(crate) struct FrameWriter {
     /// The most a frame may grow to through [`FrameWriter::outcome`]; an
     /// outcome that would pass it becomes a `Codec` error of its own item.
     limit: usize,
+    /// Large outputs that follow `buf[at..]` in the frame, each copied
+    /// once to where the frame goes (see `spare::encode_output`).
+    tails: Vec<(usize, Vec<u8>)>,
+}
+
+/// A frame as [`FrameWriter::into_parts`] leaves it: the buffer, with
+/// large outputs spliced in at their offsets.
+pub(crate) struct Spliced {
+    pub(crate) buf: Vec<u8>,
+    pub(crate) tails: Vec<(usize, Vec<u8>)>,
+}
+
+impl Spliced {
+    /// The frame's bytes, in order, as contiguous pieces.
+    pub(crate) fn pieces(&self) -> impl Iterator<Item = &[u8]> + Clone {
+        let ends = self.tails.iter().map(|(at, _)| *at).chain([self.buf.len()]);
+        let starts = std::iter::once(0).chain(self.tails.iter().map(|(at, _)| *at));
+        let heads = starts.zip(ends).map(|(a, b)| &self.buf[a..b]);
+        let tails = self.tails.iter().map(|(_, v)| Some(&v[..])).chain([None]);
+        heads
+            .zip(tails)
+            .flat_map(|(h, t)| std::iter::once(h).chain(t))
+            .filter(|p| !p.is_empty())
+    }
+
+    /// True if the frame has no bytes.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.buf.is_empty() && self.tails.is_empty()
+    }
 }
 
 /// Room kept below [`MAX_FRAME`] for the error that replaces an oversized result.
@@ -359,7 +388,17 @@ impl FrameWriter {
             count_at: None,
             count: 0,
             limit: MAX_FRAME - ERROR_ROOM,
+            tails: Vec::new(),
         }
+    }
+
+    /// Bytes of large outputs spliced in at or after `at`.
+    fn tail_bytes_from(&self, at: usize) -> usize {
+        self.tails
+            .iter()
+            .filter(|(p, _)| *p >= at)
+            .map(|(_, v)| v.len())
+            .sum()
     }
 
     /// A writer whose DONE frames stay within `limit` bytes (for tests).
@@ -400,28 +439,48 @@ impl FrameWriter {
         let tag_at = self.buf.len();
         self.buf.extend_from_slice(&[0, 0, 0, 0, 0]);
         let body_at = self.buf.len();
-        let result = match fill(&mut self.buf) {
+        // (A tail left by a call outside any outcome, an initializer's, is
+        // not this item's.)
+        if let Some(stale) = super::spare::take_tail() {
+            super::spare::keep(stale);
+        }
+        let filled = fill(&mut self.buf);
+        // A large output set aside by the trampoline follows what it wrote.
+        let tail = super::spare::take_tail();
+        let tail_len = tail.as_ref().map_or(0, Vec::len);
+        match (&filled, tail) {
+            (Ok(()), Some(v)) => self.tails.push((self.buf.len(), v)),
+            (Err(_), Some(v)) => super::spare::keep(v),
+            (_, None) => {}
+        }
+        let size = self.buf.len() + self.tail_bytes_from(self.start) - self.start;
+        let result = match filled {
             // A result that would push the frame past the limit fails alone:
             // the frame stays decodable, no length can wrap a `u32`, and the
             // other items of a chunk keep their results.
-            Ok(()) if self.buf.len() - self.start > self.limit => Err(WireError::Codec {
+            Ok(()) if size > self.limit => Err(WireError::Codec {
                 type_name: "result".into(),
                 message: format!(
                     "the encoded result takes {} bytes, more than a frame carries ({} bytes); \
                      return less, or write large data to a file and return its path",
-                    self.buf.len() - body_at,
+                    self.buf.len() - body_at + tail_len,
                     self.limit
                 ),
             }),
             other => other,
         };
         if let Err(e) = result {
+            if self.tails.last().is_some_and(|(at, _)| *at >= body_at) {
+                if let Some((_, v)) = self.tails.pop() {
+                    super::spare::keep(v);
+                }
+            }
             self.buf.truncate(body_at);
             self.buf[tag_at] = 1;
             // Encoding a WireError into a Vec cannot fail.
             let _ = postcard::to_io(&e, &mut self.buf);
         }
-        let len = (self.buf.len() - body_at) as u32;
+        let len = (self.buf.len() - body_at + self.tail_bytes_from(body_at)) as u32;
         self.buf[tag_at + 1..tag_at + 5].copy_from_slice(&len.to_le_bytes());
     }
 
@@ -480,12 +539,22 @@ impl FrameWriter {
         if let Some(at) = self.count_at.take() {
             self.buf[at..at + 4].copy_from_slice(&self.count.to_le_bytes());
         }
-        let len = (self.buf.len() - self.start - 4) as u32;
+        let len = (self.buf.len() - self.start - 4 + self.tail_bytes_from(self.start)) as u32;
         self.buf[self.start..self.start + 4].copy_from_slice(&len.to_le_bytes());
     }
 
+    /// The frames written (for writers that never splice: see [`Self::into_parts`]).
     pub(crate) fn into_inner(self) -> Vec<u8> {
+        debug_assert!(self.tails.is_empty(), "spliced frames need into_parts");
         self.buf
+    }
+
+    /// The frames written, with the large outputs spliced into them.
+    pub(crate) fn into_parts(self) -> Spliced {
+        Spliced {
+            buf: self.buf,
+            tails: self.tails,
+        }
     }
 }
 
@@ -871,6 +940,70 @@ mod tests {
             other => panic!("expected a Codec error for item 2, got {other:?}"),
         }
         assert_eq!(results[2], (3, Ok(&b"also small"[..])));
+    }
+
+    #[test]
+    fn a_large_output_is_spliced_in_and_bounded_like_the_rest() {
+        let big: Vec<u8> = (0..3000).map(|i| i as u8).collect();
+        let mut w = FrameWriter::new(Vec::new());
+        w.begin_done();
+        w.outcome(1, |out| {
+            out.extend_from_slice(b"small");
+            Ok(())
+        });
+        w.outcome(2, |out| {
+            out.extend_from_slice(b"pp");
+            crate::process::spare::set_tail(big.clone());
+            Ok(())
+        });
+        w.outcome(3, |out| {
+            out.extend_from_slice(b"after");
+            Ok(())
+        });
+        w.end();
+        let spliced = w.into_parts();
+        assert_eq!(spliced.tails.len(), 1);
+        let buf: Vec<u8> = spliced.pieces().flatten().copied().collect();
+        let mut second = b"pp".to_vec();
+        second.extend_from_slice(&big);
+        assert_eq!(
+            decode_frame(body(&buf)).unwrap(),
+            Frame::Done {
+                results: vec![
+                    (1, Ok(&b"small"[..])),
+                    (2, Ok(&second[..])),
+                    (3, Ok(&b"after"[..]))
+                ]
+            }
+        );
+        // A tail set outside an outcome is not taken by the next one.
+        let mut w = FrameWriter::new(Vec::new());
+        w.begin_done();
+        crate::process::spare::set_tail(big.clone());
+        w.outcome(5, |out| {
+            out.push(1);
+            Ok(())
+        });
+        w.end();
+        assert!(w.into_parts().tails.is_empty());
+        // Over the limit, the spliced output fails its own item and is dropped.
+        let mut w = FrameWriter::with_limit(Vec::new(), 400);
+        w.begin_done();
+        w.outcome(4, |out| {
+            out.push(1);
+            crate::process::spare::set_tail(big.clone());
+            Ok(())
+        });
+        w.end();
+        let spliced = w.into_parts();
+        assert!(spliced.tails.is_empty());
+        let buf: Vec<u8> = spliced.pieces().flatten().copied().collect();
+        let Frame::Done { results } = decode_frame(body(&buf)).unwrap() else {
+            panic!("expected DONE");
+        };
+        assert!(
+            matches!(&results[0], (4, Err(WireError::Codec { message, .. })) if message.contains("3001 bytes"))
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@
 
 use super::shm;
 use super::start::WORKER_ENV;
-use super::wire::{self, decode_frame, Frame, FrameBuf, FrameWriter};
+use super::wire::{self, decode_frame, Frame, FrameBuf, FrameWriter, Spliced};
 use crate::ship::{self, WireError};
 use std::collections::VecDeque;
 use std::io::Write;
@@ -123,6 +123,8 @@ fn serve(input: RawFd, output: RawFd, forked: bool) -> i32 {
     } else {
         crate::panic::set_worker_identity(format!("process worker pid {}", std::process::id()));
     }
+    // Large byte-vector outputs lend their buffers to the next arguments.
+    super::spare::enable();
     let mine = *ship::build_id();
     let me = std::process::id();
     // SAFETY: registers a child handler that only stores to an atomic.
@@ -204,6 +206,10 @@ fn serve(input: RawFd, output: RawFd, forked: bool) -> i32 {
                             .map_err(|message| WireError::Refused { message })
                     })
                     .and_then(|mut t| t.call(args, &mut Vec::new()));
+                // An initializer's output is not sent: nor is a large one set aside.
+                if let Some(v) = super::spare::take_tail() {
+                    super::spare::keep(v);
+                }
                 leave_if_forked(me);
                 match outcome {
                     Ok(()) => {
@@ -223,15 +229,23 @@ fn serve(input: RawFd, output: RawFd, forked: bool) -> i32 {
             | Frame::Steal
             | Frame::Returned { .. } => return 6,
         };
-        reply = w.into_inner();
-        if !reply.is_empty() {
+        let frame = w.into_parts();
+        if !frame.is_empty() {
             // A large reply goes through shared memory; the pipe carries a reference.
-            let small = shm_out.offload(&reply);
+            let small = shm_out.offload(frame.pieces());
             let _out = out_lock.lock().unwrap_or_else(|p| p.into_inner());
-            if !write_all(output, small.as_deref().unwrap_or(&reply)) {
+            let written = match &small {
+                Some(f) => write_all(output, f),
+                None => frame.pieces().all(|p| write_all(output, p)),
+            };
+            if !written {
                 return 7;
             }
         }
+        // A large output's buffer takes the next large argument.
+        let Spliced { buf, tails } = frame;
+        tails.into_iter().for_each(|(_, v)| super::spare::keep(v));
+        reply = buf;
         reply.clear();
         // Keep a large reply buffer warm for the next large result, up to a bound.
         if reply.capacity() > 256 << 20 {

@@ -1,0 +1,237 @@
+//! A worker's spare large byte buffer: the buffer of a large `Vec<u8>`
+//! output, kept once its bytes have been sent, to decode the next large
+//! `Vec<u8>` argument into.
+//!
+//! A fresh 64 MiB allocation is fresh pages: the kernel zeroes each one as
+//! the decode first touches it, which cost more than the copy itself (the
+//! profile in BENCHMARKS.md, "Shared memory for large frames"). A task that
+//! echoes or transforms a byte vector hands its output buffer back to the
+//! worker, and the next call of the same size decodes into those warm pages.
+//!
+//! Only a process that serves calls turns this on ([`enable`], in the
+//! worker); anywhere else [`take`] is a plain allocation and [`keep`] a
+//! plain drop. One buffer is kept, of [`MIN`] to [`MAX`] bytes.
+//!
+//! In a worker, a large `Vec<u8>` output is also not encoded into the reply
+//! buffer: [`encode_output`] sets it aside and the DONE frame carries it as
+//! a piece of its own (`wire::FrameWriter`), copied once into the result
+//! region; then it becomes the spare.
+
+use std::any::Any;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+/// Smaller buffers are not kept (their pages are cheap to fault).
+const MIN: usize = 1 << 20;
+
+/// Larger buffers are not kept (bounds the memory an idle worker holds).
+const MAX: usize = 256 << 20;
+
+static ON: AtomicBool = AtomicBool::new(false);
+static SPARE: Mutex<Option<Vec<u8>>> = Mutex::new(None);
+
+/// Turns the spare buffer on in this process (a worker, before serving).
+pub(crate) fn enable() {
+    ON.store(true, Ordering::Relaxed);
+}
+
+fn slot() -> std::sync::MutexGuard<'static, Option<Vec<u8>>> {
+    SPARE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// An empty buffer with room for `len` bytes: the spare one when it fits
+/// (and is not more than twice too large), else a new allocation.
+pub(crate) fn take(len: usize) -> Vec<u8> {
+    if len >= MIN && ON.load(Ordering::Relaxed) {
+        let mut spare = slot();
+        if spare
+            .as_ref()
+            .is_some_and(|v| v.capacity() >= len && v.capacity() / 2 <= len)
+        {
+            if let Some(mut v) = spare.take() {
+                v.clear();
+                return v;
+            }
+        }
+    }
+    let mut v = Vec::new();
+    crate::ship::reserve_large(&mut v, len);
+    v
+}
+
+/// Bodies at least this large are copied by several threads when they go
+/// into fresh pages (faulting and zeroing them is most of the cost, and
+/// runs in parallel).
+const PARALLEL_AT: usize = 16 << 20;
+
+/// Each thread of a parallel copy copies at least this much.
+const PER_THREAD: usize = 8 << 20;
+
+/// A `Vec` holding a copy of `body`: in a worker, in the spare buffer when
+/// it fits; a large body into fresh pages is copied by up to 4 threads.
+pub(crate) fn copied(body: &[u8]) -> Vec<u8> {
+    let mut v = take(body.len());
+    if body.len() < PARALLEL_AT || ON.load(Ordering::Relaxed) {
+        // A worker's buffer is warm (and a forked worker must not start std
+        // threads: see `worker::spawn_bare`).
+        v.extend_from_slice(body);
+        return v;
+    }
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4)
+        .min(body.len() / PER_THREAD);
+    let part = body.len().div_ceil(threads.max(1));
+    let spare = &mut v.spare_capacity_mut()[..body.len()];
+    // Each part is taken by whoever gets to it first: a helper thread, or
+    // this one once it is done with its own (so a thread that cannot be
+    // started, or starts late, only costs time).
+    let parts: Vec<Mutex<Option<Part<'_>>>> = spare
+        .chunks_mut(part)
+        .zip(body.chunks(part))
+        .map(|p| Mutex::new(Some(p)))
+        .collect();
+    let run = |p: &Mutex<Option<Part<'_>>>| {
+        if let Some((to, from)) = p.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            copy_into(to, from);
+        }
+    };
+    std::thread::scope(|s| {
+        for p in &parts[1..] {
+            let _ = std::thread::Builder::new()
+                .name("fanout-copy".into())
+                .spawn_scoped(s, move || run(p));
+        }
+        parts.iter().for_each(run);
+    });
+    // SAFETY: every part of the first `body.len()` spare bytes was written
+    // by `copy_into` (the scope joined every thread that copied one).
+    unsafe { v.set_len(body.len()) };
+    v
+}
+
+type Part<'a> = (&'a mut [std::mem::MaybeUninit<u8>], &'a [u8]);
+
+fn copy_into(to: &mut [std::mem::MaybeUninit<u8>], from: &[u8]) {
+    debug_assert_eq!(to.len(), from.len());
+    // SAFETY: two slices of the same length that cannot overlap (one is
+    // borrowed mutably); MaybeUninit<u8> has u8's layout.
+    unsafe { std::ptr::copy_nonoverlapping(from.as_ptr(), to.as_mut_ptr() as *mut u8, from.len()) };
+}
+
+/// The buffer of `value` if it is a `Vec<u8>` (alone or as a one-element
+/// tuple); otherwise `value` back.
+fn bytes_of<T: 'static>(value: T) -> Result<Vec<u8>, Option<T>> {
+    let mut slot = Some(value);
+    let any: &mut dyn Any = &mut slot;
+    let bytes = if let Some(v) = any.downcast_mut::<Option<Vec<u8>>>() {
+        v.take()
+    } else if let Some(t) = any.downcast_mut::<Option<(Vec<u8>,)>>() {
+        t.take().map(|t| t.0)
+    } else {
+        None
+    };
+    bytes.ok_or(slot)
+}
+
+/// Drops `value`, keeping its buffer as the spare if it is a large
+/// `Vec<u8>` (alone or as a one-element tuple) and the spare is on.
+pub(crate) fn keep<T: 'static>(value: T) {
+    if !ON.load(Ordering::Relaxed) {
+        return;
+    }
+    if let Ok(v) = bytes_of(value) {
+        if (MIN..=MAX).contains(&v.capacity()) {
+            *slot() = Some(v);
+        }
+    }
+}
+
+thread_local! {
+    /// Set aside by [`encode_output`] and taken by the frame writer, on the
+    /// thread that runs the call.
+    static TAIL: std::cell::Cell<Option<Vec<u8>>> = const { std::cell::Cell::new(None) };
+}
+
+/// Appends a task's encoded output to `out` (what `ship::encode` writes).
+/// In a worker, a large `Vec<u8>` output is not copied: only its length
+/// prefix is appended and the vector is set aside for [`take_tail`], so
+/// that its bytes are copied once, straight into the frame's destination
+/// (the result region, or the pipe), right after the prefix.
+pub(crate) fn encode_output<T: serde::Serialize + 'static>(
+    output: T,
+    out: &mut Vec<u8>,
+) -> Result<(), crate::Error> {
+    if !ON.load(Ordering::Relaxed) {
+        return crate::ship::encode(&output, out);
+    }
+    match bytes_of(output) {
+        Ok(v) if v.len() >= MIN => {
+            crate::ship::put_varint(out, v.len() as u64);
+            TAIL.set(Some(v));
+            Ok(())
+        }
+        Ok(v) => crate::ship::encode(&v, out),
+        Err(Some(other)) => crate::ship::encode(&other, out),
+        Err(None) => Ok(()),
+    }
+}
+
+/// Sets a tail as [`encode_output`] does (for the frame writer's tests).
+#[cfg(test)]
+pub(crate) fn set_tail(v: Vec<u8>) {
+    TAIL.set(Some(v));
+}
+
+/// The output [`encode_output`] set aside, if any (its bytes follow what
+/// it appended).
+pub(crate) fn take_tail() -> Option<Vec<u8>> {
+    TAIL.take()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // One test: the spare is process-wide state.
+    #[test]
+    fn kept_buffers_tails_and_parallel_copies() {
+        // Off (as in a pool): plain allocations, plain encoding.
+        let mut out = Vec::new();
+        encode_output(vec![3u8; 2 * MIN], &mut out).unwrap();
+        assert_eq!(out.len(), 4 + 2 * MIN, "a 4-byte varint and the bytes");
+        assert!(take_tail().is_none());
+        let body: Vec<u8> = (0..PARALLEL_AT + 12345).map(|i| (i % 253) as u8).collect();
+        assert!(copied(&body) == body, "a parallel copy");
+
+        enable();
+        let v = vec![7u8; 2 * MIN];
+        let ptr = v.as_ptr();
+        keep(v);
+        // Too small a request leaves the spare alone.
+        let small = take(MIN / 2);
+        assert_ne!(small.as_ptr(), ptr);
+        let again = take(2 * MIN - 1);
+        assert_eq!(again.as_ptr(), ptr);
+        assert!(again.is_empty() && again.capacity() >= 2 * MIN);
+        // Taken: the next one is new.
+        let other = take(2 * MIN - 1);
+        assert_ne!(other.as_ptr(), ptr);
+        // Other types, and small vectors, are just dropped.
+        keep(5u32);
+        keep(vec![1u8; 10]);
+        assert!(slot().is_none());
+        keep((vec![1u8; MIN],));
+        assert!(slot().is_some());
+
+        // A large output is set aside after its length prefix; others are encoded.
+        let mut out = Vec::new();
+        encode_output((vec![9u8; MIN],), &mut out).unwrap();
+        assert_eq!(out.len(), 3, "just the varint length");
+        assert_eq!(take_tail().map(|v| v.len()), Some(MIN));
+        encode_output(vec![9u8; 10], &mut out).unwrap();
+        encode_output(7u64, &mut out).unwrap();
+        assert_eq!(out.len(), 3 + 11 + 1);
+        assert!(take_tail().is_none());
+    }
+}
