@@ -397,8 +397,9 @@ impl Shared {
         keys.push(events.to_string());
         keys.extend(results);
         let mut ack = self.scripts.call(ScriptName::Ack, &keys);
-        for id in ids {
-            ack.arg(id);
+        if let Some(last) = ids.last() {
+            // Events up to it are processed (they arrive in id order).
+            ack.arg(last);
         }
         Ok(ack)
     }

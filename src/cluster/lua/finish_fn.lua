@@ -15,10 +15,12 @@
 -- were written again. The result lives no longer than the client's event
 -- stream will, plus the result TTL's grace for a client that is merely slow.
 -- Returns 1 if this call delivered.
+-- The entry leaves the stream with a `tidy` (see `tidy_fn.lua`), or with
+-- the caller's when `later` is true.
 -- (A function, so that `finish_claim` can run it before its claim.)
-local function finish(KEYS, ARGV)
+local function finish(KEYS, ARGV, later)
   redis.call('XACK', KEYS[1], ARGV[2], ARGV[1])
-  redis.call('XDEL', KEYS[1], ARGV[1])
+  if not later then tidy(KEYS[1], ARGV[2], true, ARGV[1]) end
   local seq = tonumber(ARGV[6]) or -1
   local st = redis.call('HGET', KEYS[2], 'st')
   if (not st) or st == 'x' or st == 'c' then return 0 end

@@ -15,7 +15,7 @@
 local function start(K, A)
   local function drop()
     redis.call('XACK', K[1], A[2], A[1])
-    redis.call('XDEL', K[1], A[1])
+    tidy(K[1], A[2], true, A[1])
   end
   local seq = tonumber(A[6]) or -1
   if seq >= 0 and redis.call('GETBIT', K[5], seq) == 1 then
