@@ -28,8 +28,9 @@
 //!
 //! `submit` writes the record (state `p`) and adds `t=<task>` to `{ns}:q`.
 //! A worker reads the entry with `XREADGROUP` and runs `start`, which counts
-//! the delivery (`at`), marks the record running (`r`, owner `o`) and, on the
-//! first delivery, tells the client (`k=s` on its event stream); a busy
+//! the delivery (`at`) and marks the record running (`r`, owner `o`); a
+//! first delivery still running after a few milliseconds is announced to
+//! the client (`k=s` on its event stream, see `announce.rs`); a busy
 //! worker does both in its `finish_claim` call, an idle one in `claim`. The
 //! worker checks the record's signature, build id and trampoline, runs the
 //! call and runs `finish`, which acknowledges the stream entry (done entries
@@ -243,8 +244,10 @@ pub(crate) const CANCEL: &str = include_str!("lua/cancel.lua");
 /// connection never loses a result: the client reads again.
 pub(crate) const ACK: &str = include_str!("lua/ack.lua");
 
-/// KEYS: pairs of (task, result) keys. Returns per pair 1 if either exists.
-/// The client uses it to notice tasks that vanished from Redis.
+/// KEYS: the client's finished bitmap, then pairs of (task, result) keys;
+/// ARGV: each pair's bit. Returns per pair 1 if either key exists or the
+/// bit is set (see `lua/probe.lua`). The client uses it to notice tasks
+/// that vanished from Redis.
 pub(crate) const PROBE: &str = include_str!("lua/probe.lua");
 
 /// KEYS: queue, task. ARGV: entry id, group. Drops a task whose client is
