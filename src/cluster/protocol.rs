@@ -14,7 +14,7 @@
 //! | `{ns}:q:<p>:<needs>` | stream | another lane (priority, resources); persists like `{ns}:q`  |
 //! | `{ns}:q:lanes`       | hash   | the lanes in use (stream → `priority|needs`); persists      |
 //! | `{ns}:t:<task>`      | hash   | from submit until a worker finishes (or skips) the task     |
-//! | `{ns}:r:<task>`      | string | from finish until the client has read it (a value over 64 KiB, and `put` values: until no future, `Arg` or running dependent can ask for it); TTL [`RESULT_TTL`] |
+//! | `{ns}:r:<task>`      | string | from finish until the client has read it (none for a result of at most 4 KiB, which rides in its event; a value over 64 KiB, and `put` values: until no future, `Arg` or running dependent can ask for it); TTL [`RESULT_TTL`] |
 //! | `{ns}:ev:<client>`   | stream | while the client runs (TTL refreshed); deleted by `shutdown` |
 //! | `{ns}:live:<client>` | string | signed expiry time, refreshed while the client runs         |
 //! | `{ns}:fin:<client>`  | bitmap | bit `seq` set when the task finished; lives as the client    |
@@ -169,7 +169,7 @@ pub(crate) const SUBMIT: &str = include_str!("lua/submit.lua");
 /// cached liveness value of the client (see `lua/start_fn.lua`). An entry other than the one `submit` added for the task
 /// (a replayed entry) is dropped. Returns `{'gone'}`, `{'cancelled'}`,
 /// `{'lost', owner, starts}` or `{'run', ...}` (see `lua/start_fn.lua`; its
-/// last element is the run-time limit in ms). Retrying with the same delivery token does not
+/// last elements are the run-time limit in ms and `1` for a first delivery). Retrying with the same delivery token does not
 /// count a second delivery.
 pub(crate) const START: &str = concat!(
     include_str!("lua/tidy_fn.lua"),

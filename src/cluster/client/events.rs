@@ -327,7 +327,7 @@ impl Shared {
     }
 
     /// Reads the results of `done` tasks and completes their futures.
-    /// Returns the `ack` that deletes the results and the events `ids`,
+    /// Returns the `ack` that deletes the results and trims the events `ids`,
     /// which the caller sends with its next read (so a reply lost to a
     /// dropped connection never loses a result: nothing is deleted before
     /// it is delivered). An error before delivery means: read the same
