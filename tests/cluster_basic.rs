@@ -568,3 +568,63 @@ fn no_keys_left_after_10k_tasks_and_shutdown() {
         .unwrap();
     assert!(consumers.is_empty(), "{consumers:?}");
 }
+
+/// Blocks until `path` exists (at most 60 s); true if it appeared.
+fn gate(path: String) -> bool {
+    let until = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < until {
+        if std::path::Path::new(&path).exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
+
+/// Finished entries leave the queue by trimming (not an `XDEL` each), and
+/// a trim never passes the oldest pending entry: a running task's entry
+/// stays in the stream (for redelivery) while hundreds of short tasks
+/// finish after it, and the queue is empty once everything is done. The
+/// long task shows as running (its start is announced once it has run a
+/// few milliseconds).
+#[test]
+fn trimming_keeps_pending_entries_and_empties_an_idle_queue() {
+    let redis = Redis::start();
+    let dir = TempDir::new("trim");
+    let open = dir.path().join("open").to_string_lossy().into_owned();
+    let c = cluster(&redis, "trim", 2);
+    let held = c.submit(gate, (open.clone(),)).unwrap();
+    assert!(eventually(Duration::from_secs(20), || held.running()));
+    let fs: Vec<_> = (0..500u64)
+        .map(|i| c.submit(add, (i, 1)).unwrap())
+        .collect();
+    for (i, f) in fs.into_iter().enumerate() {
+        assert_eq!(f.result_timeout(Duration::from_secs(60)), Ok(i as u64 + 1));
+    }
+    let mut con = redis.conn();
+    let pending: Vec<redis::Value> = redis::cmd("XPENDING")
+        .arg("{trim}:q")
+        .arg("fanout")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(pending[0], redis::Value::Int(1), "{pending:?}");
+    let oldest: String = redis::FromRedisValue::from_redis_value(pending[1].clone()).unwrap();
+    let entry: Vec<redis::Value> = redis::cmd("XRANGE")
+        .arg("{trim}:q")
+        .arg(&oldest)
+        .arg(&oldest)
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(entry.len(), 1, "the running task's entry was trimmed");
+    std::fs::write(&open, b"").unwrap();
+    assert_eq!(held.result_timeout(Duration::from_secs(60)), Ok(true));
+    let empty = eventually(Duration::from_secs(20), || {
+        redis::cmd("XLEN")
+            .arg("{trim}:q")
+            .query::<u64>(&mut con)
+            .unwrap()
+            == 0
+    });
+    assert!(empty, "done entries were left in the idle queue");
+    c.shutdown(true, false);
+}

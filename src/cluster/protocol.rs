@@ -14,7 +14,7 @@
 //! | `{ns}:q:<p>:<needs>` | stream | another lane (priority, resources); persists like `{ns}:q`  |
 //! | `{ns}:q:lanes`       | hash   | the lanes in use (stream → `priority|needs`); persists      |
 //! | `{ns}:t:<task>`      | hash   | from submit until a worker finishes (or skips) the task     |
-//! | `{ns}:r:<task>`      | string | from finish until the client has read it (a value over 64 KiB, and `put` values: until no future, `Arg` or running dependent can ask for it); TTL [`RESULT_TTL`] |
+//! | `{ns}:r:<task>`      | string | from finish until the client has read it (none for a result of at most 4 KiB, which rides in its event; a value over 64 KiB, and `put` values: until no future, `Arg` or running dependent can ask for it); TTL [`RESULT_TTL`] |
 //! | `{ns}:ev:<client>`   | stream | while the client runs (TTL refreshed); deleted by `shutdown` |
 //! | `{ns}:live:<client>` | string | signed expiry time, refreshed while the client runs         |
 //! | `{ns}:fin:<client>`  | bitmap | bit `seq` set when the task finished; lives as the client    |
@@ -28,16 +28,19 @@
 //!
 //! `submit` writes the record (state `p`) and adds `t=<task>` to `{ns}:q`.
 //! A worker reads the entry with `XREADGROUP` and runs `start`, which counts
-//! the delivery (`at`), marks the record running (`r`, owner `o`) and, on the
-//! first delivery, tells the client (`k=s` on its event stream); a busy
+//! the delivery (`at`) and marks the record running (`r`, owner `o`); a
+//! first delivery still running after a few milliseconds is announced to
+//! the client (`k=s` on its event stream, see `announce.rs`); a busy
 //! worker does both in its `finish_claim` call, an idle one in `claim`. The
 //! worker checks the record's signature, build id and trampoline, runs the
-//! call and runs `finish`, which acknowledges and deletes the stream entry,
+//! call and runs `finish`, which acknowledges the stream entry (done entries
+//! leave the stream by trimming, see `lua/tidy_fn.lua`),
 //! stores the signed result envelope with `SET NX` (exactly once, even when
 //! a redelivered copy finishes too), deletes the record and tells the client
 //! (`k=d`, with the envelope itself when it is at most 4 KiB). The client
 //! reads the result (from the event, else `MGET`), completes the future, then
-//! `ack` (sent with its next `XREAD`) deletes the result and the events. A worker whose lease lapses
+//! `ack` (sent with its next `XREAD`) deletes the result and trims the
+//! events read. A worker whose lease lapses
 //! (no heartbeat) loses its entries to another worker's `XAUTOCLAIM`; a task
 //! started more than its `m` times resolves to `WorkerLost`. `cancel` marks a
 //! pending record cancelled (`c`); `start` then drops it without running it.
@@ -166,9 +169,11 @@ pub(crate) const SUBMIT: &str = include_str!("lua/submit.lua");
 /// cached liveness value of the client (see `lua/start_fn.lua`). An entry other than the one `submit` added for the task
 /// (a replayed entry) is dropped. Returns `{'gone'}`, `{'cancelled'}`,
 /// `{'lost', owner, starts}` or `{'run', ...}` (see `lua/start_fn.lua`; its
-/// last element is the run-time limit in ms). Retrying with the same delivery token does not
+/// last elements are the run-time limit in ms and `1` for a first delivery). Retrying with the same delivery token does not
 /// count a second delivery.
 pub(crate) const START: &str = concat!(
+    include_str!("lua/tidy_fn.lua"),
+    "\n",
     include_str!("lua/start_fn.lua"),
     "\nreturn start(KEYS, ARGV)\n"
 );
@@ -177,6 +182,8 @@ pub(crate) const START: &str = concat!(
 /// same call (see `lua/claim_fn.lua`): with the previous task's `finish` in the
 /// same pipeline, one round trip per task for a busy worker.
 pub(crate) const CLAIM: &str = concat!(
+    include_str!("lua/tidy_fn.lua"),
+    "\n",
     include_str!("lua/start_fn.lua"),
     "\n",
     include_str!("lua/claim_fn.lua"),
@@ -186,6 +193,8 @@ pub(crate) const CLAIM: &str = concat!(
 /// `finish` of one task, then `claim` of the next, in one script call (see
 /// `lua/finish_claim.lua`): a busy worker's one call per task.
 pub(crate) const FINISH_CLAIM: &str = concat!(
+    include_str!("lua/tidy_fn.lua"),
+    "\n",
     include_str!("lua/start_fn.lua"),
     "\n",
     include_str!("lua/finish_fn.lua"),
@@ -203,6 +212,8 @@ pub(crate) const FINISH_CLAIM: &str = concat!(
 /// there. `SET NX` makes a second result for the same task impossible even
 /// if the record were written again. Returns 1 if this call delivered.
 pub(crate) const FINISH: &str = concat!(
+    include_str!("lua/tidy_fn.lua"),
+    "\n",
     include_str!("lua/finish_fn.lua"),
     "\nreturn finish(KEYS, ARGV)\n"
 );
@@ -211,7 +222,11 @@ pub(crate) const FINISH: &str = concat!(
 /// envelope, TTL (s), task id, reason. A record that failed verification is
 /// marked rejected (`st = x`, reason in `why`) and kept for the TTL; its
 /// entry is acknowledged; the named client (if it exists) is told.
-pub(crate) const REJECT: &str = include_str!("lua/reject.lua");
+pub(crate) const REJECT: &str = concat!(
+    include_str!("lua/tidy_fn.lua"),
+    "\n",
+    include_str!("lua/reject.lua")
+);
 
 /// KEYS: task keys. ARGV: TTL (s) for cancelled records, then per key the
 /// item index to cancel (`-1` for the whole task). A pending task has the
@@ -220,18 +235,28 @@ pub(crate) const REJECT: &str = include_str!("lua/reject.lua");
 /// 1 if the item is, 0 if the task already started (or is gone).
 pub(crate) const CANCEL: &str = include_str!("lua/cancel.lua");
 
-/// KEYS: client events, result keys. ARGV: event ids. Deletes results the
-/// client has delivered (read from their events or with `MGET`) and the
-/// events it has processed; sent with the client's next `XREAD`. Reading
+/// KEYS: client events, result keys. ARGV: the id of the last event read.
+/// Deletes results the client has delivered (read from their events or with
+/// `MGET`) and trims the events it has processed (whole stream nodes, which
+/// walks no deleted entries, unlike an `XDEL` per event); sent with the
+/// client's next `XREAD`, which reads only newer events. Reading
 /// and deleting are separate steps so that a reply lost to a dropped
 /// connection never loses a result: the client reads again.
 pub(crate) const ACK: &str = include_str!("lua/ack.lua");
 
-/// KEYS: pairs of (task, result) keys. Returns per pair 1 if either exists.
-/// The client uses it to notice tasks that vanished from Redis.
+/// KEYS: the client's finished bitmap, then pairs of (task, result) keys;
+/// ARGV: each pair's bit. Returns per pair 1 if either key exists or the
+/// bit is set (see `lua/probe.lua`). The client uses it to notice tasks
+/// that vanished from Redis.
 pub(crate) const PROBE: &str = include_str!("lua/probe.lua");
 
-pub(crate) const DROP: &str = include_str!("lua/drop.lua");
+/// KEYS: queue, task. ARGV: entry id, group. Drops a task whose client is
+/// gone (see `lua/drop.lua`).
+pub(crate) const DROP: &str = concat!(
+    include_str!("lua/tidy_fn.lua"),
+    "\n",
+    include_str!("lua/drop.lua")
+);
 
 /// See `lua/take.lua` (lanes, in `lanes.rs`).
 pub(crate) const TAKE: &str = include_str!("lua/take.lua");

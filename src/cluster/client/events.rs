@@ -327,7 +327,7 @@ impl Shared {
     }
 
     /// Reads the results of `done` tasks and completes their futures.
-    /// Returns the `ack` that deletes the results and the events `ids`,
+    /// Returns the `ack` that deletes the results and trims the events `ids`,
     /// which the caller sends with its next read (so a reply lost to a
     /// dropped connection never loses a result: nothing is deleted before
     /// it is delivered). An error before delivery means: read the same
@@ -392,13 +392,26 @@ impl Shared {
                 values.get(j).and_then(bytes).unwrap_or(&[])
             });
         }
-        // Delivered: the results and events can go.
+        // Delivered: the results and events can go. A result that came in
+        // its event under a bit of the finished bitmap has no key (see
+        // `finish_fn.lua`).
         let mut keys = Vec::with_capacity(results.len() + 1);
         keys.push(events.to_string());
-        keys.extend(results);
+        keys.extend(
+            results
+                .into_iter()
+                .zip(&done)
+                .filter_map(|(key, (seq, task, _))| {
+                    let keyless = inline.contains_key(seq)
+                        && self.own_seq(task) == Some(*seq)
+                        && protocol::bit_of(*seq) >= 0;
+                    (!keyless).then_some(key)
+                }),
+        );
         let mut ack = self.scripts.call(ScriptName::Ack, &keys);
-        for id in ids {
-            ack.arg(id);
+        if let Some(last) = ids.last() {
+            // Events up to it are processed (they arrive in id order).
+            ack.arg(last);
         }
         Ok(ack)
     }
@@ -451,13 +464,18 @@ impl Shared {
                 .collect()
         };
         for batch in old.chunks(protocol::SUBMIT_BATCH) {
-            let mut keys = Vec::with_capacity(batch.len() * 2);
+            let mut keys = Vec::with_capacity(batch.len() * 2 + 1);
+            keys.push(self.cfg.keys.finished(&self.client_id));
             for seq in batch {
                 let task = protocol::task_id(&self.client_id, *seq);
                 keys.push(self.cfg.keys.task(&task));
                 keys.push(self.cfg.keys.result(&task));
             }
-            let Ok(reply) = conn.query(&self.scripts.call(ScriptName::Probe, &keys)) else {
+            let mut cmd = self.scripts.call(ScriptName::Probe, &keys);
+            for seq in batch {
+                cmd.arg(protocol::bit_of(*seq));
+            }
+            let Ok(reply) = conn.query(&cmd) else {
                 return;
             };
             let answers = array(&reply).unwrap_or(&[]);

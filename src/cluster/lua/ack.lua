@@ -1,3 +1,3 @@
 for i = 2, #KEYS do redis.call('DEL', KEYS[i]) end
-if #ARGV > 0 then redis.call('XDEL', KEYS[1], unpack(ARGV)) end
+if ARGV[1] then redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[1]) end
 return 1

@@ -1,6 +1,7 @@
 -- KEYS: the default lane's stream. ARGV (as passed to `claim`): group, worker (consumer), the
 -- namespace's key tag (`{ns}`), delivery token, the worker's cached
 -- liveness value and the client it belongs to ('' for none).
+-- `acked`: the entry the caller has just acknowledged, if any (see `tidy`).
 -- Reads at most one new entry (never blocks) and starts its task as
 -- `start` does, in the same call: a worker's finish of one task and the
 -- claim of the next make one round trip. The keys of the task are computed
@@ -11,16 +12,19 @@
 -- 0-0: an `XREAD BLOCK` from it wakes on the next entry added, and no entry
 -- can slip in between), {entry id, task id} for a malformed task id (the
 -- caller drops it), or {entry id, task id, start's reply...}.
-local function claim(KEYS, ARGV)
+local function claim(KEYS, ARGV, acked)
   local ok, reply = pcall(redis.call, 'XREADGROUP', 'GROUP', ARGV[1], ARGV[2],
     'COUNT', 1, 'STREAMS', KEYS[1], '>')
   if not ok then return {} end
   local e = reply and reply[1] and reply[1][2] and reply[1][2][1]
   if not e then
     local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+    -- Nothing new: this worker may go idle, so leave no done entry behind.
+    tidy(KEYS[1], ARGV[1], true, acked)
     if newest[1] then return {newest[1][1]} end
     return {'0-0'}
   end
+  tidy(KEYS[1], ARGV[1], false, acked)
   local id, fields, task = e[1], e[2], ''
   for j = 1, #fields, 2 do
     if fields[j] == 't' then task = fields[j + 1] end

@@ -3,9 +3,11 @@
 -- sequence number (decimal; -1 when too large for the bitmap), envelope
 -- size, `1` if the client should leave the result in Redis until asked (a
 -- large value).
--- A small envelope (at most 4 KiB) also rides in the "finished" event, so
--- the client needs no second read for it; the result key is still written
--- (`SET NX` is what makes a second result impossible) and deleted by the
+-- A small envelope (at most 4 KiB) rides in the "finished" event, so the
+-- client needs no second read for it; then no result key is written when
+-- the task has a bit in the bitmap (setting the bit, which was clear, is
+-- what makes a second result impossible), else the result key is written
+-- too (`SET NX` makes a second result impossible) and deleted by the
 -- client's ack.
 -- Acknowledges the entry and marks the task finished in the client's bitmap
 -- (so a copy of its record written again is never run); stores the result
@@ -15,10 +17,12 @@
 -- were written again. The result lives no longer than the client's event
 -- stream will, plus the result TTL's grace for a client that is merely slow.
 -- Returns 1 if this call delivered.
+-- The entry leaves the stream with a `tidy` (see `tidy_fn.lua`), or with
+-- the caller's when `later` is true.
 -- (A function, so that `finish_claim` can run it before its claim.)
-local function finish(KEYS, ARGV)
+local function finish(KEYS, ARGV, later)
   redis.call('XACK', KEYS[1], ARGV[2], ARGV[1])
-  redis.call('XDEL', KEYS[1], ARGV[1])
+  if not later then tidy(KEYS[1], ARGV[2], true, ARGV[1]) end
   local seq = tonumber(ARGV[6]) or -1
   local st = redis.call('HGET', KEYS[2], 'st')
   if (not st) or st == 'x' or st == 'c' then return 0 end
@@ -28,14 +32,17 @@ local function finish(KEYS, ARGV)
   local ttl = redis.call('PTTL', KEYS[4])
   if ttl == -2 then return 0 end
   if seq >= 0 then
-    redis.call('SETBIT', KEYS[5], seq, 1)
+    if redis.call('SETBIT', KEYS[5], seq, 1) == 1 then return 0 end
     if ttl > 0 then redis.call('PEXPIRE', KEYS[5], ttl) end
   end
-  local keep = tonumber(ARGV[4]) * 1000
-  if ttl > 0 then keep = math.min(keep, 2 * ttl + 1000) end
-  if not redis.call('SET', KEYS[3], ARGV[3], 'NX', 'PX', keep) then return 0 end
   local size = tonumber(ARGV[7]) or 0
-  if ARGV[8] ~= '1' and size > 0 and size <= 4096 then
+  local inline = ARGV[8] ~= '1' and size > 0 and size <= 4096
+  if not (inline and seq >= 0) then
+    local keep = tonumber(ARGV[4]) * 1000
+    if ttl > 0 then keep = math.min(keep, 2 * ttl + 1000) end
+    if not redis.call('SET', KEYS[3], ARGV[3], 'NX', 'PX', keep) then return 0 end
+  end
+  if inline then
     redis.call('XADD', KEYS[4], '*', 'k', 'd', 't', ARGV[5], 'z', ARGV[7], 'l', '0', 'v', ARGV[3])
   else
     redis.call('XADD', KEYS[4], '*', 'k', 'd', 't', ARGV[5], 'z', ARGV[7] or '0', 'l', ARGV[8] or '0')

@@ -1,5 +1,5 @@
 redis.call('XACK', KEYS[1], ARGV[2], ARGV[1])
-redis.call('XDEL', KEYS[1], ARGV[1])
+tidy(KEYS[1], ARGV[2], true, ARGV[1])
 if redis.call('EXISTS', KEYS[2]) == 1 then
   redis.call('HSET', KEYS[2], 'st', 'x', 'why', ARGV[6])
   redis.call('EXPIRE', KEYS[2], ARGV[4])
