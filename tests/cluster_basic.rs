@@ -584,9 +584,7 @@ fn gate(path: String) -> bool {
 /// Finished entries leave the queue by trimming (not an `XDEL` each), and
 /// a trim never passes the oldest pending entry: a running task's entry
 /// stays in the stream (for redelivery) while hundreds of short tasks
-/// finish after it, and the queue is empty once everything is done. The
-/// long task shows as running (its start is announced once it has run a
-/// few milliseconds).
+/// finish after it, and the queue is empty once everything is done.
 #[test]
 fn trimming_keeps_pending_entries_and_empties_an_idle_queue() {
     let redis = Redis::start();

@@ -89,7 +89,6 @@
 //! marked cancelled and workers skip it). A worker that picked the task up
 //! in between still runs it, and its result is discarded.
 
-mod announce;
 mod client;
 mod courier;
 mod current;

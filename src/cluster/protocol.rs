@@ -28,9 +28,8 @@
 //!
 //! `submit` writes the record (state `p`) and adds `t=<task>` to `{ns}:q`.
 //! A worker reads the entry with `XREADGROUP` and runs `start`, which counts
-//! the delivery (`at`) and marks the record running (`r`, owner `o`); a
-//! first delivery still running after a few milliseconds is announced to
-//! the client (`k=s` on its event stream, see `announce.rs`); a busy
+//! the delivery (`at`), marks the record running (`r`, owner `o`) and, on the
+//! first delivery, tells the client (`k=s` on its event stream); a busy
 //! worker does both in its `finish_claim` call, an idle one in `claim`. The
 //! worker checks the record's signature, build id and trampoline, runs the
 //! call and runs `finish`, which acknowledges the stream entry (done entries

@@ -24,8 +24,7 @@
 //! holds more entries than it has free slots. After finishing a task a slot
 //! sends the `finish` script and its next read in one round trip. A
 //! heartbeat thread re-claims the entries being run every lease/3, which
-//! keeps their idle time (the lease) from running out, and tells clients
-//! which of their tasks have been running a while (`announce`); a free slot
+//! keeps their idle time (the lease) from running out; a free slot
 //! periodically runs `XAUTOCLAIM` with min-idle = lease to take over entries
 //! whose worker died.
 
@@ -210,8 +209,6 @@ pub(super) struct Worker {
     deadlines: Mutex<std::collections::HashMap<String, Deadline>>,
     /// The last client liveness value this worker verified (see `LiveCache`).
     live_cache: Mutex<Option<LiveCache>>,
-    /// First deliveries running now, whose clients are told once they run a while.
-    announcer: super::announce::Announcer,
 }
 
 /// A client's signed liveness value verified recently: while `until` has
@@ -269,7 +266,6 @@ fn serve(cfg: WorkerConfig) -> i32 {
         view: Mutex::new(super::lanes::View::new(&keys_queue, cfg.resources.clone())),
         deadlines: Mutex::new(std::collections::HashMap::new()),
         live_cache: Mutex::new(None),
-        announcer: Default::default(),
         cfg,
     });
     let heartbeat = {
@@ -968,14 +964,9 @@ impl Worker {
                         },
                     );
                 }
-                if field(11) == b"1" {
-                    self.announcer
-                        .started(&job.entry, events.clone(), job.task.clone());
-                }
                 let ran = self.execute(conn, &job.task, &record, &cancelled, || {
                     self.client_alive(client, field(8), field(9))
                 });
-                self.announcer.ended(&job.entry);
                 if limit.is_some() {
                     protocol_lock(&self.deadlines).remove(&job.entry);
                 }
@@ -1268,8 +1259,7 @@ impl Worker {
         let _ = conn.query(redis::cmd("XDEL").arg(stream).arg(entry));
     }
 
-    /// Keeps the leases of the entries being run from expiring, and
-    /// announces the starts of tasks that run a while.
+    /// Keeps the leases of the entries being run from expiring.
     fn heartbeat(self: Arc<Self>) {
         let Some(mut conn) = self.connect(Duration::from_secs(5)) else {
             return;
@@ -1285,7 +1275,6 @@ impl Worker {
             }
             self.draining();
             self.enforce_limits(&mut conn);
-            self.announcer.announce_due(&mut conn, &self.name);
             if Instant::now() < next {
                 continue;
             }

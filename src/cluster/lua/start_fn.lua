@@ -1,7 +1,6 @@
 -- The start of a task, shared by `start` (KEYS and ARGV as given) and
 -- `claim` (which reads the entry and computes the keys).
--- K: queue, task, client events (unused: the worker announces starts, see
--- `Worker::announce`), client liveness, client finished-bitmap.
+-- K: queue, task, client events, client liveness, client finished-bitmap.
 -- A: entry id, group, worker, delivery token, task id, task sequence
 -- number (decimal; -1 when too large for the bitmap), the worker's cached
 -- liveness value of this client ('' for none).
@@ -10,8 +9,7 @@
 -- it already finished (a record written again after it finished).
 -- Returns {'gone'}, {'cancelled'}, {'lost', owner, starts} or {'run',
 -- trampoline, build, args, signature, items, cancelled indices, nonce,
--- liveness, server time in ms, run-time limit in ms, '1' for a first
--- delivery ('0' else)}; liveness is '=' (and
+-- liveness, server time in ms, run-time limit in ms}; liveness is '=' (and
 -- the time is not read) when it equals the cached value. Retrying with the
 -- same delivery token does not count a second delivery.
 local function start(K, A)
@@ -46,6 +44,9 @@ local function start(K, A)
     return {'lost', r[6] or '', tostring(at - 1)}
   end
   redis.call('HSET', K[2], 'st', 'r', 'o', A[3], 'd', A[4], 'at', tostring(at))
+  if at == 1 then
+    redis.call('XADD', K[3], 'NOMKSTREAM', '*', 'k', 's', 't', A[5])
+  end
   local out = {'run'}
   for i = 7, 11 do out[i - 5] = r[i] or '' end
   local cancelled = {}
@@ -66,8 +67,5 @@ local function start(K, A)
     out[10] = tostring(tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
   end
   out[11] = r[14] or '0'
-  -- The worker tells the client that a first delivery started, once it has
-  -- run for a while (most calls finish first, and need no event for it).
-  if at == 1 then out[12] = '1' else out[12] = '0' end
   return out
 end
