@@ -5,12 +5,16 @@
 //! or read out of range. The input is also split the way the pool splits its
 //! read buffer (a `u32` little-endian length, then that many bytes) and every
 //! complete frame is decoded, so corpus entries can hold several frames.
+//! The in-place reader of DONE frames the pool's I/O thread uses must agree
+//! with `decode_frame` on every input.
 #![no_main]
 
-use fanout::__wire::{decode_frame, Frame, MAX_FRAME};
+use fanout::__wire::{assert_done_readers_agree, decode_frame, Frame, MAX_FRAME};
 use libfuzzer_sys::fuzz_target;
 
 fn check(body: &[u8]) {
+    // The I/O thread reads DONE frames in place; it must agree with the decoder.
+    assert_done_readers_agree(body);
     match decode_frame(body) {
         Ok(Frame::Task { items, .. }) => {
             // Each item needs at least 12 bytes of the body.

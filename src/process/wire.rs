@@ -273,6 +273,38 @@ impl<'a> DoneRecords<'a> {
     }
 }
 
+/// Panics unless [`decode_frame`] and the I/O thread's in-place reader agree
+/// on `body`: the same bodies accepted as DONE frames, the same records in
+/// the same order, and the unchecked walk of an accepted body
+/// ([`DoneRecords::accepted`]) giving them again. For the fuzz target
+/// `frame_decoder`; crate-private otherwise.
+///
+/// ```
+/// fanout::__wire::assert_done_readers_agree(&[]);
+/// ```
+#[doc(hidden)]
+pub fn assert_done_readers_agree(body: &[u8]) {
+    fn walked(r: DoneRecords<'_>) -> Vec<DoneRecord<'_>> {
+        r.records()
+            .map(|(id, tag, bytes)| (id, outcome(tag, bytes)))
+            .collect()
+    }
+    match (done_records(body), decode_frame(body)) {
+        (Ok(Some(fast)), Ok(Frame::Done { results })) => {
+            assert!(walked(fast) == results, "the DONE readers disagree");
+            assert!(
+                walked(DoneRecords::accepted(body)) == results,
+                "the unchecked walk of an accepted DONE frame disagrees"
+            );
+        }
+        (Ok(Some(_)), other) => panic!("in place: a DONE frame; decode_frame: {other:?}"),
+        (Ok(None) | Err(_), Ok(Frame::Done { .. })) => {
+            panic!("decode_frame accepted a DONE frame the in-place reader refused")
+        }
+        (Ok(None), _) | (Err(_), _) => {}
+    }
+}
+
 /// The records of a checked DONE frame (see [`DoneRecords::records`]).
 pub(crate) struct DoneIter<'a> {
     bytes: &'a [u8],
@@ -1075,6 +1107,37 @@ mod tests {
         // An accepted body walks the same records again, unchecked.
         let again: Vec<_> = DoneRecords::accepted(body(&buf)).records().collect();
         assert_eq!(again, done.records().collect::<Vec<_>>());
+    }
+
+    /// The fuzz target's property on every truncation and every single-byte
+    /// change of a DONE frame (each byte set to a few values).
+    #[test]
+    fn done_readers_agree_on_damaged_frames() {
+        let mut w = FrameWriter::new(Vec::new());
+        w.begin_done();
+        w.outcome(5, |out| {
+            out.extend_from_slice(b"ok");
+            Ok(())
+        });
+        w.outcome(6, |_| {
+            Err(WireError::Refused {
+                message: "no".into(),
+            })
+        });
+        w.outcome(7, |_| Ok(()));
+        w.end();
+        let buf = w.into_inner();
+        let good = body(&buf);
+        for len in 0..=good.len() {
+            assert_done_readers_agree(&good[..len]);
+        }
+        for at in 0..good.len() {
+            for value in [0, 1, 2, 7, 0x7f, 0x80, 0xff] {
+                let mut damaged = good.to_vec();
+                damaged[at] = value;
+                assert_done_readers_agree(&damaged);
+            }
+        }
     }
 
     #[test]
