@@ -190,17 +190,12 @@ impl Drop for Redis {
     }
 }
 
-/// Waits until `f` holds or `timeout` passes.
-pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    f()
-}
+// (A test that also includes `graph_support` loads this file twice.)
+#[allow(clippy::duplicate_mod)]
+#[path = "../process_util/mod.rs"]
+mod process_util;
+/// Waits until a condition holds or a timeout passes (one helper for all tests).
+pub use process_util::eventually;
 
 /// Logs one execution of item `i` to the file `log` (one `O_APPEND` write
 /// per line, so lines of concurrent workers never interleave), works for
