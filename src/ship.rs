@@ -250,8 +250,9 @@ impl Encoded {
     }
 }
 
-/// Encodes owned arguments (see [`Encoded`]); same bytes as [`encode`].
-pub(crate) fn encode_owned<T: serde::Serialize + 'static>(value: T) -> Result<Encoded, Error> {
+/// The buffer of `value` if it is a `Vec<u8>` (alone or as a one-element
+/// tuple); otherwise `value` back.
+pub(crate) fn bytes_of<T: 'static>(value: T) -> Result<Vec<u8>, Option<T>> {
     let mut slot = Some(value);
     let any: &mut dyn Any = &mut slot;
     let bytes = if let Some(v) = any.downcast_mut::<Option<Vec<u8>>>() {
@@ -261,13 +262,19 @@ pub(crate) fn encode_owned<T: serde::Serialize + 'static>(value: T) -> Result<En
     } else {
         None
     };
+    bytes.ok_or(slot)
+}
+
+/// Encodes owned arguments (see [`Encoded`]); same bytes as [`encode`].
+pub(crate) fn encode_owned<T: serde::Serialize + 'static>(value: T) -> Result<Encoded, Error> {
     let mut head = Vec::new();
-    if let Some(body) = bytes {
-        put_varint(&mut head, body.len() as u64);
-        return Ok(Encoded { head, body });
-    }
-    if let Some(value) = slot {
-        encode(&value, &mut head)?;
+    match bytes_of(value) {
+        Ok(body) => {
+            put_varint(&mut head, body.len() as u64);
+            return Ok(Encoded { head, body });
+        }
+        Err(Some(value)) => encode(&value, &mut head)?,
+        Err(None) => {}
     }
     Ok(Encoded {
         head,

@@ -17,7 +17,7 @@
 //! a piece of its own (`wire::FrameWriter`), copied once into the result
 //! region; then it becomes the spare.
 
-use std::any::Any;
+use crate::ship::bytes_of;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
@@ -117,21 +117,6 @@ fn copy_into(to: &mut [std::mem::MaybeUninit<u8>], from: &[u8]) {
     // SAFETY: two slices of the same length that cannot overlap (one is
     // borrowed mutably); MaybeUninit<u8> has u8's layout.
     unsafe { std::ptr::copy_nonoverlapping(from.as_ptr(), to.as_mut_ptr() as *mut u8, from.len()) };
-}
-
-/// The buffer of `value` if it is a `Vec<u8>` (alone or as a one-element
-/// tuple); otherwise `value` back.
-fn bytes_of<T: 'static>(value: T) -> Result<Vec<u8>, Option<T>> {
-    let mut slot = Some(value);
-    let any: &mut dyn Any = &mut slot;
-    let bytes = if let Some(v) = any.downcast_mut::<Option<Vec<u8>>>() {
-        v.take()
-    } else if let Some(t) = any.downcast_mut::<Option<(Vec<u8>,)>>() {
-        t.take().map(|t| t.0)
-    } else {
-        None
-    };
-    bytes.ok_or(slot)
 }
 
 /// Drops `value`, keeping its buffer as the spare if it is a large

@@ -1070,8 +1070,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn done_records_match_decode_frame() {
+    /// A DONE frame of a result `b"ok"` (call 5), a refusal (call 6) and,
+    /// with `third`, an empty result (call 7).
+    fn done_frame(third: bool) -> Vec<u8> {
         let mut w = FrameWriter::new(Vec::new());
         w.begin_done();
         w.outcome(5, |out| {
@@ -1083,8 +1084,16 @@ mod tests {
                 message: "no".into(),
             })
         });
+        if third {
+            w.outcome(7, |_| Ok(()));
+        }
         w.end();
-        let buf = w.into_inner();
+        w.into_inner()
+    }
+
+    #[test]
+    fn done_records_match_decode_frame() {
+        let buf = done_frame(false);
         let Frame::Done { results } = decode_frame(body(&buf)).unwrap() else {
             panic!("expected DONE");
         };
@@ -1113,20 +1122,7 @@ mod tests {
     /// change of a DONE frame (each byte set to a few values).
     #[test]
     fn done_readers_agree_on_damaged_frames() {
-        let mut w = FrameWriter::new(Vec::new());
-        w.begin_done();
-        w.outcome(5, |out| {
-            out.extend_from_slice(b"ok");
-            Ok(())
-        });
-        w.outcome(6, |_| {
-            Err(WireError::Refused {
-                message: "no".into(),
-            })
-        });
-        w.outcome(7, |_| Ok(()));
-        w.end();
-        let buf = w.into_inner();
+        let buf = done_frame(true);
         let good = body(&buf);
         for len in 0..=good.len() {
             assert_done_readers_agree(&good[..len]);
