@@ -1250,6 +1250,9 @@ impl<T> Future<T> {
     ///                  Err(fanout::Error::Timeout { .. })));
     /// ```
     pub fn result_timeout(self, timeout: Duration) -> Result<T> {
+        if let Some(outcome) = self.cell.take_if_ready() {
+            return outcome;
+        }
         if let Some(copy) = self.cell.outcome_in_own_callback() {
             return copy;
         }

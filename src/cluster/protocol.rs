@@ -168,8 +168,8 @@ pub(crate) const SUBMIT: &str = include_str!("lua/submit.lua");
 /// cached liveness value of the client (see `lua/start_fn.lua`). An entry other than the one `submit` added for the task
 /// (a replayed entry) is dropped. Returns `{'gone'}`, `{'cancelled'}`,
 /// `{'lost', owner, starts}` or `{'run', ...}` (see `lua/start_fn.lua`; its
-/// last elements are the run-time limit in ms and `1` for a first delivery). Retrying with the same delivery token does not
-/// count a second delivery.
+/// last element is the run-time limit in ms). Retrying with the same
+/// delivery token does not count a second delivery.
 pub(crate) const START: &str = concat!(
     include_str!("lua/tidy_fn.lua"),
     "\n",
