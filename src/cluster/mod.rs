@@ -89,6 +89,7 @@
 //! marked cancelled and workers skip it). A worker that picked the task up
 //! in between still runs it, and its result is discarded.
 
+mod batch;
 mod client;
 mod courier;
 mod current;

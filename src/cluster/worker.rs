@@ -19,10 +19,11 @@
 //!
 //! # Serving
 //!
-//! Each of the `concurrency` slots is a thread with its own connection that
-//! reads one entry at a time (`XREADGROUP COUNT 1`), so the worker never
-//! holds more entries than it has free slots. After finishing a task a slot
-//! sends the `finish` script and its next read in one round trip. A
+//! Each of the `concurrency` slots is a thread with its own connection. A
+//! slot claims the next entries and starts their tasks in one script call:
+//! one entry while tasks take a millisecond or more, several while they are
+//! short (see `batch`). It sends the finishes of what it ran and its next
+//! claim in one round trip. A
 //! heartbeat thread re-claims the entries being run every lease/3, which
 //! keeps their idle time (the lease) from running out; a free slot
 //! periodically runs `XAUTOCLAIM` with min-idle = lease to take over entries
@@ -188,8 +189,16 @@ pub(super) struct Worker {
     /// `cluster worker host:pid`, for errors.
     name: String,
     build_id: String,
-    /// Entries being run, with their streams (for the heartbeat).
+    /// Entries claimed and not yet finished (queued in `ahead`, running, or
+    /// waiting in `unflushed`), with their streams (for the heartbeat).
     held: Mutex<HashSet<(String, String)>>,
+    /// Jobs claimed (and started) ahead of running, which any slot of this
+    /// worker runs next (see `batch`).
+    ahead: Mutex<std::collections::VecDeque<(Job, Option<redis::Value>)>>,
+    /// Finishes not yet sent (see `batch`).
+    unflushed: Mutex<Vec<super::batch::Finished>>,
+    /// How long tasks run, on average (see `batch::Pace`).
+    pace: super::batch::Pace,
     /// When a free slot should next look for expired leases, and where.
     reap: Mutex<(Instant, String)>,
     deliveries: AtomicU64,
@@ -256,6 +265,9 @@ fn serve(cfg: WorkerConfig) -> i32 {
         name,
         build_id: protocol::build_id_hex(),
         held: Mutex::new(HashSet::new()),
+        ahead: Mutex::new(std::collections::VecDeque::new()),
+        unflushed: Mutex::new(Vec::new()),
+        pace: super::batch::Pace::default(),
         reap: Mutex::new((Instant::now(), "0-0".into())),
         deliveries: AtomicU64::new(0),
         stopped: AtomicBool::new(false),
@@ -322,8 +334,8 @@ struct Record<'a> {
 
 /// What a `claim` brought (see `claim_fn.lua`).
 enum Claim {
-    /// The next job, with start's reply when the claim started it.
-    Job(Job, Option<redis::Value>),
+    /// The next jobs, each with start's reply when the claim started it.
+    Jobs(Vec<(Job, Option<redis::Value>)>),
     /// Nothing new: an `XREAD BLOCK` from this id wakes on the next entry.
     Idle(String),
     /// Nothing known (an error, or a path that did not claim).
@@ -331,7 +343,7 @@ enum Claim {
 }
 
 /// One task taken from a lane's stream.
-struct Job {
+pub(super) struct Job {
     entry: String,
     task: String,
     /// The lane's stream it came from.
@@ -420,41 +432,64 @@ impl Worker {
         let mut next = Claim::Unknown;
         let mut backoff = Backoff::new();
         loop {
-            let (job, started) = match std::mem::replace(&mut next, Claim::Unknown) {
-                Claim::Job(job, started) => (job, started),
-                idle => {
-                    if self.draining() {
-                        return false;
-                    }
-                    if super::secede::leave_if_surplus(self) {
-                        return true;
-                    }
-                    let found = match (self.reap_one(&mut conn), idle) {
-                        (Some(job), _) => Ok(Some(job)),
-                        (None, Claim::Idle(cursor)) if self.only_default() => {
-                            // Wait for the next entry and claim it in the
-                            // same round trip.
-                            next = self.wait_and_claim(&mut conn, &cursor);
-                            continue;
-                        }
-                        (None, _) => self.read(&mut conn, true),
-                    };
-                    match found {
-                        Ok(Some(job)) => {
-                            backoff = Backoff::new();
-                            (job, None)
-                        }
-                        Ok(None) => continue,
-                        Err(e) => {
-                            log::debug!("{}: {e}; retrying", self.name);
-                            backoff.sleep(None);
-                            continue;
-                        }
-                    }
+            let idle = match std::mem::replace(&mut next, Claim::Unknown) {
+                Claim::Jobs(jobs) => {
+                    self.queue_ahead(jobs);
+                    Claim::Unknown
                 }
+                other => other,
             };
-            next = self.run_job(&mut conn, job, started);
+            // Jobs claimed ahead run first, draining or not: their clients
+            // were told they started.
+            let queued = protocol_lock(&self.ahead).pop_front();
+            if let Some((job, started)) = queued {
+                self.run_job(&mut conn, job, started);
+                let more = !protocol_lock(&self.ahead).is_empty();
+                if !more || self.flush_due() {
+                    next = self.flush(&mut conn, !more);
+                }
+                continue;
+            }
+            if self.draining() {
+                self.flush(&mut conn, false);
+                return false;
+            }
+            if super::secede::leave_if_surplus(self) {
+                self.flush(&mut conn, false);
+                return true;
+            }
+            let found = match (self.reap_one(&mut conn), idle) {
+                (Some(job), _) => Ok(Some(job)),
+                (None, Claim::Idle(cursor)) if self.only_default() => {
+                    // Wait for the next entry and claim it in the same
+                    // round trip.
+                    next = self.wait_and_claim(&mut conn, &cursor);
+                    continue;
+                }
+                (None, _) => self.read(&mut conn, true),
+            };
+            match found {
+                Ok(Some(job)) => {
+                    backoff = Backoff::new();
+                    next = Claim::Jobs(vec![(job, None)]);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    log::debug!("{}: {e}; retrying", self.name);
+                    backoff.sleep(None);
+                }
+            }
         }
+    }
+
+    /// Queues claimed jobs to run next, holding their leases.
+    fn queue_ahead(&self, jobs: Vec<(Job, Option<redis::Value>)>) {
+        let mut held = protocol_lock(&self.held);
+        for (job, _) in &jobs {
+            held.insert((job.stream.clone(), job.entry.clone()));
+        }
+        drop(held);
+        protocol_lock(&self.ahead).extend(jobs);
     }
 
     /// Reads one new entry (blocking for a while when `block`): from the
@@ -763,18 +798,90 @@ impl Worker {
         }
     }
 
-    /// Starts (unless `started` holds the reply of a claim that did),
-    /// runs and finishes one job; returns what the finish round trip's
-    /// claim brought.
-    fn run_job(&self, conn: &mut Conn, job: Job, started: Option<redis::Value>) -> Claim {
-        let held = (job.stream.clone(), job.entry.clone());
-        protocol_lock(&self.held).insert(held.clone());
-        let next = self.run_job_inner(conn, &job, started);
-        protocol_lock(&self.held).remove(&held);
+    /// Starts (unless `started` holds the reply of a claim that did) and
+    /// runs one job (held by `queue_ahead`); its finish joins `unflushed`.
+    fn run_job(&self, conn: &mut Conn, job: Job, started: Option<redis::Value>) {
+        let finished = self.run_job_inner(conn, &job, started);
         if !job.needs.is_empty() {
             protocol_lock(&self.view).release(&job.needs);
         }
+        match finished {
+            Some(f) => protocol_lock(&self.unflushed).push(f),
+            // Acknowledged already (dropped, rejected, gone, cancelled).
+            None => {
+                protocol_lock(&self.held).remove(&(job.stream, job.entry));
+            }
+        }
+    }
+
+    /// True when the oldest finish not yet sent has waited long enough.
+    fn flush_due(&self) -> bool {
+        protocol_lock(&self.unflushed)
+            .first()
+            .is_some_and(|f| f.done.elapsed() >= super::batch::FLUSH_AFTER)
+    }
+
+    /// Sends the finishes not yet sent; with `claim` (and only the default
+    /// lane about, and not draining) claims the next jobs in the same
+    /// script call, and returns what it brought.
+    fn flush(&self, conn: &mut Conn, claim: bool) -> Claim {
+        let batch = std::mem::take(&mut *protocol_lock(&self.unflushed));
+        if batch.is_empty() {
+            return Claim::Unknown;
+        }
+        let want = if claim && !self.draining() && self.only_default() {
+            self.pace.want()
+        } else {
+            0
+        };
+        let next = if want > 0 {
+            let cmd = self.finish_claim_cmd(&batch, want);
+            // One attempt: on failure the finishes go alone, with retries.
+            conn.query(&cmd).ok().map(|reply| self.claimed(&reply))
+        } else {
+            None
+        };
+        let next = match next {
+            Some(next) => next,
+            None => {
+                if let Err(e) = self.call(conn, &self.finish_claim_cmd(&batch, 0)) {
+                    log::error!(
+                        "{}: could not finish {} task(s) ({}...): {e}",
+                        self.name,
+                        batch.len(),
+                        batch[0].task
+                    );
+                }
+                Claim::Unknown
+            }
+        };
+        let mut held = protocol_lock(&self.held);
+        for f in batch {
+            held.remove(&(f.stream, f.entry));
+        }
         next
+    }
+
+    /// The `finish_claim` script call for `batch`, claiming `want` (0: none).
+    fn finish_claim_cmd(&self, batch: &[super::batch::Finished], want: usize) -> redis::Cmd {
+        let mut keys: Vec<&str> = Vec::with_capacity(1 + 5 * batch.len());
+        keys.push(&self.queue);
+        for f in batch {
+            keys.extend([
+                f.stream.as_str(),
+                &f.task_key,
+                &f.result_key,
+                &f.events,
+                &f.finished,
+            ]);
+        }
+        let mut cmd = self.scripts.call(ScriptName::FinishClaim, &keys);
+        cmd.arg(batch.len());
+        self.claim_args(&mut cmd, want);
+        for f in batch {
+            f.args(&mut cmd);
+        }
+        cmd
     }
 
     /// A fresh delivery token (see `start_fn.lua`).
@@ -862,29 +969,38 @@ impl Worker {
         self.call(conn, &start)
     }
 
-    /// The `claim` script call: the next entry of the default lane, started.
+    /// The `claim` script call: the next entries of the default lane, started.
     fn claim_cmd(&self) -> redis::Cmd {
         let mut cmd = self.scripts.call(ScriptName::Claim, &[&self.queue]);
-        self.claim_args(&mut cmd);
+        self.claim_args(&mut cmd, self.pace.want());
         cmd
     }
 
-    /// The arguments of a claim (see `claim_fn.lua`).
-    fn claim_args(&self, cmd: &mut redis::Cmd) {
+    /// The arguments of a claim of at most `want` entries (see `claim_fn.lua`).
+    fn claim_args(&self, cmd: &mut redis::Cmd, want: usize) {
         let (client, value) = self.cached_live().unwrap_or_default();
         cmd.arg(GROUP)
             .arg(&self.consumer)
             .arg(self.keys.tag())
             .arg(self.token())
             .arg(value)
-            .arg(client);
+            .arg(client)
+            .arg(want);
     }
 
     /// What a `claim` reply says.
     fn claimed(&self, reply: &redis::Value) -> Claim {
         let parts = array(reply).unwrap_or(&[]);
-        match (parts.first().and_then(text), parts.get(1).and_then(text)) {
-            (Some(entry), Some(task)) => {
+        if let [one] = parts {
+            if let Some(cursor) = text(one) {
+                return Claim::Idle(cursor.to_string());
+            }
+        }
+        let jobs: Vec<(Job, Option<redis::Value>)> = parts
+            .iter()
+            .filter_map(|claimed| {
+                let parts = array(claimed)?;
+                let (entry, task) = (text(parts.first()?)?, text(parts.get(1)?)?);
                 let job = Job {
                     entry: entry.to_string(),
                     task: task.to_string(),
@@ -892,14 +1008,22 @@ impl Worker {
                     needs: Vec::new(),
                 };
                 let started = (parts.len() > 2).then(|| redis::Value::Array(parts[2..].to_vec()));
-                Claim::Job(job, started)
-            }
-            (Some(cursor), None) => Claim::Idle(cursor.to_string()),
-            _ => Claim::Unknown,
+                Some((job, started))
+            })
+            .collect();
+        if jobs.is_empty() {
+            Claim::Unknown
+        } else {
+            Claim::Jobs(jobs)
         }
     }
 
-    fn run_job_inner(&self, conn: &mut Conn, job: &Job, started: Option<redis::Value>) -> Claim {
+    fn run_job_inner(
+        &self,
+        conn: &mut Conn,
+        job: &Job,
+        started: Option<redis::Value>,
+    ) -> Option<super::batch::Finished> {
         let Some((client, seq)) = protocol::parse_task_id(&job.task) else {
             log::warn!(
                 "{}: dropping a malformed stream entry {}",
@@ -907,7 +1031,7 @@ impl Worker {
                 job.entry
             );
             self.ack(conn, &job.entry);
-            return Claim::Unknown;
+            return None;
         };
         let task_key = self.keys.task(&job.task);
         let events = self.keys.events(client);
@@ -923,7 +1047,7 @@ impl Worker {
                 // Not transient: the record is not a hash, or similar junk.
                 log::warn!("{}: could not start task {}: {e}", self.name, job.task);
                 self.reject(conn, job, &format!("the task record is unusable: {e}"));
-                return Claim::Unknown;
+                return None;
             }
         };
         let parts = array(&reply).unwrap_or(&[]);
@@ -964,9 +1088,11 @@ impl Worker {
                         },
                     );
                 }
+                let began = Instant::now();
                 let ran = self.execute(conn, &job.task, &record, &cancelled, || {
                     self.client_alive(client, field(8), field(9))
                 });
+                self.pace.ran(began.elapsed());
                 if limit.is_some() {
                     protocol_lock(&self.deadlines).remove(&job.entry);
                 }
@@ -980,7 +1106,7 @@ impl Worker {
                             job.entry
                         );
                         self.drop_task(conn, job, &task_key);
-                        return Claim::Unknown;
+                        return None;
                     }
                     Err(reason) => {
                         log::warn!(
@@ -990,7 +1116,7 @@ impl Worker {
                             job.entry
                         );
                         self.reject(conn, job, &reason);
-                        return Claim::Unknown;
+                        return None;
                     }
                 }
             }
@@ -1013,7 +1139,7 @@ impl Worker {
                 }
             }
             // Gone (finished elsewhere, never existed) or cancelled: already acknowledged.
-            _ => return Claim::Unknown,
+            _ => return None,
         };
         // A large single value stays in Redis until the client asks for it.
         let lazy = matches!(&outcome, Outcome::Ran { items, .. } if matches!(
@@ -1023,37 +1149,19 @@ impl Worker {
         let mut outcome = outcome;
         let envelope =
             outcome.seal_within(self.cfg.secret.as_bytes(), &job.task, self.bulk_limit());
-        let result_key = self.keys.result(&job.task);
-        let keys: [&str; 5] = [&job.stream, &task_key, &result_key, &events, &finished];
-        // The finish script's arguments (see `finish_fn.lua`; the same
-        // for `finish_claim.lua`, which adds the claim's after them).
-        let script = |name: ScriptName| {
-            let mut cmd = self.scripts.call(name, &keys);
-            cmd.arg(&job.entry)
-                .arg(GROUP)
-                .arg(&envelope)
-                .arg(protocol::RESULT_TTL.as_secs())
-                .arg(&job.task)
-                .arg(bit)
-                .arg(envelope.len())
-                .arg(if lazy { "1" } else { "0" });
-            cmd
-        };
-        let finish = script(ScriptName::Finish);
-        if !self.draining() && self.only_default() {
-            // Finish, then claim and start the next entry, in one script
-            // call (with other lanes about, the next read must look at
-            // them first). See `finish_claim.lua`.
-            let mut both = script(ScriptName::FinishClaim);
-            self.claim_args(&mut both);
-            if let Ok(reply) = conn.query(&both) {
-                return self.claimed(&reply);
-            }
-        }
-        if let Err(e) = self.call(conn, &finish) {
-            log::error!("{}: could not finish task {}: {e}", self.name, job.task);
-        }
-        Claim::Unknown
+        Some(super::batch::Finished {
+            stream: job.stream.clone(),
+            entry: job.entry.clone(),
+            task: job.task.clone(),
+            task_key,
+            result_key: self.keys.result(&job.task),
+            events,
+            finished,
+            envelope,
+            bit,
+            lazy,
+            done: Instant::now(),
+        })
     }
 
     /// Verifies and runs a task record. `Err` means: reject it (bad signature
@@ -1275,6 +1383,13 @@ impl Worker {
             }
             self.draining();
             self.enforce_limits(&mut conn);
+            // A slot running a long task holds finished results: send them.
+            let late = protocol_lock(&self.unflushed)
+                .first()
+                .is_some_and(|f| f.done.elapsed() >= super::batch::FLUSH_LATE);
+            if late {
+                self.flush(&mut conn, false);
+            }
             if Instant::now() < next {
                 continue;
             }

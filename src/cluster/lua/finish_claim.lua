@@ -1,10 +1,45 @@
--- KEYS: as for `finish` (the first is the default lane's stream, which the
--- claim reads). ARGV: the 8 arguments of `finish`, then the 6 of `claim`.
--- A busy worker's one script call per task: finishes the task it ran and
--- claims (and starts) the next; the claim tidies the stream (the finished
--- entry included). Returns what `claim` returns.
-local f, c = {}, {}
-for i = 1, 8 do f[i] = ARGV[i] end
-for i = 9, #ARGV do c[i - 8] = ARGV[i] end
-finish(KEYS, f, true)
-return claim(KEYS, c, f[1])
+-- A busy worker's one script call per batch of tasks: finishes the tasks
+-- it ran and claims (and starts) the next ones.
+-- KEYS: the default lane's stream (which the claim reads), then five per
+-- finished task: as for `finish` (its stream, task, result, client events,
+-- client finished-bitmap).
+-- ARGV: the number of finished tasks; the 7 arguments of `claim` (its
+-- last, how many to claim, 0 for no claim); then the 8 arguments of
+-- `finish` for each finished task.
+-- The entries of each stream are acknowledged in one XACK, and each
+-- client's bitmap gets its expiry once. The claim tidies the default lane
+-- (the finished entries included); other streams, and the default lane
+-- when nothing is claimed, are tidied here. Returns what `claim` returns
+-- ({} when nothing is claimed).
+local n = tonumber(ARGV[1]) or 0
+local c = {}
+for i = 2, 8 do c[i - 1] = ARGV[i] end
+local group = c[1]
+local ids, order = {}, {}
+for i = 1, n do
+  local s, id = KEYS[2 + (i - 1) * 5], ARGV[9 + (i - 1) * 8]
+  if not ids[s] then
+    ids[s] = {}
+    order[#order + 1] = s
+  end
+  local l = ids[s]
+  l[#l + 1] = id
+end
+for _, s in ipairs(order) do redis.call('XACK', s, group, unpack(ids[s])) end
+local seen = {}
+for i = 1, n do
+  local k, a = {}, {}
+  for j = 1, 5 do k[j] = KEYS[1 + (i - 1) * 5 + j] end
+  for j = 1, 8 do a[j] = ARGV[8 + (i - 1) * 8 + j] end
+  finish(k, a, true, true, seen)
+end
+local claiming = (tonumber(c[7]) or 0) > 0
+for _, s in ipairs(order) do
+  if s ~= KEYS[1] or not claiming then
+    local l = ids[s]
+    tidy(s, group, false, l[#l])
+  end
+end
+if not claiming then return {} end
+local mine = ids[KEYS[1]]
+return claim(KEYS, c, mine and mine[#mine])

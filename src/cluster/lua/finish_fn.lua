@@ -20,8 +20,11 @@
 -- The entry leaves the stream with a `tidy` (see `tidy_fn.lua`), or with
 -- the caller's when `later` is true.
 -- (A function, so that `finish_claim` can run it before its claim.)
-local function finish(KEYS, ARGV, later)
-  redis.call('XACK', KEYS[1], ARGV[2], ARGV[1])
+-- `acked`: the caller has acknowledged the entry already. `seen`, when
+-- given, remembers the bitmaps whose expiry this script call has set, so a
+-- batch of finishes sets each once.
+local function finish(KEYS, ARGV, later, acked, seen)
+  if not acked then redis.call('XACK', KEYS[1], ARGV[2], ARGV[1]) end
   if not later then tidy(KEYS[1], ARGV[2], true, ARGV[1]) end
   local seq = tonumber(ARGV[6]) or -1
   local st = redis.call('HGET', KEYS[2], 'st')
@@ -33,7 +36,10 @@ local function finish(KEYS, ARGV, later)
   if ttl == -2 then return 0 end
   if seq >= 0 then
     if redis.call('SETBIT', KEYS[5], seq, 1) == 1 then return 0 end
-    if ttl > 0 then redis.call('PEXPIRE', KEYS[5], ttl) end
+    if ttl > 0 and not (seen and seen[KEYS[5]]) then
+      redis.call('PEXPIRE', KEYS[5], ttl)
+      if seen then seen[KEYS[5]] = true end
+    end
   end
   local size = tonumber(ARGV[7]) or 0
   local inline = ARGV[8] ~= '1' and size > 0 and size <= 4096

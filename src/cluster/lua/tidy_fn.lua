@@ -10,8 +10,10 @@
 -- so an idle queue is left empty). `entry`, when given, is the entry just
 -- acknowledged: while the oldest pending entry is more than a second older
 -- (a long task holds the head), it is deleted on its own as before, so the
--- done entries behind a long task do not pile up.
-local function tidy(stream, group, exact, entry)
+-- done entries behind a long task do not pile up. `newest`, when given,
+-- is the stream's newest entry and the group has read it (a read that found
+-- nothing new): with nothing pending, everything up to it is done.
+local function tidy(stream, group, exact, entry, newest)
   local ok, p = pcall(redis.call, 'XPENDING', stream, group)
   if not ok then return end
   local oldest = p[2]
@@ -32,6 +34,11 @@ local function tidy(stream, group, exact, entry)
     return
   end
   if not exact then return end
+  if newest then
+    redis.call('XTRIM', stream, 'MINID', newest)
+    redis.call('XDEL', stream, newest)
+    return
+  end
   -- Nothing pending: every entry up to the group's last delivered one is done.
   local groups = redis.call('XINFO', 'GROUPS', stream)
   for i = 1, #groups do
