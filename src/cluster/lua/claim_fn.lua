@@ -33,7 +33,7 @@ local function claim(KEYS, ARGV, acked)
   end
   tidy(KEYS[1], ARGV[1], false, acked)
   local t = ARGV[3]
-  local all = {}
+  local all, seen = {}, {}
   for n = 1, #es do
     local e = es[n]
     local id, fields, task = e[1], e[2], ''
@@ -50,7 +50,7 @@ local function claim(KEYS, ARGV, acked)
       if ARGV[6] == client then cached = ARGV[5] end
       local out = start(
         {KEYS[1], t .. ':t:' .. task, t .. ':ev:' .. client, t .. ':live:' .. client, t .. ':fin:' .. client},
-        {id, ARGV[1], ARGV[2], ARGV[4], task, tostring(seq), cached})
+        {id, ARGV[1], ARGV[2], ARGV[4], task, tostring(seq), cached}, seen)
       local one = {id, task}
       for i = 1, #out do one[#one + 1] = out[i] end
       all[#all + 1] = one

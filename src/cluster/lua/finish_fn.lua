@@ -21,8 +21,9 @@
 -- the caller's when `later` is true.
 -- (A function, so that `finish_claim` can run it before its claim.)
 -- `acked`: the caller has acknowledged the entry already. `seen`, when
--- given, remembers the bitmaps whose expiry this script call has set, so a
--- batch of finishes sets each once.
+-- given, remembers the event streams' TTLs this script call has read and
+-- the bitmaps whose expiry it has set, so a batch of finishes reads and
+-- sets each once.
 local function finish(KEYS, ARGV, later, acked, seen)
   if not acked then redis.call('XACK', KEYS[1], ARGV[2], ARGV[1]) end
   if not later then tidy(KEYS[1], ARGV[2], true, ARGV[1]) end
@@ -32,7 +33,11 @@ local function finish(KEYS, ARGV, later, acked, seen)
   redis.call('DEL', KEYS[2])
   -- The client's event stream tells whether it is still there, and how long
   -- its keys live.
-  local ttl = redis.call('PTTL', KEYS[4])
+  local ttl = seen and seen[KEYS[4]]
+  if not ttl then
+    ttl = redis.call('PTTL', KEYS[4])
+    if seen then seen[KEYS[4]] = ttl end
+  end
   if ttl == -2 then return 0 end
   if seq >= 0 then
     if redis.call('SETBIT', KEYS[5], seq, 1) == 1 then return 0 end

@@ -12,7 +12,9 @@
 -- liveness, server time in ms, run-time limit in ms}; liveness is '=' (and
 -- the time is not read) when it equals the cached value. Retrying with the
 -- same delivery token does not count a second delivery.
-local function start(K, A)
+-- `seen`, when given, keeps the liveness values this script call has read
+-- (a claim of several tasks of one client reads it once).
+local function start(K, A, seen)
   local function drop()
     redis.call('XACK', K[1], A[2], A[1])
     tidy(K[1], A[2], true, A[1])
@@ -57,7 +59,11 @@ local function start(K, A)
   end
   out[7] = table.concat(cancelled, ',')
   out[8] = r[13] or ''
-  local live = redis.call('GET', K[4]) or ''
+  local live = seen and seen[K[4]]
+  if not live then
+    live = redis.call('GET', K[4]) or ''
+    if seen then seen[K[4]] = live end
+  end
   if live ~= '' and live == A[7] then
     out[9] = '='
     out[10] = ''
