@@ -19,9 +19,10 @@
 //!   runs them too), draining or not.
 //! * **Results wait little.** A finished task's result waits in
 //!   `unflushed` until the batch is done or [`FLUSH_AFTER`] has passed since
-//!   it finished, whichever is first; while a slot runs a long task, the
-//!   heartbeat thread sends the finishes that have waited longer than
-//!   [`FLUSH_LATE`].
+//!   it finished, or they add up to [`FLUSH_BYTES`], whichever is first;
+//!   while a slot runs a long task, the heartbeat thread sends the finishes
+//!   that have waited longer than [`FLUSH_LATE`], and a worker stopped for
+//!   a task over its run-time limit sends them before it exits.
 //! * **Leases.** Claimed jobs are held (the heartbeat keeps their leases)
 //!   from the claim until their finish is sent. A worker that dies with jobs
 //!   claimed ahead loses them as it loses a running one: when the lease
@@ -37,6 +38,9 @@ pub(super) const MAX_BATCH: usize = 16;
 /// A slot sends waiting finishes before its next task once the oldest has
 /// waited this long.
 pub(super) const FLUSH_AFTER: Duration = Duration::from_micros(500);
+/// A slot sends waiting finishes before its next task once their results
+/// add up to this many bytes (one script call carries them all).
+pub(super) const FLUSH_BYTES: usize = 1 << 20;
 /// The heartbeat sends finishes that have waited this long (their slot is
 /// running a long task).
 pub(super) const FLUSH_LATE: Duration = Duration::from_millis(5);

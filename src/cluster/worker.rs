@@ -814,11 +814,15 @@ impl Worker {
         }
     }
 
-    /// True when the oldest finish not yet sent has waited long enough.
+    /// True when the oldest finish not yet sent has waited long enough, or
+    /// the waiting results are large.
     fn flush_due(&self) -> bool {
-        protocol_lock(&self.unflushed)
+        let unflushed = protocol_lock(&self.unflushed);
+        unflushed
             .first()
             .is_some_and(|f| f.done.elapsed() >= super::batch::FLUSH_AFTER)
+            || unflushed.iter().map(|f| f.envelope.len()).sum::<usize>()
+                >= super::batch::FLUSH_BYTES
     }
 
     /// Sends the finishes not yet sent; with `claim` (and only the default
@@ -1469,6 +1473,18 @@ impl Worker {
                     "{}: could not report the timeout of {}: {e}",
                     self.name,
                     dl.task
+                );
+            }
+        }
+        // Results of tasks that ran before it are not lost with the process
+        // (one attempt: the overdue task must not wait on Redis).
+        let batch = std::mem::take(&mut *protocol_lock(&self.unflushed));
+        if !batch.is_empty() {
+            if let Err(e) = conn.query(&self.finish_claim_cmd(&batch, 0)) {
+                log::error!(
+                    "{}: could not finish {} task(s): {e}",
+                    self.name,
+                    batch.len()
                 );
             }
         }
