@@ -92,4 +92,13 @@ fn a_backlog_of_short_tasks_completes_exactly_once_on_two_workers() {
         .query(&mut redis.conn())
         .unwrap();
     assert_eq!(len, 0, "done entries left in the queue stream");
+    // The workers' consumers (one per worker, one per slot's blocking read)
+    // leave with them.
+    let consumers: Vec<redis::Value> = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg("{batch-backlog}:q")
+        .arg("fanout")
+        .query(&mut redis.conn())
+        .unwrap();
+    assert!(consumers.is_empty(), "consumers left: {consumers:?}");
 }

@@ -177,20 +177,9 @@ pub(crate) const START: &str = concat!(
     "\nreturn start(KEYS, ARGV)\n"
 );
 
-/// KEYS: the default lane. Reads one new entry and starts its task in the
-/// same call (see `lua/claim_fn.lua`): with the previous task's `finish` in the
-/// same pipeline, one round trip per task for a busy worker.
-pub(crate) const CLAIM: &str = concat!(
-    include_str!("lua/tidy_fn.lua"),
-    "\n",
-    include_str!("lua/start_fn.lua"),
-    "\n",
-    include_str!("lua/claim_fn.lua"),
-    "\nreturn claim(KEYS, ARGV)\n"
-);
-
-/// `finish` of one task, then `claim` of the next, in one script call (see
-/// `lua/finish_claim.lua`): a busy worker's one call per task.
+/// The `finish` of the tasks a worker ran, then the `claim` of the next
+/// ones, in one script call (see `lua/finish_claim.lua`): a busy worker's
+/// one call per batch.
 pub(crate) const FINISH_CLAIM: &str = concat!(
     include_str!("lua/tidy_fn.lua"),
     "\n",
@@ -201,6 +190,19 @@ pub(crate) const FINISH_CLAIM: &str = concat!(
     include_str!("lua/claim_fn.lua"),
     "\n",
     include_str!("lua/finish_claim.lua")
+);
+
+/// KEYS: the default lane. After an idle slot's blocking group read (as
+/// its own consumer, in the same pipeline), moves what the read delivered
+/// to the worker's consumer and starts it (see `lua/adopt.lua`).
+pub(crate) const ADOPT: &str = concat!(
+    include_str!("lua/tidy_fn.lua"),
+    "\n",
+    include_str!("lua/start_fn.lua"),
+    "\n",
+    include_str!("lua/claim_fn.lua"),
+    "\n",
+    include_str!("lua/adopt.lua")
 );
 
 /// KEYS: queue, task, result, client events. ARGV: entry id, group, signed
@@ -271,8 +273,8 @@ const ALL: [&str; 11] = [
     PROBE,
     DROP,
     TAKE,
-    CLAIM,
     FINISH_CLAIM,
+    ADOPT,
 ];
 
 /// Which script to run.
@@ -287,8 +289,8 @@ pub(crate) enum ScriptName {
     Probe = 6,
     Drop = 7,
     Take = 8,
-    Claim = 9,
-    FinishClaim = 10,
+    FinishClaim = 9,
+    Adopt = 10,
 }
 
 /// The scripts with their SHA1s, for `EVALSHA`.

@@ -199,6 +199,9 @@ pub(super) struct Worker {
     unflushed: Mutex<Vec<super::batch::Finished>>,
     /// How long tasks run, on average (see `batch::Pace`).
     pace: super::batch::Pace,
+    /// The consumer names of this worker's slots' blocking reads (see
+    /// `wait_and_claim`), and how many were made.
+    slot_consumers: Mutex<Vec<String>>,
     /// When a free slot should next look for expired leases, and where.
     reap: Mutex<(Instant, String)>,
     deliveries: AtomicU64,
@@ -268,6 +271,7 @@ fn serve(cfg: WorkerConfig) -> i32 {
         ahead: Mutex::new(std::collections::VecDeque::new()),
         unflushed: Mutex::new(Vec::new()),
         pace: super::batch::Pace::default(),
+        slot_consumers: Mutex::new(Vec::new()),
         reap: Mutex::new((Instant::now(), "0-0".into())),
         deliveries: AtomicU64::new(0),
         stopped: AtomicBool::new(false),
@@ -336,8 +340,8 @@ struct Record<'a> {
 enum Claim {
     /// The next jobs, each with start's reply when the claim started it.
     Jobs(Vec<(Job, Option<redis::Value>)>),
-    /// Nothing new: an `XREAD BLOCK` from this id wakes on the next entry.
-    Idle(String),
+    /// Nothing new: the slot may block until there is (`wait_and_claim`).
+    Idle,
     /// Nothing known (an error, or a path that did not claim).
     Unknown,
 }
@@ -429,6 +433,12 @@ impl Worker {
         let Some(mut conn) = self.connect(READ_BLOCK + Duration::from_secs(5)) else {
             return false;
         };
+        let me = {
+            let mut names = protocol_lock(&self.slot_consumers);
+            let name = format!("{}/{}", self.consumer, names.len());
+            names.push(name.clone());
+            name
+        };
         let mut next = Claim::Unknown;
         let mut backoff = Backoff::new();
         loop {
@@ -460,10 +470,10 @@ impl Worker {
             }
             let found = match (self.reap_one(&mut conn), idle) {
                 (Some(job), _) => Ok(Some(job)),
-                (None, Claim::Idle(cursor)) if self.only_default() => {
-                    // Wait for the next entry and claim it in the same
+                (None, Claim::Idle) if self.only_default() => {
+                    // Wait for the next entries and claim them in the same
                     // round trip.
-                    next = self.wait_and_claim(&mut conn, &cursor);
+                    next = self.wait_and_claim(&mut conn, &me);
                     continue;
                 }
                 (None, _) => self.read(&mut conn, true),
@@ -771,21 +781,30 @@ impl Worker {
         !view.stale() && view.lanes.len() == 1
     }
 
-    /// An idle slot's read: blocks until an entry newer than `cursor` is
-    /// added to the default lane (or `READ_BLOCK` passes), then claims one
-    /// in the same pipeline.
-    fn wait_and_claim(&self, conn: &mut Conn, cursor: &str) -> Claim {
+    /// An idle slot's read: a group read as the slot's own consumer `me`
+    /// blocks until entries are added to the default lane (or `READ_BLOCK`
+    /// passes), and the `adopt` script in the same pipeline moves them to
+    /// the worker's consumer and starts them. Redis wakes only the blocked
+    /// reader it serves, so one new entry wakes one idle slot of one worker.
+    fn wait_and_claim(&self, conn: &mut Conn, me: &str) -> Claim {
+        let want = self.pace.want();
+        let mut adopt = self.scripts.call(ScriptName::Adopt, &[&self.queue]);
+        self.claim_args(&mut adopt, want);
+        adopt.arg(me);
         let mut pipe = redis::pipe();
-        pipe.cmd("XREAD")
+        pipe.cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(GROUP)
+            .arg(me)
             .arg("COUNT")
-            .arg(1)
+            .arg(want)
             .arg("BLOCK")
             .arg(READ_BLOCK.as_millis() as u64)
             .arg("STREAMS")
             .arg(&self.queue)
-            .arg(cursor)
+            .arg(">")
             .ignore()
-            .add_command(self.claim_cmd());
+            .add_command(adopt);
         match conn.query_pipe(&pipe) {
             Ok(replies) => replies
                 .first()
@@ -973,13 +992,6 @@ impl Worker {
         self.call(conn, &start)
     }
 
-    /// The `claim` script call: the next entries of the default lane, started.
-    fn claim_cmd(&self) -> redis::Cmd {
-        let mut cmd = self.scripts.call(ScriptName::Claim, &[&self.queue]);
-        self.claim_args(&mut cmd, self.pace.want());
-        cmd
-    }
-
     /// The arguments of a claim of at most `want` entries (see `claim_fn.lua`).
     fn claim_args(&self, cmd: &mut redis::Cmd, want: usize) {
         let (client, value) = self.cached_live().unwrap_or_default();
@@ -995,9 +1007,10 @@ impl Worker {
     /// What a `claim` reply says.
     fn claimed(&self, reply: &redis::Value) -> Claim {
         let parts = array(reply).unwrap_or(&[]);
+        // A single string: nothing new (a cursor, or `idle` from `adopt`).
         if let [one] = parts {
-            if let Some(cursor) = text(one) {
-                return Claim::Idle(cursor.to_string());
+            if text(one).is_some() {
+                return Claim::Idle;
             }
         }
         let jobs: Vec<(Job, Option<redis::Value>)> = parts
@@ -1516,6 +1529,30 @@ impl Worker {
                         .arg(&self.queue)
                         .arg(GROUP)
                         .arg(&self.consumer),
+                );
+            }
+        }
+        // The slots' own consumers hold entries only between a blocking read
+        // and its `adopt`; one that holds any (an `adopt` that failed) stays
+        // for the reaper.
+        let slots = std::mem::take(&mut *protocol_lock(&self.slot_consumers));
+        for name in slots {
+            let pending = conn.query(
+                redis::cmd("XPENDING")
+                    .arg(&self.queue)
+                    .arg(GROUP)
+                    .arg("-")
+                    .arg("+")
+                    .arg(1)
+                    .arg(&name),
+            );
+            if pending.is_ok_and(|v| array(&v).is_some_and(|a| a.is_empty())) {
+                let _ = conn.query(
+                    redis::cmd("XGROUP")
+                        .arg("DELCONSUMER")
+                        .arg(&self.queue)
+                        .arg(GROUP)
+                        .arg(&name),
                 );
             }
         }

@@ -1,37 +1,8 @@
--- KEYS: the default lane's stream. ARGV (as passed to `claim`): group, worker (consumer), the
--- namespace's key tag (`{ns}`), delivery token, the worker's cached
--- liveness value and the client it belongs to ('' for none), and how many
--- entries to claim at most (default 1).
--- `acked`: the entry the caller has just acknowledged, if any (see `tidy`).
--- Reads new entries (never blocks) and starts their tasks as `start` does,
--- in the same call: a worker's finish of its tasks and the claim of the
--- next make one round trip. The keys of a task are computed from its id;
--- they share the namespace's hash tag with the stream, so they live on the
--- same Redis Cluster node.
--- Returns {} (the group is missing: the caller's blocking read recreates
--- it), {cursor} when there is nothing new (the id of the newest entry, or
--- 0-0: an `XREAD BLOCK` from it wakes on the next entry added, and no entry
--- can slip in between), or one array per entry read: {entry id, task id}
--- for a malformed task id (the caller drops it), or {entry id, task id,
--- start's reply...}.
-local function claim(KEYS, ARGV, acked)
-  local want = tonumber(ARGV[7]) or 1
-  if want < 1 then want = 1 end
-  local ok, reply = pcall(redis.call, 'XREADGROUP', 'GROUP', ARGV[1], ARGV[2],
-    'COUNT', want, 'STREAMS', KEYS[1], '>')
-  if not ok then return {} end
-  local es = reply and reply[1] and reply[1][2]
-  if not (es and es[1]) then
-    local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-    -- Nothing new: this worker may go idle, so leave no done entry behind.
-    if newest[1] then
-      tidy(KEYS[1], ARGV[1], true, acked, newest[1][1])
-      return {newest[1][1]}
-    end
-    tidy(KEYS[1], ARGV[1], true, acked)
-    return {'0-0'}
-  end
-  tidy(KEYS[1], ARGV[1], false, acked)
+-- Starts read (or adopted) entries `es` of the default lane (KEYS[1]) as
+-- `start` does; ARGV as for `claim`. Returns one array per entry: {entry
+-- id, task id} for a malformed task id (the caller drops it), or {entry id,
+-- task id, start's reply...}.
+local function start_entries(KEYS, ARGV, es)
   local t = ARGV[3]
   local all, seen = {}, {}
   for n = 1, #es do
@@ -57,4 +28,40 @@ local function claim(KEYS, ARGV, acked)
     end
   end
   return all
+end
+
+-- KEYS: the default lane's stream. ARGV (as passed to `claim`): group, worker (consumer), the
+-- namespace's key tag (`{ns}`), delivery token, the worker's cached
+-- liveness value and the client it belongs to ('' for none), and how many
+-- entries to claim at most (default 1).
+-- `acked`: the entry the caller has just acknowledged, if any (see `tidy`).
+-- Reads new entries (never blocks) and starts their tasks as `start` does,
+-- in the same call: a worker's finish of its tasks and the claim of the
+-- next make one round trip. The keys of a task are computed from its id;
+-- they share the namespace's hash tag with the stream, so they live on the
+-- same Redis Cluster node.
+-- Returns {} (the group is missing: the caller's blocking read recreates
+-- it), {newest} when there is nothing new (the id of the newest entry, or
+-- 0-0; the worker may then block in a group read), or one array per entry read: {entry id, task id}
+-- for a malformed task id (the caller drops it), or {entry id, task id,
+-- start's reply...}.
+local function claim(KEYS, ARGV, acked)
+  local want = tonumber(ARGV[7]) or 1
+  if want < 1 then want = 1 end
+  local ok, reply = pcall(redis.call, 'XREADGROUP', 'GROUP', ARGV[1], ARGV[2],
+    'COUNT', want, 'STREAMS', KEYS[1], '>')
+  if not ok then return {} end
+  local es = reply and reply[1] and reply[1][2]
+  if not (es and es[1]) then
+    local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+    -- Nothing new: this worker may go idle, so leave no done entry behind.
+    if newest[1] then
+      tidy(KEYS[1], ARGV[1], true, acked, newest[1][1])
+      return {newest[1][1]}
+    end
+    tidy(KEYS[1], ARGV[1], true, acked)
+    return {'0-0'}
+  end
+  tidy(KEYS[1], ARGV[1], false, acked)
+  return start_entries(KEYS, ARGV, es)
 end
