@@ -68,7 +68,16 @@ impl Shared {
                         .and_then(|z| std::str::from_utf8(z).ok()?.parse::<u64>().ok())
                         .unwrap_or(0);
                     match (e.field("k"), seq, task) {
-                        (Some(b"s"), Some(seq), _) => started.push(seq),
+                        (Some(b"s"), _, _) => {
+                            // A claim of several tasks names them all in one event.
+                            started.extend(
+                                e.fields
+                                    .chunks(2)
+                                    .filter(|kv| kv.len() == 2 && bytes(&kv[0]) == Some(b"t"))
+                                    .filter_map(|kv| std::str::from_utf8(bytes(&kv[1])?).ok())
+                                    .filter_map(|t| self.own_seq(t)),
+                            )
+                        }
                         (Some(b"d"), Some(seq), Some(task)) => {
                             let lazy = e.field("l") == Some(b"1");
                             if let Some(v) = e.field("v") {

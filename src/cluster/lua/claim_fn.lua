@@ -4,7 +4,7 @@
 -- task id, start's reply...}.
 local function start_entries(KEYS, ARGV, es)
   local t = ARGV[3]
-  local all, seen = {}, {}
+  local all, seen = {}, {started = {}, streams = {}}
   for n = 1, #es do
     local e = es[n]
     local id, fields, task = e[1], e[2], ''
@@ -27,6 +27,7 @@ local function start_entries(KEYS, ARGV, es)
       all[#all + 1] = one
     end
   end
+  announce(seen)
   return all
 end
 

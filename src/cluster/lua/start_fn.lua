@@ -13,7 +13,8 @@
 -- the time is not read) when it equals the cached value. Retrying with the
 -- same delivery token does not count a second delivery.
 -- `seen`, when given, keeps the liveness values this script call has read
--- (a claim of several tasks of one client reads it once).
+-- (a claim of several tasks of one client reads it once) and collects the
+-- "started" events, which `announce` then adds, one per client.
 local function start(K, A, seen)
   local function drop()
     redis.call('XACK', K[1], A[2], A[1])
@@ -47,7 +48,18 @@ local function start(K, A, seen)
   end
   redis.call('HSET', K[2], 'st', 'r', 'o', A[3], 'd', A[4], 'at', tostring(at))
   if at == 1 then
-    redis.call('XADD', K[3], 'NOMKSTREAM', '*', 'k', 's', 't', A[5])
+    if seen then
+      -- One "started" event per client for the whole claim (see `announce`).
+      local l = seen.started[K[3]]
+      if not l then
+        l = {}
+        seen.started[K[3]] = l
+        seen.streams[#seen.streams + 1] = K[3]
+      end
+      l[#l + 1] = A[5]
+    else
+      redis.call('XADD', K[3], 'NOMKSTREAM', '*', 'k', 's', 't', A[5])
+    end
   end
   local out = {'run'}
   for i = 7, 11 do out[i - 5] = r[i] or '' end
@@ -74,4 +86,17 @@ local function start(K, A, seen)
   end
   out[11] = r[14] or '0'
   return out
+end
+
+-- Adds the "started" events `start` collected in `seen`: one entry per
+-- client's event stream, naming every task (a `t` field each).
+local function announce(seen)
+  for _, ev in ipairs(seen.streams) do
+    local args = {ev, 'NOMKSTREAM', '*', 'k', 's'}
+    for _, task in ipairs(seen.started[ev]) do
+      args[#args + 1] = 't'
+      args[#args + 1] = task
+    end
+    redis.call('XADD', unpack(args))
+  end
 end
