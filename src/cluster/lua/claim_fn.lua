@@ -1,7 +1,8 @@
 -- Starts read (or adopted) entries `es` of the default lane (KEYS[1]) as
 -- `start` does; ARGV as for `claim`. Returns one array per entry: {entry
--- id, task id} for a malformed task id (the caller drops it), or {entry id,
--- task id, start's reply...}.
+-- id, task id} for a malformed task id (the caller drops it) or a start
+-- that failed (the caller starts it on its own), or {entry id, task id,
+-- start's reply...}.
 local function start_entries(KEYS, ARGV, es)
   local t = ARGV[3]
   local all, seen = {}, {started = {}, streams = {}}
@@ -19,11 +20,15 @@ local function start_entries(KEYS, ARGV, es)
       if #hex <= 8 then seq = tonumber(hex, 16) end
       local cached = ''
       if ARGV[6] == client then cached = ARGV[5] end
-      local out = start(
+      -- A record that is not a hash fails its start alone: the worker
+      -- starts it again by itself and rejects it (see `worker.rs`).
+      local ok, out = pcall(start,
         {KEYS[1], t .. ':t:' .. task, t .. ':ev:' .. client, t .. ':live:' .. client, t .. ':fin:' .. client},
         {id, ARGV[1], ARGV[2], ARGV[4], task, tostring(seq), cached}, seen)
       local one = {id, task}
-      for i = 1, #out do one[#one + 1] = out[i] end
+      if ok then
+        for i = 1, #out do one[#one + 1] = out[i] end
+      end
       all[#all + 1] = one
     end
   end
