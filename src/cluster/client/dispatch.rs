@@ -172,27 +172,34 @@ impl Shared {
                 keys.push(self.cfg.keys.events(&self.client_id));
                 keys.push(registry.clone());
                 keys.extend(batch.iter().map(|o| self.cfg.keys.task(&o.task)));
-                let mut cmd = self.scripts.call(ScriptName::Submit, &keys);
-                cmd.arg(&max)
-                    .arg(lock(&self.live).as_str())
-                    .arg(self.cfg.client_ttl.as_millis().max(1) as u64)
-                    .arg(&desc)
-                    .arg(protocol::GROUP);
-                for o in *batch {
-                    cmd.arg(&o.task)
-                        .arg(o.trampoline)
-                        .arg(&self.build_id)
-                        .arg(&o.args)
-                        .arg(&o.signature[..])
-                        .arg(o.items)
-                        .arg(&o.nonce)
-                        .arg(o.limit_ms);
-                }
-                let outcome = if retry {
-                    conn.query_retry(&cmd, Some(deadline), &self.give_up())
-                } else {
-                    conn.query(&cmd)
+                // A first attempt needs no check for records already there.
+                let fresh = batch.iter().all(|o| !o.tried);
+                let cmd = |fresh: bool| {
+                    let mut cmd = self.scripts.call(ScriptName::Submit, &keys);
+                    cmd.arg(&max)
+                        .arg(lock(&self.live).as_str())
+                        .arg(self.cfg.client_ttl.as_millis().max(1) as u64)
+                        .arg(&desc)
+                        .arg(protocol::GROUP)
+                        .arg(if fresh { "1" } else { "0" });
+                    for o in *batch {
+                        cmd.arg(&o.task)
+                            .arg(o.trampoline)
+                            .arg(&self.build_id)
+                            .arg(&o.args)
+                            .arg(&o.signature[..])
+                            .arg(o.items)
+                            .arg(&o.nonce)
+                            .arg(o.limit_ms);
+                    }
+                    cmd
                 };
+                let mut outcome = conn.query(&cmd(fresh));
+                if let Err(e) = &outcome {
+                    if retry && protocol::classify(e) != protocol::Failure::Fatal {
+                        outcome = conn.query_retry(&cmd(false), Some(deadline), &self.give_up());
+                    }
+                }
                 match outcome {
                     Ok(_) => {
                         let now = Instant::now();
@@ -227,7 +234,10 @@ impl Shared {
             }
             drop(batches);
             if let Some(from) = unsent {
-                left.extend(outbox.into_iter().skip(from));
+                left.extend(outbox.into_iter().skip(from).map(|mut o| {
+                    o.tried = true;
+                    o
+                }));
             }
         }
         left

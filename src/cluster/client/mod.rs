@@ -107,6 +107,9 @@ struct Outgoing {
     lane: (String, String),
     /// Its run-time limit in milliseconds (0: none).
     limit_ms: u64,
+    /// A send of it failed (its reply may have been lost, the record may
+    /// exist): later sends ask the submit script to check.
+    tried: bool,
 }
 
 #[derive(Default)]

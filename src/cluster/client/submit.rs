@@ -224,6 +224,7 @@ impl Shared {
             nonce,
             lane,
             limit_ms,
+            tried: false,
         }
     }
 
