@@ -6,7 +6,7 @@ impl Shared {
     // -----------------------------------------------------------------------
     // Dispatcher: sends submissions and cancellations.
 
-    pub(super) fn dispatcher(self: Arc<Self>, mut conn: Conn) {
+    pub(super) fn dispatcher(self: Arc<Self>) {
         loop {
             let (outbox, cancels, wake) = {
                 let mut st = lock(&self.state);
@@ -15,7 +15,10 @@ impl Shared {
                         return;
                     }
                     let wake = st.closing && !st.woken;
-                    if !st.outbox.is_empty() || !st.cancels.is_empty() || wake {
+                    let work = !st.outbox.is_empty() || !st.cancels.is_empty() || wake;
+                    // A caller sending its own submission holds the connection
+                    // (and notifies when done): what queued meanwhile waits for it.
+                    if work && !st.sending {
                         break;
                     }
                     st = self
@@ -26,13 +29,15 @@ impl Shared {
                 }
                 let wake = st.closing && !st.woken;
                 st.woken |= wake;
+                st.sending = true;
                 let outbox = std::mem::take(&mut st.outbox);
                 let cancels = std::mem::take(&mut st.cancels);
                 (outbox, cancels, wake)
             };
+            let mut conn = lock(&self.submit_conn);
             let (outbox, remote_cancels) = self.apply_cancels(outbox, cancels);
             if !outbox.is_empty() {
-                self.send(&mut conn, outbox);
+                self.send(&mut conn, outbox, true);
             }
             if !remote_cancels.is_empty() {
                 self.send_cancels(&mut conn, remote_cancels);
@@ -49,6 +54,32 @@ impl Shared {
                         .arg("w"),
                 );
             }
+            drop(conn);
+            lock(&self.state).sending = false;
+        }
+    }
+
+    /// Sends `outbox` on the caller's thread (the caller set
+    /// `State::sending`): one attempt, no retry, so a caller never waits
+    /// out an outage. What could not be sent goes back to the front of the
+    /// queue (it came before anything queued meanwhile) for the
+    /// dispatcher, which retries (the submit script is idempotent, so a
+    /// record whose reply was lost is not added twice) and fails futures.
+    pub(super) fn send_direct(&self, outbox: Vec<Outgoing>) {
+        let mut conn = lock(&self.submit_conn);
+        let left = self.send(&mut conn, outbox, false);
+        drop(conn);
+        let mut st = lock(&self.state);
+        st.sending = false;
+        if !left.is_empty() {
+            st.direct_off = true;
+            let queued = std::mem::replace(&mut st.outbox, left);
+            st.outbox.extend(queued);
+        }
+        let wake = !st.outbox.is_empty() || !st.cancels.is_empty() || st.closing;
+        drop(st);
+        if wake {
+            self.work.notify_all();
         }
     }
 
@@ -108,7 +139,12 @@ impl Shared {
         || lock(&self.state).loop_done
     }
 
-    fn send(&self, conn: &mut Conn, outbox: Vec<Outgoing>) {
+    /// Sends `outbox`, one script call per lane and batch. With `retry`,
+    /// retries for `reconnect_timeout` and fails the futures of what still
+    /// could not be sent (returns nothing); without, tries each batch once
+    /// and returns, unsent and in order, the batch that failed and every
+    /// later one.
+    fn send(&self, conn: &mut Conn, outbox: Vec<Outgoing>, retry: bool) -> Vec<Outgoing> {
         let deadline = Instant::now() + self.cfg.reconnect_timeout;
         let registry = crate::cluster::lanes::registry(&self.cfg.keys.queue());
         let max = self.cfg.max_deliveries.to_string();
@@ -121,45 +157,71 @@ impl Shared {
                 None => by_lane.push((o.lane.clone(), vec![o])),
             }
         }
+        let mut left = Vec::new();
         for ((queue, desc), outbox) in by_lane {
-            for batch in byte_bounded(&outbox) {
+            if !left.is_empty() {
+                left.extend(outbox);
+                continue;
+            }
+            let batches = byte_bounded(&outbox);
+            let mut unsent = None;
+            for (b, batch) in batches.iter().enumerate() {
                 let mut keys = Vec::with_capacity(batch.len() + 4);
                 keys.push(queue.clone());
                 keys.push(self.cfg.keys.live(&self.client_id));
                 keys.push(self.cfg.keys.events(&self.client_id));
                 keys.push(registry.clone());
                 keys.extend(batch.iter().map(|o| self.cfg.keys.task(&o.task)));
-                let mut cmd = self.scripts.call(ScriptName::Submit, &keys);
-                cmd.arg(&max)
-                    .arg(lock(&self.live).as_str())
-                    .arg(self.cfg.client_ttl.as_millis().max(1) as u64)
-                    .arg(&desc)
-                    .arg(protocol::GROUP);
-                for o in batch {
-                    cmd.arg(&o.task)
-                        .arg(o.trampoline)
-                        .arg(&self.build_id)
-                        .arg(&o.args)
-                        .arg(&o.signature[..])
-                        .arg(o.items)
-                        .arg(&o.nonce)
-                        .arg(o.limit_ms);
+                // A first attempt needs no check for records already there.
+                let fresh = batch.iter().all(|o| !o.tried);
+                let cmd = |fresh: bool| {
+                    let mut cmd = self.scripts.call(ScriptName::Submit, &keys);
+                    cmd.arg(&max)
+                        .arg(lock(&self.live).as_str())
+                        .arg(self.cfg.client_ttl.as_millis().max(1) as u64)
+                        .arg(&desc)
+                        .arg(protocol::GROUP)
+                        .arg(if fresh { "1" } else { "0" });
+                    for o in *batch {
+                        cmd.arg(&o.task)
+                            .arg(o.trampoline)
+                            .arg(&self.build_id)
+                            .arg(&o.args)
+                            .arg(&o.signature[..])
+                            .arg(o.items)
+                            .arg(&o.nonce)
+                            .arg(o.limit_ms);
+                    }
+                    cmd
+                };
+                let mut outcome = conn.query(&cmd(fresh));
+                if let Err(e) = &outcome {
+                    if retry && protocol::classify(e) != protocol::Failure::Fatal {
+                        outcome = conn.query_retry(&cmd(false), Some(deadline), &self.give_up());
+                    }
                 }
-                let outcome = conn.query_retry(&cmd, Some(deadline), &self.give_up());
-                let mut st = lock(&self.state);
                 match outcome {
                     Ok(_) => {
                         let now = Instant::now();
-                        for o in batch {
+                        let mut st = lock(&self.state);
+                        // The connection works: callers may send their own again.
+                        st.direct_off = false;
+                        for o in *batch {
                             if let Some(t) = st.inflight.get_mut(&o.seq) {
                                 t.sent_at = Some(now);
                             }
                         }
                     }
+                    Err(e) if !retry => {
+                        log::debug!("cluster submit from the caller: {e}; the dispatcher retries");
+                        unsent = Some(batches[..b].iter().map(|b| b.len()).sum::<usize>());
+                        break;
+                    }
                     Err(e) => {
                         let error =
                             protocol::backend("could not submit tasks to Redis", conn.url(), &e);
                         log::error!("{error}");
+                        let mut st = lock(&self.state);
                         let failed: Vec<Inflight> = batch
                             .iter()
                             .filter_map(|o| st.inflight.remove(&o.seq))
@@ -170,7 +232,15 @@ impl Shared {
                     }
                 }
             }
+            drop(batches);
+            if let Some(from) = unsent {
+                left.extend(outbox.into_iter().skip(from).map(|mut o| {
+                    o.tried = true;
+                    o
+                }));
+            }
         }
+        left
     }
 
     fn send_cancels(&self, conn: &mut Conn, cancels: Vec<(u64, i64)>) {

@@ -6,7 +6,10 @@
 //! * **dispatcher** — sends queued submissions (many tasks per `submit`
 //!   script call) and cancellations; retries transient failures with backoff
 //!   for [`Config::reconnect_timeout`], then fails the affected futures with
-//!   [`Error::Backend`].
+//!   [`Error::Backend`]. A caller that finds nothing queued, nothing being
+//!   sent and few tasks in flight sends its own submission on its own
+//!   thread instead (one thread hop less on an idle client), once, on the
+//!   same connection; a failed attempt goes back to the dispatcher.
 //! * **event loop** — blocks on `XREAD` of the client's event stream, marks
 //!   futures running on `started` events, and on `done` events takes the
 //!   results of the whole batch (from the events when small, else with one
@@ -62,6 +65,10 @@ const FETCH_BYTES: u64 = 64 << 20;
 /// Most argument bytes sent in one `submit` script call (a larger task goes alone).
 const SUBMIT_BYTES: usize = 64 << 20;
 
+/// A caller sends its own submission only while fewer tasks than this are
+/// in flight (see `Shared::send_or_queue`).
+const DIRECT_BELOW: usize = 4;
+
 /// How long shutdown waits for done-callbacks that are still running.
 const COURIER_DRAIN: Duration = Duration::from_secs(30);
 
@@ -100,6 +107,9 @@ struct Outgoing {
     lane: (String, String),
     /// Its run-time limit in milliseconds (0: none).
     limit_ms: u64,
+    /// A send of it failed (its reply may have been lost, the record may
+    /// exist): later sends ask the submit script to check.
+    tried: bool,
 }
 
 #[derive(Default)]
@@ -116,6 +126,12 @@ struct State {
     woken: bool,
     loop_done: bool,
     workers_started: bool,
+    /// Someone (the dispatcher, or a caller sending its own submission)
+    /// holds the submit connection: the rest queue in `outbox`.
+    sending: bool,
+    /// A caller's own send failed: callers queue until the dispatcher
+    /// has sent successfully again (it retries; a caller never does).
+    direct_off: bool,
 }
 
 /// A local worker process and its slot.
@@ -142,6 +158,9 @@ pub(crate) struct Shared {
     owner: u64,
     /// For values fetched on demand, `put` and deletes after shutdown.
     fetch_conn: Mutex<Conn>,
+    /// The submit connection: the dispatcher's, or a caller's that sends
+    /// its own submission (see `State::sending`, which whoever holds it set).
+    submit_conn: Mutex<Conn>,
     /// Results that stay in Redis while a handle to them lives (see
     /// `remote`); the keeper extends their lifetime with the client's.
     held: Mutex<std::collections::HashSet<String>>,
@@ -204,6 +223,7 @@ impl Shared {
             scripts.clone(),
             EVENT_BLOCK + Duration::from_secs(3),
         )?;
+        let bulk_limit = protocol::bulk_limit(&mut conn);
         let shared = Arc::new(Shared {
             cfg,
             client_id,
@@ -217,10 +237,11 @@ impl Shared {
             thread_ids: Mutex::new(Vec::new()),
             owner: crate::graph::new_owner(),
             fetch_conn: Mutex::new(fetch_conn),
+            submit_conn: Mutex::new(conn),
             held: Mutex::new(std::collections::HashSet::new()),
             courier: Courier::default(),
             live: Mutex::new(String::new()),
-            bulk_limit: protocol::bulk_limit(&mut conn),
+            bulk_limit,
             nonces: Mutex::new(submit::Nonces::default()),
         });
         let mut threads = Vec::new();
@@ -262,11 +283,7 @@ impl Shared {
         );
         let s = shared.clone();
         threads.push(
-            spawn(
-                "fanout-cluster-dispatch",
-                Box::new(move || s.dispatcher(conn)),
-            )
-            .map_err(abort)?,
+            spawn("fanout-cluster-dispatch", Box::new(move || s.dispatcher())).map_err(abort)?,
         );
         let s = shared.clone();
         threads.push(

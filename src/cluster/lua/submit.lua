@@ -1,30 +1,38 @@
 -- KEYS: queue (the tasks' lane), client liveness, client events, lane
 -- registry, task keys. ARGV: max deliveries, the client's current liveness
 -- value, its TTL (ms), the lane's registry entry (empty for the default
--- lane), the consumer group, then per task: id, trampoline, build id, args,
--- signature, item count, nonce, run-time limit in ms (0: none).
+-- lane), the consumer group, '1' when no record of these tasks can exist
+-- yet (the client's first attempt at sending them) else '0', then per
+-- task: id, trampoline, build id, args, signature, item count, nonce,
+-- run-time limit in ms (0: none).
 -- Another lane than the default is registered (and its group created).
 -- Idempotent: a task whose record exists is not added again (a retried
--- submit after a lost reply). The record remembers its stream entry (`e`).
+-- submit after a lost reply: the client sends '0' for any attempt after
+-- the first, and only a first attempt skips the check). The record
+-- remembers its stream entry (`e`).
 -- A server that lost the client's liveness key or event stream (restarted
 -- without persistence) gets them back here, before any worker can see the
--- new tasks and take the client for gone.
-if redis.call('EXISTS', KEYS[2]) == 0 then
-  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
-end
-if redis.call('EXISTS', KEYS[3]) == 0 then
-  redis.call('XADD', KEYS[3], 'MAXLEN', '0', '*', 'k', 'i')
-  redis.call('PEXPIRE', KEYS[3], ARGV[3])
+-- new tasks and take the client for gone (one EXISTS for both when both
+-- are there).
+if redis.call('EXISTS', KEYS[2], KEYS[3]) < 2 then
+  if redis.call('EXISTS', KEYS[2]) == 0 then
+    redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+  end
+  if redis.call('EXISTS', KEYS[3]) == 0 then
+    redis.call('XADD', KEYS[3], 'MAXLEN', '0', '*', 'k', 'i')
+    redis.call('PEXPIRE', KEYS[3], ARGV[3])
+  end
 end
 if ARGV[4] ~= '' then
   redis.call('HSET', KEYS[4], KEYS[1], ARGV[4])
   redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[5], '0', 'MKSTREAM')
 end
+local fresh = ARGV[6] == '1'
 local per = 8
 local added = 0
 for i = 5, #KEYS do
-  local o = 5 + (i - 5) * per
-  if redis.call('EXISTS', KEYS[i]) == 0 then
+  local o = 6 + (i - 5) * per
+  if fresh or redis.call('EXISTS', KEYS[i]) == 0 then
     local entry = redis.call('XADD', KEYS[1], '*', 't', ARGV[o + 1])
     redis.call('HSET', KEYS[i], 'f', ARGV[o + 2], 'b', ARGV[o + 3], 'a', ARGV[o + 4],
       's', ARGV[o + 5], 'n', ARGV[o + 6], 'nc', ARGV[o + 7], 'm', ARGV[1], 'st', 'p',
