@@ -9,8 +9,8 @@
 -- The entries of each stream are acknowledged in one XACK, and each
 -- client's bitmap gets its expiry once. The claim tidies the default lane
 -- (the finished entries included); other streams, and the default lane
--- when nothing is claimed, are tidied here. Returns what `claim` returns
--- ({} when nothing is claimed).
+-- when nothing is claimed, are tidied here, exactly (as `finish` does).
+-- Returns what `claim` returns ({} when nothing is claimed).
 local n = tonumber(ARGV[1]) or 0
 local c = {}
 for i = 2, 8 do c[i - 1] = ARGV[i] end
@@ -36,8 +36,10 @@ end
 local claiming = (tonumber(c[7]) or 0) > 0
 for _, s in ipairs(order) do
   if s ~= KEYS[1] or not claiming then
+    -- Exact, as `finish` alone tidies: no claim may follow before the
+    -- worker goes idle.
     local l = ids[s]
-    tidy(s, group, false, l[#l])
+    tidy(s, group, true, l[#l])
   end
 end
 if not claiming then return {} end
