@@ -97,28 +97,33 @@ impl Shared {
                     last = e.id.to_string();
                 }
                 self.mark_started(&started);
-                match self.take_and_deliver(&mut conn, &events, &ids, &done, &inline) {
-                    // Its ack goes with the next read.
-                    Ok(next) => ack = Some(next),
-                    Err(e) => {
-                        // Reading events may work while fetching results keeps
-                        // failing (permissions, a reply too large): that has its
-                        // own clock, which a successful XREAD does not reset.
-                        let since = *fetch_failing.get_or_insert_with(Instant::now);
-                        if since.elapsed() >= self.cfg.reconnect_timeout {
-                            self.fail_unfetched(&done, conn.url(), &e);
-                            fetch_failing = None;
+                // A batch of only `started` (or wake) events has nothing to take
+                // or delete: no ack of its own (one script call less per task);
+                // the next batch's ack trims these events too (its id is later).
+                if !done.is_empty() {
+                    match self.take_and_deliver(&mut conn, &events, &ids, &done, &inline) {
+                        // Its ack goes with the next read.
+                        Ok(next) => ack = Some(next),
+                        Err(e) => {
+                            // Reading events may work while fetching results keeps
+                            // failing (permissions, a reply too large): that has its
+                            // own clock, which a successful XREAD does not reset.
+                            let since = *fetch_failing.get_or_insert_with(Instant::now);
+                            if since.elapsed() >= self.cfg.reconnect_timeout {
+                                self.fail_unfetched(&done, conn.url(), &e);
+                                fetch_failing = None;
+                            }
+                            self.outage(&mut conn, &mut outage, &mut backoff, &e);
+                            // Read these events again once Redis is back.
+                            last = ids
+                                .first()
+                                .map(|id| before(id))
+                                .unwrap_or_else(|| last.clone());
+                            continue;
                         }
-                        self.outage(&mut conn, &mut outage, &mut backoff, &e);
-                        // Read these events again once Redis is back.
-                        last = ids
-                            .first()
-                            .map(|id| before(id))
-                            .unwrap_or_else(|| last.clone());
-                        continue;
                     }
+                    fetch_failing = None;
                 }
-                fetch_failing = None;
             }
             self.delete_released(&mut conn);
             if Instant::now() >= next_probe {

@@ -69,6 +69,12 @@ const SUBMIT_BYTES: usize = 64 << 20;
 /// in flight (see `Shared::send_or_queue`).
 const DIRECT_BELOW: usize = 4;
 
+/// ... and only a small one: at most this many task records, of at most
+/// `DIRECT_BYTES` of arguments in all (a larger one is the dispatcher's, so
+/// a caller never waits long for its own send).
+const DIRECT_RECORDS: usize = 8;
+const DIRECT_BYTES: usize = 64 << 10;
+
 /// How long shutdown waits for done-callbacks that are still running.
 const COURIER_DRAIN: Duration = Duration::from_secs(30);
 

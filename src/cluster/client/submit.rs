@@ -99,12 +99,16 @@ impl Shared {
         Ok(futures)
     }
 
-    /// Makes `records` in flight and sends them from this thread when
-    /// nothing else is queued or being sent and few tasks are in flight
-    /// (one thread hop less on an idle client; under load the dispatcher's
-    /// batches are cheaper for Redis), else queues them for the dispatcher.
+    /// Makes `records` in flight and sends them from this thread when they
+    /// are few and small, nothing else is queued or being sent and few
+    /// tasks are in flight (one thread hop less on an idle client; under
+    /// load the dispatcher's batches are cheaper for Redis), else queues
+    /// them for the dispatcher.
     fn send_or_queue(&self, mut st: MutexGuard<'_, State>, records: Vec<(Outgoing, Inflight)>) {
+        let small = records.len() <= DIRECT_RECORDS
+            && records.iter().map(|(o, _)| o.args.len()).sum::<usize>() <= DIRECT_BYTES;
         let direct = !records.is_empty()
+            && small
             && !st.sending
             && !st.direct_off
             && st.outbox.is_empty()
