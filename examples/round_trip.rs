@@ -1,11 +1,12 @@
 //! Round-trip latency of one `submit(add, (i, 1))` then `.result()` on an
 //! idle cluster of 2 local workers (as `benches/cluster.rs`'s "round trip"
 //! row), in `rounds` rounds of `n` samples, and the one-submit-per-task
-//! throughput of `tasks` submits; for quick A/B runs on a busy machine.
+//! throughput of `tasks` submits and the median rate of `maps` maps of
+//! `tasks` items in chunks of 100; for quick A/B runs on a busy machine.
 //!
 //! ```text
 //! redis-server --port 6399 --save '' --appendonly no &
-//! cargo run --release --example round_trip -- redis://127.0.0.1:6399/0 2000 5 10000
+//! cargo run --release --example round_trip -- redis://127.0.0.1:6399/0 2000 5 10000 9
 //! ```
 
 use fanout::{Cluster, Executor};
@@ -13,6 +14,10 @@ use std::time::{Duration, Instant};
 
 fn add(a: u64, b: u64) -> u64 {
     a + b
+}
+
+fn add1(a: u64) -> u64 {
+    a + 1
 }
 
 fn main() -> fanout::Result<()> {
@@ -24,6 +29,8 @@ fn main() -> fanout::Result<()> {
     let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(2000);
     let rounds: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3);
     let tasks: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(0);
+    // Maps of `tasks` items in chunks of 100 per round (0: none), as the bench's map row.
+    let maps: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(0);
     let cluster = Cluster::builder(&url)
         .namespace(format!("rt{}", std::process::id()))
         .local_workers(2)
@@ -57,6 +64,20 @@ fn main() -> fanout::Result<()> {
             let total: u64 = fs.into_iter().map(|f| f.result().unwrap()).sum();
             assert_eq!(total, tasks * (tasks - 1) / 2 + tasks);
             line += &format!(" tps={:.0}", tasks as f64 / t.elapsed().as_secs_f64());
+        }
+        if tasks > 0 && maps > 0 {
+            let mut rates = Vec::with_capacity(maps);
+            for _ in 0..maps {
+                let t = Instant::now();
+                let total: u64 = cluster
+                    .map_with(add1, 0..tasks, fanout::MapOptions::default().chunksize(100))?
+                    .map(Result::unwrap)
+                    .sum();
+                assert_eq!(total, tasks * (tasks - 1) / 2 + tasks);
+                rates.push(tasks as f64 / t.elapsed().as_secs_f64());
+            }
+            rates.sort_by(f64::total_cmp);
+            line += &format!(" map={:.0}", rates[rates.len() / 2]);
         }
         println!("{line}");
     }

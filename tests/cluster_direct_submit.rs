@@ -78,6 +78,25 @@ fn concurrent_submits_complete_in_order_per_thread() {
             h.join().unwrap();
         }
     });
+    // Two threads submitting one call and waiting for it, over and over: the
+    // client is often idle (a caller sends its own) while the other thread
+    // submits (queued behind that send, then the dispatcher's).
+    std::thread::scope(|s| {
+        let hs: Vec<_> = (0..2u64)
+            .map(|t| {
+                let c = &c;
+                s.spawn(move || {
+                    for i in 0..100u64 {
+                        let f = c.submit(add, (t * 1000, i)).unwrap();
+                        assert_eq!(f.result_timeout(Duration::from_secs(60)), Ok(t * 1000 + i));
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+    });
     let ran = executions(&log);
     for t in 0..THREADS {
         let mine: Vec<u64> = ran.iter().copied().filter(|x| x / 1000 == t).collect();

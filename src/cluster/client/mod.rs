@@ -7,9 +7,9 @@
 //!   script call) and cancellations; retries transient failures with backoff
 //!   for [`Config::reconnect_timeout`], then fails the affected futures with
 //!   [`Error::Backend`]. A caller that finds nothing queued, nothing being
-//!   sent and few tasks in flight sends its own submission on its own
-//!   thread instead (one thread hop less on an idle client), once, on the
-//!   same connection; a failed attempt goes back to the dispatcher.
+//!   sent and no task in flight sends its own (small) submission on its
+//!   own thread instead (one thread hop less on an idle client), once, on
+//!   the same connection; a failed attempt goes back to the dispatcher.
 //! * **event loop** — blocks on `XREAD` of the client's event stream, marks
 //!   futures running on `started` events, and on `done` events takes the
 //!   results of the whole batch (from the events when small, else with one
@@ -65,11 +65,9 @@ const FETCH_BYTES: u64 = 64 << 20;
 /// Most argument bytes sent in one `submit` script call (a larger task goes alone).
 const SUBMIT_BYTES: usize = 64 << 20;
 
-/// A caller sends its own submission only while fewer tasks than this are
-/// in flight (see `Shared::send_or_queue`).
-const DIRECT_BELOW: usize = 4;
-
-/// ... and only a small one: at most this many task records, of at most
+/// A caller sends its own submission (see `Shared::send_or_queue`) only
+/// when no task is in flight, and only a small one: at most this many task
+/// records, of at most
 /// `DIRECT_BYTES` of arguments in all (a larger one is the dispatcher's, so
 /// a caller never waits long for its own send).
 const DIRECT_RECORDS: usize = 8;
