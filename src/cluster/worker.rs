@@ -439,6 +439,8 @@ impl Worker {
             names.push(name.clone());
             name
         };
+        // The newest entry this slot's blocking reads brought (see `adopt.lua`).
+        let mut adopted = String::from("0-0");
         let mut next = Claim::Unknown;
         let mut backoff = Backoff::new();
         loop {
@@ -473,7 +475,12 @@ impl Worker {
                 (None, Claim::Idle) if self.only_default() => {
                     // Wait for the next entries and claim them in the same
                     // round trip.
-                    next = self.wait_and_claim(&mut conn, &me);
+                    next = self.wait_and_claim(&mut conn, &me, &adopted);
+                    if let Claim::Jobs(jobs) = &next {
+                        if let Some((job, _)) = jobs.last() {
+                            adopted.clone_from(&job.entry);
+                        }
+                    }
                     continue;
                 }
                 (None, _) => self.read(&mut conn, true),
@@ -783,14 +790,15 @@ impl Worker {
 
     /// An idle slot's read: a group read as the slot's own consumer `me`
     /// blocks until entries are added to the default lane (or `READ_BLOCK`
-    /// passes), and the `adopt` script in the same pipeline moves them to
-    /// the worker's consumer and starts them. Redis wakes only the blocked
-    /// reader it serves, so one new entry wakes one idle slot of one worker.
-    fn wait_and_claim(&self, conn: &mut Conn, me: &str) -> Claim {
+    /// passes), and the `adopt` script in the same pipeline reads back what
+    /// it delivered (newer than `adopted`, the newest entry adopted before)
+    /// and starts it. Redis wakes only the blocked reader it serves, so one
+    /// new entry wakes one idle slot of one worker.
+    fn wait_and_claim(&self, conn: &mut Conn, me: &str, adopted: &str) -> Claim {
         let want = self.pace.want();
         let mut adopt = self.scripts.call(ScriptName::Adopt, &[&self.queue]);
         self.claim_args(&mut adopt, want);
-        adopt.arg(me);
+        adopt.arg(me).arg(adopted);
         let mut pipe = redis::pipe();
         pipe.cmd("XREADGROUP")
             .arg("GROUP")
