@@ -4,7 +4,7 @@
 
 mod cluster_support;
 
-use cluster_support::Redis;
+use cluster_support::{one_worker, Redis};
 use fanout::{Cluster, Executor, State};
 use std::time::{Duration, Instant};
 
@@ -15,16 +15,6 @@ fn add(a: u64, b: u64) -> u64 {
 fn sleepy(ms: u64) -> u64 {
     std::thread::sleep(Duration::from_millis(ms));
     ms
-}
-
-fn one_worker(redis: &Redis, ns: &str) -> Cluster {
-    Cluster::builder(&redis.url())
-        .namespace(ns)
-        .local_workers(1)
-        .lease(Duration::from_secs(5))
-        .secret("test-secret")
-        .build()
-        .expect("cluster")
 }
 
 #[test]

@@ -5,22 +5,12 @@
 
 mod cluster_support;
 
-use cluster_support::{executions, logged, Redis, TempDir};
+use cluster_support::{executions, logged, one_worker, Redis, TempDir};
 use fanout::{Cluster, Executor, MapOptions};
 use std::time::Duration;
 
 fn add(a: u64, b: u64) -> u64 {
     a + b
-}
-
-fn one_worker(redis: &Redis, ns: &str) -> Cluster {
-    Cluster::builder(&redis.url())
-        .namespace(ns)
-        .local_workers(1)
-        .lease(Duration::from_secs(5))
-        .secret("test-secret")
-        .build()
-        .expect("cluster")
 }
 
 /// Many threads submit one call at a time (some alone, sent from their own

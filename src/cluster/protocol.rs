@@ -29,8 +29,11 @@
 //! `submit` writes the record (state `p`) and adds `t=<task>` to `{ns}:q`.
 //! A worker reads the entry with `XREADGROUP` and runs `start`, which counts
 //! the delivery (`at`), marks the record running (`r`, owner `o`) and, on the
-//! first delivery, tells the client (`k=s` on its event stream); a busy
-//! worker does both in its `finish_claim` call, an idle one in `claim`. The
+//! first delivery, tells the client (`k=s` on its event stream, one event
+//! naming every task a claim started); a busy worker reads and starts up to
+//! 16 short tasks at once in its `finish_claim` call (see `batch.rs`), an
+//! idle one blocks in `XREADGROUP` as its slot's own consumer and starts
+//! what it read with `adopt` in the same pipeline. The
 //! worker checks the record's signature, build id and trampoline, runs the
 //! call and runs `finish`, which acknowledges the stream entry (done entries
 //! leave the stream by trimming, see `lua/tidy_fn.lua`),

@@ -1515,36 +1515,16 @@ impl Worker {
         unsafe { libc::_exit(124) }
     }
 
-    /// Removes this worker's consumer from the group if it holds nothing.
+    /// Removes this worker's consumer, and its slots' (see `adopt.lua`),
+    /// from the group, each only if it holds nothing: one that holds an
+    /// entry (an `adopt` that failed, or a task left running) stays for the
+    /// reaper.
     fn leave(&self) {
         let Some(mut conn) = self.connect(Duration::from_secs(2)) else {
             return;
         };
-        let pending = conn.query(
-            redis::cmd("XPENDING")
-                .arg(&self.queue)
-                .arg(GROUP)
-                .arg("-")
-                .arg("+")
-                .arg(1)
-                .arg(&self.consumer),
-        );
-        if let Ok(v) = pending {
-            if array(&v).is_some_and(|a| a.is_empty()) {
-                let _ = conn.query(
-                    redis::cmd("XGROUP")
-                        .arg("DELCONSUMER")
-                        .arg(&self.queue)
-                        .arg(GROUP)
-                        .arg(&self.consumer),
-                );
-            }
-        }
-        // The slots' own consumers hold entries only between a blocking read
-        // and its `adopt`; one that holds any (an `adopt` that failed) stays
-        // for the reaper.
         let slots = std::mem::take(&mut *protocol_lock(&self.slot_consumers));
-        for name in slots {
+        for name in std::iter::once(self.consumer.clone()).chain(slots) {
             let pending = conn.query(
                 redis::cmd("XPENDING")
                     .arg(&self.queue)

@@ -190,6 +190,17 @@ impl Drop for Redis {
     }
 }
 
+/// A cluster with one local worker (concurrency 1, a 5 s lease) in namespace `ns`.
+pub fn one_worker(redis: &Redis, ns: &str) -> fanout::Cluster {
+    fanout::Cluster::builder(&redis.url())
+        .namespace(ns)
+        .local_workers(1)
+        .lease(Duration::from_secs(5))
+        .secret("test-secret")
+        .build()
+        .expect("cluster")
+}
+
 // (A test that also includes `graph_support` loads this file twice.)
 #[allow(clippy::duplicate_mod)]
 #[path = "../process_util/mod.rs"]
