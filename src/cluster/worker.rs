@@ -828,7 +828,11 @@ impl Worker {
     /// Starts (unless `started` holds the reply of a claim that did) and
     /// runs one job (held by `queue_ahead`); its finish joins `unflushed`.
     fn run_job(&self, conn: &mut Conn, job: Job, started: Option<redis::Value>) {
+        // The pace counts everything a task costs here, sealing a large
+        // result included, not just the call.
+        let began = Instant::now();
         let finished = self.run_job_inner(conn, &job, started);
+        self.pace.ran(began.elapsed());
         if !job.needs.is_empty() {
             protocol_lock(&self.view).release(&job.needs);
         }
@@ -1113,11 +1117,9 @@ impl Worker {
                         },
                     );
                 }
-                let began = Instant::now();
                 let ran = self.execute(conn, &job.task, &record, &cancelled, || {
                     self.client_alive(client, field(8), field(9))
                 });
-                self.pace.ran(began.elapsed());
                 if limit.is_some() {
                     protocol_lock(&self.deadlines).remove(&job.entry);
                 }
