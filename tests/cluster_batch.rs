@@ -92,3 +92,27 @@ fn a_backlog_of_short_tasks_completes_exactly_once_on_two_workers() {
         .unwrap();
     assert!(consumers.is_empty(), "consumers left: {consumers:?}");
 }
+
+#[test]
+fn one_call_at_a_time_leaves_an_empty_queue_stream() {
+    let redis = Redis::start();
+    let c = Cluster::builder(&redis.url())
+        .namespace("batch-trickle")
+        .local_workers(2)
+        .secret("test-secret")
+        .build()
+        .expect("cluster");
+    // Each call finds an idle cluster: its worker sends the finish and
+    // blocks for the next entry in one pipeline, leaving the tidy to it.
+    for i in 0..300u64 {
+        let f = c.submit(add, (i, 1)).unwrap();
+        assert_eq!(f.result_timeout(Duration::from_secs(20)), Ok(i + 1));
+    }
+    c.shutdown(true, false);
+    assert_eq!(redis.keys("batch-trickle"), ["{batch-trickle}:q"]);
+    let len: u64 = redis::cmd("XLEN")
+        .arg("{batch-trickle}:q")
+        .query(&mut redis.conn())
+        .unwrap();
+    assert_eq!(len, 0, "done entries left in the queue stream");
+}

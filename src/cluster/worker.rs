@@ -443,9 +443,12 @@ impl Worker {
         let mut adopted = String::from("0-0");
         let mut next = Claim::Unknown;
         let mut backoff = Backoff::new();
+        // The last claim found the queue empty (it brought fewer than it asked).
+        let mut drained = false;
         loop {
             let idle = match std::mem::replace(&mut next, Claim::Unknown) {
                 Claim::Jobs(jobs) => {
+                    drained = jobs.len() < self.pace.want();
                     self.queue_ahead(jobs);
                     Claim::Unknown
                 }
@@ -457,7 +460,17 @@ impl Worker {
             if let Some((job, started)) = queued {
                 self.run_job(&mut conn, job, started);
                 let more = !protocol_lock(&self.ahead).is_empty();
-                if !more || self.flush_due() {
+                if !more && drained && self.may_idle_at_once() {
+                    // The queue was empty a moment ago: send the finishes
+                    // and block for the next entries in one round trip.
+                    let batch = std::mem::take(&mut *protocol_lock(&self.unflushed));
+                    next = self.wait_and_claim(&mut conn, &me, &adopted, &batch);
+                    self.note_adopted(&next, &mut adopted);
+                    let mut held = protocol_lock(&self.held);
+                    for f in batch {
+                        held.remove(&(f.stream, f.entry));
+                    }
+                } else if !more || self.flush_due() {
                     next = self.flush(&mut conn, !more);
                 }
                 continue;
@@ -475,12 +488,8 @@ impl Worker {
                 (None, Claim::Idle) if self.only_default() => {
                     // Wait for the next entries and claim them in the same
                     // round trip.
-                    next = self.wait_and_claim(&mut conn, &me, &adopted);
-                    if let Claim::Jobs(jobs) = &next {
-                        if let Some((job, _)) = jobs.last() {
-                            adopted.clone_from(&job.entry);
-                        }
-                    }
+                    next = self.wait_and_claim(&mut conn, &me, &adopted, &[]);
+                    self.note_adopted(&next, &mut adopted);
                     continue;
                 }
                 (None, _) => self.read(&mut conn, true),
@@ -497,6 +506,29 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Remembers the newest entry a blocking read brought (see `adopt.lua`).
+    fn note_adopted(&self, claim: &Claim, adopted: &mut String) {
+        if let Claim::Jobs(jobs) = claim {
+            if let Some((job, _)) = jobs.last() {
+                adopted.clone_from(&job.entry);
+            }
+        }
+    }
+
+    /// True when a slot that ran out of work may send its finishes and go
+    /// straight back to its blocking read: not draining, only the default
+    /// lane, no surplus slot to retire, and no lease due for a look.
+    fn may_idle_at_once(&self) -> bool {
+        let surplus = {
+            let slots = protocol_lock(&self.slots);
+            slots.saturating_sub(self.blocked.load(Ordering::Acquire)) > self.cfg.concurrency
+        };
+        !surplus
+            && !self.draining()
+            && self.only_default()
+            && Instant::now() < protocol_lock(&self.reap).0
     }
 
     /// Queues claimed jobs to run next, holding their leases.
@@ -794,12 +826,23 @@ impl Worker {
     /// it delivered (newer than `adopted`, the newest entry adopted before)
     /// and starts it. Redis wakes only the blocked reader it serves, so one
     /// new entry wakes one idle slot of one worker.
-    fn wait_and_claim(&self, conn: &mut Conn, me: &str, adopted: &str) -> Claim {
+    fn wait_and_claim(
+        &self,
+        conn: &mut Conn,
+        me: &str,
+        adopted: &str,
+        finishes: &[super::batch::Finished],
+    ) -> Claim {
         let want = self.pace.want();
         let mut adopt = self.scripts.call(ScriptName::Adopt, &[&self.queue]);
-        self.claim_args(&mut adopt, want);
+        self.claim_args(&mut adopt, want as i64);
         adopt.arg(me).arg(adopted);
         let mut pipe = redis::pipe();
+        if !finishes.is_empty() {
+            // Their tidy waits for the adopt (see `finish_claim.lua`).
+            pipe.add_command(self.finish_claim_cmd(finishes, -1))
+                .ignore();
+        }
         pipe.cmd("XREADGROUP")
             .arg("GROUP")
             .arg(GROUP)
@@ -820,6 +863,17 @@ impl Worker {
                 .unwrap_or(Claim::Unknown),
             Err(e) => {
                 log::debug!("{}: {e}; retrying", self.name);
+                if !finishes.is_empty() {
+                    // Perhaps before they ran: send them alone (again is harmless).
+                    if let Err(e) = self.call(conn, &self.finish_claim_cmd(finishes, 0)) {
+                        log::error!(
+                            "{}: could not finish {} task(s) ({}...): {e}",
+                            self.name,
+                            finishes.len(),
+                            finishes[0].task
+                        );
+                    }
+                }
                 Claim::Unknown
             }
         }
@@ -870,7 +924,7 @@ impl Worker {
             0
         };
         let next = if want > 0 {
-            let cmd = self.finish_claim_cmd(&batch, want);
+            let cmd = self.finish_claim_cmd(&batch, want as i64);
             // One attempt: on failure the finishes go alone, with retries.
             conn.query(&cmd).ok().map(|reply| self.claimed(&reply))
         } else {
@@ -898,7 +952,7 @@ impl Worker {
     }
 
     /// The `finish_claim` script call for `batch`, claiming `want` (0: none).
-    fn finish_claim_cmd(&self, batch: &[super::batch::Finished], want: usize) -> redis::Cmd {
+    fn finish_claim_cmd(&self, batch: &[super::batch::Finished], want: i64) -> redis::Cmd {
         let mut keys: Vec<&str> = Vec::with_capacity(1 + 5 * batch.len());
         keys.push(&self.queue);
         for f in batch {
@@ -1005,7 +1059,7 @@ impl Worker {
     }
 
     /// The arguments of a claim of at most `want` entries (see `claim_fn.lua`).
-    fn claim_args(&self, cmd: &mut redis::Cmd, want: usize) {
+    fn claim_args(&self, cmd: &mut redis::Cmd, want: i64) {
         let (client, value) = self.cached_live().unwrap_or_default();
         cmd.arg(GROUP)
             .arg(&self.consumer)

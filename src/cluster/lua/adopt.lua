@@ -21,5 +21,11 @@ for i = 1, #(got or {}) do
   -- A deleted entry comes back without fields.
   if got[i][2] then es[#es + 1] = got[i] end
 end
-if not es[1] then return {'idle'} end
+-- Tidy the default lane here (finishes pipelined before the read leave it
+-- to us): exactly when going idle, by whole nodes while busy.
+if not es[1] then
+  tidy(KEYS[1], ARGV[1], true)
+  return {'idle'}
+end
+tidy(KEYS[1], ARGV[1], false)
 return start_entries(KEYS, ARGV, es)

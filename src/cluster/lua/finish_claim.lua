@@ -4,7 +4,8 @@
 -- finished task: as for `finish` (its stream, task, result, client events,
 -- client finished-bitmap).
 -- ARGV: the number of finished tasks; the 7 arguments of `claim` (its
--- last, how many to claim, 0 for no claim); then the 8 arguments of
+-- last, how many to claim: 0 for no claim, -1 for no claim and no tidy of
+-- the default lane, which the pipelined `adopt` does); then the 8 arguments of
 -- `finish` for each finished task.
 -- The entries of each stream are acknowledged in one XACK, and each
 -- client's bitmap gets its expiry once. The claim tidies the default lane
@@ -33,9 +34,11 @@ for i = 1, n do
   for j = 1, 8 do a[j] = ARGV[8 + (i - 1) * 8 + j] end
   finish(k, a, true, true, seen)
 end
-local claiming = (tonumber(c[7]) or 0) > 0
+local want = tonumber(c[7]) or 0
+local claiming = want > 0
 for _, s in ipairs(order) do
-  if s ~= KEYS[1] or not claiming then
+  -- -1: the default lane's tidy is left to the `adopt` that follows.
+  if (s ~= KEYS[1] or not claiming) and not (want < 0 and s == KEYS[1]) then
     -- Exact, as `finish` alone tidies: no claim may follow before the
     -- worker goes idle.
     local l = ids[s]
