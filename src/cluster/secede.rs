@@ -54,12 +54,20 @@ impl Blocker for Seceder {
     }
 }
 
+/// True when the worker runs more unblocked slots than its concurrency.
+pub(super) fn surplus(worker: &Worker) -> bool {
+    over(worker, *super::client::lock(&worker.slots))
+}
+
+fn over(worker: &Worker, slots: usize) -> bool {
+    slots.saturating_sub(worker.blocked.load(Ordering::Acquire)) > worker.concurrency()
+}
+
 /// True (and counted out) when the worker runs more unblocked slots than its
 /// concurrency, so the calling slot should leave before reading more.
 pub(super) fn leave_if_surplus(worker: &Worker) -> bool {
     let mut slots = super::client::lock(&worker.slots);
-    let blocked = worker.blocked.load(Ordering::Acquire);
-    if slots.saturating_sub(blocked) > worker.concurrency() {
+    if over(worker, *slots) {
         *slots -= 1;
         true
     } else {

@@ -464,12 +464,7 @@ impl Worker {
                     // The queue was empty a moment ago: send the finishes
                     // and block for the next entries in one round trip.
                     let batch = std::mem::take(&mut *protocol_lock(&self.unflushed));
-                    next = self.wait_and_claim(&mut conn, &me, &adopted, &batch);
-                    self.note_adopted(&next, &mut adopted);
-                    let mut held = protocol_lock(&self.held);
-                    for f in batch {
-                        held.remove(&(f.stream, f.entry));
-                    }
+                    next = self.wait_and_claim(&mut conn, &me, &mut adopted, batch);
                 } else if !more || self.flush_due() {
                     next = self.flush(&mut conn, !more);
                 }
@@ -488,8 +483,7 @@ impl Worker {
                 (None, Claim::Idle) if self.only_default() => {
                     // Wait for the next entries and claim them in the same
                     // round trip.
-                    next = self.wait_and_claim(&mut conn, &me, &adopted, &[]);
-                    self.note_adopted(&next, &mut adopted);
+                    next = self.wait_and_claim(&mut conn, &me, &mut adopted, Vec::new());
                     continue;
                 }
                 (None, _) => self.read(&mut conn, true),
@@ -508,24 +502,11 @@ impl Worker {
         }
     }
 
-    /// Remembers the newest entry a blocking read brought (see `adopt.lua`).
-    fn note_adopted(&self, claim: &Claim, adopted: &mut String) {
-        if let Claim::Jobs(jobs) = claim {
-            if let Some((job, _)) = jobs.last() {
-                adopted.clone_from(&job.entry);
-            }
-        }
-    }
-
     /// True when a slot that ran out of work may send its finishes and go
     /// straight back to its blocking read: not draining, only the default
     /// lane, no surplus slot to retire, and no lease due for a look.
     fn may_idle_at_once(&self) -> bool {
-        let surplus = {
-            let slots = protocol_lock(&self.slots);
-            slots.saturating_sub(self.blocked.load(Ordering::Acquire)) > self.cfg.concurrency
-        };
-        !surplus
+        !super::secede::surplus(self)
             && !self.draining()
             && self.only_default()
             && Instant::now() < protocol_lock(&self.reap).0
@@ -830,17 +811,17 @@ impl Worker {
         &self,
         conn: &mut Conn,
         me: &str,
-        adopted: &str,
-        finishes: &[super::batch::Finished],
+        adopted: &mut String,
+        finishes: Vec<super::batch::Finished>,
     ) -> Claim {
         let want = self.pace.want();
         let mut adopt = self.scripts.call(ScriptName::Adopt, &[&self.queue]);
         self.claim_args(&mut adopt, want as i64);
-        adopt.arg(me).arg(adopted);
+        adopt.arg(me).arg(adopted.as_str());
         let mut pipe = redis::pipe();
         if !finishes.is_empty() {
             // Their tidy waits for the adopt (see `finish_claim.lua`).
-            pipe.add_command(self.finish_claim_cmd(finishes, -1))
+            pipe.add_command(self.finish_claim_cmd(&finishes, -1))
                 .ignore();
         }
         pipe.cmd("XREADGROUP")
@@ -856,27 +837,25 @@ impl Worker {
             .arg(">")
             .ignore()
             .add_command(adopt);
-        match conn.query_pipe(&pipe) {
+        let next = match conn.query_pipe(&pipe) {
             Ok(replies) => replies
                 .first()
                 .map(|r| self.claimed(r))
                 .unwrap_or(Claim::Unknown),
             Err(e) => {
                 log::debug!("{}: {e}; retrying", self.name);
-                if !finishes.is_empty() {
-                    // Perhaps before they ran: send them alone (again is harmless).
-                    if let Err(e) = self.call(conn, &self.finish_claim_cmd(finishes, 0)) {
-                        log::error!(
-                            "{}: could not finish {} task(s) ({}...): {e}",
-                            self.name,
-                            finishes.len(),
-                            finishes[0].task
-                        );
-                    }
-                }
+                // Perhaps before they ran: send them alone (again is harmless).
+                self.finish_alone(conn, &finishes);
                 Claim::Unknown
             }
+        };
+        if let Claim::Jobs(jobs) = &next {
+            if let Some((job, _)) = jobs.last() {
+                adopted.clone_from(&job.entry);
+            }
         }
+        self.sent(finishes);
+        next
     }
 
     /// Starts (unless `started` holds the reply of a claim that did) and
@@ -930,25 +909,36 @@ impl Worker {
         } else {
             None
         };
-        let next = match next {
-            Some(next) => next,
-            None => {
-                if let Err(e) = self.call(conn, &self.finish_claim_cmd(&batch, 0)) {
-                    log::error!(
-                        "{}: could not finish {} task(s) ({}...): {e}",
-                        self.name,
-                        batch.len(),
-                        batch[0].task
-                    );
-                }
-                Claim::Unknown
-            }
-        };
+        let next = next.unwrap_or_else(|| {
+            self.finish_alone(conn, &batch);
+            Claim::Unknown
+        });
+        self.sent(batch);
+        next
+    }
+
+    /// Sends finishes without a claim, retrying transient failures (see
+    /// `call`); a failure is logged, and the leases lapse.
+    fn finish_alone(&self, conn: &mut Conn, batch: &[super::batch::Finished]) {
+        if batch.is_empty() {
+            return;
+        }
+        if let Err(e) = self.call(conn, &self.finish_claim_cmd(batch, 0)) {
+            log::error!(
+                "{}: could not finish {} task(s) ({}...): {e}",
+                self.name,
+                batch.len(),
+                batch[0].task
+            );
+        }
+    }
+
+    /// Finishes sent (or given up): their entries are no longer held.
+    fn sent(&self, batch: Vec<super::batch::Finished>) {
         let mut held = protocol_lock(&self.held);
         for f in batch {
             held.remove(&(f.stream, f.entry));
         }
-        next
     }
 
     /// The `finish_claim` script call for `batch`, claiming `want` (0: none).
