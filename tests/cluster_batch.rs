@@ -61,12 +61,7 @@ fn results_of_short_tasks_do_not_wait_behind_a_long_one() {
 #[test]
 fn a_backlog_of_short_tasks_completes_exactly_once_on_two_workers() {
     let redis = Redis::start();
-    let c = Cluster::builder(&redis.url())
-        .namespace("batch-backlog")
-        .local_workers(2)
-        .secret("test-secret")
-        .build()
-        .expect("cluster");
+    let c = two_workers(&redis, "batch-backlog");
     let n = 5_000u64;
     let fs: Vec<_> = (0..n).map(|i| c.submit(add, (i, 1)).unwrap()).collect();
     let mut sum = 0;
@@ -75,33 +70,13 @@ fn a_backlog_of_short_tasks_completes_exactly_once_on_two_workers() {
     }
     assert_eq!(sum, n * (n + 1) / 2);
     c.shutdown(true, false);
-    // Nothing left behind but the (empty) queue stream and its group.
-    assert_eq!(redis.keys("batch-backlog"), ["{batch-backlog}:q"]);
-    let len: u64 = redis::cmd("XLEN")
-        .arg("{batch-backlog}:q")
-        .query(&mut redis.conn())
-        .unwrap();
-    assert_eq!(len, 0, "done entries left in the queue stream");
-    // The workers' consumers (one per worker, one per slot's blocking read)
-    // leave with them.
-    let consumers: Vec<redis::Value> = redis::cmd("XINFO")
-        .arg("CONSUMERS")
-        .arg("{batch-backlog}:q")
-        .arg("fanout")
-        .query(&mut redis.conn())
-        .unwrap();
-    assert!(consumers.is_empty(), "consumers left: {consumers:?}");
+    assert_only_an_empty_queue(&redis, "batch-backlog");
 }
 
 #[test]
 fn one_call_at_a_time_leaves_an_empty_queue_stream() {
     let redis = Redis::start();
-    let c = Cluster::builder(&redis.url())
-        .namespace("batch-trickle")
-        .local_workers(2)
-        .secret("test-secret")
-        .build()
-        .expect("cluster");
+    let c = two_workers(&redis, "batch-trickle");
     // Each call finds an idle cluster: its worker sends the finish and
     // blocks for the next entry in one pipeline, leaving the tidy to it.
     for i in 0..300u64 {
@@ -109,10 +84,34 @@ fn one_call_at_a_time_leaves_an_empty_queue_stream() {
         assert_eq!(f.result_timeout(Duration::from_secs(20)), Ok(i + 1));
     }
     c.shutdown(true, false);
-    assert_eq!(redis.keys("batch-trickle"), ["{batch-trickle}:q"]);
+    assert_only_an_empty_queue(&redis, "batch-trickle");
+}
+
+fn two_workers(redis: &Redis, ns: &str) -> Cluster {
+    Cluster::builder(&redis.url())
+        .namespace(ns)
+        .local_workers(2)
+        .secret("test-secret")
+        .build()
+        .expect("cluster")
+}
+
+/// After a shutdown: nothing left behind in `ns` but the (empty) queue
+/// stream and its group, and no consumers (one per worker, one per slot's
+/// blocking read) in the group.
+fn assert_only_an_empty_queue(redis: &Redis, ns: &str) {
+    let queue = format!("{{{ns}}}:q");
+    assert_eq!(redis.keys(ns), [queue.clone()]);
     let len: u64 = redis::cmd("XLEN")
-        .arg("{batch-trickle}:q")
+        .arg(&queue)
         .query(&mut redis.conn())
         .unwrap();
     assert_eq!(len, 0, "done entries left in the queue stream");
+    let consumers: Vec<redis::Value> = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(&queue)
+        .arg("fanout")
+        .query(&mut redis.conn())
+        .unwrap();
+    assert!(consumers.is_empty(), "consumers left: {consumers:?}");
 }
