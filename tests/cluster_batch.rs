@@ -101,7 +101,7 @@ fn two_workers(redis: &Redis, ns: &str) -> Cluster {
 /// blocking read) in the group.
 fn assert_only_an_empty_queue(redis: &Redis, ns: &str) {
     let queue = format!("{{{ns}}}:q");
-    assert_eq!(redis.keys(ns), [queue.clone()]);
+    assert_eq!(redis.keys(ns), std::slice::from_ref(&queue));
     let len: u64 = redis::cmd("XLEN")
         .arg(&queue)
         .query(&mut redis.conn())

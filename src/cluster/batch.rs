@@ -62,6 +62,32 @@ pub(super) struct Finished {
 }
 
 impl Finished {
+    /// The finish of `task` (entry `entry` of `stream`; its client and
+    /// sequence number parsed from its id) with its sealed `envelope`.
+    pub(super) fn new(
+        keys: &super::protocol::Keys,
+        stream: &str,
+        entry: &str,
+        task: &str,
+        (client, seq): (&str, u64),
+        envelope: Vec<u8>,
+        lazy: bool,
+    ) -> Finished {
+        Finished {
+            stream: stream.to_string(),
+            entry: entry.to_string(),
+            task: task.to_string(),
+            task_key: keys.task(task),
+            result_key: keys.result(task),
+            events: keys.events(client),
+            finished: keys.finished(client),
+            envelope,
+            bit: super::protocol::bit_of(seq),
+            lazy,
+            done: Instant::now(),
+        }
+    }
+
     /// The 8 arguments of `finish` (see `finish_fn.lua`).
     pub(super) fn args(&self, cmd: &mut redis::Cmd) {
         cmd.arg(&self.entry)

@@ -209,20 +209,6 @@ pub(crate) const ADOPT: &str = concat!(
 );
 
 /// KEYS: queue, task, result, client events. ARGV: entry id, group, signed
-/// envelope, result TTL (s), task id, `1` if the client should leave the
-/// result in Redis until asked (a large value). Acknowledges the entry; stores the
-/// result and tells the client only if the record still exists (so a
-/// redelivered copy finishing second is dropped) and the client is still
-/// there. `SET NX` makes a second result for the same task impossible even
-/// if the record were written again. Returns 1 if this call delivered.
-pub(crate) const FINISH: &str = concat!(
-    include_str!("lua/tidy_fn.lua"),
-    "\n",
-    include_str!("lua/finish_fn.lua"),
-    "\nreturn finish(KEYS, ARGV)\n"
-);
-
-/// KEYS: queue, task, result, client events. ARGV: entry id, group, signed
 /// envelope, TTL (s), task id, reason. A record that failed verification is
 /// marked rejected (`st = x`, reason in `why`) and kept for the TTL; its
 /// entry is acknowledged; the named client (if it exists) is told.
@@ -266,10 +252,9 @@ pub(crate) const DROP: &str = concat!(
 pub(crate) const TAKE: &str = include_str!("lua/take.lua");
 
 /// The scripts, in a fixed order (see [`Scripts`]).
-const ALL: [&str; 11] = [
+const ALL: [&str; 10] = [
     SUBMIT,
     START,
-    FINISH,
     REJECT,
     CANCEL,
     ACK,
@@ -285,15 +270,14 @@ const ALL: [&str; 11] = [
 pub(crate) enum ScriptName {
     Submit = 0,
     Start = 1,
-    Finish = 2,
-    Reject = 3,
-    Cancel = 4,
-    Ack = 5,
-    Probe = 6,
-    Drop = 7,
-    Take = 8,
-    FinishClaim = 9,
-    Adopt = 10,
+    Reject = 2,
+    Cancel = 3,
+    Ack = 4,
+    Probe = 5,
+    Drop = 6,
+    Take = 7,
+    FinishClaim = 8,
+    Adopt = 9,
 }
 
 /// The scripts with their SHA1s, for `EVALSHA`.

@@ -1106,9 +1106,6 @@ impl Worker {
             self.ack(conn, &job.entry);
             return None;
         };
-        let task_key = self.keys.task(&job.task);
-        let events = self.keys.events(client);
-        let finished = self.keys.finished(client);
         let bit = protocol::bit_of(seq);
         let reply = match started {
             Some(reply) => Ok(reply),
@@ -1176,7 +1173,7 @@ impl Worker {
                             job.task,
                             job.entry
                         );
-                        self.drop_task(conn, job, &task_key);
+                        self.drop_task(conn, job);
                         return None;
                     }
                     Err(reason) => {
@@ -1220,19 +1217,15 @@ impl Worker {
         let mut outcome = outcome;
         let envelope =
             outcome.seal_within(self.cfg.secret.as_bytes(), &job.task, self.bulk_limit());
-        Some(super::batch::Finished {
-            stream: job.stream.clone(),
-            entry: job.entry.clone(),
-            task: job.task.clone(),
-            task_key,
-            result_key: self.keys.result(&job.task),
-            events,
-            finished,
+        Some(super::batch::Finished::new(
+            &self.keys,
+            &job.stream,
+            &job.entry,
+            &job.task,
+            (client, seq),
             envelope,
-            bit,
             lazy,
-            done: Instant::now(),
-        })
+        ))
     }
 
     /// Verifies and runs a task record. `Err` means: reject it (bad signature
@@ -1344,10 +1337,11 @@ impl Worker {
     }
 
     /// Drops a task of a client that is gone (see `drop.lua`).
-    fn drop_task(&self, conn: &mut Conn, job: &Job, task_key: &str) {
+    fn drop_task(&self, conn: &mut Conn, job: &Job) {
+        let task_key = self.keys.task(&job.task);
         let mut cmd = self
             .scripts
-            .call(ScriptName::Drop, &[job.stream.as_str(), task_key]);
+            .call(ScriptName::Drop, &[job.stream.as_str(), &task_key]);
         cmd.arg(&job.entry).arg(GROUP);
         if self.call(conn, &cmd).is_err() {
             self.ack_in(conn, &job.stream, &job.entry);
@@ -1514,44 +1508,21 @@ impl Worker {
                 .map(|_| ItemOutcome::Failed(ship::WireError::Timeout { what: what.clone() }))
                 .collect(),
         };
-        if let Some((client, seq)) = protocol::parse_task_id(&dl.task) {
+        // Its result, and those of tasks that ran before it, are not lost with
+        // the process (one attempt: the overdue task must not wait on Redis).
+        let mut batch = std::mem::take(&mut *protocol_lock(&self.unflushed));
+        if let Some(id) = protocol::parse_task_id(&dl.task) {
             let envelope = outcome.seal(self.cfg.secret.as_bytes(), &dl.task);
-            let mut finish = self.scripts.call(
-                ScriptName::Finish,
-                &[
-                    &dl.stream,
-                    &self.keys.task(&dl.task),
-                    &self.keys.result(&dl.task),
-                    &self.keys.events(client),
-                    &self.keys.finished(client),
-                ],
-            );
-            finish
-                .arg(&entry)
-                .arg(GROUP)
-                .arg(&envelope)
-                .arg(protocol::RESULT_TTL.as_secs())
-                .arg(&dl.task)
-                .arg(protocol::bit_of(seq))
-                .arg(envelope.len())
-                .arg("0");
-            if let Err(e) = conn.query(&finish) {
+            batch.push(super::batch::Finished::new(
+                &self.keys, &dl.stream, &entry, &dl.task, id, envelope, false,
+            ));
+        }
+        if !batch.is_empty() {
+            if let Err(e) = conn.query(&self.finish_claim_cmd(&batch, 0)) {
                 log::error!(
                     "{}: could not report the timeout of {}: {e}",
                     self.name,
                     dl.task
-                );
-            }
-        }
-        // Results of tasks that ran before it are not lost with the process
-        // (one attempt: the overdue task must not wait on Redis).
-        let batch = std::mem::take(&mut *protocol_lock(&self.unflushed));
-        if !batch.is_empty() {
-            if let Err(e) = conn.query(&self.finish_claim_cmd(&batch, 0)) {
-                log::error!(
-                    "{}: could not finish {} task(s): {e}",
-                    self.name,
-                    batch.len()
                 );
             }
         }

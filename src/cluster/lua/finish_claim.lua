@@ -32,7 +32,7 @@ for i = 1, n do
   local k, a = {}, {}
   for j = 1, 5 do k[j] = KEYS[1 + (i - 1) * 5 + j] end
   for j = 1, 8 do a[j] = ARGV[8 + (i - 1) * 8 + j] end
-  finish(k, a, true, true, seen)
+  finish(k, a, seen)
 end
 local want = tonumber(c[7]) or 0
 local claiming = want > 0

@@ -9,41 +9,36 @@
 -- what makes a second result impossible), else the result key is written
 -- too (`SET NX` makes a second result impossible) and deleted by the
 -- client's ack.
--- Acknowledges the entry and marks the task finished in the client's bitmap
--- (so a copy of its record written again is never run); stores the result
--- and tells the client only if the record still exists (so a redelivered
--- copy finishing second is dropped) and the client is still there. `SET NX`
--- makes a second result for the same task impossible even if the record
--- were written again. The result lives no longer than the client's event
--- stream will, plus the result TTL's grace for a client that is merely slow.
+-- Marks the task finished in the client's bitmap (so a copy of its record
+-- written again is never run); stores the result and tells the client only
+-- if the record still exists (so a redelivered copy finishing second is
+-- dropped) and the client is still there. `SET NX` makes a second result
+-- for the same task impossible even if the record were written again. The
+-- result lives no longer than the client's event stream will, plus the
+-- result TTL's grace for a client that is merely slow.
 -- Returns 1 if this call delivered.
--- The entry leaves the stream with a `tidy` (see `tidy_fn.lua`), or with
--- the caller's when `later` is true.
--- (A function, so that `finish_claim` can run it before its claim.)
--- `acked`: the caller has acknowledged the entry already. `seen`, when
--- given, remembers the event streams' TTLs this script call has read and
--- the bitmaps whose expiry it has set, so a batch of finishes reads and
--- sets each once.
-local function finish(KEYS, ARGV, later, acked, seen)
-  if not acked then redis.call('XACK', KEYS[1], ARGV[2], ARGV[1]) end
-  if not later then tidy(KEYS[1], ARGV[2], true, ARGV[1]) end
+-- The caller (`finish_claim`, for a batch) acknowledges the entry and
+-- tidies the stream. `seen` remembers the event streams' TTLs the script
+-- call has read and the bitmaps whose expiry it has set, so a batch of
+-- finishes reads and sets each once.
+local function finish(KEYS, ARGV, seen)
   local seq = tonumber(ARGV[6]) or -1
   local st = redis.call('HGET', KEYS[2], 'st')
   if (not st) or st == 'x' or st == 'c' then return 0 end
   redis.call('DEL', KEYS[2])
   -- The client's event stream tells whether it is still there, and how long
   -- its keys live.
-  local ttl = seen and seen[KEYS[4]]
+  local ttl = seen[KEYS[4]]
   if not ttl then
     ttl = redis.call('PTTL', KEYS[4])
-    if seen then seen[KEYS[4]] = ttl end
+    seen[KEYS[4]] = ttl
   end
   if ttl == -2 then return 0 end
   if seq >= 0 then
     if redis.call('SETBIT', KEYS[5], seq, 1) == 1 then return 0 end
-    if ttl > 0 and not (seen and seen[KEYS[5]]) then
+    if ttl > 0 and not seen[KEYS[5]] then
       redis.call('PEXPIRE', KEYS[5], ttl)
-      if seen then seen[KEYS[5]] = true end
+      seen[KEYS[5]] = true
     end
   end
   local size = tonumber(ARGV[7]) or 0
