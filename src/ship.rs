@@ -292,11 +292,21 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned + 'static>(bytes: &[u8]) -> 
     let want = TypeId::of::<T>();
     if want == TypeId::of::<Vec<u8>>() || want == TypeId::of::<(Vec<u8>,)>() {
         let (len, at) = get_varint(bytes).ok_or_else(|| codec_error("malformed length".into()))?;
-        let body = bytes
-            .get(at..)
-            .filter(|b| b.len() as u64 == len)
-            .ok_or_else(|| codec_error(format!("expected {len} bytes of data")))?;
-        let owned = crate::process::spare::copied(body);
+        // Only the length prefix: the bytes were read from the other
+        // process's memory for this frame (`process::cma`).
+        let incoming = (at == bytes.len() && len > 0)
+            .then(|| crate::process::spare::take_incoming(len))
+            .flatten();
+        let owned = match incoming {
+            Some(v) => v,
+            None => {
+                let body = bytes
+                    .get(at..)
+                    .filter(|b| b.len() as u64 == len)
+                    .ok_or_else(|| codec_error(format!("expected {len} bytes of data")))?;
+                crate::process::spare::copied(body)
+            }
+        };
         let boxed: Box<dyn Any> = if want == TypeId::of::<Vec<u8>>() {
             Box::new(owned)
         } else {
@@ -339,7 +349,7 @@ pub(crate) fn put_varint(out: &mut Vec<u8>, mut n: u64) {
     out.push(n as u8);
 }
 
-fn get_varint(bytes: &[u8]) -> Option<(u64, usize)> {
+pub(crate) fn get_varint(bytes: &[u8]) -> Option<(u64, usize)> {
     let mut n = 0u64;
     for (i, &b) in bytes.iter().enumerate().take(10) {
         n |= u64::from(b & 0x7f) << (7 * i);

@@ -6,7 +6,7 @@ use super::outbox::{Link, Outbox, Touched};
 use super::start::Started;
 use super::wire::FrameWriter;
 use super::wire::{task_frame, task_frame_into, Piece};
-use super::{controls, lock, shm, StartMethod, AHEAD_BYTES, AHEAD_CALLS, AHEAD_FRAMES};
+use super::{cma, controls, lock, shm, StartMethod, AHEAD_BYTES, AHEAD_CALLS, AHEAD_FRAMES};
 use crate::codec_guard;
 use crate::future::Promise;
 use crate::ship::{self, BuildId, Encoded};
@@ -48,7 +48,7 @@ impl<R: Payload> Delivery for Promise<R> {
         if let Ok(bytes) = outcome {
             // A future with `Arg`s keeps its result bytes for its dependents.
             if self.cell().wants_encoded() {
-                self.cell().keep_encoded(Ok(bytes.into()));
+                self.cell().keep_encoded(Ok(super::spare::whole(bytes)));
             }
         }
         let outcome = outcome.and_then(codec_guard::decode::<R>);
@@ -92,12 +92,32 @@ pub(super) struct Batch {
     /// The trampoline and the captures sent with it.
     pub(super) trampoline: ship::Callee,
     pub(super) items: Vec<Item>,
-    /// The batch's TASK frame in shared memory, when it is large (see `shm`).
-    pub(super) shm: Option<shm::Lent>,
+    /// The batch's TASK frame in shared memory, or naming its large
+    /// argument in this process's memory, when it is large (see `shm`, `cma`).
+    pub(super) large: Option<Large>,
     /// Higher leaves the queue first (see `controls`).
     pub(super) priority: i32,
     /// The call's run-time limit (single calls only).
     pub(super) limit: Option<std::time::Duration>,
+}
+
+/// How a large batch's TASK frame travels (see [`Shared::offload`]).
+pub(super) enum Large {
+    /// Its body is in a shared-memory region lent to the batch.
+    Shm(shm::Lent),
+    /// This CMA frame names its argument vector, which the worker reads from
+    /// the batch's own `Encoded` (kept until the batch is answered).
+    Cma(Vec<u8>),
+}
+
+impl Large {
+    /// The small frame that goes into the pipe.
+    fn frame(&self) -> Vec<u8> {
+        match self {
+            Large::Shm(lent) => lent.frame(),
+            Large::Cma(frame) => frame.clone(),
+        }
+    }
 }
 
 /// A worker process as the pool's bookkeeping sees it.
@@ -229,7 +249,7 @@ impl Shared {
                 let Some(Batch {
                     trampoline,
                     items,
-                    shm,
+                    large,
                     priority,
                     limit,
                 }) = st.queue.pop_front()
@@ -245,7 +265,7 @@ impl Shared {
                     continue;
                 }
                 // A frame in shared memory is only good for all its calls.
-                let shm = shm.filter(|_| items.len() == submitted);
+                let large = large.filter(|_| items.len() == submitted);
                 let Some(book) = st.slots[i].as_mut() else {
                     break;
                 };
@@ -255,8 +275,8 @@ impl Shared {
                     // its frame goes out now; otherwise with its I/O
                     // thread's next flush (see `Outbox::urgent`).
                     ob.urgent |= book.in_flight.len() < AHEAD_FRAMES;
-                    match &shm {
-                        Some(lent) => ob.frames.push_back(Piece::Own(lent.frame())),
+                    match &large {
+                        Some(large) => ob.frames.push_back(Piece::Own(large.frame())),
                         None => self.queue_task(&trampoline, &items, &mut ob),
                     }
                 }
@@ -264,7 +284,7 @@ impl Shared {
                 book.push_flight(Batch {
                     trampoline,
                     items,
-                    shm,
+                    large,
                     priority,
                     limit,
                 });
@@ -344,12 +364,33 @@ impl Shared {
         let Some(first) = batch.items.first().map(|it| it.delivery.id()) else {
             return;
         };
+        // One call whose argument is a large byte vector: the worker reads
+        // the vector from this process's memory (one copy, see `cma`).
+        if let [only] = &batch.items[..] {
+            if only.records == 0
+                && only.args.body.len() >= shm::SHM_AT
+                && cma::allowed(cma::Reader::Child)
+            {
+                let head = Arc::new(Encoded {
+                    head: only.args.head.clone(),
+                    body: Vec::new(),
+                });
+                let calls = [(only.delivery.id(), 0, head)];
+                let inner: Vec<u8> = task_frame(&self.config.build_id, &batch.trampoline, &calls)
+                    .iter()
+                    .flat_map(|p| p.bytes().iter().copied())
+                    .collect();
+                batch.large = Some(Large::Cma(cma::frame(&only.args.body, &inner)));
+                return;
+            }
+        }
         let pieces = self.task_pieces(&batch.trampoline, &batch.items);
-        batch.shm = shm::offload(&self.shm, pieces.iter().map(Piece::bytes), first);
+        batch.large =
+            shm::offload(&self.shm, pieces.iter().map(Piece::bytes), first).map(Large::Shm);
         drop(pieces);
         // A single call's frame in shared memory is never rebuilt (it cannot
         // be partly cancelled), so its argument bytes can go now.
-        if let (Some(_), [only]) = (&batch.shm, &mut batch.items[..]) {
+        if let (Some(_), [only]) = (&batch.large, &mut batch.items[..]) {
             only.args = Arc::default();
         }
     }

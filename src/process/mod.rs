@@ -32,6 +32,7 @@
 //! shared memory), `spare` (a worker's warm buffer for large byte vectors), `start` (starting a worker), `worker` (the worker's loop).
 
 mod chunk;
+mod cma;
 mod controls;
 mod dispatch;
 mod outbox;

@@ -171,7 +171,7 @@ impl ProcessPool {
                 records: 0,
                 delivery: Box::new(promise),
             }],
-            shm: None,
+            large: None,
             priority,
             limit,
         };
@@ -219,7 +219,7 @@ impl ProcessPool {
                 batches.push(Batch {
                     trampoline: trampoline.clone(),
                     items: std::mem::take(&mut current),
-                    shm: None,
+                    large: None,
                     priority,
                     limit,
                 });
@@ -232,7 +232,7 @@ impl ProcessPool {
             batches.push(Batch {
                 trampoline,
                 items: current,
-                shm: None,
+                large: None,
                 priority,
                 limit,
             });

@@ -378,6 +378,39 @@ impl Outgoing {
         true
     }
 
+    /// True if the pool has read the last result sent through the region,
+    /// or lent from this process's memory (see `cma`); false with no region.
+    pub(crate) fn read_by_pool(&self) -> bool {
+        self.region
+            .as_ref()
+            .is_some_and(|r| r.unread().load(Ordering::Acquire) == 0)
+    }
+
+    /// Marks a result lent from this process's memory as not yet read (the
+    /// pool clears the flag with [`Results::mark_read`]). False with no
+    /// region: the result must not be lent.
+    pub(crate) fn lend(&self) -> bool {
+        match &self.region {
+            Some(r) => {
+                r.unread().store(1, Ordering::Release);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Waits (up to `limit`) for the pool to read a lent result; true if it did.
+    pub(crate) fn wait_read(&self, limit: std::time::Duration) -> bool {
+        let start = std::time::Instant::now();
+        while !self.read_by_pool() {
+            if self.region.is_none() || start.elapsed() > limit {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        true
+    }
+
     /// When `frame` (a whole frame as pieces, length prefix first) is large
     /// and the pool has read the last result put in the region: copies its
     /// body into the region and returns the SHM frame to write instead.
@@ -426,6 +459,12 @@ impl Results {
     pub(crate) fn offer(&self) -> Vec<u8> {
         let r = self.region.lock().unwrap_or_else(|p| p.into_inner());
         r.frame_of(OFFER, 0, None)
+    }
+
+    /// Tells the worker that a result it lent from its memory has been read.
+    pub(crate) fn mark_read(&self) {
+        let r = self.region.lock().unwrap_or_else(|p| p.into_inner());
+        r.unread().store(0, Ordering::Release);
     }
 
     /// If `body` (from the worker) is an SHM frame: the result body it

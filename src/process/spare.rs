@@ -174,6 +174,73 @@ pub(crate) fn take_tail() -> Option<Vec<u8>> {
     TAIL.take()
 }
 
+/// The output buffer a worker lent to its pool (see [`lend`]).
+static LENT: Mutex<Option<Vec<u8>>> = Mutex::new(None);
+
+/// Lends `v` to the pool, which reads it from this process's memory
+/// (`cma`): it is neither reused nor freed until [`release`].
+pub(crate) fn lend(v: Vec<u8>) {
+    let mut lent = LENT.lock().unwrap_or_else(|p| p.into_inner());
+    debug_assert!(lent.is_none(), "one output is lent at a time");
+    *lent = Some(v);
+}
+
+/// True if an output is lent and not yet released.
+pub(crate) fn is_lent() -> bool {
+    LENT.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+}
+
+/// The pool has read the lent output: its buffer becomes the spare.
+pub(crate) fn release() {
+    let v = LENT.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(v) = v {
+        keep(v);
+    }
+}
+
+thread_local! {
+    /// A large byte vector read from the other process's memory for the
+    /// frame being handled (`cma`): the record that stands for it holds
+    /// only its length prefix, and its decode takes it ([`take_incoming`]).
+    static INCOMING: std::cell::Cell<Option<Vec<u8>>> = const { std::cell::Cell::new(None) };
+}
+
+/// Sets (or clears) the vector read for the frame being handled on this
+/// thread; returns the one it replaces, if a decode did not take it.
+pub(crate) fn set_incoming(v: Option<Vec<u8>>) -> Option<Vec<u8>> {
+    INCOMING.replace(v)
+}
+
+/// The vector read for this frame, if it is `len` bytes long (a decode
+/// whose record holds only a length prefix).
+pub(crate) fn take_incoming(len: u64) -> Option<Vec<u8>> {
+    let v = INCOMING.take()?;
+    if v.len() as u64 == len {
+        Some(v)
+    } else {
+        INCOMING.set(Some(v));
+        None
+    }
+}
+
+/// The whole encoding of a record's bytes: `bytes` itself, or when they
+/// are only the length prefix of the vector read for this frame, a copy of
+/// prefix and vector (for a future that keeps its encoded result for
+/// dependents).
+pub(crate) fn whole(bytes: &[u8]) -> std::sync::Arc<[u8]> {
+    let prefix_only = crate::ship::get_varint(bytes).filter(|&(_, at)| at == bytes.len());
+    if let Some((len, _)) = prefix_only {
+        if let Some(v) = INCOMING.take() {
+            let whole = (v.len() as u64 == len).then(|| [bytes, &v[..]].concat().into());
+            INCOMING.set(Some(v));
+            if let Some(w) = whole {
+                return w;
+            }
+        }
+    }
+    bytes.into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

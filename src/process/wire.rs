@@ -360,6 +360,9 @@ pub(crate) fn is_steal(body: &[u8]) -> bool {
 
 /// The first call id of a TASK frame body (how RETURNED names frames).
 pub(crate) fn task_first_id(body: &[u8]) -> Option<u64> {
+    if let Some(Ok((_, inner))) = super::cma::split(body) {
+        return task_first_id(inner);
+    }
     if let Some(first) = super::shm::task_first_id(body) {
         return Some(first);
     }
@@ -381,6 +384,8 @@ pub(crate) struct FrameWriter {
     /// Large outputs that follow `buf[at..]` in the frame, each copied
     /// once to where the frame goes (see `spare::encode_output`).
     tails: Vec<(usize, Vec<u8>)>,
+    /// Where the length of the last outcome written is (see [`Spliced::detached`]).
+    last_len_at: usize,
 }
 
 /// A frame as [`FrameWriter::into_parts`] leaves it: the buffer, with
@@ -388,6 +393,7 @@ pub(crate) struct FrameWriter {
 pub(crate) struct Spliced {
     pub(crate) buf: Vec<u8>,
     pub(crate) tails: Vec<(usize, Vec<u8>)>,
+    last_len_at: usize,
 }
 
 impl Spliced {
@@ -407,6 +413,28 @@ impl Spliced {
     pub(crate) fn is_empty(&self) -> bool {
         self.buf.is_empty() && self.tails.is_empty()
     }
+
+    /// When the frame's only large output is its last bytes: the frame
+    /// without them (lengths patched, so the output's record holds only its
+    /// length prefix) and the output, for a CMA frame (see `cma`).
+    pub(crate) fn detached(&self) -> Option<(Vec<u8>, &[u8])> {
+        let [(at, tail)] = &self.tails[..] else {
+            return None;
+        };
+        if *at != self.buf.len() || self.buf.len() < self.last_len_at + 4 {
+            return None;
+        }
+        let mut inline = self.buf.clone();
+        let less = |field: &mut [u8]| {
+            let n = u32::from_le_bytes(field[..4].try_into().unwrap_or_default());
+            let n = n.checked_sub(tail.len() as u32)?;
+            field[..4].copy_from_slice(&n.to_le_bytes());
+            Some(())
+        };
+        less(&mut inline[..4])?;
+        less(&mut inline[self.last_len_at..])?;
+        Some((inline, tail))
+    }
 }
 
 /// Room kept below [`MAX_FRAME`] for the error that replaces an oversized result.
@@ -421,6 +449,7 @@ impl FrameWriter {
             count: 0,
             limit: MAX_FRAME - ERROR_ROOM,
             tails: Vec::new(),
+            last_len_at: 0,
         }
     }
 
@@ -514,6 +543,7 @@ impl FrameWriter {
         }
         let len = (self.buf.len() - body_at + self.tail_bytes_from(body_at)) as u32;
         self.buf[tag_at + 1..tag_at + 5].copy_from_slice(&len.to_le_bytes());
+        self.last_len_at = tag_at + 1;
     }
 
     /// Writes a whole INIT frame.
@@ -586,6 +616,7 @@ impl FrameWriter {
         Spliced {
             buf: self.buf,
             tails: self.tails,
+            last_len_at: self.last_len_at,
         }
     }
 }

@@ -13,7 +13,7 @@
 //! must link this crate statically (the default for Rust crates); code in a
 //! constructor of another crate that runs before ours still runs in workers.
 
-use super::shm;
+use super::{cma, shm, spare};
 use super::start::WORKER_ENV;
 use super::wire::{self, decode_frame, Frame, FrameBuf, FrameWriter, Spliced};
 use crate::ship::{self, WireError};
@@ -146,21 +146,51 @@ fn serve(input: RawFd, output: RawFd, forked: bool) -> i32 {
     let mut shm_out = shm::Outgoing::default();
     // SAFETY: getppid has no preconditions. The pool is our parent.
     let pool_pid = unsafe { libc::getppid() } as u32;
+    // Large outputs may be lent from this process's memory (see `cma`).
+    let lend_outputs = cma::allowed(cma::Reader::Parent);
     loop {
+        // An output lent to the pool and read since is the spare again.
+        if spare::is_lent() && shm_out.read_by_pool() {
+            spare::release();
+        }
         let (buffer, offset) = match inbox.next() {
             Ok(frame) => frame,
-            Err(code) => return code,
+            Err(code) => {
+                // Leaving frees the memory of an output the pool may still read.
+                if spare::is_lent() {
+                    shm_out.wait_read(LENT_WAIT);
+                }
+                return code;
+            }
         };
         // The pool's first frame may offer a region for large results.
         if shm_out.adopt(&buffer[offset..], pool_pid) {
             continue;
         }
+        // A large argument may be read from the pool's memory (see `cma`).
+        let body = match cma::split(&buffer[offset..]) {
+            None => &buffer[offset..],
+            Some(Err(_)) => return 5,
+            Some(Ok((remote, _))) if remote.pid != pool_pid => return 5,
+            Some(Ok((remote, inner))) => {
+                if spare::is_lent() && shm_out.read_by_pool() {
+                    spare::release();
+                }
+                match cma::read(&remote, spare::take(remote.len), 1) {
+                    Ok(v) => {
+                        spare::set_incoming(Some(v));
+                        inner
+                    }
+                    Err(_) => return shm::EXIT_UNMAPPABLE,
+                }
+            }
+        };
         // A large frame arrives as a reference to the pool's shared memory.
-        let mapped = match shm::map_incoming(&buffer[offset..], pool_pid) {
+        let mapped = match shm::map_incoming(body, pool_pid) {
             Ok(m) => m,
             Err(_) => return shm::EXIT_UNMAPPABLE,
         };
-        let frame = match decode_frame(mapped.as_deref().unwrap_or(&buffer[offset..])) {
+        let frame = match decode_frame(mapped.as_deref().unwrap_or(body)) {
             Ok(f) => f,
             Err(_) => return 5,
         };
@@ -229,10 +259,25 @@ fn serve(input: RawFd, output: RawFd, forked: bool) -> i32 {
             | Frame::Steal
             | Frame::Returned { .. } => return 6,
         };
+        // An argument read for this frame that no decode took.
+        if let Some(v) = spare::set_incoming(None) {
+            spare::keep(v);
+        }
         let frame = w.into_parts();
+        let mut lent = false;
         if !frame.is_empty() {
-            // A large reply goes through shared memory; the pipe carries a reference.
-            let small = shm_out.offload(frame.pieces());
+            // A large output is lent from this process's memory (the pipe
+            // carries where it is), or goes through shared memory.
+            let by_ref = frame
+                .detached()
+                .filter(|(_, tail)| lend_outputs && tail.len() >= shm::SHM_AT)
+                .filter(|_| !spare::is_lent() && shm_out.read_by_pool() && shm_out.lend())
+                .map(|(inline, tail)| cma::frame(tail, &inline));
+            lent = by_ref.is_some();
+            let small = match by_ref {
+                Some(f) => Some(f),
+                None => shm_out.offload(frame.pieces()),
+            };
             let _out = out_lock.lock().unwrap_or_else(|p| p.into_inner());
             let written = match &small {
                 Some(f) => write_all(output, f),
@@ -242,9 +287,16 @@ fn serve(input: RawFd, output: RawFd, forked: bool) -> i32 {
                 return 7;
             }
         }
-        // A large output's buffer takes the next large argument.
-        let Spliced { buf, tails } = frame;
-        tails.into_iter().for_each(|(_, v)| super::spare::keep(v));
+        // A large output's buffer takes the next large argument (once the
+        // pool has read it, if it was lent).
+        let Spliced { buf, tails, .. } = frame;
+        for (_, v) in tails {
+            if lent {
+                spare::lend(v);
+            } else {
+                spare::keep(v);
+            }
+        }
         reply = buf;
         reply.clear();
         // Keep a large reply buffer warm for the next large result, up to a bound.
@@ -252,10 +304,17 @@ fn serve(input: RawFd, output: RawFd, forked: bool) -> i32 {
             reply = Vec::with_capacity(64 * 1024);
         }
         if !keep_going {
+            if spare::is_lent() {
+                shm_out.wait_read(LENT_WAIT);
+            }
             return 8;
         }
     }
 }
+
+/// How long a worker that is leaving waits for the pool to read the output
+/// it lent (a pool that is alive reads it as soon as the frame arrives).
+const LENT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Set in a copy of the worker that a task made with `fork` (an atfork
 /// handler registered by `serve`): a cheap check between a frame's calls.
