@@ -3,7 +3,11 @@
 //! worker, not when a worker dies holding a region — for both start methods.
 //!
 //! The tests share one lock: they count this process's descriptors and
-//! mappings, which a test running in parallel would disturb.
+//! mappings, which a test running in parallel would disturb. They turn off
+//! cross-memory reads (`FANOUT_CROSS_MEMORY=0`, inherited by the workers),
+//! which would otherwise carry a lone large byte vector
+//! (`tests/speed_cross_memory.rs`), so that every large frame here takes
+//! the shared-memory path.
 
 mod process_util;
 
@@ -13,6 +17,14 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 static SERIAL: Mutex<()> = Mutex::new(());
+
+/// The shared lock; shared memory only, before any pool of this process
+/// reads the setting.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    let guard = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    std::env::set_var("FANOUT_CROSS_MEMORY", "0");
+    guard
+}
 
 /// Frame bodies at least this large go through shared memory (`shm::SHM_AT`).
 const SHM_AT: usize = 1 << 20;
@@ -79,7 +91,7 @@ fn me() -> u32 {
 
 #[test]
 fn large_arguments_and_results_round_trip() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = serial();
     let _dog = watchdog(
         "large_arguments_and_results_round_trip",
         Duration::from_secs(120),
@@ -144,7 +156,7 @@ fn large_arguments_and_results_round_trip() {
 
 #[test]
 fn a_worker_killed_mid_call_leaks_nothing() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = serial();
     let _dog = watchdog(
         "a_worker_killed_mid_call_leaks_nothing",
         Duration::from_secs(120),
@@ -211,7 +223,7 @@ fn die() -> usize {
 
 #[test]
 fn a_large_result_sent_just_before_the_worker_dies_still_arrives() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = serial();
     let _dog = watchdog("a_large_result_sent_just_before", Duration::from_secs(120));
     for method in METHODS {
         let pool = pool(method, 1);
@@ -235,7 +247,7 @@ fn a_large_result_sent_just_before_the_worker_dies_still_arrives() {
 
 #[test]
 fn large_captures_travel_through_shared_memory_too() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = serial();
     let _dog = watchdog("large_captures_travel", Duration::from_secs(120));
     for method in METHODS {
         let pool = pool(method, 2);
@@ -260,7 +272,7 @@ fn large_captures_travel_through_shared_memory_too() {
 
 #[test]
 fn shm_and_pipes_agree_on_many_interleaved_calls() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = serial();
     let _dog = watchdog(
         "shm_and_pipes_agree_on_many_interleaved_calls",
         Duration::from_secs(120),
@@ -285,7 +297,7 @@ fn big_init(n: usize) -> Vec<u8> {
 
 #[test]
 fn large_byte_vector_outputs_reuse_and_splicing_keep_results_apart() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = serial();
     let _dog = watchdog("large_byte_vector_outputs_reuse", Duration::from_secs(120));
     for method in METHODS {
         let pool = fanout::ProcessPool::builder()

@@ -25,11 +25,12 @@
 //!   comes back unread or its worker dies); the worker reads them before it
 //!   runs the call, so before its DONE frame ends the batch. Then the
 //!   batch's argument buffer, warm, becomes the call's result buffer.
-//! * **Results** (worker → pool): the worker lends its output buffer
-//!   ([`super::spare::lend`]) and sets the "not yet read" flag of its
-//!   result region (`shm::Outgoing`); the pool clears it once it has read
-//!   the bytes. Until then the worker neither reuses nor frees the buffer,
-//!   and a worker told to exit waits for the flag first.
+//! * **Results** (worker → pool): the worker sets the "not yet read" flag
+//!   of its result region (`shm::Outgoing::lend`), sends the frame, and
+//!   waits (a futex on the flag) until the pool has read the bytes and
+//!   cleared it. Only then does it touch the buffer again or run anything,
+//!   so a call that kills the worker next cannot take a finished result
+//!   with it, as bytes left in a pipe or a region survive their writer.
 //!
 //! Reading another process's memory needs ptrace access to it: the same
 //! user, a dumpable target, and Yama's `ptrace_scope` at 0 (any process) —

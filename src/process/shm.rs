@@ -401,12 +401,33 @@ impl Outgoing {
 
     /// Waits (up to `limit`) for the pool to read a lent result; true if it did.
     pub(crate) fn wait_read(&self, limit: std::time::Duration) -> bool {
+        let Some(r) = &self.region else {
+            return false;
+        };
         let start = std::time::Instant::now();
-        while !self.read_by_pool() {
-            if self.region.is_none() || start.elapsed() > limit {
+        let flag = r.unread();
+        while flag.load(Ordering::Acquire) != 0 {
+            let left = limit.saturating_sub(start.elapsed());
+            if left.is_zero() {
                 return false;
             }
-            std::thread::sleep(std::time::Duration::from_micros(200));
+            // Woken by `Results::mark_read`; the timeout bounds a lost wake.
+            let wait = left.min(std::time::Duration::from_millis(10));
+            let ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: wait.as_nanos() as libc::c_long,
+            };
+            // SAFETY: FUTEX_WAIT on a u32 of a shared mapping we hold; it
+            // returns at once unless the word is still 1.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_futex,
+                    flag.as_ptr(),
+                    libc::FUTEX_WAIT,
+                    1u32,
+                    &ts as *const libc::timespec,
+                )
+            };
         }
         true
     }
@@ -464,7 +485,11 @@ impl Results {
     /// Tells the worker that a result it lent from its memory has been read.
     pub(crate) fn mark_read(&self) {
         let r = self.region.lock().unwrap_or_else(|p| p.into_inner());
-        r.unread().store(0, Ordering::Release);
+        let flag = r.unread();
+        flag.store(0, Ordering::Release);
+        // SAFETY: FUTEX_WAKE on a u32 of a shared mapping we hold (the worker
+        // may wait on it in `Outgoing::wait_read`).
+        unsafe { libc::syscall(libc::SYS_futex, flag.as_ptr(), libc::FUTEX_WAKE, 1) };
     }
 
     /// If `body` (from the worker) is an SHM frame: the result body it

@@ -174,30 +174,6 @@ pub(crate) fn take_tail() -> Option<Vec<u8>> {
     TAIL.take()
 }
 
-/// The output buffer a worker lent to its pool (see [`lend`]).
-static LENT: Mutex<Option<Vec<u8>>> = Mutex::new(None);
-
-/// Lends `v` to the pool, which reads it from this process's memory
-/// (`cma`): it is neither reused nor freed until [`release`].
-pub(crate) fn lend(v: Vec<u8>) {
-    let mut lent = LENT.lock().unwrap_or_else(|p| p.into_inner());
-    debug_assert!(lent.is_none(), "one output is lent at a time");
-    *lent = Some(v);
-}
-
-/// True if an output is lent and not yet released.
-pub(crate) fn is_lent() -> bool {
-    LENT.lock().unwrap_or_else(|p| p.into_inner()).is_some()
-}
-
-/// The pool has read the lent output: its buffer becomes the spare.
-pub(crate) fn release() {
-    let v = LENT.lock().unwrap_or_else(|p| p.into_inner()).take();
-    if let Some(v) = v {
-        keep(v);
-    }
-}
-
 thread_local! {
     /// A large byte vector read from the other process's memory for the
     /// frame being handled (`cma`): the record that stands for it holds

@@ -149,19 +149,9 @@ fn serve(input: RawFd, output: RawFd, forked: bool) -> i32 {
     // Large outputs may be lent from this process's memory (see `cma`).
     let lend_outputs = cma::allowed(cma::Reader::Parent);
     loop {
-        // An output lent to the pool and read since is the spare again.
-        if spare::is_lent() && shm_out.read_by_pool() {
-            spare::release();
-        }
         let (buffer, offset) = match inbox.next() {
             Ok(frame) => frame,
-            Err(code) => {
-                // Leaving frees the memory of an output the pool may still read.
-                if spare::is_lent() {
-                    shm_out.wait_read(LENT_WAIT);
-                }
-                return code;
-            }
+            Err(code) => return code,
         };
         // The pool's first frame may offer a region for large results.
         if shm_out.adopt(&buffer[offset..], pool_pid) {
@@ -173,9 +163,6 @@ fn serve(input: RawFd, output: RawFd, forked: bool) -> i32 {
             Some(Err(_)) => return 5,
             Some(Ok((remote, _))) if remote.pid != pool_pid => return 5,
             Some(Ok((remote, inner))) => {
-                if spare::is_lent() && shm_out.read_by_pool() {
-                    spare::release();
-                }
                 match cma::read(&remote, spare::take(remote.len), 1) {
                     Ok(v) => {
                         spare::set_incoming(Some(v));
@@ -271,7 +258,7 @@ fn serve(input: RawFd, output: RawFd, forked: bool) -> i32 {
             let by_ref = frame
                 .detached()
                 .filter(|(_, tail)| lend_outputs && tail.len() >= shm::SHM_AT)
-                .filter(|_| !spare::is_lent() && shm_out.read_by_pool() && shm_out.lend())
+                .filter(|_| shm_out.read_by_pool() && shm_out.lend())
                 .map(|(inline, tail)| cma::frame(tail, &inline));
             lent = by_ref.is_some();
             let small = match by_ref {
@@ -287,14 +274,18 @@ fn serve(input: RawFd, output: RawFd, forked: bool) -> i32 {
                 return 7;
             }
         }
-        // A large output's buffer takes the next large argument (once the
-        // pool has read it, if it was lent).
+        // A lent output: nothing runs until the pool has read it, so that a
+        // call that kills this worker next cannot take a finished result
+        // with it (the pool reads it as soon as the frame arrives).
+        let read = !lent || shm_out.wait_read(LENT_WAIT);
+        // A large output's buffer takes the next large argument.
         let Spliced { buf, tails, .. } = frame;
         for (_, v) in tails {
-            if lent {
-                spare::lend(v);
-            } else {
+            if read {
                 spare::keep(v);
+            } else {
+                // Never read: the pool may still read it; never reuse it.
+                std::mem::forget(v);
             }
         }
         reply = buf;
@@ -304,16 +295,13 @@ fn serve(input: RawFd, output: RawFd, forked: bool) -> i32 {
             reply = Vec::with_capacity(64 * 1024);
         }
         if !keep_going {
-            if spare::is_lent() {
-                shm_out.wait_read(LENT_WAIT);
-            }
             return 8;
         }
     }
 }
 
-/// How long a worker that is leaving waits for the pool to read the output
-/// it lent (a pool that is alive reads it as soon as the frame arrives).
+/// How long a worker waits for the pool to read the output it lent (a pool
+/// that is alive reads it as soon as the frame arrives).
 const LENT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Set in a copy of the worker that a task made with `fork` (an atfork
