@@ -218,6 +218,23 @@ enum Garbage {
     HugeLength,
     /// An empty frame (length 0).
     Empty,
+    /// A cross-memory frame (kind 22) that wraps no DONE frame.
+    CrossMemoryNotDone,
+    /// A cross-memory frame naming another process's memory.
+    CrossMemoryForeignPid,
+}
+
+/// A cross-memory frame naming `len` bytes at `addr` of `pid` around `inner`.
+fn cross_memory_frame(pid: u32, addr: u64, len: u64, inner: &[u8]) -> Vec<u8> {
+    let mut f = vec![0u8; 4];
+    f.push(22);
+    f.extend_from_slice(&pid.to_le_bytes());
+    f.extend_from_slice(&addr.to_le_bytes());
+    f.extend_from_slice(&len.to_le_bytes());
+    f.extend_from_slice(inner);
+    let n = (f.len() - 4) as u32;
+    f[..4].copy_from_slice(&n.to_le_bytes());
+    f
 }
 
 fn write_garbage(kind: Garbage) -> u32 {
@@ -245,6 +262,15 @@ fn write_garbage(kind: Garbage) -> u32 {
         }
         Garbage::HugeLength => write_raw(fd, &u32::MAX.to_le_bytes()),
         Garbage::Empty => write_raw(fd, &0u32.to_le_bytes()),
+        Garbage::CrossMemoryNotDone => {
+            let data = vec![1u8; 2 << 20];
+            let f = cross_memory_frame(std::process::id(), data.as_ptr() as u64, 2 << 20, &[12]);
+            write_raw(fd, &f)
+        }
+        Garbage::CrossMemoryForeignPid => {
+            let done = [10, 0, 0, 0, 0];
+            write_raw(fd, &cross_memory_frame(1, 4096, 2 << 20, &done))
+        }
     }
     7
 }
@@ -262,6 +288,8 @@ fn garbage_on_the_result_pipe_loses_nothing_else() {
         Garbage::TruncatedThenExit,
         Garbage::HugeLength,
         Garbage::Empty,
+        Garbage::CrossMemoryNotDone,
+        Garbage::CrossMemoryForeignPid,
     ];
     for method in METHODS {
         let pool = pool(method, 2);

@@ -1039,6 +1039,31 @@ mod tests {
                 ]
             }
         );
+        // Not the frame's last bytes: it cannot be detached (for `cma`).
+        assert!(spliced.detached().is_none());
+        // The last output's tail detaches: lengths lose its bytes, and its
+        // record keeps only what came before it.
+        let mut w = FrameWriter::new(Vec::new());
+        w.begin_done();
+        w.outcome(6, |out| {
+            out.extend_from_slice(b"first");
+            Ok(())
+        });
+        w.outcome(7, |out| {
+            out.extend_from_slice(b"pp");
+            crate::process::spare::set_tail(big.clone());
+            Ok(())
+        });
+        w.end();
+        let spliced = w.into_parts();
+        let (inline, tail) = spliced.detached().expect("a last tail detaches");
+        assert_eq!(tail, &big[..]);
+        assert_eq!(
+            decode_frame(body(&inline)).unwrap(),
+            Frame::Done {
+                results: vec![(6, Ok(&b"first"[..])), (7, Ok(&b"pp"[..]))]
+            }
+        );
         // A tail set outside an outcome is not taken by the next one.
         let mut w = FrameWriter::new(Vec::new());
         w.begin_done();
