@@ -152,7 +152,11 @@ fn lone_large_vectors_cross_both_ways_and_leave_nothing() {
                 assert!(back.as_ref() == Ok(&v), "{method:?}: echo of {n} bytes");
             }
             assert_eq!(pool.submit(len_of, (v,)).unwrap().result_timeout(T), Ok(n));
-            let made = pool.submit(make, (n, 9)).unwrap().result_timeout(T).unwrap();
+            let made = pool
+                .submit(make, (n, 9))
+                .unwrap()
+                .result_timeout(T)
+                .unwrap();
             assert!(made == payload(n, 9), "{method:?}: result of {n} bytes");
         }
         // Many large results at once, some of them dropped unread: a worker
@@ -184,7 +188,10 @@ fn lone_large_vectors_cross_both_ways_and_leave_nothing() {
             // and no result went through a region.
             let (count, largest) = regions();
             assert!(count <= 2 + 1, "{method:?}: {:?}", fd_listing());
-            assert!(largest <= 4 << 20, "{method:?}: a region grew to {largest} bytes");
+            assert!(
+                largest <= 4 << 20,
+                "{method:?}: a region grew to {largest} bytes"
+            );
         }
         drop(pool);
         assert_eq!(regions().0, 0, "{method:?}: {:?}", fd_listing());

@@ -183,7 +183,14 @@ pub(crate) fn read(remote: &Remote, mut into: Vec<u8>, threads: usize) -> io::Re
         let n = part.min(remote.len - at);
         // SAFETY: `dest + at .. + n` lies inside `into`'s spare capacity,
         // which no one else touches until every part is done.
-        unsafe { read_part(remote.pid, remote.addr + at as u64, (dest + at) as *mut u8, n) }
+        unsafe {
+            read_part(
+                remote.pid,
+                remote.addr + at as u64,
+                (dest + at) as *mut u8,
+                n,
+            )
+        }
     };
     let result = if threads == 1 {
         one(0)
@@ -199,7 +206,9 @@ pub(crate) fn read(remote: &Remote, mut into: Vec<u8>, threads: usize) -> io::Re
             let mine = one(0);
             // A part whose thread could not start is read here.
             let rest = others.into_iter().enumerate().map(|(k, h)| match h {
-                Ok(h) => h.join().unwrap_or_else(|_| Err(io::Error::other("a copy panicked"))),
+                Ok(h) => h
+                    .join()
+                    .unwrap_or_else(|_| Err(io::Error::other("a copy panicked"))),
                 Err(_) => one(k + 1),
             });
             rest.fold(mine, |acc, r| acc.and(r))
@@ -265,7 +274,10 @@ mod tests {
         let inner = [5u32.to_le_bytes().as_slice(), &[10, 1, 2, 3, 4]].concat();
         let f = frame(&tail, &inner);
         let body = &f[4..];
-        assert_eq!(u32::from_le_bytes(f[..4].try_into().unwrap()) as usize, body.len());
+        assert_eq!(
+            u32::from_le_bytes(f[..4].try_into().unwrap()) as usize,
+            body.len()
+        );
         let (remote, got) = split(body).unwrap().unwrap();
         assert_eq!(got, &[10, 1, 2, 3, 4]);
         assert_eq!(remote.pid, std::process::id());

@@ -13,9 +13,9 @@
 //! must link this crate statically (the default for Rust crates); code in a
 //! constructor of another crate that runs before ours still runs in workers.
 
-use super::{cma, shm, spare};
 use super::start::WORKER_ENV;
 use super::wire::{self, decode_frame, Frame, FrameBuf, FrameWriter, Spliced};
+use super::{cma, shm, spare};
 use crate::ship::{self, WireError};
 use std::collections::VecDeque;
 use std::io::Write;
@@ -162,15 +162,13 @@ fn serve(input: RawFd, output: RawFd, forked: bool) -> i32 {
             None => &buffer[offset..],
             Some(Err(_)) => return 5,
             Some(Ok((remote, _))) if remote.pid != pool_pid => return 5,
-            Some(Ok((remote, inner))) => {
-                match cma::read(&remote, spare::take(remote.len), 1) {
-                    Ok(v) => {
-                        spare::set_incoming(Some(v));
-                        inner
-                    }
-                    Err(_) => return shm::EXIT_UNMAPPABLE,
+            Some(Ok((remote, inner))) => match cma::read(&remote, spare::take(remote.len), 1) {
+                Ok(v) => {
+                    spare::set_incoming(Some(v));
+                    inner
                 }
-            }
+                Err(_) => return shm::EXIT_UNMAPPABLE,
+            },
         };
         // A large frame arrives as a reference to the pool's shared memory.
         let mapped = match shm::map_incoming(body, pool_pid) {
