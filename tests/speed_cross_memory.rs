@@ -15,54 +15,15 @@
 mod process_util;
 
 use fanout::{Executor, MapOptions};
+use process_util::large::*;
 use process_util::*;
 use std::sync::Mutex;
 use std::time::Duration;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// Frame bodies at least this large leave the pipe (`shm::SHM_AT`).
-const SHM_AT: usize = 1 << 20;
-const NAME: &str = "memfd:fanout-shm";
-
-fn echo(v: Vec<u8>) -> Vec<u8> {
-    v
-}
-
-fn len_of(v: Vec<u8>) -> usize {
-    v.len()
-}
-
-fn make(n: usize, seed: u8) -> Vec<u8> {
-    payload(n, seed)
-}
-
 fn sum_of(v: Vec<u8>) -> (usize, u64) {
     (v.len(), v.iter().map(|&b| u64::from(b)).sum())
-}
-
-fn die() -> usize {
-    // SAFETY: signalling ourselves.
-    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
-    0
-}
-
-fn die_holding(v: Vec<u8>) -> usize {
-    if v.len() > 1 {
-        // SAFETY: signalling ourselves.
-        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
-    }
-    v.len()
-}
-
-fn payload(n: usize, seed: u8) -> Vec<u8> {
-    (0..n)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
-}
-
-fn me() -> u32 {
-    std::process::id()
 }
 
 /// This process's shared-memory regions: (count, largest size).
@@ -81,12 +42,6 @@ fn regions() -> (usize, u64) {
         }
     }
     (count, largest)
-}
-
-fn region_maps(pid: u32) -> usize {
-    std::fs::read_to_string(format!("/proc/{pid}/maps"))
-        .map(|m| m.lines().filter(|l| l.contains(NAME)).count())
-        .unwrap_or(0)
 }
 
 /// Whether a worker may read this process and this process a worker: the
@@ -140,25 +95,14 @@ fn lone_large_vectors_cross_both_ways_and_leave_nothing() {
     for method in METHODS {
         let fds_before = open_fds();
         let pool = pool(method, 2);
-        for (i, n) in [SHM_AT, SHM_AT + 1, 3 * SHM_AT + 7, 24 << 20]
-            .into_iter()
-            .enumerate()
-        {
-            let v = payload(n, i as u8);
-            // Twice: the second time the worker's argument buffer is warm
-            // and the caller's argument buffer takes the result.
-            for _ in 0..2 {
-                let back = pool.submit(echo, (v.clone(),)).unwrap().result_timeout(T);
-                assert!(back.as_ref() == Ok(&v), "{method:?}: echo of {n} bytes");
-            }
-            assert_eq!(pool.submit(len_of, (v,)).unwrap().result_timeout(T), Ok(n));
-            let made = pool
-                .submit(make, (n, 9))
-                .unwrap()
-                .result_timeout(T)
-                .unwrap();
-            assert!(made == payload(n, 9), "{method:?}: result of {n} bytes");
-        }
+        // Twice each: the second time the worker's argument buffer is warm
+        // and the caller's argument buffer takes the result.
+        round_trips(
+            &pool,
+            method,
+            &[SHM_AT, SHM_AT + 1, 3 * SHM_AT + 7, 24 << 20],
+            2,
+        );
         // Many large results at once, some of them dropped unread: a worker
         // waits for the pool to read each lent output before it runs on.
         let fs: Vec<_> = (0..12u8)
@@ -227,17 +171,8 @@ fn a_lent_result_survives_its_worker_and_a_killed_reader_loses_nothing_else() {
     let _dog = watchdog("a_lent_result_survives", Duration::from_secs(120));
     for method in METHODS {
         let pool = pool(method, 1);
-        for i in 0..4u8 {
-            // Both calls are with the worker at once: it lends the first
-            // call's output, then dies in the second.
-            let big = pool.submit(make, (3 * SHM_AT, i)).unwrap();
-            let death = pool.submit(die, ()).unwrap();
-            assert!(
-                big.result_timeout(T).unwrap() == payload(3 * SHM_AT, i),
-                "{method:?}"
-            );
-            expect_worker_lost(death.result_timeout(T), "SIGKILL");
-        }
+        // Lent from its memory: it waits until the pool has read it.
+        results_outlive_their_worker(&pool, method, 4);
         // A worker that dies holding a large argument it read fails that
         // call alone; the next large call runs on its replacement.
         expect_worker_lost(

@@ -12,6 +12,7 @@
 mod process_util;
 
 use fanout::{Executor, MapOptions, StartMethod};
+use process_util::large::*;
 use process_util::*;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -26,24 +27,9 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     guard
 }
 
-/// Frame bodies at least this large go through shared memory (`shm::SHM_AT`).
-const SHM_AT: usize = 1 << 20;
 /// Regions a pool of 2 may hold when idle: the call regions it keeps for
 /// reuse (`shm::KEEP`) and one result region per worker.
 const KEEP: usize = 4 + 2;
-const NAME: &str = "memfd:fanout-shm";
-
-fn echo(v: Vec<u8>) -> Vec<u8> {
-    v
-}
-
-fn len_of(v: Vec<u8>) -> usize {
-    v.len()
-}
-
-fn make(n: usize, seed: u8) -> Vec<u8> {
-    payload(n, seed)
-}
 
 /// Writes its pid to `path` once it holds its (large) arguments, then
 /// waits to be killed (bounded, so a failed kill fails the test).
@@ -51,20 +37,6 @@ fn hold_until_killed(v: Vec<u8>, path: String) -> usize {
     std::fs::write(&path, std::process::id().to_string()).unwrap();
     std::thread::sleep(T);
     v.len()
-}
-
-fn die_holding(v: Vec<u8>) -> usize {
-    if v.len() > 1 {
-        // SAFETY: signalling ourselves.
-        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
-    }
-    v.len()
-}
-
-fn payload(n: usize, seed: u8) -> Vec<u8> {
-    (0..n)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
 }
 
 /// Descriptors of `pid` that are shared-memory regions.
@@ -78,17 +50,6 @@ fn region_fds(pid: u32) -> usize {
         .unwrap_or(0)
 }
 
-/// Mappings of shared-memory regions in `pid`.
-fn region_maps(pid: u32) -> usize {
-    std::fs::read_to_string(format!("/proc/{pid}/maps"))
-        .map(|m| m.lines().filter(|l| l.contains(NAME)).count())
-        .unwrap_or(0)
-}
-
-fn me() -> u32 {
-    std::process::id()
-}
-
 #[test]
 fn large_arguments_and_results_round_trip() {
     let _serial = serial();
@@ -99,21 +60,8 @@ fn large_arguments_and_results_round_trip() {
     for method in METHODS {
         let pool = pool(method, 2);
         // Around the threshold, both directions, and far above it.
-        for (i, n) in [SHM_AT - 64, SHM_AT, SHM_AT + 1, 3 * SHM_AT + 7, 24 << 20]
-            .into_iter()
-            .enumerate()
-        {
-            let v = payload(n, i as u8);
-            let back = pool.submit(echo, (v.clone(),)).unwrap().result_timeout(T);
-            assert!(back.as_ref() == Ok(&v), "{method:?}: echo of {n} bytes");
-            assert_eq!(pool.submit(len_of, (v,)).unwrap().result_timeout(T), Ok(n));
-            let made = pool
-                .submit(make, (n, 9))
-                .unwrap()
-                .result_timeout(T)
-                .unwrap();
-            assert!(made == payload(n, 9), "{method:?}: result of {n} bytes");
-        }
+        let sizes = [SHM_AT - 64, SHM_AT, SHM_AT + 1, 3 * SHM_AT + 7, 24 << 20];
+        round_trips(&pool, method, &sizes, 1);
         // Many large results at once: while the pool has not read a worker's
         // last one, the next goes through the pipe; all arrive intact.
         let fs: Vec<_> = (0..12u8)
@@ -214,31 +162,14 @@ fn a_worker_killed_mid_call_leaks_nothing() {
     assert_eq!(open_fds(), fds_before, "{:?}", fd_listing());
 }
 
-/// Kills its worker at once.
-fn die() -> usize {
-    // SAFETY: signalling ourselves.
-    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
-    0
-}
-
 #[test]
 fn a_large_result_sent_just_before_the_worker_dies_still_arrives() {
     let _serial = serial();
     let _dog = watchdog("a_large_result_sent_just_before", Duration::from_secs(120));
     for method in METHODS {
         let pool = pool(method, 1);
-        for i in 0..5u8 {
-            // Both frames are with the worker at once: it answers the first
-            // through its result region, then dies in the second, likely
-            // before the pool has read the first.
-            let big = pool.submit(make, (3 * SHM_AT, i)).unwrap();
-            let death = pool.submit(die, ()).unwrap();
-            assert!(
-                big.result_timeout(T).unwrap() == payload(3 * SHM_AT, i),
-                "{method:?}"
-            );
-            expect_worker_lost(death.result_timeout(T), "SIGKILL");
-        }
+        // Through its result region.
+        results_outlive_their_worker(&pool, method, 5);
         drop(pool);
         assert_eq!(region_fds(me()), 0, "{method:?}: {:?}", fd_listing());
         assert_eq!(region_maps(me()), 0, "{method:?}");

@@ -1,6 +1,8 @@
 //! Helpers shared by the `tests/process_*.rs` files (each includes this with `mod process_util;`).
 #![allow(dead_code)]
 
+pub mod large;
+
 use fanout::{Error, ProcessPool, StartMethod};
 use std::time::{Duration, Instant};
 
