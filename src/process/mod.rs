@@ -29,7 +29,8 @@
 //! its queued frames), `slot` (one worker slot's I/O thread), `chunk` (a map chunk as
 //! one record and one delivery), `controls`
 //! (priorities, run-time limits), `wire` (frames), `shm` (large frames in
-//! shared memory), `spare` (a worker's warm buffer for large byte vectors), `start` (starting a worker), `worker` (the worker's loop).
+//! shared memory), `cma` (a lone large byte vector read from the other
+//! process's memory), `spare` (a worker's warm buffer for large byte vectors), `start` (starting a worker), `worker` (the worker's loop).
 
 mod chunk;
 mod cma;

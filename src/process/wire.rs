@@ -17,6 +17,8 @@
 //! worker → pool   RETURNED  n:u32 { first call id:u64 }*n   (the frames handed back)
 //!                 INIT_OK      (empty: the initializer succeeded)
 //! either way      SHM  (a large frame's body in shared memory; see `shm.rs`)
+//!                 CMA  (a frame whose one large byte vector stays in the sender's
+//!                       memory, read by the receiver; see `cma.rs`)
 //! ```
 
 use crate::ship::{BuildId, Callee, Encoded, WireError};
