@@ -205,3 +205,30 @@ fn a_dependent_gets_a_lent_output_whole() {
         drop(pool);
     }
 }
+
+#[test]
+fn a_worker_retired_after_one_call_still_delivers_its_lent_output() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _dog = watchdog("a_worker_retired", Duration::from_secs(120));
+    for method in METHODS {
+        // Each worker is told to leave right after its one call: it must
+        // wait for the pool to read its output before it exits.
+        let pool = fanout::ProcessPool::builder()
+            .workers(2)
+            .start_method(method)
+            .max_tasks_per_child(1)
+            .build()
+            .unwrap();
+        let fs: Vec<_> = (0..6u8)
+            .map(|i| pool.submit(echo, (payload(3 * SHM_AT, i),)).unwrap())
+            .collect();
+        for (i, f) in fs.into_iter().enumerate() {
+            assert!(
+                f.result_timeout(T).unwrap() == payload(3 * SHM_AT, i as u8),
+                "{method:?}: call {i}"
+            );
+        }
+        drop(pool);
+        assert!(eventually(T, no_children), "{method:?}: a worker is left");
+    }
+}
