@@ -411,10 +411,18 @@ where
             Ok(v) => drop(spare::set_incoming(Some(v))),
             Err(e) => {
                 // Gone (or unreadable) before its output was read: its calls
-                // are lost with it, as if it had died running them.
-                let error = Error::WorkerLost {
-                    worker: Shared::worker_name(pid),
-                    status: format!("its result could not be read from its memory: {e}"),
+                // are lost with it, as if it had died running them (killed
+                // for overrunning a limit: that call's timeout).
+                let timed_out = lock(&shared.state).slots[slot]
+                    .as_ref()
+                    .and_then(|b| b.timed_out);
+                let worker = Shared::worker_name(pid);
+                let error = match timed_out {
+                    Some(limit) => controls::timeout_error(limit, &worker),
+                    None => Error::WorkerLost {
+                        worker,
+                        status: format!("its result could not be read from its memory: {e}"),
+                    },
                 };
                 for it in answered.drain(..).flat_map(|b| b.items) {
                     it.delivery
