@@ -60,7 +60,10 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 /// travel without serde's per-byte overhead, and a call or result frame of
 /// 1 MiB or more goes through shared memory (`memfd`s of the pool that
 /// workers open through `/proc/<pool pid>/fd`: a pool that is not dumpable
-/// keeps large frames in the pipes).
+/// keeps large frames in the pipes). A call whose only large part is one
+/// `Vec<u8>` skips even that: the other process reads the vector straight
+/// from the sender's memory (`process_vm_readv`), where ptrace rules allow
+/// it (set `FANOUT_CROSS_MEMORY=0` to turn this off).
 ///
 /// # Per-call controls
 ///
