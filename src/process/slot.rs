@@ -6,7 +6,7 @@
 use super::dispatch::{Batch, Item, Shared, WorkerBook};
 use super::outbox::Link;
 use super::wire::{self, decode_frame, outcome, DoneRecords, Frame, FrameBuf};
-use super::{cma, controls, lock, shm, spare, start};
+use super::{cma, controls, lock, spare, start};
 use crate::Error;
 use std::ops::Range;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -254,7 +254,7 @@ pub(super) fn serve_worker(
                     Err(e) => {
                         // What came before it is answered first.
                         let bodies = dones.iter().map(|r| frames.slice(r.clone()));
-                        let _ = handle_dones(shared, slot, pid, bodies, &mut answered, None);
+                        let _ = handle_dones(shared, slot, pid, bodies, &mut answered);
                         return Ending::Malformed(e.0);
                     }
                 };
@@ -264,47 +264,60 @@ pub(super) fn serve_worker(
                 }
                 // Any other frame: the DONE frames before it go first, in order.
                 let bodies = dones.iter().map(|r| frames.slice(r.clone()));
-                if let Err(why) = handle_dones(shared, slot, pid, bodies, &mut answered, None) {
+                if let Err(why) = handle_dones(shared, slot, pid, bodies, &mut answered) {
                     return Ending::Malformed(why);
                 }
                 dones.clear();
                 let body = frames.slice(range);
-                // A large output lent from the worker's memory (see `cma`).
-                if let Some(split) = cma::split(body) {
-                    let lent = split.and_then(|(remote, inner)| {
-                        if remote.pid != pid || !wire::is_done(inner) {
-                            return Err("a cross-memory frame that is not its own DONE".into());
-                        }
-                        let lent = Lent {
-                            remote,
-                            results: link.results.as_ref(),
-                        };
-                        let once = std::iter::once(inner);
-                        handle_dones(shared, slot, pid, once, &mut answered, Some(lent))
-                    });
-                    if let Err(why) = lent {
-                        return Ending::Malformed(why);
+                // A large output lent from the worker's memory (see `cma`):
+                // read it, then the frame is an ordinary DONE frame.
+                let (body, lent) = match cma::split(body) {
+                    None => (body, false),
+                    Some(Err(why)) => return Ending::Malformed(why),
+                    Some(Ok((remote, inner))) if remote.pid != pid || !wire::is_done(inner) => {
+                        return Ending::Malformed(format!(
+                            "a cross-memory frame that is not its own DONE ({} bytes)",
+                            inner.len()
+                        ));
                     }
-                    continue;
-                }
+                    Some(Ok((remote, inner))) => match read_lent(shared, slot, link, &remote) {
+                        Ok(v) => {
+                            spare::set_incoming(Some(v));
+                            (inner, true)
+                        }
+                        // Gone before it was read: its call is lost with it,
+                        // as if it had died running it.
+                        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ending::Closed,
+                        Err(e) => {
+                            return Ending::Malformed(format!(
+                                "its result could not be read from its memory: {e}"
+                            ))
+                        }
+                    },
+                };
                 // A large result arrives in the worker's result region.
                 let mapped = match link.results.as_ref().map(|r| r.incoming(body)) {
                     Some(Err(why)) => return Ending::Malformed(why),
                     Some(Ok(m)) => m,
                     None => None,
                 };
-                if let Err(why) = handle_frame(
+                let handled = handle_frame(
                     shared,
                     slot,
                     pid,
                     mapped.as_deref().unwrap_or(body),
                     &mut answered,
-                ) {
+                );
+                // A lent output that no decode took (its future was dropped).
+                if lent {
+                    drop(spare::set_incoming(None));
+                }
+                if let Err(why) = handled {
                     return Ending::Malformed(why);
                 }
             }
             let bodies = dones.iter().map(|r| frames.slice(r.clone()));
-            if let Err(why) = handle_dones(shared, slot, pid, bodies, &mut answered, None) {
+            if let Err(why) = handle_dones(shared, slot, pid, bodies, &mut answered) {
                 return Ending::Malformed(why);
             }
             dones.clear();
@@ -336,47 +349,46 @@ fn answers_front(book: &WorkerBook, body: &[u8]) -> std::result::Result<(), Stri
     }
 }
 
-/// A DONE frame's large output, lent from the worker's memory (see `cma`).
-pub(super) struct Lent<'a> {
-    remote: cma::Remote,
-    /// The worker's result region, whose flag tells it the output was read.
-    results: Option<&'a shm::Results>,
-}
-
-impl Lent<'_> {
-    /// Reads the output into the argument buffer of the call it answers
-    /// (warm: it held the caller's bytes) when that fits, else into fresh
-    /// pages, and tells the worker its buffer is free again.
-    fn read(&self, batch: &mut Batch) -> std::io::Result<Vec<u8>> {
-        let len = self.remote.len;
-        let buffer = match &mut batch.items[..] {
-            [only] => Arc::get_mut(&mut only.args)
-                .filter(|e| e.body.capacity() >= len && e.body.capacity() / 2 <= len)
-                .map(|e| std::mem::take(&mut e.body)),
+/// Reads a DONE frame's large output from the worker's memory into the
+/// argument buffer of the call it answers (the batch at the front of the
+/// worker's book; warm: it held the caller's bytes) when that fits, else
+/// into fresh pages, and tells the worker its buffer is free again. The
+/// front batch is the running one: if the frame turns out not to answer
+/// it, the worker is killed and that call is lost either way.
+fn read_lent(
+    shared: &Shared,
+    slot: usize,
+    link: &Link,
+    remote: &cma::Remote,
+) -> std::io::Result<Vec<u8>> {
+    let buffer = lock(&shared.state).slots[slot]
+        .as_mut()
+        .and_then(|book| book.in_flight.front_mut())
+        .and_then(|batch| match &mut batch.items[..] {
+            [only] => Arc::get_mut(&mut only.args),
             _ => None,
-        };
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let read = cma::read(&self.remote, buffer.unwrap_or_default(), threads);
-        if let Some(r) = self.results {
-            r.mark_read();
-        }
-        read
+        })
+        .filter(|e| e.body.capacity() >= remote.len && e.body.capacity() / 2 <= remote.len)
+        .map(|e| std::mem::take(&mut e.body));
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let read = cma::read(remote, buffer.unwrap_or_default(), threads);
+    if let Some(r) = &link.results {
+        r.mark_read();
     }
+    read
 }
 
 /// Handles DONE frames from a worker (those of one read, in order): takes
 /// the frames they answer from its book, dispatches once for the room they
 /// freed, then delivers their results. `answered` is scratch, left empty.
 /// On a frame that is malformed or answers the wrong calls, the frames
-/// before it are still delivered. With `lent`, the one frame's large output
-/// is read from the worker's memory first.
+/// before it are still delivered.
 pub(super) fn handle_dones<'a, I>(
     shared: &Shared,
     slot: usize,
     pid: u32,
     bodies: I,
     answered: &mut Vec<Batch>,
-    lent: Option<Lent<'_>>,
 ) -> std::result::Result<(), String>
 where
     I: Iterator<Item = &'a [u8]> + Clone,
@@ -406,32 +418,6 @@ where
     for link in touched {
         link.kick();
     }
-    if let (Some(lent), Some(batch)) = (&lent, answered.first_mut()) {
-        match lent.read(batch) {
-            Ok(v) => drop(spare::set_incoming(Some(v))),
-            Err(e) => {
-                // Gone (or unreadable) before its output was read: its calls
-                // are lost with it, as if it had died running them (killed
-                // for overrunning a limit: that call's timeout).
-                let timed_out = lock(&shared.state).slots[slot]
-                    .as_ref()
-                    .and_then(|b| b.timed_out);
-                let worker = Shared::worker_name(pid);
-                let error = match timed_out {
-                    Some(limit) => controls::timeout_error(limit, &worker),
-                    None => Error::WorkerLost {
-                        worker,
-                        status: format!("its result could not be read from its memory: {e}"),
-                    },
-                };
-                for it in answered.drain(..).flat_map(|b| b.items) {
-                    it.delivery
-                        .deliver_each(&mut std::iter::repeat_with(|| Err(error.clone())));
-                }
-                return Err(format!("its result could not be read from its memory: {e}"));
-            }
-        }
-    }
     for (batch, body) in answered.drain(..).zip(bodies) {
         // Checked by `answers_front`: every record is well formed.
         let done = DoneRecords::accepted(body);
@@ -442,10 +428,6 @@ where
         for it in batch.items {
             it.delivery.deliver_each(&mut outcomes);
         }
-    }
-    // A lent output that no decode took (its call's future was dropped).
-    if lent.is_some() {
-        drop(spare::set_incoming(None));
     }
     failure.map_or(Ok(()), Err)
 }
@@ -459,7 +441,7 @@ pub(super) fn handle_frame(
     answered: &mut Vec<Batch>,
 ) -> std::result::Result<(), String> {
     if wire::is_done(body) {
-        return handle_dones(shared, slot, pid, std::iter::once(body), answered, None);
+        return handle_dones(shared, slot, pid, std::iter::once(body), answered);
     }
     let worker = Shared::worker_name(pid);
     match decode_frame(body).map_err(|e| e.0)? {
