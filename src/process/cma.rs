@@ -79,7 +79,7 @@ pub(crate) fn allowed(reader: Reader) -> bool {
     *cell.get_or_init(|| {
         std::env::var("FANOUT_CROSS_MEMORY").map_or(true, |v| v != "0")
             && yama_scope() <= most
-            && dumpable()
+            && super::shm::shareable()
             && probe()
     })
 }
@@ -90,14 +90,6 @@ fn yama_scope() -> u32 {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(0)
-}
-
-/// Whether this process may be read by another of its user. A pool checks
-/// this for its workers (the same binary, started by it), a worker for its
-/// pool; the reader of a non-dumpable process gets `EPERM`.
-fn dumpable() -> bool {
-    // SAFETY: PR_GET_DUMPABLE only reads a flag of this process.
-    unsafe { libc::prctl(libc::PR_GET_DUMPABLE) == 1 }
 }
 
 /// Whether `process_vm_readv` works at all here (no seccomp filter refuses
@@ -119,17 +111,23 @@ fn probe() -> bool {
 }
 
 /// The CMA frame (length prefix included) naming `tail` (this process's
-/// bytes) and carrying `inner` (a whole frame, length prefix first, whose
-/// body does not hold them).
-pub(crate) fn frame(tail: &[u8], inner: &[u8]) -> Vec<u8> {
-    let inner_body = &inner[4.min(inner.len())..];
-    let mut f = Vec::with_capacity(4 + HEAD + inner_body.len());
-    f.extend_from_slice(&((HEAD + inner_body.len()) as u32).to_le_bytes());
+/// bytes) and carrying `inner` (a whole frame as pieces, length prefix
+/// first, whose body does not hold them).
+pub(crate) fn frame<'a>(tail: &[u8], inner: impl Iterator<Item = &'a [u8]> + Clone) -> Vec<u8> {
+    let len = HEAD
+        + inner
+            .clone()
+            .map(<[u8]>::len)
+            .sum::<usize>()
+            .saturating_sub(4);
+    let body = super::shm::body_of(inner);
+    let mut f = Vec::with_capacity(4 + len);
+    f.extend_from_slice(&(len as u32).to_le_bytes());
     f.push(CMA);
     f.extend_from_slice(&std::process::id().to_le_bytes());
     f.extend_from_slice(&(tail.as_ptr() as u64).to_le_bytes());
     f.extend_from_slice(&(tail.len() as u64).to_le_bytes());
-    f.extend_from_slice(inner_body);
+    body.for_each(|p| f.extend_from_slice(p));
     f
 }
 
@@ -272,7 +270,7 @@ mod tests {
     fn frames_round_trip_and_malformed_ones_are_errors() {
         let tail = vec![9u8; 3 << 20];
         let inner = [5u32.to_le_bytes().as_slice(), &[10, 1, 2, 3, 4]].concat();
-        let f = frame(&tail, &inner);
+        let f = frame(&tail, [&inner[..]].into_iter());
         let body = &f[4..];
         assert_eq!(
             u32::from_le_bytes(f[..4].try_into().unwrap()) as usize,

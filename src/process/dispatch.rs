@@ -376,11 +376,9 @@ impl Shared {
                     body: Vec::new(),
                 });
                 let calls = [(only.delivery.id(), 0, head)];
-                let inner: Vec<u8> = task_frame(&self.config.build_id, &batch.trampoline, &calls)
-                    .iter()
-                    .flat_map(|p| p.bytes().iter().copied())
-                    .collect();
-                batch.large = Some(Large::Cma(cma::frame(&only.args.body, &inner)));
+                let inner = task_frame(&self.config.build_id, &batch.trampoline, &calls);
+                let frame = cma::frame(&only.args.body, inner.iter().map(Piece::bytes));
+                batch.large = Some(Large::Cma(frame));
                 return;
             }
         }

@@ -81,8 +81,8 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
 }
 
 /// Whether other processes of our user may open our descriptors through
-/// `/proc` (they may not when this process is not dumpable).
-fn shareable() -> bool {
+/// `/proc`, or read our memory (`cma`): not when this process is not dumpable.
+pub(crate) fn shareable() -> bool {
     static OK: OnceLock<bool> = OnceLock::new();
     // SAFETY: PR_GET_DUMPABLE only reads a flag of this process.
     *OK.get_or_init(|| unsafe { libc::prctl(libc::PR_GET_DUMPABLE) } == 1)
@@ -337,7 +337,7 @@ pub(crate) fn offload<'a>(
 
 /// The body of a frame given as pieces (length prefix first): the pieces
 /// without the first 4 bytes.
-fn body_of<'a>(frame: impl Iterator<Item = &'a [u8]>) -> impl Iterator<Item = &'a [u8]> {
+pub(crate) fn body_of<'a>(frame: impl Iterator<Item = &'a [u8]>) -> impl Iterator<Item = &'a [u8]> {
     let mut skip = 4;
     frame.map(move |p| {
         let n = skip.min(p.len());
@@ -378,25 +378,16 @@ impl Outgoing {
         true
     }
 
-    /// True if the pool has read the last result sent through the region,
-    /// or lent from this process's memory (see `cma`); false with no region.
-    pub(crate) fn read_by_pool(&self) -> bool {
-        self.region
-            .as_ref()
-            .is_some_and(|r| r.unread().load(Ordering::Acquire) == 0)
-    }
-
-    /// Marks a result lent from this process's memory as not yet read (the
-    /// pool clears the flag with [`Results::mark_read`]). False with no
+    /// Marks a result about to be lent from this process's memory as not yet
+    /// read, if the pool has read the last one (the pool clears the flag
+    /// with [`Results::mark_read`]). False when it has not, or with no
     /// region: the result must not be lent.
-    pub(crate) fn lend(&self) -> bool {
-        match &self.region {
-            Some(r) => {
-                r.unread().store(1, Ordering::Release);
-                true
-            }
-            None => false,
-        }
+    pub(crate) fn try_lend(&self) -> bool {
+        self.region.as_ref().is_some_and(|r| {
+            r.unread()
+                .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        })
     }
 
     /// Waits (up to `limit`) for the pool to read a lent result; true if it did.

@@ -253,11 +253,11 @@ fn serve(input: RawFd, output: RawFd, forked: bool) -> i32 {
         if !frame.is_empty() {
             // A large output is lent from this process's memory (the pipe
             // carries where it is), or goes through shared memory.
-            let by_ref = frame
-                .detached()
-                .filter(|(_, tail)| lend_outputs && tail.len() >= shm::SHM_AT)
-                .filter(|_| shm_out.read_by_pool() && shm_out.lend())
-                .map(|(inline, tail)| cma::frame(tail, &inline));
+            let by_ref = lend_outputs
+                .then(|| frame.detached())
+                .flatten()
+                .filter(|(_, tail)| tail.len() >= shm::SHM_AT && shm_out.try_lend())
+                .map(|(inline, tail)| cma::frame(tail, [&inline[..]].into_iter()));
             lent = by_ref.is_some();
             let small = match by_ref {
                 Some(f) => Some(f),
