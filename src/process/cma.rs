@@ -166,61 +166,33 @@ pub(crate) fn split(body: &[u8]) -> Option<Result<(Remote, &[u8]), String>> {
 }
 
 /// Reads `remote` into `into` (emptied first; reserved to fit), split over
-/// up to `threads` threads (a pool's, where fresh pages fault in parallel;
-/// a worker reads with one: a forked one must not start std threads).
+/// up to `threads` threads (`spare::in_parts`; a pool's, where fresh pages
+/// fault in parallel; a worker reads with one: a forked one must not start
+/// std threads).
 pub(crate) fn read(remote: &Remote, mut into: Vec<u8>, threads: usize) -> io::Result<Vec<u8>> {
     into.clear();
     if into.capacity() < remote.len {
         crate::ship::reserve_large(&mut into, remote.len);
     }
     let dest = into.spare_capacity_mut()[..remote.len].as_mut_ptr() as usize;
-    let threads = threads.clamp(1, 4).min(remote.len / PER_THREAD).max(1);
-    let part = remote.len.div_ceil(threads);
-    let one = |i: usize| -> io::Result<()> {
-        let at = i * part;
-        let n = part.min(remote.len - at);
-        // SAFETY: `dest + at .. + n` lies inside `into`'s spare capacity,
-        // which no one else touches until every part is done.
+    let result = super::spare::in_parts(remote.len, threads, |r| {
+        // SAFETY: `dest + r` lies inside `into`'s spare capacity, and
+        // `in_parts` hands out each range once.
         unsafe {
             read_part(
                 remote.pid,
-                remote.addr + at as u64,
-                (dest + at) as *mut u8,
-                n,
+                remote.addr + r.start as u64,
+                (dest + r.start) as *mut u8,
+                r.len(),
             )
         }
-    };
-    let result = if threads == 1 {
-        one(0)
-    } else {
-        std::thread::scope(|s| {
-            let others: Vec<_> = (1..threads)
-                .map(|i| {
-                    std::thread::Builder::new()
-                        .name("fanout-copy".into())
-                        .spawn_scoped(s, move || one(i))
-                })
-                .collect();
-            let mine = one(0);
-            // A part whose thread could not start is read here.
-            let rest = others.into_iter().enumerate().map(|(k, h)| match h {
-                Ok(h) => h
-                    .join()
-                    .unwrap_or_else(|_| Err(io::Error::other("a copy panicked"))),
-                Err(_) => one(k + 1),
-            });
-            rest.fold(mine, |acc, r| acc.and(r))
-        })
-    };
+    });
     result?;
     // SAFETY: every byte of the first `remote.len` was written by the kernel
     // (each part returned `Ok` only once all of its bytes were read).
     unsafe { into.set_len(remote.len) };
     Ok(into)
 }
-
-/// Each thread of a split read reads at least this much.
-const PER_THREAD: usize = 8 << 20;
 
 /// Reads `n` bytes at `addr` of process `pid` into `to`, looping over
 /// partial reads.

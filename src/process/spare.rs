@@ -77,46 +77,69 @@ pub(crate) fn copied(body: &[u8]) -> Vec<u8> {
         v.extend_from_slice(body);
         return v;
     }
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 4)
-        .min(body.len() / PER_THREAD);
-    let part = body.len().div_ceil(threads.max(1));
-    let spare = &mut v.spare_capacity_mut()[..body.len()];
-    // Each part is taken by whoever gets to it first: a helper thread, or
-    // this one once it is done with its own (so a thread that cannot be
-    // started, or starts late, only costs time).
-    let parts: Vec<Mutex<Option<Part<'_>>>> = spare
-        .chunks_mut(part)
-        .zip(body.chunks(part))
-        .map(|p| Mutex::new(Some(p)))
-        .collect();
-    let run = |p: &Mutex<Option<Part<'_>>>| {
-        if let Some((to, from)) = p.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            copy_into(to, from);
-        }
-    };
-    std::thread::scope(|s| {
-        for p in &parts[1..] {
-            let _ = std::thread::Builder::new()
-                .name("fanout-copy".into())
-                .spawn_scoped(s, move || run(p));
-        }
-        parts.iter().for_each(run);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let to = v.spare_capacity_mut()[..body.len()].as_mut_ptr() as usize;
+    let _: Result<(), std::convert::Infallible> = in_parts(body.len(), threads, |r| {
+        // SAFETY: `r` lies inside `body` and inside `v`'s spare capacity,
+        // and `in_parts` hands out each range once (they do not overlap).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                body[r.clone()].as_ptr(),
+                (to + r.start) as *mut u8,
+                r.len(),
+            )
+        };
+        Ok(())
     });
     // SAFETY: every part of the first `body.len()` spare bytes was written
-    // by `copy_into` (the scope joined every thread that copied one).
+    // (`in_parts` returns once every range ran).
     unsafe { v.set_len(body.len()) };
     v
 }
 
-type Part<'a> = (&'a mut [std::mem::MaybeUninit<u8>], &'a [u8]);
-
-fn copy_into(to: &mut [std::mem::MaybeUninit<u8>], from: &[u8]) {
-    debug_assert_eq!(to.len(), from.len());
-    // SAFETY: two slices of the same length that cannot overlap (one is
-    // borrowed mutably); MaybeUninit<u8> has u8's layout.
-    unsafe { std::ptr::copy_nonoverlapping(from.as_ptr(), to.as_mut_ptr() as *mut u8, from.len()) };
+/// Runs `part` over the ranges of `0..len` split between up to `threads`
+/// threads (at most 4, each with at least [`PER_THREAD`] bytes): this one
+/// and short-lived helpers. Each range is taken by whoever gets to it
+/// first, so a helper that cannot start, or starts late, only costs time.
+/// Returns once every range ran: the first error, if any.
+pub(crate) fn in_parts<E: Send>(
+    len: usize,
+    threads: usize,
+    part: impl Fn(std::ops::Range<usize>) -> Result<(), E> + Sync,
+) -> Result<(), E> {
+    let n = threads.clamp(1, 4).min(len / PER_THREAD).max(1);
+    if n == 1 {
+        // No scope at all: a forked worker must not start std threads.
+        return part(0..len);
+    }
+    let size = len.div_ceil(n);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed: Mutex<Option<E>> = Mutex::new(None);
+    let run = || loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        if i >= n {
+            return;
+        }
+        let range = i * size..((i + 1) * size).min(len);
+        if let Err(e) = part(range) {
+            failed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert(e);
+        }
+    };
+    std::thread::scope(|s| {
+        for _ in 1..n {
+            let _ = std::thread::Builder::new()
+                .name("fanout-copy".into())
+                .spawn_scoped(s, run);
+        }
+        run();
+    });
+    failed
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .map_or(Ok(()), Err)
 }
 
 /// Drops `value`, keeping its buffer as the spare if it is a large
