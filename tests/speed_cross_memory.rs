@@ -14,7 +14,7 @@
 
 mod process_util;
 
-use fanout::{Executor, MapOptions};
+use fanout::Executor;
 use process_util::large::*;
 use process_util::*;
 use std::sync::Mutex;
@@ -117,13 +117,7 @@ fn lone_large_vectors_cross_both_ways_and_leave_nothing() {
         }
         // Small frames around them still use the pipe; a chunk of large
         // items is not a lone vector (shared memory).
-        let items: Vec<Vec<u8>> = (0..4u8).map(|i| payload(600 << 10, i)).collect();
-        let lens: Vec<usize> = pool
-            .map_with(len_of, items, MapOptions::default().chunksize(4))
-            .unwrap()
-            .map(|r| r.unwrap())
-            .collect();
-        assert_eq!(lens, vec![600 << 10; 4]);
+        chunk_of_items(&pool, 4, 600 << 10);
         let v = payload(5 * SHM_AT, 3);
         let back = pool.submit(echo, (v.clone(),)).unwrap().result_timeout(T);
         assert!(back.as_ref() == Ok(&v), "{method:?}: echo after a chunk");

@@ -71,13 +71,7 @@ fn large_arguments_and_results_round_trip() {
             assert!(f.result_timeout(T).unwrap() == payload(2 * SHM_AT, i as u8));
         }
         // A map chunk of medium items is one large frame.
-        let items: Vec<Vec<u8>> = (0..8u8).map(|i| payload(300 << 10, i)).collect();
-        let lens: Vec<usize> = pool
-            .map_with(len_of, items, MapOptions::default().chunksize(4))
-            .unwrap()
-            .map(|r| r.unwrap())
-            .collect();
-        assert_eq!(lens, vec![300 << 10; 8]);
+        chunk_of_items(&pool, 8, 300 << 10);
         // Large results went through the workers' result regions.
         assert!(
             pool.worker_pids().iter().any(|&w| region_fds(w) == 1),

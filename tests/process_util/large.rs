@@ -2,7 +2,7 @@
 //! byte-vector tasks, payloads, and the process's shared-memory regions.
 
 use super::{expect_worker_lost, T};
-use fanout::{Executor, ProcessPool, StartMethod};
+use fanout::{Executor, MapOptions, ProcessPool, StartMethod};
 
 /// Frame bodies at least this large leave the pipe (`shm::SHM_AT`).
 pub const SHM_AT: usize = 1 << 20;
@@ -87,4 +87,16 @@ pub fn results_outlive_their_worker(pool: &ProcessPool, method: StartMethod, rou
         );
         expect_worker_lost(death.result_timeout(T), "SIGKILL");
     }
+}
+
+/// One `map_with` chunk of `n` items of `size` bytes each (one large frame
+/// when `n * size` is 1 MiB or more, but no lone vector), checked.
+pub fn chunk_of_items(pool: &ProcessPool, n: u8, size: usize) {
+    let items: Vec<Vec<u8>> = (0..n).map(|i| payload(size, i)).collect();
+    let lens: Vec<usize> = pool
+        .map_with(len_of, items, MapOptions::default().chunksize(4))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(lens, vec![size; n as usize]);
 }
