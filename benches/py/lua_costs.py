@@ -1,0 +1,158 @@
+"""Where a cluster round trip's Redis time goes.
+
+Two measurements against a running loopback `redis-server` (nothing of it
+is left behind but the keys this script names `lua_costs:*`, which it
+deletes):
+
+* `costs`: the server-side time (INFO commandstats, µs per call) of an
+  empty `EVALSHA` and of each command the cluster's scripts call most,
+  each alone inside a script, so the difference to the empty script is
+  what one `redis.call` of it costs.
+* `slowlog`: runs `examples/round_trip` (build it first) against the
+  server with the slow log recording every command, then groups the log
+  by command, and by script for `EVALSHA` (named by hashing the scripts
+  as `src/cluster/protocol.rs` composes them), per round trip.
+
+    redis-server --port 6399 --save '' --appendonly no &
+    cargo build --release --example round_trip
+    python3 benches/py/lua_costs.py costs --port 6399
+    python3 benches/py/lua_costs.py slowlog --port 6399 --samples 1000
+
+The slow log adds its own cost to every command, so its durations are
+higher than without it; compare them with each other, not with a bench.
+Commands a script calls are logged on their own as well, and their time is
+also inside their script's.
+Needs the `redis` package (`pip install redis`).
+"""
+
+import argparse
+import collections
+import hashlib
+import os
+import statistics
+import subprocess
+import sys
+
+import redis
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+LUA = os.path.join(ROOT, "src", "cluster", "lua")
+
+# As `src/cluster/protocol.rs` concatenates them (joined by "\n"); a script
+# composed differently shows up by its hash instead of its name.
+SCRIPTS = {
+    "submit": ["submit.lua"],
+    "start": ["tidy_fn.lua", "start_fn.lua", "\nreturn start(KEYS, ARGV)\n"],
+    "finish_claim": ["tidy_fn.lua", "start_fn.lua", "finish_fn.lua", "claim_fn.lua", "finish_claim.lua"],
+    "adopt": ["tidy_fn.lua", "start_fn.lua", "claim_fn.lua", "adopt.lua"],
+    "reject": ["tidy_fn.lua", "reject.lua"],
+    "cancel": ["cancel.lua"],
+    "ack": ["ack.lua"],
+    "probe": ["probe.lua"],
+    "drop": ["tidy_fn.lua", "drop.lua"],
+    "take": ["take.lua"],
+}
+
+
+def source(parts):
+    out = ""
+    for i, p in enumerate(parts):
+        if p.endswith(".lua"):
+            with open(os.path.join(LUA, p)) as f:
+                text = f.read()
+            out += ("\n" if i else "") + text
+        else:
+            out += p
+    return out
+
+
+def per_call(r, body, keys, n):
+    sha = r.script_load(body)
+    r.config_resetstat()
+    for _ in range(n):
+        r.evalsha(sha, len(keys), *keys)
+    return r.info("commandstats")["cmdstat_evalsha"]["usec_per_call"]
+
+
+def costs(r, n):
+    k = ["lua_costs:s", "lua_costs:h", "lua_costs:k", "lua_costs:b"]
+    r.delete(*k)
+    r.xadd(k[0], {"a": "b"})
+    r.xgroup_create(k[0], "g", "$")
+    r.hset(k[1], mapping={"st": "q", "e": "1-0", "f": "x" * 40, "a": "y" * 16})
+    r.set(k[2], "v")
+    rows = [
+        ("empty script", "return 1", []),
+        ("XREADGROUP (nothing new)", "redis.call('XREADGROUP','GROUP','g','c','COUNT',16,'STREAMS',KEYS[1],'0-0') return 1", k[:1]),
+        ("XPENDING summary", "redis.call('XPENDING', KEYS[1], 'g') return 1", k[:1]),
+        ("HMGET 14 fields", "redis.call('HMGET', KEYS[1], 'st','e','at','d','m','o','f','b','a','s','n','x','nc','tl') return 1", k[1:2]),
+        ("HSET 4 fields", "redis.call('HSET', KEYS[1], 'st','r','o','w','d','t','at','1') return 1", k[1:2]),
+        ("GET", "redis.call('GET', KEYS[1]) return 1", k[2:3]),
+        ("GETBIT", "redis.call('GETBIT', KEYS[1], 77) return 1", k[3:4]),
+        ("TIME", "redis.call('TIME') return 1", []),
+        ("XADD + XTRIM MINID", "local id = redis.call('XADD', KEYS[1], '*', 'k', 's') redis.call('XTRIM', KEYS[1], 'MINID', id) return 1", k[:1]),
+    ]
+    defs = source(["tidy_fn.lua", "start_fn.lua", "claim_fn.lua"])
+    rows.append(("adopt's function definitions only", defs + "\nreturn 1", []))
+    print("| inside one script | µs per call (server) | minus empty script |")
+    print("|---|---:|---:|")
+    base = None
+    for name, body, keys in rows:
+        us = per_call(r, body, keys, n)
+        if base is None:
+            base = us
+        print(f"| {name} | {us:.2f} | {us - base:.2f} |")
+    r.delete(*k)
+
+
+def slowlog(r, port, samples):
+    names = {hashlib.sha1(source(p).encode()).hexdigest(): n for n, p in SCRIPTS.items()}
+    exe = os.path.join(ROOT, "target", "release", "examples", "round_trip")
+    old = r.config_get("slowlog-log-slower-than")["slowlog-log-slower-than"]
+    r.config_set("slowlog-max-len", 1_000_000)
+    r.config_set("slowlog-log-slower-than", 0)
+    r.slowlog_reset()
+    try:
+        out = subprocess.run([exe, f"redis://127.0.0.1:{port}/0", str(samples), "1"],
+                             capture_output=True, text=True, timeout=300, check=True)
+    finally:
+        r.config_set("slowlog-log-slower-than", old)
+    log = r.slowlog_get(1_000_000)
+    print(out.stdout.strip().splitlines()[-1], "(with the slow log on)")
+    # The example's 400 warm-up calls go out together (a few script calls
+    # in all), so per round trip is per sample, slightly high.
+    trips = samples
+    by = collections.defaultdict(list)
+    for e in log:
+        cmd = e["command"]
+        cmd = cmd.decode("latin1") if isinstance(cmd, bytes) else cmd
+        parts = cmd.split(" ")
+        key = parts[0].upper()
+        if key == "EVALSHA" and len(parts) > 1:
+            key = "EVALSHA " + names.get(parts[1].lower(), parts[1][:8])
+        by[key].append(e["duration"])
+    print("| command | calls per round trip | median µs | µs per round trip |")
+    print("|---|---:|---:|---:|")
+    for k, v in sorted(by.items(), key=lambda kv: -sum(kv[1])):
+        if k in ("SLOWLOG", "CONFIG"):
+            continue
+        print(f"| {k} | {len(v) / trips:.2f} | {statistics.median(v):.0f} | {sum(v) / trips:.1f} |")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("what", choices=["costs", "slowlog"])
+    ap.add_argument("--port", type=int, default=6399)
+    ap.add_argument("--calls", type=int, default=20000, help="calls per row (costs)")
+    ap.add_argument("--samples", type=int, default=1000, help="round trips (slowlog)")
+    a = ap.parse_args()
+    r = redis.Redis(host="127.0.0.1", port=a.port)
+    if a.what == "costs":
+        costs(r, a.calls)
+    else:
+        slowlog(r, a.port, a.samples)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
