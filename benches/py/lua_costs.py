@@ -1,8 +1,10 @@
 """Where a cluster round trip's Redis time goes.
 
-Two measurements against a running loopback `redis-server` (nothing of it
-is left behind but the keys this script names `lua_costs:*`, which it
-deletes):
+Two measurements against a running loopback `redis-server` of your own:
+`costs` resets its command statistics (`CONFIG RESETSTAT`) and leaves the
+small scripts it loaded cached; `slowlog` restores the slow-log settings
+and empties the log when done. The keys it makes (`lua_costs:*`) are
+deleted.
 
 * `costs`: the server-side time (INFO commandstats, µs per call) of an
   empty `EVALSHA` and of each command the cluster's scripts call most,
@@ -10,8 +12,9 @@ deletes):
   what one `redis.call` of it costs.
 * `slowlog`: runs `examples/round_trip` (build it first) against the
   server with the slow log recording every command, then groups the log
-  by command, and by script for `EVALSHA` (named by hashing the scripts
-  as `src/cluster/protocol.rs` composes them), per round trip.
+  by command, and by script for `EVALSHA` (named after the constant of
+  `src/cluster/protocol.rs` whose composed text hashes to it), per round
+  trip.
 
     redis-server --port 6399 --save '' --appendonly no &
     cargo build --release --example round_trip
@@ -29,6 +32,7 @@ import argparse
 import collections
 import hashlib
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -36,33 +40,31 @@ import sys
 import redis
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
-LUA = os.path.join(ROOT, "src", "cluster", "lua")
+CLUSTER = os.path.join(ROOT, "src", "cluster")
 
-# As `src/cluster/protocol.rs` concatenates them (joined by "\n"); a script
-# composed differently shows up by its hash instead of its name.
-SCRIPTS = {
-    "submit": ["submit.lua"],
-    "start": ["tidy_fn.lua", "start_fn.lua", "\nreturn start(KEYS, ARGV)\n"],
-    "finish_claim": ["tidy_fn.lua", "start_fn.lua", "finish_fn.lua", "claim_fn.lua", "finish_claim.lua"],
-    "adopt": ["tidy_fn.lua", "start_fn.lua", "claim_fn.lua", "adopt.lua"],
-    "reject": ["tidy_fn.lua", "reject.lua"],
-    "cancel": ["cancel.lua"],
-    "ack": ["ack.lua"],
-    "probe": ["probe.lua"],
-    "drop": ["tidy_fn.lua", "drop.lua"],
-    "take": ["take.lua"],
-}
+# One script constant of `protocol.rs`: `include_str!("lua/x.lua")`, or a
+# `concat!` of those and string literals.
+CONST = re.compile(r'pub\(crate\) const (\w+): &str = (concat!\((.*?)\)|include_str!\("[^"]+"\));', re.S)
+PART = re.compile(r'include_str!\("([^"]+)"\)|"((?:[^"\\]|\\.)*)"')
 
 
-def source(parts):
-    out = ""
-    for i, p in enumerate(parts):
-        if p.endswith(".lua"):
-            with open(os.path.join(LUA, p)) as f:
-                text = f.read()
-            out += ("\n" if i else "") + text
-        else:
-            out += p
+def scripts():
+    """The cluster's scripts by constant name, composed as `protocol.rs`
+    composes them (read from it, so the two cannot drift apart)."""
+    with open(os.path.join(CLUSTER, "protocol.rs")) as f:
+        rust = f.read()
+    out = {}
+    for name, body, _ in CONST.findall(rust):
+        if "include_str!" not in body:
+            continue
+        text = ""
+        for path, literal in PART.findall(body):
+            if path:
+                with open(os.path.join(CLUSTER, path)) as f:
+                    text += f.read()
+            else:
+                text += literal.encode().decode("unicode_escape")
+        out[name.lower()] = text
     return out
 
 
@@ -81,6 +83,7 @@ def costs(r, n):
     r.xgroup_create(k[0], "g", "$")
     r.hset(k[1], mapping={"st": "q", "e": "1-0", "f": "x" * 40, "a": "y" * 16})
     r.set(k[2], "v")
+    r.setbit(k[3], 1500, 1)
     rows = [
         ("empty script", "return 1", []),
         ("XREADGROUP (nothing new)", "redis.call('XREADGROUP','GROUP','g','c','COUNT',16,'STREAMS',KEYS[1],'0-0') return 1", k[:1]),
@@ -92,7 +95,9 @@ def costs(r, n):
         ("TIME", "redis.call('TIME') return 1", []),
         ("XADD + XTRIM MINID", "local id = redis.call('XADD', KEYS[1], '*', 'k', 's') redis.call('XTRIM', KEYS[1], 'MINID', id) return 1", k[:1]),
     ]
-    defs = source(["tidy_fn.lua", "start_fn.lua", "claim_fn.lua"])
+    with open(os.path.join(CLUSTER, "lua", "adopt.lua")) as f:
+        body = f.read()
+    defs = scripts()["adopt"].replace(body, "")
     rows.append(("adopt's function definitions only", defs + "\nreturn 1", []))
     print("| inside one script | µs per call (server) | minus empty script |")
     print("|---|---:|---:|")
@@ -106,9 +111,10 @@ def costs(r, n):
 
 
 def slowlog(r, port, samples):
-    names = {hashlib.sha1(source(p).encode()).hexdigest(): n for n, p in SCRIPTS.items()}
+    names = {hashlib.sha1(t.encode()).hexdigest(): n for n, t in scripts().items()}
     exe = os.path.join(ROOT, "target", "release", "examples", "round_trip")
-    old = r.config_get("slowlog-log-slower-than")["slowlog-log-slower-than"]
+    settings = ("slowlog-log-slower-than", "slowlog-max-len")
+    old = {k: r.config_get(k)[k] for k in settings}
     r.config_set("slowlog-max-len", 1_000_000)
     r.config_set("slowlog-log-slower-than", 0)
     r.slowlog_reset()
@@ -116,8 +122,10 @@ def slowlog(r, port, samples):
         out = subprocess.run([exe, f"redis://127.0.0.1:{port}/0", str(samples), "1"],
                              capture_output=True, text=True, timeout=300, check=True)
     finally:
-        r.config_set("slowlog-log-slower-than", old)
+        r.config_set("slowlog-log-slower-than", old["slowlog-log-slower-than"])
     log = r.slowlog_get(1_000_000)
+    r.slowlog_reset()
+    r.config_set("slowlog-max-len", old["slowlog-max-len"])
     print(out.stdout.strip().splitlines()[-1], "(with the slow log on)")
     # The example's 400 warm-up calls go out together (a few script calls
     # in all), so per round trip is per sample, slightly high.
