@@ -32,6 +32,8 @@ use std::time::{Duration, Instant};
 
 #[path = "common/harness.rs"]
 mod harness;
+#[path = "common/minimal_pool.rs"]
+mod minimal_pool;
 use harness::*;
 
 const WORKERS: usize = 2;
@@ -190,6 +192,25 @@ fn throughput_fanout(cfg: &Config) -> Option<Sample> {
     let start = Instant::now();
     let fs: Vec<_> = (0..n).map(|i| pool.submit(add, (i, 1)).unwrap()).collect();
     let total: u64 = fs.into_iter().map(|f| f.result().unwrap()).sum();
+    let elapsed = start.elapsed();
+    assert_eq!(total, expected_add_sum(n));
+    Some(Sample::Elapsed(elapsed))
+}
+
+/// The ceiling (see `common/minimal_pool.rs`): not a library, the least a
+/// pool with waitable results can do.
+fn throughput_minimal(cfg: &Config) -> Option<Sample> {
+    let n = cfg.throughput_tasks;
+    let pool = minimal_pool::MinimalPool::new(WORKERS);
+    for h in (0..100)
+        .map(|i| pool.submit(move || add(i, 1)))
+        .collect::<Vec<_>>()
+    {
+        h.result(&pool);
+    }
+    let start = Instant::now();
+    let hs: Vec<_> = (0..n).map(|i| pool.submit(move || add(i, 1))).collect();
+    let total: u64 = hs.into_iter().map(|h| h.result(&pool)).sum();
     let elapsed = start.elapsed();
     assert_eq!(total, expected_add_sum(n));
     Some(Sample::Elapsed(elapsed))
@@ -532,6 +553,7 @@ const FANOUT: &str = "fanout ThreadPool";
 const RAYON: &str = "rayon spawn + oneshot";
 const THREADPOOL: &str = "threadpool + oneshot";
 const THREADPOOL_SHARED: &str = "threadpool + shared mpsc";
+const MINIMAL: &str = "minimal pool (a ceiling, not a library)";
 const TOKIO: &str = "tokio spawn_blocking (in runtime)";
 const TOKIO_BLOCK_ON: &str = "tokio spawn_blocking (block_on each)";
 const STD_THREAD: &str = "std::thread::spawn + join";
@@ -583,6 +605,11 @@ fn main() {
                 name: THREADPOOL_SHARED,
                 size: |c| c.throughput_tasks,
                 run: throughput_threadpool_shared,
+            },
+            Peer {
+                name: MINIMAL,
+                size: |c| c.throughput_tasks,
+                run: throughput_minimal,
             },
             Peer {
                 name: TOKIO,
@@ -725,6 +752,22 @@ fn main() {
         30.0,
     );
     goal_ratio("(b) tokio p50 ÷ fanout p50", &latency_ratios, TOKIO, 1.0);
+    let ratio = |peer: &str| {
+        throughput_ratios
+            .iter()
+            .find(|(name, _)| *name == peer)
+            .map(|(_, r)| *r)
+    };
+    if let (Some(vs_threadpool), Some(vs_minimal)) = (ratio(THREADPOOL), ratio(MINIMAL)) {
+        // fanout ÷ threadpool over fanout ÷ minimal: minimal ÷ threadpool.
+        let ceiling = vs_threadpool / vs_minimal;
+        println!(
+            "- (a) the ceiling: {MINIMAL} ÷ threadpool {ceiling:.2}×; fanout reaches {:.0} % \
+             of it; the 3× goal is {:.2}× the ceiling",
+            vs_minimal * 100.0,
+            3.0 / ceiling
+        );
+    }
     println!("\n1-min load average at end: {}\n", load_average());
     eprintln!("total bench time: {:.1} s", started.elapsed().as_secs_f64());
 }

@@ -1,0 +1,155 @@
+//! A ceiling, not a peer: the least a pool can do for "submit a call, get
+//! something to wait on, collect the result". One allocation per call (the
+//! call, its state and its result: 48 bytes for `add(i, 1)`), one unbounded
+//! crossbeam channel, workers that block in `recv` (which spins briefly
+//! first), and a waiter that sleeps only when the result is not there yet.
+//! No cancel, no callbacks, no priorities, no panic handling, no shutdown:
+//! what a library's future cannot do without. Its rate bounds what any
+//! design of fanout's `ThreadPool` could reach on the same machine in the
+//! same run (BENCHMARKS.md, "Thread pool: the ceiling").
+
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+const PENDING: u32 = 0;
+const DONE: u32 = 1;
+/// Pending, and the collector sleeps on the pool's condvar.
+const AWAITED: u32 = 2;
+
+trait Run: Send + Sync {
+    fn run(&self, pool: &Wake);
+}
+
+trait Outcome<R>: Send + Sync {
+    fn state(&self) -> &AtomicU32;
+    /// Called once, after `state` reads `DONE`.
+    fn take(&self) -> R;
+}
+
+struct Call<F, R> {
+    state: AtomicU32,
+    f: UnsafeCell<Option<F>>,
+    r: UnsafeCell<Option<R>>,
+}
+
+// SAFETY: `f` is taken once, by the one worker that received the call; `r`
+// is written by that worker before `state` becomes DONE (Release) and read
+// once by the one `Handle`, after it saw DONE (Acquire).
+unsafe impl<F: Send, R: Send> Sync for Call<F, R> {}
+
+impl<F: FnOnce() -> R + Send, R: Send> Run for Call<F, R> {
+    fn run(&self, wake: &Wake) {
+        // SAFETY: see `Sync` above.
+        let f = unsafe { (*self.f.get()).take() }.expect("run once");
+        unsafe { *self.r.get() = Some(f()) };
+        if self.state.swap(DONE, Ordering::Release) == AWAITED {
+            drop(wake.lock.lock().unwrap());
+            wake.cond.notify_all();
+        }
+    }
+}
+
+impl<F: Send, R: Send> Outcome<R> for Call<F, R> {
+    fn state(&self) -> &AtomicU32 {
+        &self.state
+    }
+    fn take(&self) -> R {
+        // SAFETY: see `Sync` above.
+        unsafe { (*self.r.get()).take() }.expect("taken once")
+    }
+}
+
+/// Where collectors sleep (rarely: only when a result is not there yet).
+struct Wake {
+    lock: Mutex<()>,
+    cond: Condvar,
+}
+
+/// What `submit` returns.
+pub struct Handle<R> {
+    call: Arc<dyn Outcome<R>>,
+}
+
+impl<R> Handle<R> {
+    /// Waits for the result and takes it (`pool`: the pool that runs it).
+    pub fn result(self, pool: &MinimalPool) -> R {
+        let wake = &pool.wake;
+        let state = self.call.state();
+        if state.load(Ordering::Acquire) != DONE {
+            let mut guard = wake.lock.lock().unwrap();
+            // Under the lock: a worker that sees AWAITED notifies after taking it.
+            if state
+                .compare_exchange(PENDING, AWAITED, Ordering::Acquire, Ordering::Acquire)
+                .is_ok()
+                || state.load(Ordering::Acquire) == AWAITED
+            {
+                while state.load(Ordering::Acquire) != DONE {
+                    guard = wake.cond.wait(guard).unwrap();
+                }
+            }
+        }
+        self.call.take()
+    }
+}
+
+/// The pool: `workers` threads, until the pool is dropped.
+pub struct MinimalPool {
+    tx: Option<crossbeam_channel::Sender<Arc<dyn Run>>>,
+    wake: Arc<Wake>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl MinimalPool {
+    pub fn new(workers: usize) -> MinimalPool {
+        let (tx, rx) = crossbeam_channel::unbounded::<Arc<dyn Run>>();
+        let wake = Arc::new(Wake {
+            lock: Mutex::new(()),
+            cond: Condvar::new(),
+        });
+        let threads = (0..workers)
+            .map(|_| {
+                let rx = rx.clone();
+                let wake = wake.clone();
+                std::thread::spawn(move || {
+                    while let Ok(call) = rx.recv() {
+                        call.run(&wake);
+                    }
+                })
+            })
+            .collect();
+        MinimalPool {
+            tx: Some(tx),
+            wake,
+            threads,
+        }
+    }
+
+    pub fn submit<F, R>(&self, f: F) -> Handle<R>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let call = Arc::new(Call {
+            state: AtomicU32::new(PENDING),
+            f: UnsafeCell::new(Some(f)),
+            r: UnsafeCell::new(None),
+        });
+        let run: Arc<dyn Run> = call.clone();
+        self.tx
+            .as_ref()
+            .expect("open")
+            .send(run)
+            .expect("workers alive");
+        Handle { call }
+    }
+}
+
+impl Drop for MinimalPool {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
