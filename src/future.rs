@@ -154,7 +154,8 @@ struct Shared<T> {
     /// until one of its threads takes it over (see [`Cell::run_deferred`]).
     deferred: bool,
     /// Threads blocked on `cond`; notifications are skipped when zero.
-    blocked: usize,
+    /// (A `u32`: it shares a word with `deferred`, and a cell stays smaller.)
+    blocked: u32,
 }
 
 impl<T> Shared<T> {
@@ -249,8 +250,9 @@ enum Slot<T> {
     Empty,
     Value(T),
     Error(Box<Error>),
-    /// A success not yet fetched (see [`Promise::set_remote`]).
-    Remote(Fetch<T>),
+    /// A success not yet fetched (see [`Promise::set_remote`]); boxed once
+    /// more, so that a thin pointer keeps `Slot` at 16 bytes for small values.
+    Remote(Box<Fetch<T>>),
     /// The outcome as one `Result`, made when it was first lent whole.
     Whole(Box<Result<T>>),
 }
@@ -295,7 +297,7 @@ impl<T> Slot<T> {
     /// The fetch of a remote success, taken.
     fn take_remote(&mut self) -> Option<Fetch<T>> {
         match std::mem::replace(self, Slot::Empty) {
-            Slot::Remote(fetch) => Some(fetch),
+            Slot::Remote(fetch) => Some(*fetch),
             other => {
                 *self = other;
                 None
@@ -548,7 +550,7 @@ impl<T> Cell<T> {
         // the only write (the compare-and-swap above succeeds once).
         let stored = match (outcome, fetch) {
             (Some(outcome), _) => Slot::of(outcome),
-            (None, Some(fetch)) => Slot::Remote(fetch),
+            (None, Some(fetch)) => Slot::Remote(Box::new(fetch)),
             (None, None) => Slot::Empty,
         };
         self.value.with_mut(|slot| unsafe { *slot = stored });

@@ -829,7 +829,7 @@ mod tests {
     fn a_task_cell_stays_small() {
         let cell = std::mem::size_of::<crate::future::Cell<u64>>();
         let task = std::mem::size_of::<super::TaskCell<[u64; 2], u64>>();
-        assert!(cell <= 128, "Cell<u64> is {cell} bytes");
-        assert!(task <= 160, "TaskCell of a 16-byte call is {task} bytes");
+        assert!(cell <= 112, "Cell<u64> is {cell} bytes");
+        assert!(task <= 136, "TaskCell of a 16-byte call is {task} bytes");
     }
 }

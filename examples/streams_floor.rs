@@ -1,0 +1,161 @@
+//! The floor under a cluster round trip on this machine: the same four hops
+//! a fanout task makes (client → Redis → worker → Redis → client) with the
+//! least Redis can do for them. The client `XADD`s to a queue stream, a
+//! worker thread blocked in `XREADGROUP` gets it and `XADD`s an event, and
+//! the client, blocked in `XREAD` on the event stream, gets that. No
+//! scripts, no record, no lease, no signature, no result value.
+//!
+//! Modes: `plain` (the calling thread reads the event itself), `script`
+//! (the worker's event is sent by a one-command Lua script, to price the
+//! script call), `thread` (an event thread reads it and wakes the caller
+//! through a channel, as fanout's client does).
+//!
+//! ```text
+//! redis-server --port 6399 --save '' --appendonly no &
+//! cargo run --release --example streams_floor -- redis://127.0.0.1:6399/0 5000
+//! ```
+//!
+//! Prints p50 and p99 per mode; compare with `examples/round_trip` in the
+//! same minute (BENCHMARKS.md, "Cluster round trip: the floor"). It uses
+//! the keys `floor:q` and `floor:ev` of the given database and deletes them.
+
+use redis::{Commands, Connection, RedisResult, Value};
+use std::time::{Duration, Instant};
+
+const QUEUE: &str = "floor:q";
+const EVENTS: &str = "floor:ev";
+
+fn main() -> RedisResult<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let url = args
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "redis://127.0.0.1:6379/0".into());
+    let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(5000);
+    let client = redis::Client::open(url.as_str())?;
+    for mode in ["plain", "script", "thread"] {
+        let (p50, p99) = run(&client, mode, n)?;
+        println!("{mode}: p50={p50} µs p99={p99} µs");
+    }
+    let mut conn = client.get_connection()?;
+    let _: () = conn.del(&[QUEUE, EVENTS])?;
+    Ok(())
+}
+
+/// `n` round trips (after `n / 10` not counted); returns p50 and p99 in µs.
+fn run(client: &redis::Client, mode: &str, n: usize) -> RedisResult<(u128, u128)> {
+    let mut setup = client.get_connection()?;
+    let _: () = setup.del(&[QUEUE, EVENTS])?;
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(QUEUE)
+        .arg("g")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query(&mut setup)?;
+    let mut last: String = redis::cmd("XADD")
+        .arg(EVENTS)
+        .arg("*")
+        .arg("k")
+        .arg("i")
+        .query(&mut setup)?;
+    let script = mode == "script";
+    let mut worker_conn = client.get_connection()?;
+    worker_conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    // The worker stops when the queue stream is deleted (its read fails) or
+    // after a read that brought nothing for a second.
+    let worker = std::thread::spawn(move || -> RedisResult<()> {
+        loop {
+            let v: Value = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg("g")
+                .arg("w")
+                .arg("COUNT")
+                .arg(1)
+                .arg("BLOCK")
+                .arg(1000)
+                .arg("STREAMS")
+                .arg(QUEUE)
+                .arg(">")
+                .query(&mut worker_conn)?;
+            if let Value::Nil = v {
+                return Ok(());
+            }
+            if script {
+                let _: Value = redis::cmd("EVAL")
+                    .arg("return redis.call('XADD', KEYS[1], '*', 'k', 'd')")
+                    .arg(1)
+                    .arg(EVENTS)
+                    .query(&mut worker_conn)?;
+            } else {
+                let _: Value = worker_conn.xadd(EVENTS, "*", &[("k", "d")])?;
+            }
+        }
+    });
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let events = if mode == "thread" {
+        let mut conn = client.get_connection()?;
+        let mut from = last.clone();
+        Some(std::thread::spawn(move || -> RedisResult<()> {
+            while let Some(id) = read_event(&mut conn, &from)? {
+                from = id;
+                if tx.send(()).is_err() {
+                    return Ok(());
+                }
+            }
+            Ok(())
+        }))
+    } else {
+        drop(tx);
+        None
+    };
+    let mut submit = client.get_connection()?;
+    let mut reader = client.get_connection()?;
+    let warm = n / 10;
+    let mut lat = Vec::with_capacity(n);
+    for i in 0..n + warm {
+        let t = Instant::now();
+        let _: String = submit.xadd(QUEUE, "*", &[("t", i)])?;
+        if events.is_some() {
+            rx.recv_timeout(Duration::from_secs(5)).map_err(|_| {
+                redis::RedisError::from((redis::ErrorKind::Io, "no event within 5 s"))
+            })?;
+        } else {
+            last = read_event(&mut reader, &last)?.ok_or_else(|| {
+                redis::RedisError::from((redis::ErrorKind::Io, "no event within 5 s"))
+            })?;
+        }
+        if i >= warm {
+            lat.push(t.elapsed().as_micros());
+        }
+    }
+    let _: () = setup.del(QUEUE)?;
+    let _ = worker.join();
+    drop(rx);
+    if let Some(e) = events {
+        // It ends at its next event or read timeout.
+        let _: String = setup.xadd(EVENTS, "*", &[("k", "w")])?;
+        let _ = e.join();
+    }
+    lat.sort_unstable();
+    Ok((lat[lat.len() / 2], lat[lat.len() * 99 / 100]))
+}
+
+/// The id of the next event after `from`, waiting up to 5 s (`None`: none came).
+fn read_event(conn: &mut Connection, from: &str) -> RedisResult<Option<String>> {
+    let reply: redis::streams::StreamReadReply = redis::cmd("XREAD")
+        .arg("COUNT")
+        .arg(1)
+        .arg("BLOCK")
+        .arg(5000)
+        .arg("STREAMS")
+        .arg(EVENTS)
+        .arg(from)
+        .query(conn)?;
+    Ok(reply
+        .keys
+        .into_iter()
+        .flat_map(|k| k.ids)
+        .map(|id| id.id)
+        .last())
+}
