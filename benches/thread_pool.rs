@@ -752,13 +752,10 @@ fn main() {
         30.0,
     );
     goal_ratio("(b) tokio p50 ÷ fanout p50", &latency_ratios, TOKIO, 1.0);
-    let ratio = |peer: &str| {
-        throughput_ratios
-            .iter()
-            .find(|(name, _)| *name == peer)
-            .map(|(_, r)| *r)
-    };
-    if let (Some(vs_threadpool), Some(vs_minimal)) = (ratio(THREADPOOL), ratio(MINIMAL)) {
+    if let (Some(vs_threadpool), Some(vs_minimal)) = (
+        ratio_of(&throughput_ratios, THREADPOOL),
+        ratio_of(&throughput_ratios, MINIMAL),
+    ) {
         // fanout ÷ threadpool over fanout ÷ minimal: minimal ÷ threadpool.
         let ceiling = vs_threadpool / vs_minimal;
         println!(

@@ -37,14 +37,14 @@ fn main() -> RedisResult<()> {
         let (p50, p99) = run(&client, mode, n)?;
         println!("{mode}: p50={p50} µs p99={p99} µs");
     }
-    let mut conn = client.get_connection()?;
+    let mut conn = connect(&client)?;
     let _: () = conn.del(&[QUEUE, EVENTS])?;
     Ok(())
 }
 
 /// `n` round trips (after `n / 10` not counted); returns p50 and p99 in µs.
 fn run(client: &redis::Client, mode: &str, n: usize) -> RedisResult<(u128, u128)> {
-    let mut setup = client.get_connection()?;
+    let mut setup = connect(client)?;
     let _: () = setup.del(&[QUEUE, EVENTS])?;
     let _: () = redis::cmd("XGROUP")
         .arg("CREATE")
@@ -60,8 +60,7 @@ fn run(client: &redis::Client, mode: &str, n: usize) -> RedisResult<(u128, u128)
         .arg("i")
         .query(&mut setup)?;
     let script = mode == "script";
-    let mut worker_conn = client.get_connection()?;
-    worker_conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut worker_conn = connect(client)?;
     // The worker stops when the queue stream is deleted (its read fails) or
     // after a read that brought nothing for a second.
     let worker = std::thread::spawn(move || -> RedisResult<()> {
@@ -94,7 +93,7 @@ fn run(client: &redis::Client, mode: &str, n: usize) -> RedisResult<(u128, u128)
     });
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let events = if mode == "thread" {
-        let mut conn = client.get_connection()?;
+        let mut conn = connect(client)?;
         let mut from = last.clone();
         Some(std::thread::spawn(move || -> RedisResult<()> {
             while let Some(id) = read_event(&mut conn, &from)? {
@@ -109,21 +108,18 @@ fn run(client: &redis::Client, mode: &str, n: usize) -> RedisResult<(u128, u128)
         drop(tx);
         None
     };
-    let mut submit = client.get_connection()?;
-    let mut reader = client.get_connection()?;
+    let mut submit = connect(client)?;
+    let mut reader = connect(client)?;
     let warm = n / 10;
     let mut lat = Vec::with_capacity(n);
     for i in 0..n + warm {
         let t = Instant::now();
         let _: String = submit.xadd(QUEUE, "*", &[("t", i)])?;
         if events.is_some() {
-            rx.recv_timeout(Duration::from_secs(5)).map_err(|_| {
-                redis::RedisError::from((redis::ErrorKind::Io, "no event within 5 s"))
-            })?;
+            rx.recv_timeout(Duration::from_secs(5))
+                .map_err(|_| no_event())?;
         } else {
-            last = read_event(&mut reader, &last)?.ok_or_else(|| {
-                redis::RedisError::from((redis::ErrorKind::Io, "no event within 5 s"))
-            })?;
+            last = read_event(&mut reader, &last)?.ok_or_else(no_event)?;
         }
         if i >= warm {
             lat.push(t.elapsed().as_micros());
@@ -139,6 +135,18 @@ fn run(client: &redis::Client, mode: &str, n: usize) -> RedisResult<(u128, u128)
     }
     lat.sort_unstable();
     Ok((lat[lat.len() / 2], lat[lat.len() * 99 / 100]))
+}
+
+/// A connection whose reads give up after 10 s (the longest `BLOCK` here is
+/// 5 s), so a Redis that stops answering ends the run instead of hanging it.
+fn connect(client: &redis::Client) -> RedisResult<Connection> {
+    let conn = client.get_connection()?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    Ok(conn)
+}
+
+fn no_event() -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::Io, "no event within 5 s"))
 }
 
 /// The id of the next event after `from`, waiting up to 5 s (`None`: none came).

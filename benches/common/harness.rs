@@ -335,11 +335,19 @@ pub fn verdict(ok: bool) -> &'static str {
 }
 
 /// Prints whether fanout's ratio over `peer` reaches `target`.
+/// fanout ÷ `peer` from a table's ratios, if the peer ran.
+pub fn ratio_of(ratios: &[(&'static str, f64)], peer: &str) -> Option<f64> {
+    ratios
+        .iter()
+        .find(|(name, _)| *name == peer)
+        .map(|(_, r)| *r)
+}
+
 pub fn goal_ratio(what: &str, ratios: &[(&'static str, f64)], peer: &str, target: f64) {
-    match ratios.iter().find(|(name, _)| *name == peer) {
-        Some((_, r)) => println!(
+    match ratio_of(ratios, peer) {
+        Some(r) => println!(
             "- {what}: {r:.2}× (goal ≥ {target}×) — {}",
-            verdict(*r >= target)
+            verdict(r >= target)
         ),
         None => println!("- {what}: not measured in this run"),
     }

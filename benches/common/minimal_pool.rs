@@ -3,8 +3,8 @@
 //! call, its state and its result: 48 bytes for `add(i, 1)`), one unbounded
 //! crossbeam channel, workers that block in `recv` (which spins briefly
 //! first), and a waiter that sleeps only when the result is not there yet.
-//! No cancel, no callbacks, no priorities, no panic handling, no shutdown:
-//! what a library's future cannot do without. Its rate bounds what any
+//! No cancel, no callbacks, no priorities, no panic handling, no shutdown
+//! but dropping the pool: what a library's future cannot do without. Its rate bounds what any
 //! design of fanout's `ThreadPool` could reach on the same machine in the
 //! same run (BENCHMARKS.md, "Thread pool: the ceiling").
 
@@ -18,7 +18,7 @@ const DONE: u32 = 1;
 const AWAITED: u32 = 2;
 
 trait Run: Send + Sync {
-    fn run(&self, pool: &Wake);
+    fn run(&self, wake: &Wake);
 }
 
 trait Outcome<R>: Send + Sync {
@@ -78,11 +78,12 @@ impl<R> Handle<R> {
         let state = self.call.state();
         if state.load(Ordering::Acquire) != DONE {
             let mut guard = wake.lock.lock().unwrap();
-            // Under the lock: a worker that sees AWAITED notifies after taking it.
+            // Under the lock: a worker that sees AWAITED takes the lock before
+            // it notifies, so it cannot notify between this and the wait.
+            // (Only this one handle sets AWAITED: a failed exchange means DONE.)
             if state
                 .compare_exchange(PENDING, AWAITED, Ordering::Acquire, Ordering::Acquire)
                 .is_ok()
-                || state.load(Ordering::Acquire) == AWAITED
             {
                 while state.load(Ordering::Acquire) != DONE {
                     guard = wake.cond.wait(guard).unwrap();
