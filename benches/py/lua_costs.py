@@ -95,10 +95,10 @@ def costs(r, n):
         ("TIME", "redis.call('TIME') return 1", []),
         ("XADD + XTRIM MINID", "local id = redis.call('XADD', KEYS[1], '*', 'k', 's') redis.call('XTRIM', KEYS[1], 'MINID', id) return 1", k[:1]),
     ]
-    with open(os.path.join(CLUSTER, "lua", "adopt.lua")) as f:
+    with open(os.path.join(CLUSTER, "lua", "finish_claim.lua")) as f:
         body = f.read()
-    defs = scripts()["adopt"].replace(body, "")
-    rows.append(("adopt's function definitions only", defs + "\nreturn 1", []))
+    defs = scripts()["finish_claim"].replace(body, "")
+    rows.append(("finish_claim's function definitions only", defs + "\nreturn 1", []))
     print("| inside one script | µs per call (server) | minus empty script |")
     print("|---|---:|---:|")
     base = None

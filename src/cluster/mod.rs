@@ -99,6 +99,7 @@ mod lanes;
 mod protocol;
 mod remote;
 mod secede;
+mod starter;
 mod worker;
 
 use crate::executor::Submitter;

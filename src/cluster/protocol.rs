@@ -32,8 +32,13 @@
 //! first delivery, tells the client (`k=s` on its event stream, one event
 //! naming every task a claim started); a busy worker reads and starts up to
 //! 16 short tasks at once in its `finish_claim` call (see `batch.rs`), an
-//! idle one blocks in `XREADGROUP` as its slot's own consumer and starts
-//! what it read with `adopt` in the same pipeline. The
+//! idle one blocks in `XREADGROUP` as its slot's own consumer. A quick
+//! task (a first submission to the default lane with at most 8 KiB of
+//! arguments) carries its call in its entry too: a blocking read that
+//! delivers it runs it from the entry and sends `mark` (its start, without
+//! waiting for the reply when the client's liveness is cached); `cancel`
+//! never cancels a quick task the group delivered, and deletes the entry of
+//! one it cancels. The
 //! worker checks the record's signature, build id and trampoline, runs the
 //! call and runs `finish`, which acknowledges the stream entry (done entries
 //! leave the stream by trimming, see `lua/tidy_fn.lua`),
@@ -168,7 +173,8 @@ pub(crate) const SUBMIT: &str = include_str!("lua/submit.lua");
 
 /// KEYS: queue, task, client events, liveness, finished bitmap. ARGV: entry
 /// id, group, worker, delivery token, task id, sequence bit, the worker's
-/// cached liveness value of the client (see `lua/start_fn.lua`). An entry other than the one `submit` added for the task
+/// cached liveness value of the client, `1` for an entry delivered before
+/// (see `lua/start_fn.lua`). An entry other than the one `submit` added for the task
 /// (a replayed entry) is dropped. Returns `{'gone'}`, `{'cancelled'}`,
 /// `{'lost', owner, starts}` or `{'run', ...}` (see `lua/start_fn.lua`; its
 /// last element is the run-time limit in ms). Retrying with the same
@@ -195,18 +201,11 @@ pub(crate) const FINISH_CLAIM: &str = concat!(
     include_str!("lua/finish_claim.lua")
 );
 
-/// KEYS: the default lane. After an idle slot's blocking group read (as
-/// its own consumer, in the same pipeline), moves what the read delivered
-/// to the worker's consumer and starts it (see `lua/adopt.lua`).
-pub(crate) const ADOPT: &str = concat!(
-    include_str!("lua/tidy_fn.lua"),
-    "\n",
-    include_str!("lua/start_fn.lua"),
-    "\n",
-    include_str!("lua/claim_fn.lua"),
-    "\n",
-    include_str!("lua/adopt.lua")
-);
+/// KEYS: the default lane, then (record, client events, client liveness)
+/// per task. Marks quick tasks that an idle slot's blocking group read
+/// delivered as started, their first attempt, and tells their clients (see
+/// `lua/mark.lua`); the worker runs them from their entries.
+pub(crate) const MARK: &str = include_str!("lua/mark.lua");
 
 /// KEYS: queue, task, result, client events. ARGV: entry id, group, signed
 /// envelope, TTL (s), task id, reason. A record that failed verification is
@@ -218,11 +217,14 @@ pub(crate) const REJECT: &str = concat!(
     include_str!("lua/reject.lua")
 );
 
-/// KEYS: task keys. ARGV: TTL (s) for cancelled records, then per key the
-/// item index to cancel (`-1` for the whole task). A pending task has the
-/// item marked; once every item is cancelled the record is marked `c` and
-/// workers drop it. Returns, per key, 2 if the whole task is now cancelled,
-/// 1 if the item is, 0 if the task already started (or is gone).
+/// KEYS: the default lane, then task keys. ARGV: TTL (s) for cancelled
+/// records, the group, then per key the item index to cancel (`-1` for the
+/// whole task) and the task id. A pending task has the item marked; once
+/// every item is cancelled the record is marked `c` and workers drop it (a
+/// quick task's entry is deleted). A quick task the group delivered counts
+/// as started (see `lua/cancel.lua`). Returns, per key, 2 if the whole task
+/// is now cancelled, 1 if the item is, 0 if the task already started (or is
+/// gone).
 pub(crate) const CANCEL: &str = include_str!("lua/cancel.lua");
 
 /// KEYS: client events, result keys. ARGV: the id of the last event read.
@@ -262,7 +264,7 @@ const ALL: [&str; 10] = [
     DROP,
     TAKE,
     FINISH_CLAIM,
-    ADOPT,
+    MARK,
 ];
 
 /// Which script to run.
@@ -277,7 +279,7 @@ pub(crate) enum ScriptName {
     Drop = 6,
     Take = 7,
     FinishClaim = 8,
-    Adopt = 9,
+    Mark = 9,
 }
 
 /// The scripts with their SHA1s, for `EVALSHA`.
@@ -882,6 +884,32 @@ impl Conn {
     ) -> redis::RedisResult<Vec<redis::Value>> {
         let out = self.get().and_then(|c| pipe.query::<Vec<redis::Value>>(c));
         self.after(out)
+    }
+
+    /// Runs the `n` commands of `pipe` once, returning each command's reply
+    /// as its own result (ignored commands included), so that one command's
+    /// server error (such as `NOSCRIPT`) loses no other's reply. An error
+    /// reading or writing drops the connection and fails the whole call.
+    pub(crate) fn query_pipe_each(
+        &mut self,
+        pipe: &redis::Pipeline,
+        n: usize,
+    ) -> redis::RedisResult<Vec<redis::RedisResult<redis::Value>>> {
+        let packed = pipe.get_packed_pipeline();
+        let out = self.get().and_then(|c| {
+            c.send_packed_command(&packed)?;
+            (0..n)
+                .map(|_| c.recv_response().map(|v| v.extract_error()))
+                .collect::<redis::RedisResult<Vec<_>>>()
+        });
+        let out = self.after(out)?;
+        for e in out.iter().filter_map(|r| r.as_ref().err()) {
+            if classify(e) != Failure::Fatal {
+                // NOSCRIPT or NOGROUP: the next call reconnects and repairs.
+                self.reset();
+            }
+        }
+        Ok(out)
     }
 
     fn after<T>(&mut self, out: redis::RedisResult<T>) -> redis::RedisResult<T> {

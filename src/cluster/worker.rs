@@ -221,6 +221,8 @@ pub(super) struct Worker {
     deadlines: Mutex<std::collections::HashMap<String, Deadline>>,
     /// The last client liveness value this worker verified (see `LiveCache`).
     live_cache: Mutex<Option<LiveCache>>,
+    /// Marks of quick tasks not sent yet (see `starter`).
+    starter: super::starter::Starter,
 }
 
 /// A client's signed liveness value verified recently: while `until` has
@@ -282,8 +284,19 @@ fn serve(cfg: WorkerConfig) -> i32 {
         view: Mutex::new(super::lanes::View::new(&keys_queue, cfg.resources.clone())),
         deadlines: Mutex::new(std::collections::HashMap::new()),
         live_cache: Mutex::new(None),
+        starter: super::starter::Starter::default(),
         cfg,
     });
+    let starter = {
+        let w = worker.clone();
+        std::thread::Builder::new()
+            .name("fanout-cluster-starter".into())
+            .spawn(move || {
+                if let Some(conn) = w.connect(Duration::from_secs(5)) {
+                    w.starter.run(conn, &w.name);
+                }
+            })
+    };
     let heartbeat = {
         let w = worker.clone();
         std::thread::Builder::new()
@@ -320,6 +333,10 @@ fn serve(cfg: WorkerConfig) -> i32 {
     // Every slot has finished its task: say goodbye to the group.
     worker.stopped.store(true, Ordering::SeqCst);
     worker.leave();
+    worker.starter.stop();
+    if let Ok(h) = starter {
+        let _ = h.join();
+    }
     if let Ok(h) = heartbeat {
         let _ = h.join();
     }
@@ -354,6 +371,8 @@ pub(super) struct Job {
     stream: String,
     /// The resources it holds while it runs (its lane's needs).
     needs: super::lanes::Needs,
+    /// Taken over after its lease expired (delivered before).
+    redelivered: bool,
 }
 
 impl Worker {
@@ -365,6 +384,7 @@ impl Worker {
             task: task.to_string(),
             stream: self.queue.clone(),
             needs: Vec::new(),
+            redelivered: false,
         })
     }
 }
@@ -439,8 +459,6 @@ impl Worker {
             names.push(name.clone());
             name
         };
-        // The newest entry this slot's blocking reads brought (see `adopt.lua`).
-        let mut adopted = String::from("0-0");
         let mut next = Claim::Unknown;
         let mut backoff = Backoff::new();
         // The last claim found the queue empty (it brought fewer than it asked).
@@ -464,7 +482,7 @@ impl Worker {
                     // The queue was empty a moment ago: send the finishes
                     // and block for the next entries in one round trip.
                     let batch = std::mem::take(&mut *protocol_lock(&self.unflushed));
-                    next = self.wait_and_claim(&mut conn, &me, &mut adopted, batch);
+                    next = self.wait_and_claim(&mut conn, &me, batch);
                 } else if !more || self.flush_due() {
                     next = self.flush(&mut conn, !more);
                 }
@@ -483,7 +501,7 @@ impl Worker {
                 (None, Claim::Idle) if self.only_default() => {
                     // Wait for the next entries and claim them in the same
                     // round trip.
-                    next = self.wait_and_claim(&mut conn, &me, &mut adopted, Vec::new());
+                    next = self.wait_and_claim(&mut conn, &me, Vec::new());
                     continue;
                 }
                 (None, _) => self.read(&mut conn, true),
@@ -594,6 +612,7 @@ impl Worker {
             task: task.to_string(),
             stream: stream.clone(),
             needs: needs.clone(),
+            redelivered: false,
         }))
     }
 
@@ -656,7 +675,10 @@ impl Worker {
         let next_cursor = parts.first().and_then(text).unwrap_or("0-0").to_string();
         let claimed = parts.get(1).map(protocol::entries).unwrap_or_default();
         let job = claimed.iter().find_map(|e| {
-            let job = self.job_of(e);
+            let job = self.job_of(e).map(|j| Job {
+                redelivered: true,
+                ..j
+            });
             if job.is_none() {
                 // A deleted or malformed entry: drop it from the group.
                 let _ = conn.query(redis::cmd("XACK").arg(&self.queue).arg(GROUP).arg(e.id));
@@ -726,6 +748,7 @@ impl Worker {
                             task: task.to_string(),
                             stream: stream.clone(),
                             needs: needs.clone(),
+                            redelivered: true,
                         });
                     }
                     None => {
@@ -803,26 +826,19 @@ impl Worker {
 
     /// An idle slot's read: a group read as the slot's own consumer `me`
     /// blocks until entries are added to the default lane (or `READ_BLOCK`
-    /// passes), and the `adopt` script in the same pipeline reads back what
-    /// it delivered (newer than `adopted`, the newest entry adopted before)
-    /// and starts it. Redis wakes only the blocked reader it serves, so one
-    /// new entry wakes one idle slot of one worker.
+    /// passes), after sending `finishes` in the same pipeline. Redis wakes
+    /// only the blocked reader it serves, so one new entry wakes one idle
+    /// slot of one worker. What the read brings is started by `delivered`.
     fn wait_and_claim(
         &self,
         conn: &mut Conn,
         me: &str,
-        adopted: &mut String,
         finishes: Vec<super::batch::Finished>,
     ) -> Claim {
         let want = self.pace.want();
-        let mut adopt = self.scripts.call(ScriptName::Adopt, &[&self.queue]);
-        self.claim_args(&mut adopt, want as i64);
-        adopt.arg(me).arg(adopted.as_str());
         let mut pipe = redis::pipe();
         if !finishes.is_empty() {
-            // Their tidy waits for the adopt (see `finish_claim.lua`).
-            pipe.add_command(self.finish_claim_cmd(&finishes, -1))
-                .ignore();
+            pipe.add_command(self.finish_claim_cmd(&finishes, 0));
         }
         pipe.cmd("XREADGROUP")
             .arg("GROUP")
@@ -834,14 +850,24 @@ impl Worker {
             .arg(READ_BLOCK.as_millis() as u64)
             .arg("STREAMS")
             .arg(&self.queue)
-            .arg(">")
-            .ignore()
-            .add_command(adopt);
-        let next = match conn.query_pipe(&pipe) {
-            Ok(replies) => replies
-                .first()
-                .map(|r| self.claimed(r))
-                .unwrap_or(Claim::Unknown),
+            .arg(">");
+        let n = 1 + usize::from(!finishes.is_empty());
+        let next = match conn.query_pipe_each(&pipe, n) {
+            Ok(mut replies) => {
+                let read = replies.pop();
+                if replies.iter().any(|r| r.is_err()) {
+                    // Perhaps before they ran: send them alone (again is harmless).
+                    self.finish_alone(conn, &finishes);
+                }
+                match read {
+                    Some(Ok(reply)) => self.delivered(conn, &reply),
+                    Some(Err(e)) => {
+                        log::debug!("{}: {e}; retrying", self.name);
+                        Claim::Unknown
+                    }
+                    None => Claim::Unknown,
+                }
+            }
             Err(e) => {
                 log::debug!("{}: {e}; retrying", self.name);
                 // Perhaps before they ran: send them alone (again is harmless).
@@ -849,13 +875,131 @@ impl Worker {
                 Claim::Unknown
             }
         };
-        if let Claim::Jobs(jobs) = &next {
-            if let Some((job, _)) = jobs.last() {
-                adopted.clone_from(&job.entry);
-            }
-        }
         self.sent(finishes);
         next
+    }
+
+    /// The jobs a blocking group read delivered (`reply`). A quick entry
+    /// (see `lua/submit.lua`) carries its call, and runs from the entry.
+    /// When the cached liveness covers their clients, each quick job is
+    /// marked started only if it runs long enough (see `starter`); else one
+    /// `mark` call starts them all before they run, and the liveness values
+    /// it reads are checked as `start`'s are. Any other entry is started by
+    /// `start` when it runs.
+    fn delivered(&self, conn: &mut Conn, reply: &redis::Value) -> Claim {
+        let entries = read_reply(reply);
+        if entries.is_empty() {
+            return Claim::Idle;
+        }
+        let cached = self.cached_live();
+        let mut jobs: Vec<(Job, Option<redis::Value>)> = Vec::with_capacity(entries.len());
+        // (index in `jobs`, client) of each quick job.
+        let mut quick: Vec<(usize, String)> = Vec::new();
+        for e in &entries {
+            let task = e
+                .field("t")
+                .and_then(|t| std::str::from_utf8(t).ok())
+                .unwrap_or("");
+            let job = Job {
+                entry: e.id.to_string(),
+                task: task.to_string(),
+                stream: self.queue.clone(),
+                needs: Vec::new(),
+                redelivered: false,
+            };
+            let started = quick_start(e);
+            let client = protocol::parse_task_id(task).map(|(c, _)| c.to_string());
+            if let (Some(_), Some(client)) = (&started, client) {
+                quick.push((jobs.len(), client));
+                jobs.push((job, started));
+            } else {
+                jobs.push((job, None));
+            }
+        }
+        if quick.is_empty() {
+            return Claim::Jobs(jobs);
+        }
+        let trusted = cached
+            .as_ref()
+            .is_some_and(|(c, _)| quick.iter().all(|(_, q)| q == c));
+        if trusted {
+            // Each is marked only if it still runs a moment later (see `starter`).
+            for (i, client) in &quick {
+                let mark = self.mark_cmd(&[(&jobs[*i].0, client.as_str())], cached.as_ref());
+                self.starter.defer(&jobs[*i].0.entry, mark);
+            }
+            return Claim::Jobs(jobs);
+        }
+        let all: Vec<(&Job, &str)> = quick
+            .iter()
+            .map(|(i, client)| (&jobs[*i].0, client.as_str()))
+            .collect();
+        let mark = self.mark_cmd(&all, cached.as_ref());
+        match conn.query(&mark) {
+            Ok(reply) => {
+                let answers = array(&reply).unwrap_or(&[]);
+                let mut gone = HashSet::new();
+                for ((i, _), answer) in quick.iter().zip(answers) {
+                    let parts = array(answer).unwrap_or(&[]);
+                    match (parts.first().and_then(bytes), parts.get(1), parts.get(2)) {
+                        (Some(b"run"), Some(live), Some(now)) => {
+                            if let Some(redis::Value::Array(fields)) = &mut jobs[*i].1 {
+                                fields[8] = live.clone();
+                                fields[9] = now.clone();
+                            }
+                        }
+                        _ => {
+                            gone.insert(*i);
+                        }
+                    }
+                }
+                if answers.len() < quick.len() {
+                    // A reply short of answers: start the rest with `start`.
+                    for (i, _) in &quick[answers.len()..] {
+                        jobs[*i].1 = None;
+                    }
+                }
+                let jobs: Vec<_> = jobs
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, _)| !gone.contains(i))
+                    .map(|(_, j)| j)
+                    .collect();
+                if jobs.is_empty() {
+                    Claim::Unknown
+                } else {
+                    Claim::Jobs(jobs)
+                }
+            }
+            Err(e) => {
+                log::debug!("{}: could not mark quick tasks started: {e}", self.name);
+                for (i, _) in &quick {
+                    jobs[*i].1 = None;
+                }
+                Claim::Jobs(jobs)
+            }
+        }
+    }
+
+    /// The `mark` script call for quick `jobs` (each with its client).
+    fn mark_cmd(&self, jobs: &[(&Job, &str)], cached: Option<&(String, Vec<u8>)>) -> redis::Cmd {
+        let mut keys: Vec<String> = Vec::with_capacity(1 + 3 * jobs.len());
+        keys.push(self.queue.clone());
+        for (job, client) in jobs {
+            keys.push(self.keys.task(&job.task));
+            keys.push(self.keys.events(client));
+            keys.push(self.keys.live(client));
+        }
+        let mut mark = self.scripts.call(ScriptName::Mark, &keys);
+        mark.arg(GROUP).arg(&self.consumer).arg(self.token());
+        for (job, client) in jobs {
+            let value = cached
+                .filter(|(c, _)| c == client)
+                .map(|(_, v)| v.as_slice())
+                .unwrap_or_default();
+            mark.arg(&job.entry).arg(&job.task).arg(value);
+        }
+        mark
     }
 
     /// Starts (unless `started` holds the reply of a claim that did) and
@@ -865,6 +1009,7 @@ impl Worker {
         // result included, not just the call.
         let began = Instant::now();
         let finished = self.run_job_inner(conn, &job, started);
+        self.starter.finished(&job.entry);
         self.pace.ran(began.elapsed());
         if !job.needs.is_empty() {
             protocol_lock(&self.view).release(&job.needs);
@@ -1044,7 +1189,8 @@ impl Worker {
             .arg(self.token())
             .arg(&job.task)
             .arg(bit)
-            .arg(cached);
+            .arg(cached)
+            .arg(if job.redelivered { "1" } else { "0" });
         self.call(conn, &start)
     }
 
@@ -1063,7 +1209,7 @@ impl Worker {
     /// What a `claim` reply says.
     fn claimed(&self, reply: &redis::Value) -> Claim {
         let parts = array(reply).unwrap_or(&[]);
-        // A single string: nothing new (a cursor, or `idle` from `adopt`).
+        // A single string: nothing new (a cursor).
         if let [one] = parts {
             if text(one).is_some() {
                 return Claim::Idle;
@@ -1079,6 +1225,7 @@ impl Worker {
                     task: task.to_string(),
                     stream: self.queue.clone(),
                     needs: Vec::new(),
+                    redelivered: false,
                 };
                 let started = (parts.len() > 2).then(|| redis::Value::Array(parts[2..].to_vec()));
                 Some((job, started))
@@ -1532,10 +1679,10 @@ impl Worker {
         unsafe { libc::_exit(124) }
     }
 
-    /// Removes this worker's consumer, and its slots' (see `adopt.lua`),
-    /// from the group, each only if it holds nothing: one that holds an
-    /// entry (an `adopt` that failed, or a task left running) stays for the
-    /// reaper.
+    /// Removes this worker's consumer, and its slots' (see
+    /// `wait_and_claim`), from the group, each only if it holds nothing: one
+    /// that holds an entry (a delivery whose reply was lost, or a task left
+    /// running) stays for the reaper.
     fn leave(&self) {
         let Some(mut conn) = self.connect(Duration::from_secs(2)) else {
             return;
@@ -1562,6 +1709,26 @@ impl Worker {
             }
         }
     }
+}
+
+/// The reply `start` would give for a quick entry (see `lua/submit.lua`),
+/// from the call it carries: `None` for any other entry. Its liveness is
+/// the cached one (`=`), which `delivered` replaces when it checked it.
+fn quick_start(e: &Entry<'_>) -> Option<redis::Value> {
+    if e.field("q")? != b"1" {
+        return None;
+    }
+    let mut fields = vec![redis::Value::BulkString(b"run".to_vec())];
+    for name in ["f", "b", "a", "s", "n"] {
+        fields.push(redis::Value::BulkString(e.field(name)?.to_vec()));
+    }
+    // No item of a quick task is cancelled (see `lua/cancel.lua`).
+    fields.push(redis::Value::BulkString(Vec::new()));
+    fields.push(redis::Value::BulkString(e.field("nc")?.to_vec()));
+    fields.push(redis::Value::BulkString(b"=".to_vec()));
+    fields.push(redis::Value::BulkString(Vec::new()));
+    fields.push(redis::Value::BulkString(e.field("tl")?.to_vec()));
+    Some(redis::Value::Array(fields))
 }
 
 fn protocol_lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -148,6 +148,7 @@ impl Shared {
         let deadline = Instant::now() + self.cfg.reconnect_timeout;
         let registry = crate::cluster::lanes::registry(&self.cfg.keys.queue());
         let max = self.cfg.max_deliveries.to_string();
+        let default_queue = self.cfg.keys.queue();
         // One script call per lane (in order of first appearance; each lane
         // keeps its submission order), in batches bounded by count and bytes.
         let mut by_lane: Vec<((String, String), Vec<Outgoing>)> = Vec::new();
@@ -174,6 +175,8 @@ impl Shared {
                 keys.extend(batch.iter().map(|o| self.cfg.keys.task(&o.task)));
                 // A first attempt needs no check for records already there.
                 let fresh = batch.iter().all(|o| !o.tried);
+                // Only the default lane's tasks may be quick (see `submit.lua`).
+                let quick = queue == default_queue;
                 let cmd = |fresh: bool| {
                     let mut cmd = self.scripts.call(ScriptName::Submit, &keys);
                     cmd.arg(&max)
@@ -181,7 +184,8 @@ impl Shared {
                         .arg(self.cfg.client_ttl.as_millis().max(1) as u64)
                         .arg(&desc)
                         .arg(protocol::GROUP)
-                        .arg(if fresh { "1" } else { "0" });
+                        .arg(if fresh { "1" } else { "0" })
+                        .arg(if quick { "1" } else { "0" });
                     for o in *batch {
                         cmd.arg(&o.task)
                             .arg(o.trampoline)
@@ -246,18 +250,18 @@ impl Shared {
     fn send_cancels(&self, conn: &mut Conn, cancels: Vec<(u64, i64)>) {
         let deadline = Instant::now() + self.cfg.reconnect_timeout;
         for batch in cancels.chunks(protocol::SUBMIT_BATCH) {
-            let keys: Vec<String> = batch
+            let tasks: Vec<String> = batch
                 .iter()
-                .map(|(seq, _)| {
-                    self.cfg
-                        .keys
-                        .task(&protocol::task_id(&self.client_id, *seq))
-                })
+                .map(|(seq, _)| protocol::task_id(&self.client_id, *seq))
+                .collect();
+            let keys: Vec<String> = std::iter::once(self.cfg.keys.queue())
+                .chain(tasks.iter().map(|t| self.cfg.keys.task(t)))
                 .collect();
             let mut cmd = self.scripts.call(ScriptName::Cancel, &keys);
-            cmd.arg(protocol::DEAD_RECORD_TTL.as_secs());
-            for (_, idx) in batch {
-                cmd.arg(*idx);
+            cmd.arg(protocol::DEAD_RECORD_TTL.as_secs())
+                .arg(protocol::GROUP);
+            for ((_, idx), task) in batch.iter().zip(&tasks) {
+                cmd.arg(*idx).arg(task);
             }
             match conn.query_retry(&cmd, Some(deadline), &self.give_up()) {
                 Ok(v) => {

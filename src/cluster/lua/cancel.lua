@@ -1,10 +1,31 @@
+-- KEYS: the default lane's stream, then task records. ARGV: TTL (s) for
+-- cancelled records, the consumer group, then per record the item index
+-- to cancel (`-1` for the whole task) and the task id.
+-- A pending task has the item marked; once every item is cancelled the
+-- record is marked `c` and workers drop it. Returns, per record, 2 if the
+-- whole task is now cancelled, 1 if the item is, 0 if the task already
+-- started (or is gone).
+-- A quick task (`q` = '1', see `submit.lua`) runs from its entry as soon
+-- as a worker's blocking read delivers it, before any script marks its
+-- record started: once the group has delivered its entry (it is pending),
+-- it counts as started. A quick task cancelled before that loses its entry
+-- (no worker will see it); one with only some items cancelled gets a
+-- plain entry instead (at the back of the queue), so that the worker's
+-- start reads which items to skip.
 local out = {}
-for i = 1, #KEYS do
+for i = 2, #KEYS do
   local k = KEYS[i]
-  local idx = ARGV[i + 1]
-  local st = redis.call('HGET', k, 'st')
+  local idx, task = ARGV[2 * i - 1], ARGV[2 * i]
+  local r = redis.call('HMGET', k, 'st', 'q', 'e')
+  local st = r[1]
+  if st == 'p' and r[2] == '1' and r[3] then
+    -- No group (a server that lost it): whether it was delivered is
+    -- unknown, so it is not cancelled.
+    local ok, p = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[2], r[3], r[3], 1)
+    if not ok or p[1] then st = 'r' end
+  end
   if st == 'c' then
-    out[i] = 2
+    out[i - 1] = 2
   elseif st == 'p' then
     local whole = (idx == '-1')
     if not whole then
@@ -14,14 +35,20 @@ for i = 1, #KEYS do
       whole = (tonumber(redis.call('HGET', k, 'x')) or 0) >= (tonumber(redis.call('HGET', k, 'n')) or 1)
     end
     if whole then
+      if r[2] == '1' then redis.call('XDEL', KEYS[1], r[3]) end
       redis.call('HSET', k, 'st', 'c')
       redis.call('EXPIRE', k, ARGV[1])
-      out[i] = 2
+      out[i - 1] = 2
     else
-      out[i] = 1
+      if r[2] == '1' then
+        redis.call('XDEL', KEYS[1], r[3])
+        local e = redis.call('XADD', KEYS[1], '*', 't', task)
+        redis.call('HSET', k, 'q', '0', 'e', e)
+      end
+      out[i - 1] = 1
     end
   else
-    out[i] = 0
+    out[i - 1] = 0
   end
 end
 return out

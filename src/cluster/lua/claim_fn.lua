@@ -1,4 +1,4 @@
--- Starts read (or adopted) entries `es` of the default lane (KEYS[1]) as
+-- Starts read entries `es` of the default lane (KEYS[1]) as
 -- `start` does; ARGV as for `claim`. Returns one array per entry: {entry
 -- id, task id} for a malformed task id (the caller drops it) or a start
 -- that failed (the caller starts it on its own), or {entry id, task id,

@@ -4,8 +4,7 @@
 -- finished task: as for `finish` (its stream, task, result, client events,
 -- client finished-bitmap).
 -- ARGV: the number of finished tasks; the 7 arguments of `claim` (its
--- last, how many to claim: 0 for no claim, -1 for no claim and no tidy of
--- the default lane, which the pipelined `adopt` does); then the 8 arguments of
+-- last, how many to claim: 0 for no claim); then the 8 arguments of
 -- `finish` for each finished task.
 -- The entries of each stream are acknowledged in one XACK, and each
 -- client's bitmap gets its expiry once. The claim tidies the default lane
@@ -37,12 +36,12 @@ end
 local want = tonumber(c[7]) or 0
 local claiming = want > 0
 for _, s in ipairs(order) do
-  -- -1: the default lane's tidy is left to the `adopt` that follows.
-  if (s ~= KEYS[1] or not claiming) and not (want < 0 and s == KEYS[1]) then
+  if s ~= KEYS[1] or not claiming then
     -- Exact, as `finish` alone tidies: no claim may follow before the
-    -- worker goes idle.
+    -- worker goes idle. The entry just acknowledged was delivered, so with
+    -- nothing pending everything up to it is done.
     local l = ids[s]
-    tidy(s, group, true, l[#l])
+    tidy(s, group, true, l[#l], l[#l])
   end
 end
 if not claiming then return {} end

@@ -3,7 +3,8 @@
 -- K: queue, task, client events, client liveness, client finished-bitmap.
 -- A: entry id, group, worker, delivery token, task id, task sequence
 -- number (decimal; -1 when too large for the bitmap), the worker's cached
--- liveness value of this client ('' for none).
+-- liveness value of this client ('' for none), '1' when the entry was
+-- delivered before (taken over after its lease expired).
 -- An entry other than the one `submit` added for the task (a replayed
 -- entry) is dropped, and so is a task whose bit in the client's bitmap says
 -- it already finished (a record written again after it finished).
@@ -27,7 +28,7 @@ local function start(K, A, seen)
     return {'gone'}
   end
   local r = redis.call('HMGET', K[2], 'st', 'e', 'at', 'd', 'm', 'o',
-    'f', 'b', 'a', 's', 'n', 'x', 'nc', 'tl')
+    'f', 'b', 'a', 's', 'n', 'x', 'nc', 'tl', 'q')
   local st, entry = r[1], r[2]
   if (not st) or st == 'x' or (entry and entry ~= A[1]) then
     -- finished, rejected, never existed, or a second entry naming the task
@@ -41,13 +42,19 @@ local function start(K, A, seen)
   end
   local at = tonumber(r[3]) or 0
   if r[4] ~= A[4] then at = at + 1 end
+  -- A quick task (see `submit.lua`) still pending on a redelivery was
+  -- delivered to a blocking read whose `mark` never landed: it may have
+  -- run, so that counts as an attempt, and its client, never told that it
+  -- started, is told now.
+  local untold = st == 'p' and r[15] == '1' and A[8] == '1' and r[4] ~= A[4]
+  if untold then at = at + 1 end
   local m = tonumber(r[5]) or 1
   if at > m then
     if r[4] ~= A[4] then redis.call('HSET', K[2], 'at', tostring(at)) end
     return {'lost', r[6] or '', tostring(at - 1)}
   end
   redis.call('HSET', K[2], 'st', 'r', 'o', A[3], 'd', A[4], 'at', tostring(at))
-  if at == 1 then
+  if at == 1 or untold then
     if seen then
       -- One "started" event per client for the whole claim (see `announce`).
       local l = seen.started[K[3]]

@@ -11,8 +11,9 @@
 -- acknowledged: while the oldest pending entry is more than a second older
 -- (a long task holds the head), it is deleted on its own as before, so the
 -- done entries behind a long task do not pile up. `newest`, when given,
--- is the stream's newest entry and the group has read it (a read that found
--- nothing new): with nothing pending, everything up to it is done.
+-- is an entry the group has delivered (the stream's newest after a read
+-- that found nothing new, or the entry just acknowledged): with nothing
+-- pending, everything up to it is done.
 local function tidy(stream, group, exact, entry, newest)
   local ok, p = pcall(redis.call, 'XPENDING', stream, group)
   if not ok then return end
