@@ -87,7 +87,12 @@
 //! [`Future::cancel`] succeeds until the client has heard that a worker
 //! started the task; the cancellation then reaches Redis (the record is
 //! marked cancelled and workers skip it). A worker that picked the task up
-//! in between still runs it, and its result is discarded.
+//! in between still runs it, and its result is discarded. A quick task (a
+//! first submission with at most 8 KiB of arguments) that an idle worker
+//! picks up runs at once, and its client hears of the start only if it runs
+//! longer than 200 µs; in Redis the cancellation of a quick task is exact
+//! (a task a worker was given is never marked cancelled, one that no worker
+//! was given never runs).
 
 mod batch;
 mod client;
