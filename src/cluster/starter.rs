@@ -22,11 +22,17 @@ use std::time::{Duration, Instant};
 /// How long a quick task runs before it is marked started.
 pub(super) const MARK_AFTER: Duration = Duration::from_micros(200);
 
+/// A quick task the `mark` script is for: its stream entry, task id and client.
+pub(super) struct Quick {
+    pub(super) entry: String,
+    pub(super) task: String,
+    pub(super) client: String,
+}
+
 /// One quick task not yet marked.
 struct Due {
     at: Instant,
-    entry: String,
-    mark: redis::Cmd,
+    task: Quick,
 }
 
 #[derive(Default)]
@@ -48,16 +54,14 @@ impl Starter {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Sends `mark` (for the quick task of stream entry `entry`) in
-    /// [`MARK_AFTER`], unless [`Starter::finished`] says the task ended
-    /// before.
-    pub(super) fn defer(&self, entry: &str, mark: redis::Cmd) {
+    /// Marks `task` started in [`MARK_AFTER`], unless [`Starter::finished`]
+    /// says it ended before. Nothing is built for the mark until then.
+    pub(super) fn defer(&self, task: Quick) {
         let mut st = self.lock();
         let was_empty = st.due.is_empty();
         st.due.push_back(Due {
             at: Instant::now() + MARK_AFTER,
-            entry: entry.to_string(),
-            mark,
+            task,
         });
         drop(st);
         // A thread waiting for an earlier mark wakes in time for this one.
@@ -69,7 +73,7 @@ impl Starter {
     /// The task of `entry` ran to its end: it needs no mark.
     pub(super) fn finished(&self, entry: &str) {
         let mut st = self.lock();
-        if let Some(i) = st.due.iter().position(|d| d.entry == entry) {
+        if let Some(i) = st.due.iter().position(|d| d.task.entry == entry) {
             st.due.remove(i);
         }
     }
@@ -81,9 +85,10 @@ impl Starter {
         self.wake.notify_one();
     }
 
-    /// The sending thread's loop, until [`Starter::stop`]. A mark that
-    /// fails is logged: its task runs on, unmarked.
-    pub(super) fn run(&self, mut conn: Conn, name: &str) {
+    /// The sending thread's loop, until [`Starter::stop`]: the tasks due
+    /// go in one script call, made by `mark`. A mark that fails is logged:
+    /// its tasks run on, unmarked.
+    pub(super) fn run(&self, mut conn: Conn, name: &str, mark: impl Fn(&[Quick]) -> redis::Cmd) {
         let mut st = self.lock();
         loop {
             if st.stop {
@@ -102,14 +107,14 @@ impl Starter {
                     .0;
                 continue;
             }
-            let mut pipe = redis::pipe();
+            let mut due = Vec::new();
             while st.due.front().is_some_and(|d| d.at <= now) {
                 if let Some(d) = st.due.pop_front() {
-                    pipe.add_command(d.mark).ignore();
+                    due.push(d.task);
                 }
             }
             drop(st);
-            if let Err(e) = conn.query_pipe(&pipe) {
+            if let Err(e) = conn.query(&mark(&due)) {
                 log::warn!("{name}: could not mark tasks started: {e}");
             }
             st = self.lock();
@@ -125,12 +130,16 @@ mod tests {
     fn a_finished_task_leaves_the_queue_and_others_keep_their_order() {
         let s = Starter::default();
         for e in ["1-0", "2-0", "3-0"] {
-            s.defer(e, redis::cmd("PING"));
+            s.defer(Quick {
+                entry: e.to_string(),
+                task: String::new(),
+                client: String::new(),
+            });
         }
         s.finished("2-0");
         s.finished("9-0");
         let st = s.lock();
-        let left: Vec<&str> = st.due.iter().map(|d| d.entry.as_str()).collect();
+        let left: Vec<&str> = st.due.iter().map(|d| d.task.entry.as_str()).collect();
         assert_eq!(left, ["1-0", "3-0"]);
         assert!(st.due[0].at <= st.due[1].at);
     }

@@ -33,6 +33,7 @@ use super::protocol::{
     self, array, bytes, read_reply, text, Backoff, Conn, Entry, ItemOutcome, Keys, Outcome,
     ScriptName, Scripts, GROUP,
 };
+use super::starter::Quick;
 use crate::ship;
 use std::collections::HashSet;
 use std::io::Write;
@@ -293,7 +294,9 @@ fn serve(cfg: WorkerConfig) -> i32 {
             .name("fanout-cluster-starter".into())
             .spawn(move || {
                 if let Some(conn) = w.connect(Duration::from_secs(5)) {
-                    w.starter.run(conn, &w.name);
+                    w.starter.run(conn, &w.name, |due| {
+                        w.mark_cmd(due, w.cached_live().as_ref())
+                    });
                 }
             })
     };
@@ -893,8 +896,8 @@ impl Worker {
         }
         let cached = self.cached_live();
         let mut jobs: Vec<(Job, Option<redis::Value>)> = Vec::with_capacity(entries.len());
-        // (index in `jobs`, client) of each quick job.
-        let mut quick: Vec<(usize, String)> = Vec::new();
+        // The quick jobs (by index in `jobs`).
+        let mut quick: Vec<(usize, Quick)> = Vec::new();
         for e in &entries {
             let task = e
                 .field("t")
@@ -908,9 +911,14 @@ impl Worker {
                 redelivered: false,
             };
             let started = quick_start(e);
-            let client = protocol::parse_task_id(task).map(|(c, _)| c.to_string());
+            let client = protocol::parse_task_id(task).map(|(c, _)| c);
             if let (Some(_), Some(client)) = (&started, client) {
-                quick.push((jobs.len(), client));
+                let q = Quick {
+                    entry: job.entry.clone(),
+                    task: job.task.clone(),
+                    client: client.to_string(),
+                };
+                quick.push((jobs.len(), q));
                 jobs.push((job, started));
             } else {
                 jobs.push((job, None));
@@ -921,49 +929,37 @@ impl Worker {
         }
         let trusted = cached
             .as_ref()
-            .is_some_and(|(c, _)| quick.iter().all(|(_, q)| q == c));
+            .is_some_and(|(c, _)| quick.iter().all(|(_, q)| &q.client == c));
         if trusted {
             // Each is marked only if it still runs a moment later (see `starter`).
-            for (i, client) in &quick {
-                let mark = self.mark_cmd(&[(&jobs[*i].0, client.as_str())], cached.as_ref());
-                self.starter.defer(&jobs[*i].0.entry, mark);
+            for (_, q) in quick {
+                self.starter.defer(q);
             }
             return Claim::Jobs(jobs);
         }
-        let all: Vec<(&Job, &str)> = quick
-            .iter()
-            .map(|(i, client)| (&jobs[*i].0, client.as_str()))
-            .collect();
-        let mark = self.mark_cmd(&all, cached.as_ref());
-        match conn.query(&mark) {
+        let (at, quick): (Vec<usize>, Vec<Quick>) = quick.into_iter().unzip();
+        match conn.query(&self.mark_cmd(&quick, cached.as_ref())) {
             Ok(reply) => {
                 let answers = array(&reply).unwrap_or(&[]);
-                let mut gone = HashSet::new();
-                for ((i, _), answer) in quick.iter().zip(answers) {
-                    let parts = array(answer).unwrap_or(&[]);
+                let mut gone = vec![false; jobs.len()];
+                for (n, &i) in at.iter().enumerate() {
+                    let parts = answers.get(n).and_then(array).unwrap_or(&[]);
                     match (parts.first().and_then(bytes), parts.get(1), parts.get(2)) {
                         (Some(b"run"), Some(live), Some(now)) => {
-                            if let Some(redis::Value::Array(fields)) = &mut jobs[*i].1 {
-                                fields[8] = live.clone();
-                                fields[9] = now.clone();
+                            if let Some(redis::Value::Array(fields)) = &mut jobs[i].1 {
+                                fields[QUICK_LIVE] = live.clone();
+                                fields[QUICK_LIVE + 1] = now.clone();
                             }
                         }
-                        _ => {
-                            gone.insert(*i);
-                        }
-                    }
-                }
-                if answers.len() < quick.len() {
-                    // A reply short of answers: start the rest with `start`.
-                    for (i, _) in &quick[answers.len()..] {
-                        jobs[*i].1 = None;
+                        // A reply short of answers: `start` starts the rest.
+                        _ if n >= answers.len() => jobs[i].1 = None,
+                        _ => gone[i] = true,
                     }
                 }
                 let jobs: Vec<_> = jobs
                     .into_iter()
-                    .enumerate()
-                    .filter(|(i, _)| !gone.contains(i))
-                    .map(|(_, j)| j)
+                    .zip(gone)
+                    .filter_map(|(j, gone)| (!gone).then_some(j))
                     .collect();
                 if jobs.is_empty() {
                     Claim::Unknown
@@ -973,31 +969,31 @@ impl Worker {
             }
             Err(e) => {
                 log::debug!("{}: could not mark quick tasks started: {e}", self.name);
-                for (i, _) in &quick {
-                    jobs[*i].1 = None;
+                for i in at {
+                    jobs[i].1 = None;
                 }
                 Claim::Jobs(jobs)
             }
         }
     }
 
-    /// The `mark` script call for quick `jobs` (each with its client).
-    fn mark_cmd(&self, jobs: &[(&Job, &str)], cached: Option<&(String, Vec<u8>)>) -> redis::Cmd {
-        let mut keys: Vec<String> = Vec::with_capacity(1 + 3 * jobs.len());
+    /// The `mark` script call for `quick` tasks.
+    fn mark_cmd(&self, quick: &[Quick], cached: Option<&(String, Vec<u8>)>) -> redis::Cmd {
+        let mut keys: Vec<String> = Vec::with_capacity(1 + 3 * quick.len());
         keys.push(self.queue.clone());
-        for (job, client) in jobs {
-            keys.push(self.keys.task(&job.task));
-            keys.push(self.keys.events(client));
-            keys.push(self.keys.live(client));
+        for q in quick {
+            keys.push(self.keys.task(&q.task));
+            keys.push(self.keys.events(&q.client));
+            keys.push(self.keys.live(&q.client));
         }
         let mut mark = self.scripts.call(ScriptName::Mark, &keys);
         mark.arg(GROUP).arg(&self.consumer).arg(self.token());
-        for (job, client) in jobs {
+        for q in quick {
             let value = cached
-                .filter(|(c, _)| c == client)
+                .filter(|(c, _)| *c == q.client)
                 .map(|(_, v)| v.as_slice())
                 .unwrap_or_default();
-            mark.arg(&job.entry).arg(&job.task).arg(value);
+            mark.arg(&q.entry).arg(&q.task).arg(value);
         }
         mark
     }
@@ -1711,6 +1707,9 @@ impl Worker {
     }
 }
 
+/// Where `start`'s reply holds the liveness value (the server time follows).
+const QUICK_LIVE: usize = 8;
+
 /// The reply `start` would give for a quick entry (see `lua/submit.lua`),
 /// from the call it carries: `None` for any other entry. Its liveness is
 /// the cached one (`=`), which `delivered` replaces when it checked it.
@@ -1725,6 +1724,7 @@ fn quick_start(e: &Entry<'_>) -> Option<redis::Value> {
     // No item of a quick task is cancelled (see `lua/cancel.lua`).
     fields.push(redis::Value::BulkString(Vec::new()));
     fields.push(redis::Value::BulkString(e.field("nc")?.to_vec()));
+    debug_assert_eq!(fields.len(), QUICK_LIVE);
     fields.push(redis::Value::BulkString(b"=".to_vec()));
     fields.push(redis::Value::BulkString(Vec::new()));
     fields.push(redis::Value::BulkString(e.field("tl")?.to_vec()));

@@ -46,7 +46,7 @@ local function start(K, A, seen)
   -- delivered to a blocking read whose `mark` never landed: it may have
   -- run, so that counts as an attempt, and its client, never told that it
   -- started, is told now.
-  local untold = st == 'p' and r[15] == '1' and A[8] == '1' and r[4] ~= A[4]
+  local untold = st == 'p' and r[15] == '1' and A[8] == '1'
   if untold then at = at + 1 end
   local m = tonumber(r[5]) or 1
   if at > m then
