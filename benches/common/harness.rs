@@ -334,7 +334,6 @@ pub fn verdict(ok: bool) -> &'static str {
     }
 }
 
-/// Prints whether fanout's ratio over `peer` reaches `target`.
 /// fanout ÷ `peer` from a table's ratios, if the peer ran.
 pub fn ratio_of(ratios: &[(&'static str, f64)], peer: &str) -> Option<f64> {
     ratios
@@ -343,6 +342,7 @@ pub fn ratio_of(ratios: &[(&'static str, f64)], peer: &str) -> Option<f64> {
         .map(|(_, r)| *r)
 }
 
+/// Prints whether fanout's ratio over `peer` reaches `target`.
 pub fn goal_ratio(what: &str, ratios: &[(&'static str, f64)], peer: &str, target: f64) {
     match ratio_of(ratios, peer) {
         Some(r) => println!(

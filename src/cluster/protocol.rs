@@ -35,10 +35,10 @@
 //! idle one blocks in `XREADGROUP` as its slot's own consumer. A quick
 //! task (a first submission to the default lane with at most 8 KiB of
 //! arguments) carries its call in its entry too: a blocking read that
-//! delivers it runs it from the entry and sends `mark` (its start, without
-//! waiting for the reply when the client's liveness is cached); `cancel`
-//! never cancels a quick task the group delivered, and deletes the entry of
-//! one it cancels. The
+//! delivers it runs it from the entry, and runs `mark` (its start) only if
+//! it still runs 200 µs later (`starter.rs`), or first, waiting for it,
+//! when the client's liveness is not cached; `cancel` never cancels a quick
+//! task the group delivered, and deletes the entry of one it cancels. The
 //! worker checks the record's signature, build id and trampoline, runs the
 //! call and runs `finish`, which acknowledges the stream entry (done entries
 //! leave the stream by trimming, see `lua/tidy_fn.lua`),

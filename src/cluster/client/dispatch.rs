@@ -146,9 +146,9 @@ impl Shared {
     /// later one.
     fn send(&self, conn: &mut Conn, outbox: Vec<Outgoing>, retry: bool) -> Vec<Outgoing> {
         let deadline = Instant::now() + self.cfg.reconnect_timeout;
-        let registry = crate::cluster::lanes::registry(&self.cfg.keys.queue());
-        let max = self.cfg.max_deliveries.to_string();
         let default_queue = self.cfg.keys.queue();
+        let registry = crate::cluster::lanes::registry(&default_queue);
+        let max = self.cfg.max_deliveries.to_string();
         // One script call per lane (in order of first appearance; each lane
         // keeps its submission order), in batches bounded by count and bytes.
         let mut by_lane: Vec<((String, String), Vec<Outgoing>)> = Vec::new();
