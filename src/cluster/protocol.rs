@@ -46,8 +46,9 @@
 //! a redelivered copy finishes too), deletes the record and tells the client
 //! (`k=d`, with the envelope itself when it is at most 4 KiB). The client
 //! reads the result (from the event, else `MGET`), completes the future, then
-//! `ack` (sent with its next `XREAD`) deletes the result and trims the
-//! events read. A worker whose lease lapses
+//! `ack` (sent with a later `XREAD`: the next one when a result key waits
+//! to be deleted, else once 64 events or half a second wait to be trimmed)
+//! deletes the result and trims the events read. A worker whose lease lapses
 //! (no heartbeat) loses its entries to another worker's `XAUTOCLAIM`; a task
 //! started more than its `m` times resolves to `WorkerLost`. `cancel` marks a
 //! pending record cancelled (`c`); `start` then drops it without running it.
@@ -230,8 +231,10 @@ pub(crate) const CANCEL: &str = include_str!("lua/cancel.lua");
 /// KEYS: client events, result keys. ARGV: the id of the last event read.
 /// Deletes results the client has delivered (read from their events or with
 /// `MGET`) and trims the events it has processed (whole stream nodes, which
-/// walks no deleted entries, unlike an `XDEL` per event); sent with the
-/// client's next `XREAD`, which reads only newer events. Reading
+/// walks no deleted entries, unlike an `XDEL` per event); sent with one
+/// of the client's later `XREAD`s, which read only newer events (the next
+/// one when a result key waits; a trim alone waits for 64 events or half a
+/// second, since an approximate trim frees only whole nodes). Reading
 /// and deleting are separate steps so that a reply lost to a dropped
 /// connection never loses a result: the client reads again.
 pub(crate) const ACK: &str = include_str!("lua/ack.lua");

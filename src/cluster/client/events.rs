@@ -1,5 +1,6 @@
 //! The event loop: completes futures from the client's event stream.
 
+use super::acks::{Ack, Acks};
 use super::*;
 
 impl Shared {
@@ -13,7 +14,9 @@ impl Shared {
         let mut backoff = protocol::Backoff::new();
         let mut next_probe = Instant::now() + PROBE_EVERY;
         let mut fetch_failing: Option<Instant> = None;
-        // The ack of the batch delivered last: it goes with the next read.
+        // What the batches delivered since the last ack leave to delete and
+        // trim (see `Acks`), and the ack that goes with the next read.
+        let mut acks = Acks::default();
         let mut ack: Option<redis::Cmd> = None;
         loop {
             if self.should_stop() {
@@ -101,9 +104,8 @@ impl Shared {
                 // or delete: no ack of its own (one script call less per task);
                 // the next batch's ack trims these events too (its id is later).
                 if !done.is_empty() {
-                    match self.take_and_deliver(&mut conn, &events, &ids, &done, &inline) {
-                        // Its ack goes with the next read.
-                        Ok(next) => ack = Some(next),
+                    match self.take_and_deliver(&mut conn, &done, &inline) {
+                        Ok(results) => acks.add(results, ids.last(), ids.len()),
                         Err(e) => {
                             // Reading events may work while fetching results keeps
                             // failing (permissions, a reply too large): that has its
@@ -125,6 +127,9 @@ impl Shared {
                     fetch_failing = None;
                 }
             }
+            if ack.is_none() {
+                ack = acks.due().map(|a| self.ack_cmd(&events, a));
+            }
             self.delete_released(&mut conn);
             if Instant::now() >= next_probe {
                 next_probe = Instant::now() + PROBE_EVERY;
@@ -133,6 +138,9 @@ impl Shared {
         }
         if let Some(ack) = ack.take() {
             self.send_ack(&mut conn, &ack);
+        }
+        if let Some(a) = acks.take() {
+            self.send_ack(&mut conn, &self.ack_cmd(&events, a));
         }
         // Shut down: let the completions already read run (their callbacks
         // may still submit, and get Shutdown), then the event stream goes.
@@ -328,6 +336,20 @@ impl Shared {
         Ok(replies.pop().unwrap_or(redis::Value::Nil))
     }
 
+    /// The `ack` script call that deletes the result keys of `a` and trims
+    /// the event stream `events` up to the last event `a` covers.
+    fn ack_cmd(&self, events: &str, a: Ack) -> redis::Cmd {
+        let mut keys = Vec::with_capacity(a.results.len() + 1);
+        keys.push(events.to_string());
+        keys.extend(a.results);
+        let mut ack = self.scripts.call(ScriptName::Ack, &keys);
+        if let Some(last) = a.last {
+            // Events up to it are processed (they arrive in id order).
+            ack.arg(last);
+        }
+        ack
+    }
+
     /// Sends an ack on its own (at shutdown).
     fn send_ack(&self, conn: &mut Conn, ack: &redis::Cmd) {
         let deadline = Instant::now() + self.cfg.reconnect_timeout.min(Duration::from_secs(5));
@@ -341,19 +363,16 @@ impl Shared {
     }
 
     /// Reads the results of `done` tasks and completes their futures.
-    /// Returns the `ack` that deletes the results and trims the events `ids`,
-    /// which the caller sends with its next read (so a reply lost to a
-    /// dropped connection never loses a result: nothing is deleted before
-    /// it is delivered). An error before delivery means: read the same
+    /// Returns the keys of the results to delete, which the caller's `ack`
+    /// deletes with a later read (so a reply lost to a dropped connection
+    /// never loses a result: nothing is deleted before it is delivered). An error before delivery means: read the same
     /// events again (nothing was deleted).
     fn take_and_deliver(
         self: &Arc<Self>,
         conn: &mut Conn,
-        events: &str,
-        ids: &[String],
         done: &[(u64, String, u64, bool)],
         inline: &HashMap<u64, Vec<u8>>,
-    ) -> redis::RedisResult<redis::Cmd> {
+    ) -> redis::RedisResult<Vec<String>> {
         // Large single values stay in Redis (their futures fetch them when
         // asked); the rest are read here and their results deleted below.
         let done: Vec<(u64, &str, u64)> = self.deliver_lazy(done);
@@ -409,25 +428,16 @@ impl Shared {
         // Delivered: the results and events can go. A result that came in
         // its event under a bit of the finished bitmap has no key (see
         // `finish_fn.lua`).
-        let mut keys = Vec::with_capacity(results.len() + 1);
-        keys.push(events.to_string());
-        keys.extend(
-            results
-                .into_iter()
-                .zip(&done)
-                .filter_map(|(key, (seq, task, _))| {
-                    let keyless = inline.contains_key(seq)
-                        && self.own_seq(task) == Some(*seq)
-                        && protocol::bit_of(*seq) >= 0;
-                    (!keyless).then_some(key)
-                }),
-        );
-        let mut ack = self.scripts.call(ScriptName::Ack, &keys);
-        if let Some(last) = ids.last() {
-            // Events up to it are processed (they arrive in id order).
-            ack.arg(last);
-        }
-        Ok(ack)
+        Ok(results
+            .into_iter()
+            .zip(&done)
+            .filter_map(|(key, (seq, task, _))| {
+                let keyless = inline.contains_key(seq)
+                    && self.own_seq(task) == Some(*seq)
+                    && protocol::bit_of(*seq) >= 0;
+                (!keyless).then_some(key)
+            })
+            .collect())
     }
 
     /// Completes the futures of the tasks `done[i]` for `i` in `group`, whose

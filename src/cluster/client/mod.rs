@@ -16,7 +16,9 @@
 //!   `MGET`), verifies their signatures and completes the promises — here
 //!   when nobody listens to a future, on the courier when it has
 //!   done-callbacks — then deletes results and events with one `ack` script
-//!   call sent with the next `XREAD`. It also probes, now and then, for tasks that vanished from
+//!   call sent with the next `XREAD` (at once when results wait to be
+//!   deleted; a trim of events alone waits for 64 events or half a second,
+//!   see `acks.rs`). It also probes, now and then, for tasks that vanished from
 //!   Redis, and sends them again, so no future can wait forever.
 //! * **supervisor** (with `local_workers(n)`) — keeps n worker processes of
 //!   this binary running, and stops them (SIGTERM: drain) at shutdown.
@@ -178,6 +180,7 @@ pub(crate) struct Shared {
     nonces: Mutex<submit::Nonces>,
 }
 
+mod acks;
 mod delivery;
 mod dispatch;
 mod events;

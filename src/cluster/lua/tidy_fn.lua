@@ -36,8 +36,15 @@ local function tidy(stream, group, exact, entry, newest)
   end
   if not exact then return end
   if newest then
-    redis.call('XTRIM', stream, 'MINID', newest)
-    redis.call('XDEL', stream, newest)
+    -- One trim below the id after `newest` takes it and all before it (a
+    -- sequence number too long to add one to exactly takes two calls).
+    local ms, seq = string.match(newest, '^(%d+)-(%d+)$')
+    if ms and #seq < 15 then
+      redis.call('XTRIM', stream, 'MINID', ms .. '-' .. (tonumber(seq) + 1))
+    else
+      redis.call('XTRIM', stream, 'MINID', newest)
+      redis.call('XDEL', stream, newest)
+    end
     return
   end
   -- Nothing pending: every entry up to the group's last delivered one is done.
