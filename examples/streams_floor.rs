@@ -8,7 +8,11 @@
 //! Modes: `plain` (the calling thread reads the event itself), `script`
 //! (the worker's event is sent by a one-command Lua script, to price the
 //! script call), `thread` (an event thread reads it and wakes the caller
-//! through a channel, as fanout's client does).
+//! through a channel, as fanout's client does), `pubsub` (as `thread`,
+//! but the worker also `PUBLISH`es the event's id, in one pipeline with its
+//! `XADD`, and the event thread, subscribed once, gets it without a new
+//! `XREAD` per event: what a client whose events came by pub/sub, with the
+//! stream kept for catching up after a reconnect, would pay).
 //!
 //! ```text
 //! redis-server --port 6399 --save '' --appendonly no &
@@ -33,7 +37,7 @@ fn main() -> RedisResult<()> {
         .unwrap_or_else(|| "redis://127.0.0.1:6379/0".into());
     let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(5000);
     let client = redis::Client::open(url.as_str())?;
-    for mode in ["plain", "script", "thread"] {
+    for mode in ["plain", "script", "thread", "pubsub"] {
         let (p50, p99) = run(&client, mode, n)?;
         println!("{mode}: p50={p50} µs p99={p99} µs");
     }
@@ -60,6 +64,7 @@ fn run(client: &redis::Client, mode: &str, n: usize) -> RedisResult<(u128, u128)
         .arg("i")
         .query(&mut setup)?;
     let script = mode == "script";
+    let publish = mode == "pubsub";
     let mut worker_conn = connect(client)?;
     // The worker stops when the queue stream is deleted (its read fails) or
     // after a read that brought nothing for a second.
@@ -86,6 +91,17 @@ fn run(client: &redis::Client, mode: &str, n: usize) -> RedisResult<(u128, u128)
                     .arg(1)
                     .arg(EVENTS)
                     .query(&mut worker_conn)?;
+            } else if publish {
+                let _: Value = redis::pipe()
+                    .cmd("XADD")
+                    .arg(EVENTS)
+                    .arg("*")
+                    .arg("k")
+                    .arg("d")
+                    .cmd("PUBLISH")
+                    .arg(EVENTS)
+                    .arg("d")
+                    .query(&mut worker_conn)?;
             } else {
                 let _: Value = worker_conn.xadd(EVENTS, "*", &[("k", "d")])?;
             }
@@ -104,6 +120,24 @@ fn run(client: &redis::Client, mode: &str, n: usize) -> RedisResult<(u128, u128)
             }
             Ok(())
         }))
+    } else if publish {
+        let mut conn = connect(client)?;
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || -> RedisResult<()> {
+            let mut sub = conn.as_pubsub();
+            sub.subscribe(EVENTS)?;
+            let _ = ready_tx.send(());
+            loop {
+                let msg = sub.get_message()?;
+                if msg.get_payload_bytes() == b"w" || tx.send(()).is_err() {
+                    return Ok(());
+                }
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(5))
+            .map_err(|_| no_event())?;
+        Some(thread)
     } else {
         drop(tx);
         None
@@ -131,6 +165,7 @@ fn run(client: &redis::Client, mode: &str, n: usize) -> RedisResult<(u128, u128)
     if let Some(e) = events {
         // It ends at its next event or read timeout.
         let _: String = setup.xadd(EVENTS, "*", &[("k", "w")])?;
+        let _: i64 = setup.publish(EVENTS, "w")?;
         let _ = e.join();
     }
     lat.sort_unstable();
