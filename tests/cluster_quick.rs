@@ -5,7 +5,9 @@
 //! the entry of a quick task no worker has been given, never cancels one
 //! the group delivered, and gives a partly cancelled one a plain entry; a
 //! redelivered quick task that was never marked counts as an attempt; a
-//! long quick task is still seen running and cannot be cancelled.
+//! long quick task is still seen running and cannot be cancelled. Also the
+//! exact tidy an idle worker runs after its finish, which leaves the
+//! queue with only what the group has not delivered.
 //! The scripts run as the crate composes them (read from its sources).
 
 mod cluster_hardening_support;
@@ -367,4 +369,73 @@ fn a_long_quick_task_is_seen_running_and_cannot_be_cancelled() {
         assert_eq!(f.result_timeout(WAIT), Ok(0));
     }
     c.shutdown(true, false);
+}
+
+/// The exact tidy of an idle queue (nothing pending) takes the newest done
+/// entry and all before it, and nothing after, whether its sequence number
+/// is short (one trim below the next id) or too long to add one to in Lua.
+#[test]
+fn an_idle_tidy_takes_the_newest_done_entry_and_all_before_it() {
+    let redis = Redis::start();
+    let mut con = redis.conn();
+    let tidy = concat!(
+        include_str!("../src/cluster/lua/tidy_fn.lua"),
+        "\ntidy(KEYS[1], ARGV[1], true, nil, ARGV[2])\nreturn redis.call('XLEN', KEYS[1])\n"
+    );
+    for (done, after) in [("5-7", "5-8"), ("5-99999999999999", "6-0")] {
+        let q = format!("tidy:{done}");
+        let _: () = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&q)
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query(&mut con)
+            .unwrap();
+        for id in ["1-0", done, after] {
+            let _: String = redis::cmd("XADD")
+                .arg(&q)
+                .arg(id)
+                .arg("t")
+                .arg("x")
+                .query(&mut con)
+                .unwrap();
+        }
+        // Deliver and acknowledge the first two: done, nothing pending.
+        let _: redis::Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(GROUP)
+            .arg("w")
+            .arg("COUNT")
+            .arg(2)
+            .arg("STREAMS")
+            .arg(&q)
+            .arg(">")
+            .query(&mut con)
+            .unwrap();
+        let _: i64 = redis::cmd("XACK")
+            .arg(&q)
+            .arg(GROUP)
+            .arg("1-0")
+            .arg(done)
+            .query(&mut con)
+            .unwrap();
+        let left: i64 = redis::cmd("EVAL")
+            .arg(tidy)
+            .arg(1)
+            .arg(&q)
+            .arg(GROUP)
+            .arg(done)
+            .query(&mut con)
+            .unwrap();
+        assert_eq!(left, 1, "{done}: only the undelivered entry stays");
+        let ids: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg(&q)
+            .arg("-")
+            .arg("+")
+            .query(&mut con)
+            .unwrap();
+        assert_eq!(ids.len(), 1);
+        assert_eq!(ids[0].0, after, "{done}");
+    }
 }

@@ -36,10 +36,11 @@ local function tidy(stream, group, exact, entry, newest)
   end
   if not exact then return end
   if newest then
-    -- One trim below the id after `newest` takes it and all before it (a
-    -- sequence number too long to add one to exactly takes two calls).
+    -- One trim below the id after `newest` takes it and all before it. A
+    -- sequence number of more than 13 digits takes two calls: Lua would
+    -- print one more than it in exponent form.
     local ms, seq = string.match(newest, '^(%d+)-(%d+)$')
-    if ms and #seq < 15 then
+    if ms and #seq <= 13 then
       redis.call('XTRIM', stream, 'MINID', ms .. '-' .. (tonumber(seq) + 1))
     else
       redis.call('XTRIM', stream, 'MINID', newest)
