@@ -81,7 +81,8 @@ def per_call(r, body, keys, n):
     r.config_resetstat()
     for _ in range(n):
         r.evalsha(sha, len(keys), *keys)
-    return r.info("commandstats")["cmdstat_evalsha"]["usec_per_call"]
+    us, calls = evalsha_usec(r)
+    return us / calls
 
 
 def costs(r, n):

@@ -35,10 +35,10 @@ pub(super) struct Acks {
 impl Acks {
     /// Records a delivered batch of `events` events, the last of them
     /// `last`, whose results left `results` to delete.
-    pub(super) fn add(&mut self, results: Vec<String>, last: Option<&String>, events: usize) {
+    pub(super) fn add(&mut self, results: Vec<String>, last: Option<&str>, events: usize) {
         self.results.extend(results);
         if let Some(last) = last {
-            self.last = Some(last.clone());
+            self.last = Some(last.to_string());
         }
         self.events += events;
         self.since.get_or_insert_with(Instant::now);
@@ -80,16 +80,16 @@ mod tests {
     fn results_are_due_at_once_and_trims_in_batches() {
         let mut a = Acks::default();
         assert!(a.due().is_none());
-        a.add(vec!["r1".into()], Some(&"1-0".to_string()), 1);
+        a.add(vec!["r1".into()], Some("1-0"), 1);
         let ack = a.due().expect("a result key is due at once");
         assert_eq!(ack.results, vec!["r1".to_string()]);
         assert_eq!(ack.last.as_deref(), Some("1-0"));
         assert!(a.due().is_none());
         for i in 0..TRIM_EVERY - 1 {
-            a.add(Vec::new(), Some(&format!("{}-0", i + 2)), 1);
+            a.add(Vec::new(), Some(format!("{}-0", i + 2).as_str()), 1);
             assert!(a.due().is_none(), "trim due after {} events", i + 1);
         }
-        a.add(Vec::new(), Some(&"99-0".to_string()), 1);
+        a.add(Vec::new(), Some("99-0"), 1);
         let ack = a.due().expect("a trim is due after TRIM_EVERY events");
         assert!(ack.results.is_empty());
         assert_eq!(ack.last.as_deref(), Some("99-0"));
@@ -99,7 +99,7 @@ mod tests {
     #[test]
     fn a_trim_waits_at_most_trim_after() {
         let mut a = Acks::default();
-        a.add(Vec::new(), Some(&"5-0".to_string()), 1);
+        a.add(Vec::new(), Some("5-0"), 1);
         assert!(a.due().is_none());
         a.since = Some(Instant::now() - TRIM_AFTER);
         assert_eq!(a.due().and_then(|a| a.last).as_deref(), Some("5-0"));
@@ -108,7 +108,7 @@ mod tests {
     #[test]
     fn take_returns_what_is_not_due() {
         let mut a = Acks::default();
-        a.add(Vec::new(), Some(&"7-0".to_string()), 2);
+        a.add(Vec::new(), Some("7-0"), 2);
         assert!(a.due().is_none());
         assert_eq!(a.take().and_then(|a| a.last).as_deref(), Some("7-0"));
         assert!(a.take().is_none());

@@ -15,7 +15,8 @@ impl Shared {
         let mut next_probe = Instant::now() + PROBE_EVERY;
         let mut fetch_failing: Option<Instant> = None;
         // What the batches delivered since the last ack leave to delete and
-        // trim (see `Acks`), and the ack that goes with the next read.
+        // trim (see `Acks`), and an ack sent with a read that failed, which
+        // goes again with the next one.
         let mut acks = Acks::default();
         let mut ack: Option<redis::Cmd> = None;
         loop {
@@ -31,6 +32,9 @@ impl Shared {
                 .arg(&events)
                 .arg(&last)
                 .clone();
+            if ack.is_none() {
+                ack = acks.due().map(|a| self.ack_cmd(&events, a));
+            }
             let reply = match self.read_events(&mut conn, ack.as_ref(), &read) {
                 Ok(v) => {
                     ack = None;
@@ -105,7 +109,7 @@ impl Shared {
                 // the next batch's ack trims these events too (its id is later).
                 if !done.is_empty() {
                     match self.take_and_deliver(&mut conn, &done, &inline) {
-                        Ok(results) => acks.add(results, ids.last(), ids.len()),
+                        Ok(results) => acks.add(results, ids.last().map(String::as_str), ids.len()),
                         Err(e) => {
                             // Reading events may work while fetching results keeps
                             // failing (permissions, a reply too large): that has its
@@ -127,15 +131,13 @@ impl Shared {
                     fetch_failing = None;
                 }
             }
-            if ack.is_none() {
-                ack = acks.due().map(|a| self.ack_cmd(&events, a));
-            }
             self.delete_released(&mut conn);
             if Instant::now() >= next_probe {
                 next_probe = Instant::now() + PROBE_EVERY;
                 self.probe(&mut conn);
             }
         }
+        // An ack still unsent after a failed read, then what was not due.
         if let Some(ack) = ack.take() {
             self.send_ack(&mut conn, &ack);
         }
@@ -365,8 +367,9 @@ impl Shared {
     /// Reads the results of `done` tasks and completes their futures.
     /// Returns the keys of the results to delete, which the caller's `ack`
     /// deletes with a later read (so a reply lost to a dropped connection
-    /// never loses a result: nothing is deleted before it is delivered). An error before delivery means: read the same
-    /// events again (nothing was deleted).
+    /// never loses a result: nothing is deleted before it is delivered).
+    /// An error before delivery means: read the same events again (nothing
+    /// was deleted).
     fn take_and_deliver(
         self: &Arc<Self>,
         conn: &mut Conn,
