@@ -93,8 +93,15 @@ fn entries(con: &mut redis::Connection, ns: &str) -> Vec<Entry> {
         .unwrap()
 }
 
-/// Runs `cancel.lua` for one record: item `idx` (-1: the whole task).
-fn cancel(con: &mut redis::Connection, ns: &str, key: &str, task: &str, idx: i64) -> i64 {
+/// Runs `cancel.lua` for one record: item `idx` (-1: the whole task),
+/// with the entry id the client knows (`""`: none).
+fn cancel(
+    con: &mut redis::Connection,
+    ns: &str,
+    (key, task): (&str, &str),
+    idx: i64,
+    entry: &str,
+) -> i64 {
     let out: Vec<i64> = redis::cmd("EVAL")
         .arg(CANCEL)
         .arg(2)
@@ -104,6 +111,7 @@ fn cancel(con: &mut redis::Connection, ns: &str, key: &str, task: &str, idx: i64
         .arg(GROUP)
         .arg(idx)
         .arg(task)
+        .arg(entry)
         .query(con)
         .unwrap();
     out[0]
@@ -161,10 +169,17 @@ fn a_first_submission_is_quick_and_a_retried_one_would_not_be() {
     }
     let t = es[0].1.iter().find(|(k, _)| k == "t").unwrap();
     assert_eq!(t.1, task.as_bytes());
-    assert_eq!(
-        field(&mut con, &key, "e").as_deref(),
-        Some(es[0].0.as_str())
-    );
+    // Sent as a transaction: the record cannot name the entry (the client
+    // knows it, and gives it to `cancel`), and holds what the entry does.
+    assert_eq!(field(&mut con, &key, "e"), None);
+    for n in ["f", "b", "a", "s", "n", "nc", "tl"] {
+        let v = es[0].1.iter().find(|(k, _)| k == n).unwrap();
+        let r: Option<Vec<u8>> = redis::cmd("HGET").arg(&key).arg(n).query(&mut con).unwrap();
+        assert_eq!(r.as_deref(), Some(v.1.as_slice()), "{n} differs");
+    }
+    assert_eq!(field(&mut con, &key, "st").as_deref(), Some("p"));
+    assert_eq!(field(&mut con, &key, "at").as_deref(), Some("0"));
+    assert!(field(&mut con, &key, "m").is_some());
     c.shutdown(false, true);
 }
 
@@ -182,9 +197,14 @@ fn cancel_deletes_an_undelivered_quick_entry_and_refuses_a_delivered_one() {
         )
         .unwrap();
     let (key, task) = record(&redis, "qc");
+    // Its entry unknown to the caller (a lost reply): it may have been
+    // delivered, so it counts as started, and nothing changes.
+    assert_eq!(cancel(&mut con, "qc", (&key, &task), -1, ""), 0);
+    assert_eq!(field(&mut con, &key, "st").as_deref(), Some("p"));
+    assert_eq!(entries(&mut con, "qc").len(), 1);
     // Delivered (pending in the group): started, whatever the record says.
     let id = deliver(&mut con, "qc", "someone");
-    assert_eq!(cancel(&mut con, "qc", &key, &task, -1), 0);
+    assert_eq!(cancel(&mut con, "qc", (&key, &task), -1, &id), 0);
     assert_eq!(field(&mut con, &key, "st").as_deref(), Some("p"));
     assert_eq!(entries(&mut con, "qc").len(), 1);
     // Once no longer pending (acknowledged and still 'p': a test's doing,
@@ -195,7 +215,7 @@ fn cancel_deletes_an_undelivered_quick_entry_and_refuses_a_delivered_one() {
         .arg(&id)
         .query(&mut con)
         .unwrap();
-    assert_eq!(cancel(&mut con, "qc", &key, &task, -1), 2);
+    assert_eq!(cancel(&mut con, "qc", (&key, &task), -1, &id), 2);
     assert_eq!(field(&mut con, &key, "st").as_deref(), Some("c"));
 
     // Never delivered: cancelled, and its entry is gone, so no worker runs it.
@@ -205,9 +225,14 @@ fn cancel_deletes_an_undelivered_quick_entry_and_refuses_a_delivered_one() {
         .submit(touch, (marker.to_string_lossy().into_owned(),))
         .unwrap();
     let (key, task) = record(&redis, "qd");
-    assert_eq!(cancel(&mut con, "qd", &key, &task, -1), 2);
+    let id = entries(&mut con, "qd")[0].0.clone();
+    assert_eq!(cancel(&mut con, "qd", (&key, &task), -1, &id), 2);
     assert!(entries(&mut con, "qd").is_empty());
-    assert_eq!(cancel(&mut con, "qd", &key, &task, -1), 2, "idempotent");
+    assert_eq!(
+        cancel(&mut con, "qd", (&key, &task), -1, &id),
+        2,
+        "idempotent"
+    );
     // Workers that come later never see it.
     let w = Cluster::builder(&redis.url())
         .namespace("qd")
@@ -244,7 +269,7 @@ fn a_partly_cancelled_quick_chunk_gets_a_plain_entry_that_skips_its_items() {
     let (key, task) = record(&redis, "qp");
     assert_eq!(field(&mut con, &key, "q").as_deref(), Some("1"));
     let before = entries(&mut con, "qp");
-    assert_eq!(cancel(&mut con, "qp", &key, &task, 1), 1);
+    assert_eq!(cancel(&mut con, "qp", (&key, &task), 1, &before[0].0), 1);
     let after = entries(&mut con, "qp");
     assert_eq!(after.len(), 1);
     assert_ne!(after[0].0, before[0].0, "the entry was replaced");

@@ -59,6 +59,9 @@ pub(super) struct Finished {
     pub(super) lazy: bool,
     /// When it finished.
     pub(super) done: Instant,
+    /// A quick task that ended before its mark was due (see `starter`):
+    /// its record was never touched after `submit` wrote it.
+    pub(super) unmarked: bool,
 }
 
 impl Finished {
@@ -85,6 +88,7 @@ impl Finished {
             bit: super::protocol::bit_of(seq),
             lazy,
             done: Instant::now(),
+            unmarked: false,
         }
     }
 

@@ -101,6 +101,7 @@ mod current;
 #[doc(hidden)]
 pub mod fuzz;
 mod lanes;
+mod plain;
 mod protocol;
 mod remote;
 mod secede;

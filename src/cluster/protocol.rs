@@ -220,7 +220,8 @@ pub(crate) const REJECT: &str = concat!(
 
 /// KEYS: the default lane, then task keys. ARGV: TTL (s) for cancelled
 /// records, the group, then per key the item index to cancel (`-1` for the
-/// whole task) and the task id. A pending task has the item marked; once
+/// whole task), the task id and its entry id if the client knows it (a
+/// quick task sent by `client/fresh.rs`; else ''). A pending task has the item marked; once
 /// every item is cancelled the record is marked `c` and workers drop it (a
 /// quick task's entry is deleted). A quick task the group delivered counts
 /// as started (see `lua/cancel.lua`). Returns, per key, 2 if the whole task
@@ -256,8 +257,22 @@ pub(crate) const DROP: &str = concat!(
 /// See `lua/take.lua` (lanes, in `lanes.rs`).
 pub(crate) const TAKE: &str = include_str!("lua/take.lua");
 
+/// KEYS: the default lane. ARGV: the group, the newest entry a slot
+/// acknowledged with plain finishes (see `plain.rs`). Trims what is done,
+/// exactly (see `lua/tidy.lua`).
+pub(crate) const TIDY: &str = concat!(
+    include_str!("lua/tidy_fn.lua"),
+    "\n",
+    include_str!("lua/tidy.lua")
+);
+
+/// KEYS: per task, (client events, client finished-bitmap). ARGV: per
+/// task, its bit. Clears the bits of tasks whose client's event stream is
+/// gone, after plain finishes whose replies were lost (see `lua/unfinish.lua`).
+pub(crate) const UNFINISH: &str = include_str!("lua/unfinish.lua");
+
 /// The scripts, in a fixed order (see [`Scripts`]).
-const ALL: [&str; 10] = [
+const ALL: [&str; 12] = [
     SUBMIT,
     START,
     REJECT,
@@ -268,6 +283,8 @@ const ALL: [&str; 10] = [
     TAKE,
     FINISH_CLAIM,
     MARK,
+    TIDY,
+    UNFINISH,
 ];
 
 /// Which script to run.
@@ -283,6 +300,8 @@ pub(crate) enum ScriptName {
     Take = 7,
     FinishClaim = 8,
     Mark = 9,
+    Tidy = 10,
+    Unfinish = 11,
 }
 
 /// The scripts with their SHA1s, for `EVALSHA`.
@@ -950,6 +969,18 @@ impl Conn {
             }
         }
     }
+}
+
+/// The (major, minor) version in an `INFO server` reply ((0, 0) when it
+/// names none).
+pub(crate) fn server_version(info: &str) -> (u32, u32) {
+    let version = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .map(str::trim)
+        .unwrap_or("");
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
 }
 
 /// Redis's default limit on one value (`proto-max-bulk-len`).

@@ -70,11 +70,13 @@ impl Starter {
         }
     }
 
-    /// The task of `entry` ran to its end: it needs no mark.
-    pub(super) fn finished(&self, entry: &str) {
+    /// The task of `entry` ran to its end: it needs no mark. True when its
+    /// mark was still waiting (it was deferred, and never sent).
+    pub(super) fn finished(&self, entry: &str) -> bool {
         let mut st = self.lock();
-        if let Some(i) = st.due.iter().position(|d| d.task.entry == entry) {
-            st.due.remove(i);
+        match st.due.iter().position(|d| d.task.entry == entry) {
+            Some(i) => st.due.remove(i).is_some(),
+            None => false,
         }
     }
 
@@ -136,8 +138,9 @@ mod tests {
                 client: String::new(),
             });
         }
-        s.finished("2-0");
-        s.finished("9-0");
+        assert!(s.finished("2-0"), "its mark was waiting");
+        assert!(!s.finished("9-0"), "never deferred");
+        assert!(!s.finished("2-0"), "once");
         let st = s.lock();
         let left: Vec<&str> = st.due.iter().map(|d| d.task.entry.as_str()).collect();
         assert_eq!(left, ["1-0", "3-0"]);

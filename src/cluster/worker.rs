@@ -212,6 +212,9 @@ pub(super) struct Worker {
     cleanup: Mutex<Instant>,
     /// The server's limit on one value (0: not asked yet).
     bulk_limit: AtomicU64,
+    /// Whether finishes may go plain (see `plain.rs`): 0 not asked yet,
+    /// 1 yes, 2 no (a server older than 7.0).
+    plain: std::sync::atomic::AtomicU8,
     /// Slot threads running (more than `concurrency` while tasks wait; see `secede`).
     pub(super) slots: Mutex<usize>,
     /// Slots whose task is blocked on a future right now.
@@ -280,6 +283,7 @@ fn serve(cfg: WorkerConfig) -> i32 {
         stopped: AtomicBool::new(false),
         cleanup: Mutex::new(Instant::now()),
         bulk_limit: AtomicU64::new(0),
+        plain: std::sync::atomic::AtomicU8::new(0),
         slots: Mutex::new(0),
         blocked: AtomicUsize::new(0),
         view: Mutex::new(super::lanes::View::new(&keys_queue, cfg.resources.clone())),
@@ -464,6 +468,8 @@ impl Worker {
         };
         let mut next = Claim::Unknown;
         let mut backoff = Backoff::new();
+        // The tidy owed for plain finishes (see `plain.rs`).
+        let mut debt = super::plain::Debt::default();
         // The last claim found the queue empty (it brought fewer than it asked).
         let mut drained = false;
         loop {
@@ -485,7 +491,7 @@ impl Worker {
                     // The queue was empty a moment ago: send the finishes
                     // and block for the next entries in one round trip.
                     let batch = std::mem::take(&mut *protocol_lock(&self.unflushed));
-                    next = self.wait_and_claim(&mut conn, &me, batch);
+                    next = self.wait_and_claim(&mut conn, &me, batch, &mut debt);
                 } else if !more || self.flush_due() {
                     next = self.flush(&mut conn, !more);
                 }
@@ -493,10 +499,12 @@ impl Worker {
             }
             if self.draining() {
                 self.flush(&mut conn, false);
+                self.pay(&mut conn, &mut debt);
                 return false;
             }
             if super::secede::leave_if_surplus(self) {
                 self.flush(&mut conn, false);
+                self.pay(&mut conn, &mut debt);
                 return true;
             }
             let found = match (self.reap_one(&mut conn), idle) {
@@ -504,10 +512,13 @@ impl Worker {
                 (None, Claim::Idle) if self.only_default() => {
                     // Wait for the next entries and claim them in the same
                     // round trip.
-                    next = self.wait_and_claim(&mut conn, &me, Vec::new());
+                    next = self.wait_and_claim(&mut conn, &me, Vec::new(), &mut debt);
                     continue;
                 }
-                (None, _) => self.read(&mut conn, true),
+                (None, _) => {
+                    self.pay(&mut conn, &mut debt);
+                    self.read(&mut conn, true)
+                }
             };
             match found {
                 Ok(Some(job)) => {
@@ -837,11 +848,31 @@ impl Worker {
         conn: &mut Conn,
         me: &str,
         finishes: Vec<super::batch::Finished>,
+        debt: &mut super::plain::Debt,
     ) -> Claim {
         let want = self.pace.want();
         let mut pipe = redis::pipe();
-        if !finishes.is_empty() {
-            pipe.add_command(self.finish_claim_cmd(&finishes, 0));
+        // Plain finishes (see `plain.rs`), or the script, which also tidies
+        // exactly; with no finishes, the tidy owed for earlier plain ones.
+        let plain = self.plain_finish(conn, &finishes, debt);
+        let mut n = 1;
+        match &plain {
+            Some(cmds) => {
+                n += cmds.len();
+                for c in cmds {
+                    pipe.add_command(c.clone());
+                }
+            }
+            None if !finishes.is_empty() => {
+                n += 1;
+                pipe.add_command(self.finish_claim_cmd(&finishes, 0));
+            }
+            None => {
+                if let Some(tidy) = debt.take(&self.scripts, &self.queue) {
+                    n += 1;
+                    pipe.add_command(tidy);
+                }
+            }
         }
         pipe.cmd("XREADGROUP")
             .arg("GROUP")
@@ -854,13 +885,31 @@ impl Worker {
             .arg("STREAMS")
             .arg(&self.queue)
             .arg(">");
-        let n = 1 + usize::from(!finishes.is_empty());
         let next = match conn.query_pipe_each(&pipe, n) {
             Ok(mut replies) => {
                 let read = replies.pop();
                 if replies.iter().any(|r| r.is_err()) {
                     // Perhaps before they ran: send them alone (again is harmless).
                     self.finish_alone(conn, &finishes);
+                    if plain.is_some() {
+                        self.unfinish(conn, &finishes);
+                    }
+                    debt.paid();
+                } else if plain.is_some() {
+                    if let Some(Ok(exec)) = replies.last() {
+                        let lost = super::plain::undelivered(&finishes, exec);
+                        if !lost.is_empty() {
+                            if let Err(e) = conn.query_pipe(&super::plain::clear(&lost)) {
+                                log::warn!("{}: {e}; clearing finished bits by script", self.name);
+                                self.unfinish(conn, &finishes);
+                            }
+                        }
+                    }
+                    if let Some(last) = finishes.last() {
+                        debt.owe(&last.entry);
+                    }
+                } else if !finishes.is_empty() {
+                    debt.paid();
                 }
                 match read {
                     Some(Ok(reply)) => self.delivered(conn, &reply),
@@ -875,11 +924,31 @@ impl Worker {
                 log::debug!("{}: {e}; retrying", self.name);
                 // Perhaps before they ran: send them alone (again is harmless).
                 self.finish_alone(conn, &finishes);
+                if plain.is_some() {
+                    self.unfinish(conn, &finishes);
+                }
                 Claim::Unknown
             }
         };
         self.sent(finishes);
         next
+    }
+
+    /// After plain finishes whose outcome is unknown: clears the bits of
+    /// the tasks whose client's event stream is gone (see `plain::unfinish`),
+    /// retrying as a finish does.
+    fn unfinish(&self, conn: &mut Conn, batch: &[super::batch::Finished]) {
+        if batch.is_empty() {
+            return;
+        }
+        if let Err(e) = self.call(conn, &super::plain::unfinish(&self.scripts, batch)) {
+            log::error!(
+                "{}: could not check the finished bits of {} task(s) ({}...): {e}",
+                self.name,
+                batch.len(),
+                batch[0].task
+            );
+        }
     }
 
     /// The jobs a blocking group read delivered (`reply`). A quick entry
@@ -1004,8 +1073,11 @@ impl Worker {
         // The pace counts everything a task costs here, sealing a large
         // result included, not just the call.
         let began = Instant::now();
-        let finished = self.run_job_inner(conn, &job, started);
-        self.starter.finished(&job.entry);
+        let mut finished = self.run_job_inner(conn, &job, started);
+        let unmarked = self.starter.finished(&job.entry);
+        if let Some(f) = &mut finished {
+            f.unmarked = unmarked;
+        }
         self.pace.ran(began.elapsed());
         if !job.needs.is_empty() {
             protocol_lock(&self.view).release(&job.needs);
@@ -1102,6 +1174,50 @@ impl Worker {
             f.args(&mut cmd);
         }
         cmd
+    }
+
+    /// The plain finishes of `batch` (see `plain.rs`), when they qualify,
+    /// the server takes them and no tidy is due.
+    fn plain_finish(
+        &self,
+        conn: &mut Conn,
+        batch: &[super::batch::Finished],
+        debt: &super::plain::Debt,
+    ) -> Option<Vec<redis::Cmd>> {
+        if batch.is_empty() || debt.due() || !self.plain_ok(conn) {
+            return None;
+        }
+        let (client, value) = self.cached_live()?;
+        let expires = super::plain::expiry_of(&value)?;
+        super::plain::qualifies(batch, &self.queue, &self.keys.events(&client))
+            .then(|| super::plain::commands(batch, &self.queue, expires))
+    }
+
+    /// True when the server takes `PEXPIREAT`'s `NX` and `GT` (Redis 7.0
+    /// or newer), asked once (on `conn`).
+    fn plain_ok(&self, conn: &mut Conn) -> bool {
+        match self.plain.load(Ordering::Relaxed) {
+            1 => return true,
+            2 => return false,
+            _ => {}
+        }
+        let Ok(info) = conn.query(redis::cmd("INFO").arg("server")) else {
+            return false;
+        };
+        let version = protocol::server_version(protocol::text(&info).unwrap_or(""));
+        let ok = version >= (7, 0);
+        self.plain.store(if ok { 1 } else { 2 }, Ordering::Relaxed);
+        ok
+    }
+
+    /// Pays a slot's tidy debt (see `plain.rs`) on its own, before the
+    /// slot reads otherwise than by `wait_and_claim`, or ends.
+    fn pay(&self, conn: &mut Conn, debt: &mut super::plain::Debt) {
+        if let Some(tidy) = debt.take(&self.scripts, &self.queue) {
+            if let Err(e) = conn.query(&tidy) {
+                log::debug!("{}: could not tidy the queue: {e}", self.name);
+            }
+        }
     }
 
     /// A fresh delivery token (see `start_fn.lua`).

@@ -198,21 +198,33 @@ impl Shared {
                     }
                     cmd
                 };
-                let mut outcome = conn.query(&cmd(fresh));
+                // A first attempt of quick tasks goes as a transaction (see
+                // `fresh.rs`), which tells their entry ids; any other as a
+                // script call, which records them.
+                let mut outcome = if Self::may_send_fresh(batch, fresh, quick) {
+                    self.send_fresh(conn, batch, &max)
+                } else {
+                    conn.query(&cmd(fresh)).map(|_| Vec::new())
+                };
                 if let Err(e) = &outcome {
                     if retry && protocol::classify(e) != protocol::Failure::Fatal {
-                        outcome = conn.query_retry(&cmd(false), Some(deadline), &self.give_up());
+                        outcome = conn
+                            .query_retry(&cmd(false), Some(deadline), &self.give_up())
+                            .map(|_| Vec::new());
                     }
                 }
                 match outcome {
-                    Ok(_) => {
+                    Ok(entries) => {
                         let now = Instant::now();
                         let mut st = lock(&self.state);
                         // The connection works: callers may send their own again.
                         st.direct_off = false;
-                        for o in *batch {
+                        for (i, o) in batch.iter().enumerate() {
                             if let Some(t) = st.inflight.get_mut(&o.seq) {
                                 t.sent_at = Some(now);
+                                if let Some(e) = entries.get(i) {
+                                    t.entry.clone_from(e);
+                                }
                             }
                         }
                     }
@@ -260,8 +272,13 @@ impl Shared {
             let mut cmd = self.scripts.call(ScriptName::Cancel, &keys);
             cmd.arg(protocol::DEAD_RECORD_TTL.as_secs())
                 .arg(protocol::GROUP);
-            for ((_, idx), task) in batch.iter().zip(&tasks) {
-                cmd.arg(*idx).arg(task);
+            {
+                // The entry ids only the client knows (see `fresh.rs`).
+                let st = lock(&self.state);
+                for ((seq, idx), task) in batch.iter().zip(&tasks) {
+                    let entry = st.inflight.get(seq).map_or("", |t| t.entry.as_str());
+                    cmd.arg(*idx).arg(task).arg(entry);
+                }
             }
             match conn.query_retry(&cmd, Some(deadline), &self.give_up()) {
                 Ok(v) => {

@@ -97,6 +97,10 @@ struct Inflight {
     /// Its lane and run-time limit, as in [`Outgoing`].
     lane: (String, String),
     limit_ms: u64,
+    /// Its stream entry when it went by a transaction (see `fresh.rs`),
+    /// which cannot record it in Redis; else empty (`submit` recorded it,
+    /// or the reply that named it was lost).
+    entry: String,
 }
 
 /// A task record waiting for the dispatcher.
@@ -184,6 +188,7 @@ mod acks;
 mod delivery;
 mod dispatch;
 mod events;
+mod fresh;
 mod keeper;
 mod local;
 mod submit;
@@ -373,9 +378,7 @@ fn check_version(info: &str, url: &str) -> Result<()> {
         .find_map(|l| l.strip_prefix("redis_version:"))
         .map(str::trim)
         .unwrap_or("");
-    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    if (major, minor) < (6, 2) {
+    if protocol::server_version(info) < (6, 2) {
         return Err(Error::Backend {
             message: format!(
                 "the server at {url} reports Redis version {version:?}; the cluster needs \

@@ -193,6 +193,7 @@ impl Shared {
                 args,
                 lane,
                 limit_ms,
+                entry: String::new(),
             },
         ))
     }
@@ -267,6 +268,7 @@ impl Shared {
                 nonce,
             );
             inflight.sent_at = None;
+            inflight.entry.clear();
             st.inflight.insert(seq, inflight);
             st.aliases.insert(*old, seq);
             st.outbox.push(out);
