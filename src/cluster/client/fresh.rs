@@ -67,42 +67,20 @@ impl Shared {
             .cmd("EXISTS")
             .arg(&events);
         for o in batch {
-            pipe.cmd("XADD")
-                .arg(&queue)
+            let mut xadd = redis::cmd("XADD");
+            xadd.arg(&queue)
                 .arg("*")
                 .arg("t")
                 .arg(&o.task)
                 .arg("q")
-                .arg("1")
-                .arg("f")
-                .arg(o.trampoline)
-                .arg("b")
-                .arg(&self.build_id)
-                .arg("a")
-                .arg(o.args.as_slice())
-                .arg("s")
-                .arg(&o.signature[..])
-                .arg("n")
-                .arg(o.items)
-                .arg("nc")
-                .arg(&o.nonce)
-                .arg("tl")
-                .arg(o.limit_ms);
-            pipe.cmd("HSET")
-                .arg(self.cfg.keys.task(&o.task))
-                .arg("f")
-                .arg(o.trampoline)
-                .arg("b")
-                .arg(&self.build_id)
-                .arg("a")
-                .arg(o.args.as_slice())
-                .arg("s")
-                .arg(&o.signature[..])
-                .arg("n")
-                .arg(o.items)
-                .arg("nc")
-                .arg(&o.nonce)
-                .arg("m")
+                .arg("1");
+            self.call_fields(&mut xadd, o);
+            xadd.arg("tl").arg(o.limit_ms);
+            pipe.add_command(xadd);
+            let mut hset = redis::cmd("HSET");
+            hset.arg(self.cfg.keys.task(&o.task));
+            self.call_fields(&mut hset, o);
+            hset.arg("m")
                 .arg(max)
                 .arg("st")
                 .arg("p")
@@ -112,6 +90,7 @@ impl Shared {
                 .arg(o.limit_ms)
                 .arg("q")
                 .arg("1");
+            pipe.add_command(hset);
         }
         pipe.cmd("EXEC");
         let n = 4 + 2 * batch.len();
@@ -135,6 +114,22 @@ impl Shared {
             self.repair_events(conn, max, &live, ttl);
         }
         Ok(ids)
+    }
+
+    /// The call's fields, as both the entry and the record hold them.
+    fn call_fields(&self, cmd: &mut redis::Cmd, o: &Outgoing) {
+        cmd.arg("f")
+            .arg(o.trampoline)
+            .arg("b")
+            .arg(&self.build_id)
+            .arg("a")
+            .arg(o.args.as_slice())
+            .arg("s")
+            .arg(&o.signature[..])
+            .arg("n")
+            .arg(o.items)
+            .arg("nc")
+            .arg(&o.nonce);
     }
 
     /// Makes the client's event stream again (and its liveness key, if
