@@ -854,13 +854,14 @@ impl Worker {
         let mut pipe = redis::pipe();
         // Plain finishes (see `plain.rs`), or the script, which also tidies
         // exactly; with no finishes, the tidy owed for earlier plain ones.
-        let plain = self.plain_finish(conn, &finishes, debt);
+        let cmds = self.plain_finish(conn, &finishes, debt);
+        let plain = cmds.is_some();
         let mut n = 1;
-        match &plain {
+        match cmds {
             Some(cmds) => {
                 n += cmds.len();
                 for c in cmds {
-                    pipe.add_command(c.clone());
+                    pipe.add_command(c);
                 }
             }
             None if !finishes.is_empty() => {
@@ -891,11 +892,11 @@ impl Worker {
                 if replies.iter().any(|r| r.is_err()) {
                     // Perhaps before they ran: send them alone (again is harmless).
                     self.finish_alone(conn, &finishes);
-                    if plain.is_some() {
+                    if plain {
                         self.unfinish(conn, &finishes);
                     }
                     debt.paid();
-                } else if plain.is_some() {
+                } else if plain {
                     if let Some(Ok(exec)) = replies.last() {
                         let lost = super::plain::undelivered(&finishes, exec);
                         if !lost.is_empty() {
@@ -924,7 +925,7 @@ impl Worker {
                 log::debug!("{}: {e}; retrying", self.name);
                 // Perhaps before they ran: send them alone (again is harmless).
                 self.finish_alone(conn, &finishes);
-                if plain.is_some() {
+                if plain {
                     self.unfinish(conn, &finishes);
                 }
                 Claim::Unknown
