@@ -37,7 +37,13 @@ fn main() -> RedisResult<()> {
         .unwrap_or_else(|| "redis://127.0.0.1:6379/0".into());
     let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(5000);
     let client = redis::Client::open(url.as_str())?;
-    for mode in ["plain", "script", "thread", "pubsub"] {
+    let modes: Vec<String> = match args.get(2) {
+        Some(m) => m.split(',').map(String::from).collect(),
+        None => ["plain", "script", "thread", "pubsub", "direct", "direct-thread"]
+            .map(String::from)
+            .to_vec(),
+    };
+    for mode in modes.iter().map(String::as_str) {
         let (p50, p99) = run(&client, mode, n)?;
         println!("{mode}: p50={p50} µs p99={p99} µs");
     }
@@ -65,10 +71,16 @@ fn run(client: &redis::Client, mode: &str, n: usize) -> RedisResult<(u128, u128)
         .query(&mut setup)?;
     let script = mode == "script";
     let publish = mode == "pubsub";
+    let direct = mode.starts_with("direct");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(io_err)?;
+    let addr = listener.local_addr().map_err(io_err)?;
     let mut worker_conn = connect(client)?;
     // The worker stops when the queue stream is deleted (its read fails) or
     // after a read that brought nothing for a second.
     let worker = std::thread::spawn(move || -> RedisResult<()> {
+        if direct {
+            return direct_worker(&mut worker_conn, addr);
+        }
         loop {
             let v: Value = redis::cmd("XREADGROUP")
                 .arg("GROUP")
@@ -108,7 +120,27 @@ fn run(client: &redis::Client, mode: &str, n: usize) -> RedisResult<(u128, u128)
         }
     });
     let (tx, rx) = std::sync::mpsc::channel::<()>();
-    let events = if mode == "thread" {
+    let mut pushed = if direct {
+        let (s, _) = listener.accept().map_err(io_err)?;
+        s.set_nodelay(true).map_err(io_err)?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).map_err(io_err)?;
+        Some(s)
+    } else {
+        None
+    };
+    let events = if mode == "direct-thread" {
+        let mut s = pushed.take().expect("accepted");
+        Some(std::thread::spawn(move || -> RedisResult<()> {
+            use std::io::Read;
+            let mut b = [0u8; 1];
+            while s.read_exact(&mut b).is_ok() {
+                if tx.send(()).is_err() {
+                    return Ok(());
+                }
+            }
+            Ok(())
+        }))
+    } else if mode == "thread" {
         let mut conn = connect(client)?;
         let mut from = last.clone();
         Some(std::thread::spawn(move || -> RedisResult<()> {
@@ -149,7 +181,11 @@ fn run(client: &redis::Client, mode: &str, n: usize) -> RedisResult<(u128, u128)
     for i in 0..n + warm {
         let t = Instant::now();
         let _: String = submit.xadd(QUEUE, "*", &[("t", i)])?;
-        if events.is_some() {
+        if let Some(s) = pushed.as_mut() {
+            use std::io::Read;
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).map_err(io_err)?;
+        } else if events.is_some() {
             rx.recv_timeout(Duration::from_secs(5))
                 .map_err(|_| no_event())?;
         } else {
@@ -162,7 +198,8 @@ fn run(client: &redis::Client, mode: &str, n: usize) -> RedisResult<(u128, u128)
     let _: () = setup.del(QUEUE)?;
     let _ = worker.join();
     drop(rx);
-    if let Some(e) = events {
+    drop(pushed);
+    if let Some(e) = events.filter(|_| !direct) {
         // It ends at its next event or read timeout.
         let _: String = setup.xadd(EVENTS, "*", &[("k", "w")])?;
         let _: i64 = setup.publish(EVENTS, "w")?;
@@ -170,6 +207,52 @@ fn run(client: &redis::Client, mode: &str, n: usize) -> RedisResult<(u128, u128)
     }
     lat.sort_unstable();
     Ok((lat[lat.len() / 2], lat[lat.len() * 99 / 100]))
+}
+
+fn io_err(e: std::io::Error) -> redis::RedisError {
+    redis::RedisError::from(e)
+}
+
+/// The worker of the `direct` modes: after each read it writes one byte to
+/// the client's socket, then sends its event `XADD` pipelined with its next
+/// blocking read, as a fanout worker would that pushed results to the client
+/// and kept the stream for catching up.
+fn direct_worker(conn: &mut Connection, addr: std::net::SocketAddr) -> RedisResult<()> {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).map_err(io_err)?;
+    s.set_nodelay(true).map_err(io_err)?;
+    let read = || {
+        let mut c = redis::cmd("XREADGROUP");
+        c.arg("GROUP")
+            .arg("g")
+            .arg("w")
+            .arg("COUNT")
+            .arg(1)
+            .arg("BLOCK")
+            .arg(1000)
+            .arg("STREAMS")
+            .arg(QUEUE)
+            .arg(">");
+        c
+    };
+    let mut v: Value = read().query(conn)?;
+    loop {
+        if let Value::Nil = v {
+            return Ok(());
+        }
+        if s.write_all(b"d").is_err() {
+            return Ok(());
+        }
+        let (_, next): (Value, Value) = redis::pipe()
+            .cmd("XADD")
+            .arg(EVENTS)
+            .arg("*")
+            .arg("k")
+            .arg("d")
+            .add_command(read())
+            .query(conn)?;
+        v = next;
+    }
 }
 
 /// A connection whose reads give up after 10 s (the longest `BLOCK` here is

@@ -103,6 +103,7 @@ pub mod fuzz;
 mod lanes;
 mod plain;
 mod protocol;
+mod push;
 mod remote;
 mod secede;
 mod starter;
@@ -201,6 +202,7 @@ pub struct ClusterBuilder {
     reconnect_timeout: Duration,
     local_worker_resources: Vec<(String, u32)>,
     client_ttl: Duration,
+    push_results: bool,
 }
 
 impl fmt::Debug for ClusterBuilder {
@@ -215,6 +217,7 @@ impl fmt::Debug for ClusterBuilder {
             .field("reconnect_timeout", &self.reconnect_timeout)
             .field("local_worker_resources", &self.local_worker_resources)
             .field("client_ttl", &self.client_ttl)
+            .field("push_results", &self.push_results)
             .finish()
     }
 }
@@ -239,6 +242,7 @@ impl Cluster {
             reconnect_timeout: Duration::from_secs(30),
             local_worker_resources: Vec::new(),
             client_ttl: Duration::from_secs(60),
+            push_results: true,
         }
     }
 
@@ -412,6 +416,29 @@ impl ClusterBuilder {
         self
     }
 
+    /// Whether workers may push small results straight to this client
+    /// (default `true`), ahead of their events in Redis. The client listens
+    /// on a TCP port of the address through which it reaches Redis
+    /// (loopback for a Redis on loopback) and advertises it, signed, in
+    /// Redis; a worker that can connect sends the results of short tasks
+    /// there before it reports them to Redis, which saves a round trip
+    /// through Redis on each. Nothing depends on it: results also go
+    /// through Redis as before, and a worker that cannot connect (a
+    /// firewall, another network) just does not push. Never with a
+    /// `rediss://` URL (the results would cross the network unencrypted).
+    /// Turn it off when the client must not listen on a port.
+    ///
+    /// ```no_run
+    /// let c = fanout::Cluster::builder("redis://127.0.0.1:6379/0")
+    ///     .push_results(false)
+    ///     .build()?;
+    /// # Ok::<(), fanout::Error>(())
+    /// ```
+    pub fn push_results(mut self, on: bool) -> Self {
+        self.push_results = on;
+        self
+    }
+
     /// Connects, checks the server and starts the client (and local workers).
     ///
     /// [`Error::Backend`] when Redis cannot be reached (within a couple of
@@ -473,6 +500,7 @@ impl ClusterBuilder {
             reconnect_timeout: self.reconnect_timeout,
             local_worker_resources: lanes::spell(&lanes::canonical(&self.local_worker_resources)?),
             client_ttl: self.client_ttl,
+            push_results: self.push_results,
         };
         let (shared, threads) = Shared::start(cfg)?;
         Ok(Cluster {

@@ -125,6 +125,12 @@ impl Keys {
         format!("{}:live:{client}", self.tag)
     }
 
+    /// Where a client takes results pushed to it (see `push`): a signed
+    /// address and token, refreshed with its liveness.
+    pub(crate) fn push(&self, client: &str) -> String {
+        format!("{}:push:{client}", self.tag)
+    }
+
     /// A client's finished-task bitmap (bit = sequence number).
     pub(crate) fn finished(&self, client: &str) -> String {
         format!("{}:fin:{client}", self.tag)
@@ -414,6 +420,50 @@ pub(crate) fn live_value(secret: &[u8], namespace: &str, client: &str, expires_m
         .finalize()
         .into_bytes();
     format!("{expires_ms}:{}", ship::hex(&sig))
+}
+
+fn push_mac(secret: &[u8], namespace: &str, client: &str, addr: &str, token: &str) -> HmacSha256 {
+    let mut m = mac(secret);
+    m.update(b"fanout-cluster-push-v1\0");
+    put_field(&mut m, namespace.as_bytes());
+    put_field(&mut m, client.as_bytes());
+    put_field(&mut m, addr.as_bytes());
+    put_field(&mut m, token.as_bytes());
+    m
+}
+
+/// A client's push address value: `<addr> <token> <hex signature>`.
+pub(crate) fn push_value(
+    secret: &[u8],
+    namespace: &str,
+    client: &str,
+    addr: &str,
+    token: &str,
+) -> String {
+    let sig = push_mac(secret, namespace, client, addr, token)
+        .finalize()
+        .into_bytes();
+    format!("{addr} {token} {}", ship::hex(&sig))
+}
+
+/// The address and token in a push value for `client` signed under
+/// `secret`; `None` for anything else.
+pub(crate) fn push_target(
+    secret: &[u8],
+    namespace: &str,
+    client: &str,
+    value: &[u8],
+) -> Option<(std::net::SocketAddr, String)> {
+    let mut parts = std::str::from_utf8(value).ok()?.split(' ');
+    let (addr, token, sig) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let sig = unhex(sig)?;
+    push_mac(secret, namespace, client, addr, token)
+        .verify_slice(&sig)
+        .ok()?;
+    Some((addr.parse().ok()?, token.to_string()))
 }
 
 /// True if `value` is a liveness value for `client` signed under `secret`
@@ -1131,6 +1181,20 @@ mod tests {
         for v in &variants {
             assert!(!verify_task(b"k", v, &s));
         }
+    }
+
+    #[test]
+    fn push_values_are_signed_and_bind_their_client() {
+        let v = push_value(b"k", "ns", "c", "127.0.0.1:5", "tok");
+        let (addr, token) = push_target(b"k", "ns", "c", v.as_bytes()).unwrap();
+        assert_eq!(addr.to_string(), "127.0.0.1:5");
+        assert_eq!(token, "tok");
+        assert!(push_target(b"K", "ns", "c", v.as_bytes()).is_none());
+        assert!(push_target(b"k", "ns", "d", v.as_bytes()).is_none());
+        let forged = v.replace("127.0.0.1:5", "127.0.0.1:6");
+        assert!(push_target(b"k", "ns", "c", forged.as_bytes()).is_none());
+        assert!(push_target(b"k", "ns", "c", b"junk").is_none());
+        assert!(push_target(b"k", "ns", "c", b"").is_none());
     }
 
     #[test]

@@ -227,6 +227,8 @@ pub(super) struct Worker {
     live_cache: Mutex<Option<LiveCache>>,
     /// Marks of quick tasks not sent yet (see `starter`).
     starter: super::starter::Starter,
+    /// Connections to clients that take pushed results (see `push`).
+    pusher: super::push::Pusher,
 }
 
 /// A client's signed liveness value verified recently: while `until` has
@@ -290,6 +292,12 @@ fn serve(cfg: WorkerConfig) -> i32 {
         deadlines: Mutex::new(std::collections::HashMap::new()),
         live_cache: Mutex::new(None),
         starter: super::starter::Starter::default(),
+        pusher: super::push::Pusher::new(super::push::Lookup {
+            url: cfg.url.clone(),
+            keys: Keys::new(&cfg.namespace),
+            secret: cfg.secret.clone(),
+            namespace: cfg.namespace.clone(),
+        }),
         cfg,
     });
     let starter = {
@@ -1178,7 +1186,9 @@ impl Worker {
     }
 
     /// The plain finishes of `batch` (see `plain.rs`), when they qualify,
-    /// the server takes them and no tidy is due.
+    /// the server takes them and no tidy is due; their results are then
+    /// pushed to their client first (see `push`), which is why this is
+    /// called just before the finishes go.
     fn plain_finish(
         &self,
         conn: &mut Conn,
@@ -1190,8 +1200,11 @@ impl Worker {
         }
         let (client, value) = self.cached_live()?;
         let expires = super::plain::expiry_of(&value)?;
-        super::plain::qualifies(batch, &self.queue, &self.keys.events(&client))
-            .then(|| super::plain::commands(batch, &self.queue, expires))
+        if !super::plain::qualifies(batch, &self.queue, &self.keys.events(&client)) {
+            return None;
+        }
+        self.pusher.push(&client, batch);
+        Some(super::plain::commands(batch, &self.queue, expires))
     }
 
     /// True when the server takes `PEXPIREAT`'s `NX` and `GT` (Redis 7.0

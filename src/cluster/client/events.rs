@@ -253,7 +253,7 @@ impl Shared {
     }
 
     /// The sequence number of one of our own task ids.
-    fn own_seq(&self, task: &str) -> Option<u64> {
+    pub(super) fn own_seq(&self, task: &str) -> Option<u64> {
         let (client, seq) = protocol::parse_task_id(task)?;
         (client == self.client_id).then_some(seq)
     }
@@ -466,6 +466,12 @@ impl Shared {
             }
             st.inflight.is_empty()
         };
+        self.complete(outcomes, idle);
+    }
+
+    /// Completes the futures of `outcomes` (taken out of flight); `idle`:
+    /// nothing is in flight any more.
+    pub(super) fn complete(&self, outcomes: Vec<(Inflight, Result<Outcome>)>, idle: bool) {
         // Futures nobody listens to complete here; the rest (and their
         // done-callbacks) on the courier.
         let jobs: Vec<Job> = outcomes

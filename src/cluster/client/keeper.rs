@@ -41,6 +41,14 @@ impl Shared {
             .cmd("PEXPIRE")
             .arg(self.cfg.keys.finished(&self.client_id))
             .arg(ttl_ms);
+        if let Some(push) = &self.push_value {
+            pipe.cmd("SET")
+                .arg(self.cfg.keys.push(&self.client_id))
+                .arg(push)
+                .arg("PX")
+                .arg(ttl_ms)
+                .ignore();
+        }
         // Results that stay in Redis for this client's futures live as long
         // as the client (with the grace `finish` gives them).
         for task in lock(&self.held).iter() {
@@ -90,7 +98,8 @@ impl Shared {
         let _ = conn.query_retry(
             redis::cmd("DEL")
                 .arg(self.cfg.keys.live(&self.client_id))
-                .arg(self.cfg.keys.finished(&self.client_id)),
+                .arg(self.cfg.keys.finished(&self.client_id))
+                .arg(self.cfg.keys.push(&self.client_id)),
             Some(Instant::now() + Duration::from_secs(2)),
             &|| false,
         );

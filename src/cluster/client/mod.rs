@@ -56,6 +56,8 @@ pub(crate) struct Config {
     pub(crate) client_ttl: Duration,
     /// What local workers advertise (`FANOUT_CLUSTER_RESOURCES`).
     pub(crate) local_worker_resources: String,
+    /// Listen for results pushed by workers (see `pushed`).
+    pub(crate) push_results: bool,
 }
 
 /// How long the event loop blocks in one `XREAD`.
@@ -182,6 +184,9 @@ pub(crate) struct Shared {
     bulk_limit: u64,
     /// Where task nonces come from.
     nonces: Mutex<submit::Nonces>,
+    /// The signed push address the keeper writes with the liveness (see
+    /// `pushed`); `None` when the client does not listen.
+    push_value: Option<String>,
 }
 
 mod acks;
@@ -191,6 +196,7 @@ mod events;
 mod fresh;
 mod keeper;
 mod local;
+mod pushed;
 mod submit;
 mod values;
 
@@ -236,6 +242,20 @@ impl Shared {
             EVENT_BLOCK + Duration::from_secs(3),
         )?;
         let bulk_limit = protocol::bulk_limit(&mut conn);
+        let listener = if cfg.push_results {
+            pushed::listen(&cfg.url)
+        } else {
+            None
+        };
+        let push_value = listener.as_ref().map(|l| {
+            protocol::push_value(
+                cfg.secret.as_bytes(),
+                &cfg.namespace,
+                &client_id,
+                &l.addr.to_string(),
+                &l.token,
+            )
+        });
         let shared = Arc::new(Shared {
             cfg,
             client_id,
@@ -255,6 +275,7 @@ impl Shared {
             live: Mutex::new(String::new()),
             bulk_limit,
             nonces: Mutex::new(submit::Nonces::default()),
+            push_value,
         });
         let mut threads = Vec::new();
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
@@ -305,6 +326,16 @@ impl Shared {
             )
             .map_err(abort)?,
         );
+        if let Some(l) = listener {
+            let s = shared.clone();
+            threads.push(
+                spawn(
+                    "fanout-cluster-push",
+                    Box::new(move || s.push_loop(l.socket, l.token)),
+                )
+                .map_err(abort)?,
+            );
+        }
         if shared.cfg.local_workers > 0 {
             super::worker::linked();
             let s = shared.clone();
