@@ -122,6 +122,13 @@ impl Pace {
         self.0.store(new, Ordering::Relaxed);
     }
 
+    /// True when tasks have been running shorter than `than` on average
+    /// (false while nothing is measured).
+    pub(super) fn short(&self, than: Duration) -> bool {
+        let avg = self.0.load(Ordering::Relaxed);
+        avg > 0 && u128::from(avg) < than.as_nanos()
+    }
+
     /// How many entries the next claim should take.
     pub(super) fn want(&self) -> usize {
         want_for(self.0.load(Ordering::Relaxed))
@@ -150,7 +157,10 @@ mod tests {
         assert_eq!(want_for(60_000_000_000), 1);
         let pace = Pace::default();
         assert_eq!(pace.want(), 1);
+        assert!(!pace.short(Duration::from_secs(1)), "nothing measured yet");
         pace.ran(Duration::from_micros(5));
+        assert!(pace.short(Duration::from_micros(50)));
+        assert!(!pace.short(Duration::from_micros(5)));
         assert_eq!(pace.want(), MAX_BATCH);
         // One long task pulls the average up at once.
         pace.ran(Duration::from_millis(20));

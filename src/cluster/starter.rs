@@ -56,7 +56,13 @@ impl Starter {
 
     /// Marks `task` started in [`MARK_AFTER`], unless [`Starter::finished`]
     /// says it ended before. Nothing is built for the mark until then.
-    pub(super) fn defer(&self, task: Quick) {
+    ///
+    /// `expect_short`: the worker's tasks have been ending well within
+    /// [`MARK_AFTER`], so the sending thread is not woken for this one (a
+    /// wake-up per task, and another when its timer fires, is what a round
+    /// trip on a 2-core machine feels); should it run long after all,
+    /// [`Starter::kick`] from the heartbeat sends its mark, up to a beat late.
+    pub(super) fn defer(&self, task: Quick, expect_short: bool) {
         let mut st = self.lock();
         let was_empty = st.due.is_empty();
         st.due.push_back(Due {
@@ -65,7 +71,19 @@ impl Starter {
         });
         drop(st);
         // A thread waiting for an earlier mark wakes in time for this one.
-        if was_empty {
+        if was_empty && !expect_short {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Wakes the sending thread if a mark is due (see [`Starter::defer`]).
+    pub(super) fn kick(&self) {
+        let due = self
+            .lock()
+            .due
+            .front()
+            .is_some_and(|d| d.at <= Instant::now());
+        if due {
             self.wake.notify_one();
         }
     }
@@ -132,11 +150,14 @@ mod tests {
     fn a_finished_task_leaves_the_queue_and_others_keep_their_order() {
         let s = Starter::default();
         for e in ["1-0", "2-0", "3-0"] {
-            s.defer(Quick {
-                entry: e.to_string(),
-                task: String::new(),
-                client: String::new(),
-            });
+            s.defer(
+                Quick {
+                    entry: e.to_string(),
+                    task: String::new(),
+                    client: String::new(),
+                },
+                false,
+            );
         }
         assert!(s.finished("2-0"), "its mark was waiting");
         assert!(!s.finished("9-0"), "never deferred");

@@ -1010,8 +1010,9 @@ impl Worker {
             .is_some_and(|(c, _)| quick.iter().all(|(_, q)| &q.client == c));
         if trusted {
             // Each is marked only if it still runs a moment later (see `starter`).
+            let short = self.pace.short(super::starter::MARK_AFTER / 4);
             for (_, q) in quick {
-                self.starter.defer(q);
+                self.starter.defer(q, short);
             }
             return Claim::Jobs(jobs);
         }
@@ -1721,6 +1722,8 @@ impl Worker {
             }
             self.draining();
             self.enforce_limits(&mut conn);
+            // A mark deferred without waking its thread (see `Starter::defer`).
+            self.starter.kick();
             // A slot running a long task holds finished results: send them.
             let late = protocol_lock(&self.unflushed)
                 .first()

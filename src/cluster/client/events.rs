@@ -464,13 +464,15 @@ impl Shared {
                     Outcome::open(self.cfg.secret.as_bytes(), task, envelope(j, i)),
                 ));
             }
-            st.inflight.is_empty()
+            st.inflight.is_empty() && st.closing
         };
         self.complete(outcomes, idle);
     }
 
     /// Completes the futures of `outcomes` (taken out of flight); `idle`:
-    /// nothing is in flight any more.
+    /// nothing is in flight any more and the client is closing (the
+    /// dispatcher, the only one waiting on `work`, then has a wake-up to
+    /// send; at any other time waking it would only cost a context switch).
     pub(super) fn complete(&self, outcomes: Vec<(Inflight, Result<Outcome>)>, idle: bool) {
         // Futures nobody listens to complete here; the rest (and their
         // done-callbacks) on the courier.

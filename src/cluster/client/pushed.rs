@@ -223,7 +223,7 @@ impl Shared {
                     outcomes.push((inflight, Ok(outcome)));
                 }
             }
-            st.inflight.is_empty()
+            st.inflight.is_empty() && st.closing
         };
         self.complete(outcomes, idle);
     }
