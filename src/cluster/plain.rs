@@ -110,8 +110,15 @@ pub(super) fn expiry_of(value: &[u8]) -> Option<u64> {
 
 /// The transaction for `batch` (see [`qualifies`]) of `queue`, the bitmap
 /// expiring at `expires_ms` (Redis time) or later: `MULTI` … `EXEC`, in
-/// order, each a reply of its own.
-pub(super) fn commands(batch: &[Finished], queue: &str, expires_ms: u64) -> Vec<redis::Cmd> {
+/// order, each a reply of its own. The "done" events go to `pushed` when
+/// the results were pushed to their client (see `push`: it catches up
+/// from there, and is not woken), else to its event stream.
+pub(super) fn commands(
+    batch: &[Finished],
+    queue: &str,
+    expires_ms: u64,
+    pushed: Option<&str>,
+) -> Vec<redis::Cmd> {
     let mut cmds = Vec::with_capacity(6 + 2 * batch.len());
     cmds.push(redis::cmd("MULTI"));
     let mut ack = redis::cmd("XACK");
@@ -138,7 +145,7 @@ pub(super) fn commands(batch: &[Finished], queue: &str, expires_ms: u64) -> Vec<
     cmds.push(del);
     for f in batch {
         let mut c = redis::cmd("XADD");
-        c.arg(&f.events)
+        c.arg(pushed.unwrap_or(&f.events))
             .arg("NOMKSTREAM")
             .arg("*")
             .arg("k")
@@ -158,7 +165,7 @@ pub(super) fn commands(batch: &[Finished], queue: &str, expires_ms: u64) -> Vec<
 }
 
 /// The finishes of `batch` whose "done" event the transaction could not
-/// add (its client's event stream was gone: `XADD NOMKSTREAM` replied nil)
+/// add (its client's event stream, or pushed-event stream, was gone: `XADD NOMKSTREAM` replied nil)
 /// although it set their bits (`SETBIT` replied 0), from `EXEC`'s reply
 /// to [`commands`]. Their bits must be cleared again ([`clear`]): a set
 /// bit tells the client's probe that the result is on its way, so it
@@ -306,7 +313,7 @@ mod tests {
     #[test]
     fn the_transaction_acks_sets_bits_deletes_records_and_tells_the_client() {
         let batch = [finished(true, 3)];
-        let cmds = commands(&batch, "{ns}:q", 42);
+        let cmds = commands(&batch, "{ns}:q", 42, None);
         let names: Vec<String> = cmds
             .iter()
             .map(|c| {
@@ -328,5 +335,13 @@ mod tests {
                 "EXEC"
             ]
         );
+        let to = |cmds: &[redis::Cmd]| {
+            let p = cmds[cmds.len() - 2].get_packed_command();
+            String::from_utf8_lossy(&p).into_owned()
+        };
+        assert!(to(&cmds).contains("{ns}:ev:c1"), "{}", to(&cmds));
+        let pushed = commands(&batch, "{ns}:q", 42, Some("{ns}:pev:c1"));
+        assert!(to(&pushed).contains("{ns}:pev:c1"), "{}", to(&pushed));
+        assert!(!to(&pushed).contains("{ns}:ev:c1"));
     }
 }

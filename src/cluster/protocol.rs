@@ -120,6 +120,12 @@ impl Keys {
         format!("{}:ev:{client}", self.tag)
     }
 
+    /// A client's stream of the "done" events of results pushed to it (see
+    /// `push`): what it reads, now and then, to catch a push that was lost.
+    pub(crate) fn pushed_events(&self, client: &str) -> String {
+        format!("{}:pev:{client}", self.tag)
+    }
+
     /// A client's liveness: a signed expiry time, refreshed while it runs.
     pub(crate) fn live(&self, client: &str) -> String {
         format!("{}:live:{client}", self.tag)

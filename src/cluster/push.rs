@@ -144,7 +144,8 @@ impl Pusher {
 
     /// Pushes the envelopes of `batch` (finishes of `client`'s tasks that
     /// go plain) to `client`, if a connection to it is up; starts one if
-    /// none is. Never blocks on the client.
+    /// none is. Never blocks on the client. True when every byte went
+    /// into the socket (their events then go to `Keys::pushed_events`).
     pub(super) fn push(&self, client: &str, batch: &[Finished]) -> bool {
         let mut peers = lock(&self.peers);
         match peers.get_mut(client) {

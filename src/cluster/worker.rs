@@ -1204,8 +1204,16 @@ impl Worker {
         if !super::plain::qualifies(batch, &self.queue, &self.keys.events(&client)) {
             return None;
         }
-        self.pusher.push(&client, batch);
-        Some(super::plain::commands(batch, &self.queue, expires))
+        let pushed = self
+            .pusher
+            .push(&client, batch)
+            .then(|| self.keys.pushed_events(&client));
+        Some(super::plain::commands(
+            batch,
+            &self.queue,
+            expires,
+            pushed.as_deref(),
+        ))
     }
 
     /// True when the server takes `PEXPIREAT`'s `NX` and `GT` (Redis 7.0

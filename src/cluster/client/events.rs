@@ -19,15 +19,28 @@ impl Shared {
         // goes again with the next one.
         let mut acks = Acks::default();
         let mut ack: Option<redis::Cmd> = None;
+        // Results pushed to us (see `pushed`) have their events in a stream
+        // of their own, read every `CATCH_UP_EVERY` while tasks are in
+        // flight, for any push that was lost.
+        let pushing = self.push_value.is_some();
+        let mut pushed_last = String::from("0-0");
+        let mut next_catch_up = Instant::now() + CATCH_UP_EVERY;
         loop {
             if self.should_stop() {
                 break;
             }
+            let block = if pushing && !lock(&self.state).inflight.is_empty() {
+                next_catch_up
+                    .saturating_duration_since(Instant::now())
+                    .clamp(Duration::from_millis(1), CATCH_UP_EVERY)
+            } else {
+                EVENT_BLOCK
+            };
             let read = redis::cmd("XREAD")
                 .arg("COUNT")
                 .arg(1024)
                 .arg("BLOCK")
-                .arg(EVENT_BLOCK.as_millis() as u64)
+                .arg(block.as_millis() as u64)
                 .arg("STREAMS")
                 .arg(&events)
                 .arg(&last)
@@ -131,6 +144,10 @@ impl Shared {
                     fetch_failing = None;
                 }
             }
+            if pushing && Instant::now() >= next_catch_up {
+                next_catch_up = Instant::now() + CATCH_UP_EVERY;
+                self.catch_up_pushed(&mut conn, &mut pushed_last);
+            }
             self.delete_released(&mut conn);
             if Instant::now() >= next_probe {
                 next_probe = Instant::now() + PROBE_EVERY;
@@ -154,9 +171,11 @@ impl Shared {
         for task in left {
             self.release_result(task);
         }
-        // Shut down: the event stream goes with us.
+        // Shut down: the event streams go with us.
         let _ = conn.query_retry(
-            redis::cmd("DEL").arg(&events),
+            redis::cmd("DEL")
+                .arg(&events)
+                .arg(self.cfg.keys.pushed_events(&self.client_id)),
             Some(Instant::now() + Duration::from_secs(2)),
             &|| false,
         );
@@ -235,7 +254,95 @@ impl Shared {
         backoff.sleep(None);
     }
 
+    /// Delivers what the events of pushed results (see `pushed`) after
+    /// `last` hold for tasks still in flight (a push that was lost, or not
+    /// read yet), and trims them. A failure leaves them for the next time.
+    fn catch_up_pushed(self: &Arc<Self>, conn: &mut Conn, last: &mut String) {
+        let key = self.cfg.keys.pushed_events(&self.client_id);
+        let read = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(4096)
+            .arg("STREAMS")
+            .arg(&key)
+            .arg(last.as_str())
+            .clone();
+        let Ok(reply) = conn.query(&read) else {
+            return;
+        };
+        let entries = read_reply(&reply);
+        let Some(newest) = entries.last().map(|e| e.id.to_string()) else {
+            return;
+        };
+        let mut done = Vec::with_capacity(entries.len());
+        let mut inline = HashMap::new();
+        for e in &entries {
+            let Some(task) = e.field("t").and_then(|t| std::str::from_utf8(t).ok()) else {
+                continue;
+            };
+            if e.field("k") != Some(b"d") {
+                continue;
+            }
+            let seq = self.own_seq(task).unwrap_or(0);
+            if let (Some(v), true) = (e.field("v"), seq != 0) {
+                inline.insert(seq, v.to_vec());
+            }
+            let size = e
+                .field("z")
+                .and_then(|z| std::str::from_utf8(z).ok()?.parse::<u64>().ok())
+                .unwrap_or(0);
+            done.push((seq, task.to_string(), size, false));
+        }
+        match self.take_and_deliver(conn, &done, &inline) {
+            Ok(results) => lock(&self.state).releases.extend(results),
+            Err(e) => {
+                log::debug!("catching up on pushed results: {e}; later");
+                return;
+            }
+        }
+        // Delivered (here or by their push): they can go.
+        let trim = redis::cmd("XTRIM")
+            .arg(&key)
+            .arg("MINID")
+            .arg(after(&newest))
+            .clone();
+        if let Err(e) = conn.query(&trim) {
+            log::debug!("could not trim the pushed events: {e}; later");
+        }
+        *last = newest;
+    }
+
+    /// Makes the stream of pushed results' events (see `pushed`) again if
+    /// it is gone (a server restarted empty): workers add to it only while
+    /// it exists (`NOMKSTREAM`, which is how they learn a client is gone).
+    pub(super) fn ensure_pushed_events(&self, conn: &mut Conn) {
+        if self.push_value.is_none() {
+            return;
+        }
+        let key = self.cfg.keys.pushed_events(&self.client_id);
+        if let Ok(v) = conn.query(redis::cmd("EXISTS").arg(&key)) {
+            if protocol::int(&v) == Some(0) {
+                let mut pipe = redis::pipe();
+                pipe.cmd("XADD")
+                    .arg(&key)
+                    .arg("MAXLEN")
+                    .arg(0)
+                    .arg("*")
+                    .arg("k")
+                    .arg("i")
+                    .ignore()
+                    .cmd("PEXPIRE")
+                    .arg(&key)
+                    .arg(self.cfg.client_ttl.as_millis().max(1) as u64)
+                    .ignore();
+                if let Err(e) = conn.query_pipe(&pipe) {
+                    log::warn!("could not make the stream of pushed results again: {e}");
+                }
+            }
+        }
+    }
+
     fn recreate_events(&self, conn: &mut Conn, events: &str) {
+        self.ensure_pushed_events(conn);
         if let Ok(v) = conn.query(redis::cmd("EXISTS").arg(events)) {
             if protocol::int(&v) == Some(0) {
                 log::warn!("the cluster's event stream vanished from Redis; recreating it");
@@ -532,6 +639,15 @@ impl Shared {
     }
 }
 
+/// The stream id just after `id` (`XTRIM … MINID` of it drops `id`).
+fn after(id: &str) -> String {
+    match id.split_once('-').map(|(ms, seq)| (ms.parse::<u64>(), seq.parse::<u64>())) {
+        Some((Ok(ms), Ok(u64::MAX))) => format!("{}-0", ms.saturating_add(1)),
+        Some((Ok(ms), Ok(seq))) => format!("{ms}-{}", seq + 1),
+        _ => "0-1".into(),
+    }
+}
+
 /// A stream id just before `id`, to read `id` again.
 fn before(id: &str) -> String {
     match id.split_once('-') {
@@ -557,5 +673,12 @@ mod tests {
         assert_eq!(before("5-0"), format!("4-{}", u64::MAX));
         assert_eq!(before("0-0"), "0-0");
         assert_eq!(before("junk"), "0-0");
+    }
+
+    #[test]
+    fn after_steps_forward_one_id() {
+        assert_eq!(after("5-3"), "5-4");
+        assert_eq!(after(&format!("4-{}", u64::MAX)), "5-0");
+        assert_eq!(after("junk"), "0-1");
     }
 }

@@ -156,6 +156,7 @@ impl Shared {
                 protocol::backend("could not make the event stream again", conn.url(), &e)
             );
         }
+        self.ensure_pushed_events(conn);
     }
 }
 

@@ -42,7 +42,11 @@ impl Shared {
             .arg(self.cfg.keys.finished(&self.client_id))
             .arg(ttl_ms);
         if let Some(push) = &self.push_value {
-            pipe.cmd("SET")
+            pipe.cmd("PEXPIRE")
+                .arg(self.cfg.keys.pushed_events(&self.client_id))
+                .arg(ttl_ms)
+                .ignore()
+                .cmd("SET")
                 .arg(self.cfg.keys.push(&self.client_id))
                 .arg(push)
                 .arg("PX")

@@ -63,6 +63,10 @@ pub(crate) struct Config {
 /// How long the event loop blocks in one `XREAD`.
 const EVENT_BLOCK: Duration = Duration::from_millis(1000);
 
+/// How often, while tasks are in flight, the event loop reads the events
+/// of pushed results (see `pushed`) for a push that was lost.
+const CATCH_UP_EVERY: Duration = Duration::from_millis(100);
+
 /// Most result bytes fetched in one `MGET` (a larger result comes alone).
 const FETCH_BYTES: u64 = 64 << 20;
 
@@ -256,6 +260,19 @@ impl Shared {
                 &l.token,
             )
         });
+        if listener.is_some() {
+            // Where workers put the events of results they pushed (see `pushed`).
+            conn.query(
+                redis::cmd("XADD")
+                    .arg(cfg.keys.pushed_events(&client_id))
+                    .arg("MAXLEN")
+                    .arg(0)
+                    .arg("*")
+                    .arg("k")
+                    .arg("i"),
+            )
+            .map_err(|e| protocol::backend("could not create the event stream", &cfg.url, &e))?;
+        }
         let shared = Arc::new(Shared {
             cfg,
             client_id,
