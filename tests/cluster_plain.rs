@@ -173,7 +173,16 @@ fn a_plain_finish_that_finds_no_event_stream_leaves_no_bit_so_the_task_is_sent_a
     let _w = cluster_hardening_support::watchdog("plain_no_stream", Duration::from_secs(150));
     let redis = Redis::start();
     let mut con = redis.conn();
-    let c = cluster(&redis, "pg");
+    // Results pushed to the client would arrive without the event stream
+    // (their events go to a stream of their own, see `src/cluster/push.rs`):
+    // this is about the finish whose event has nowhere to go.
+    let c = Cluster::builder(&redis.url())
+        .namespace("pg")
+        .secret("plain secret")
+        .local_workers(1)
+        .push_results(false)
+        .build()
+        .unwrap();
     let events = {
         assert_eq!(c.submit(add, (1, 1)).unwrap().result_timeout(WAIT), Ok(2));
         let mut ev = keys(&mut con, "{pg}:ev:*");

@@ -43,3 +43,17 @@ pub fn parse_task_id(task: &str) -> Option<(&str, u64)> {
 pub fn client_alive(value: &[u8], now_ms: u64) -> bool {
     protocol::client_alive(b"fuzz", "ns", "0123456789abcdef", value, now_ms)
 }
+
+/// A client's signed push address value (see `Keys::push`), for tests that
+/// stand in for a client's listener.
+pub fn push_value(secret: &[u8], namespace: &str, client: &str, addr: &str, token: &str) -> String {
+    protocol::push_value(secret, namespace, client, addr, token)
+}
+
+/// Parses one pushed-result frame; the bytes it took when whole.
+pub fn push_frame(buf: &[u8]) -> Option<usize> {
+    match super::push::parse(buf) {
+        super::push::Parsed::Frame { used, .. } => Some(used),
+        _ => None,
+    }
+}

@@ -7,10 +7,14 @@
 //! its push key (`Keys::push`: address, token, signed as its liveness is);
 //! a worker that sends a plain finish (see `plain.rs`) first writes the
 //! same sealed envelopes to that client's socket, then sends the finish
-//! to Redis as before. The client completes the futures from whichever
-//! comes first and ignores the other (it delivers each task once), so the
-//! event in the stream stays the record that nothing is lost by: a push
-//! that fails, blocks or is never read changes nothing but the latency.
+//! to Redis as before, except that the "done" events of what it pushed go
+//! to the client's pushed-events stream (`Keys::pushed_events`) instead of
+//! its event stream: the client's event loop, blocked on the latter, is
+//! not woken for a result it already has. It reads the pushed events every
+//! 100 ms while tasks are in flight, delivers any whose push it never got
+//! (it delivers each task once, whichever way comes first) and trims them.
+//! So the events in Redis stay the record that nothing is lost by: a push
+//! that fails, blocks or is never read costs at most that much latency.
 //!
 //! * **Who may push.** The first bytes on a connection are [`HELLO`] and
 //!   the client's token, which only a reader of the namespace's keys

@@ -25,11 +25,14 @@ impl Shared {
         let pushing = self.push_value.is_some();
         let mut pushed_last = String::from("0-0");
         let mut next_catch_up = Instant::now() + CATCH_UP_EVERY;
+        let mut last_catch_up = Instant::now();
         loop {
             if self.should_stop() {
                 break;
             }
-            let block = if pushing && !lock(&self.state).inflight.is_empty() {
+            // (Also while idle: a task sent meanwhile has its lost push
+            // caught up as soon as one sent while we were busy.)
+            let block = if pushing {
                 next_catch_up
                     .saturating_duration_since(Instant::now())
                     .clamp(Duration::from_millis(1), CATCH_UP_EVERY)
@@ -146,7 +149,11 @@ impl Shared {
             }
             if pushing && Instant::now() >= next_catch_up {
                 next_catch_up = Instant::now() + CATCH_UP_EVERY;
-                self.catch_up_pushed(&mut conn, &mut pushed_last);
+                // For a push that may be lost, or (once a second) to trim.
+                if self.sent_before(CATCH_UP_EVERY / 2) || last_catch_up.elapsed() >= TRIM_EVERY {
+                    last_catch_up = Instant::now();
+                    self.catch_up_pushed(&mut conn, &mut pushed_last);
+                }
             }
             self.delete_released(&mut conn);
             if Instant::now() >= next_probe {
@@ -254,24 +261,43 @@ impl Shared {
         backoff.sleep(None);
     }
 
+    /// True when a task in flight was sent at least `ago` ago (one whose
+    /// push may have been lost).
+    fn sent_before(&self, ago: Duration) -> bool {
+        lock(&self.state)
+            .inflight
+            .values()
+            .any(|t| t.sent_at.is_some_and(|s| s.elapsed() >= ago))
+    }
+
     /// Delivers what the events of pushed results (see `pushed`) after
     /// `last` hold for tasks still in flight (a push that was lost, or not
     /// read yet), and trims them. A failure leaves them for the next time.
     fn catch_up_pushed(self: &Arc<Self>, conn: &mut Conn, last: &mut String) {
+        // Whatever came since the last time, in bounded reads.
+        for _ in 0..CATCH_UP_READS {
+            if self.catch_up_once(conn, last) < CATCH_UP_COUNT {
+                return;
+            }
+        }
+    }
+
+    /// One read of [`Shared::catch_up_pushed`]; how many events it took.
+    fn catch_up_once(self: &Arc<Self>, conn: &mut Conn, last: &mut String) -> usize {
         let key = self.cfg.keys.pushed_events(&self.client_id);
         let read = redis::cmd("XREAD")
             .arg("COUNT")
-            .arg(4096)
+            .arg(CATCH_UP_COUNT)
             .arg("STREAMS")
             .arg(&key)
             .arg(last.as_str())
             .clone();
         let Ok(reply) = conn.query(&read) else {
-            return;
+            return 0;
         };
         let entries = read_reply(&reply);
         let Some(newest) = entries.last().map(|e| e.id.to_string()) else {
-            return;
+            return 0;
         };
         let mut done = Vec::with_capacity(entries.len());
         let mut inline = HashMap::new();
@@ -296,7 +322,7 @@ impl Shared {
             Ok(results) => lock(&self.state).releases.extend(results),
             Err(e) => {
                 log::debug!("catching up on pushed results: {e}; later");
-                return;
+                return 0;
             }
         }
         // Delivered (here or by their push): they can go.
@@ -309,6 +335,7 @@ impl Shared {
             log::debug!("could not trim the pushed events: {e}; later");
         }
         *last = newest;
+        entries.len()
     }
 
     /// Makes the stream of pushed results' events (see `pushed`) again if

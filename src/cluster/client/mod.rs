@@ -1,7 +1,8 @@
 //! The client side of a [`Cluster`](super::Cluster): submission, the event
 //! loop that completes futures, and the supervisor of local workers.
 //!
-//! Three threads, each with its own Redis connection:
+//! These threads, each with its own Redis connection (the push thread has
+//! none: it listens on a TCP port of its own):
 //!
 //! * **dispatcher** — sends queued submissions (many tasks per `submit`
 //!   script call) and cancellations; retries transient failures with backoff
@@ -20,6 +21,11 @@
 //!   deleted; a trim of events alone waits for 64 events or half a second,
 //!   see `acks.rs`). It also probes, now and then, for tasks that vanished from
 //!   Redis, and sends them again, so no future can wait forever.
+//! * **push** (unless [`push_results(false)`](super::ClusterBuilder::push_results))
+//!   — takes the results workers push straight to this client (see
+//!   `pushed.rs` and `cluster/push.rs`) and completes their futures, ahead
+//!   of the events that the event loop reads, now and then, to catch any
+//!   push that was lost.
 //! * **supervisor** (with `local_workers(n)`) — keeps n worker processes of
 //!   this binary running, and stops them (SIGTERM: drain) at shutdown.
 
@@ -66,6 +72,14 @@ const EVENT_BLOCK: Duration = Duration::from_millis(1000);
 /// How often, while tasks are in flight, the event loop reads the events
 /// of pushed results (see `pushed`) for a push that was lost.
 const CATCH_UP_EVERY: Duration = Duration::from_millis(100);
+
+/// How often the event loop reads (and trims) the events of pushed results
+/// when no push can be overdue.
+const TRIM_EVERY: Duration = Duration::from_secs(1);
+
+/// Events of pushed results read at a time, and the most reads in a row.
+const CATCH_UP_COUNT: usize = 4096;
+const CATCH_UP_READS: usize = 16;
 
 /// Most result bytes fetched in one `MGET` (a larger result comes alone).
 const FETCH_BYTES: u64 = 64 << 20;

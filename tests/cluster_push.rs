@@ -1,0 +1,215 @@
+//! Results pushed from a worker straight to its client (see
+//! `src/cluster/push.rs` and `src/cluster/client/pushed.rs`): they arrive,
+//! a push that is lost is caught up from Redis, junk on the client's port
+//! changes nothing, and nothing is left in Redis after a shutdown.
+
+mod cluster_hardening_support;
+mod cluster_support;
+
+use cluster_support::{eventually, Redis};
+use fanout::{Cluster, Executor};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(30);
+const SECRET: &str = "push secret";
+
+fn add(a: u64, b: u64) -> u64 {
+    a + b
+}
+
+fn cluster(redis: &Redis, ns: &str, push: bool) -> Cluster {
+    Cluster::builder(&redis.url())
+        .namespace(ns)
+        .secret(SECRET)
+        .local_workers(1)
+        .push_results(push)
+        .build()
+        .unwrap()
+}
+
+fn keys(con: &mut redis::Connection, pattern: &str) -> Vec<String> {
+    redis::cmd("KEYS").arg(pattern).query(con).unwrap()
+}
+
+fn xlen(con: &mut redis::Connection, stream: &str) -> u64 {
+    redis::cmd("XLEN").arg(stream).query(con).unwrap()
+}
+
+/// The client id and its push value (`addr token signature`).
+fn push_key(con: &mut redis::Connection, ns: &str) -> (String, String) {
+    let found = keys(con, &format!("{{{ns}}}:push:*"));
+    assert_eq!(found.len(), 1, "one client, one push key: {found:?}");
+    let client = found[0].rsplit(':').next().unwrap().to_string();
+    let value: String = redis::cmd("GET").arg(&found[0]).query(con).unwrap();
+    (client, value)
+}
+
+fn round_trips(c: &Cluster, n: u64) {
+    for i in 0..n {
+        let r = c.submit(add, (i, 1)).unwrap().result_timeout(WAIT).unwrap();
+        assert_eq!(r, i + 1);
+    }
+}
+
+#[test]
+fn pushed_results_arrive_and_leave_nothing_behind() {
+    let _w = cluster_hardening_support::watchdog("push_arrive", Duration::from_secs(120));
+    let redis = Redis::start();
+    let mut con = redis.conn();
+    let c = cluster(&redis, "pa", true);
+    let (client, value) = push_key(&mut con, "pa");
+    let parts: Vec<&str> = value.split(' ').collect();
+    assert_eq!(parts.len(), 3, "{value}");
+    assert!(parts[0].starts_with("127.0.0.1:"), "loopback Redis, loopback port: {value}");
+    round_trips(&c, 300);
+    // Caught up and trimmed once idle (the event loop reads them at least
+    // every second).
+    let pev = format!("{{pa}}:pev:{client}");
+    assert!(
+        eventually(Duration::from_secs(10), || xlen(&mut con, &pev) == 0),
+        "pushed events not trimmed: {}",
+        xlen(&mut con, &pev)
+    );
+    c.shutdown(true, false);
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            keys(&mut con, "{pa}:push:*").is_empty() && keys(&mut con, "{pa}:pev:*").is_empty()
+        }),
+        "left behind: {:?}",
+        redis.keys("pa")
+    );
+}
+
+#[test]
+fn a_lost_push_is_caught_up_from_redis() {
+    let _w = cluster_hardening_support::watchdog("push_lost", Duration::from_secs(120));
+    let redis = Redis::start();
+    let mut con = redis.conn();
+    let c = cluster(&redis, "pl", true);
+    let (client, value) = push_key(&mut con, "pl");
+    let token = value.split(' ').nth(1).unwrap().to_string();
+    // A listener that takes every push and drops it, advertised (signed
+    // with the cluster's secret) before any worker has looked: the
+    // workers' pushes all succeed and are all lost.
+    let sink = TcpListener::bind("127.0.0.1:0").unwrap();
+    let sink_addr = sink.local_addr().unwrap().to_string();
+    let swallowed = Arc::new(AtomicUsize::new(0));
+    {
+        let swallowed = swallowed.clone();
+        std::thread::spawn(move || {
+            for conn in sink.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let swallowed = swallowed.clone();
+                std::thread::spawn(move || {
+                    let _ = conn.set_read_timeout(Some(Duration::from_secs(60)));
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = conn.read(&mut buf) {
+                        if n == 0 {
+                            return;
+                        }
+                        swallowed.fetch_add(n, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+    }
+    let forged = fanout::__cluster_fuzz::push_value(
+        SECRET.as_bytes(),
+        "pl",
+        &client,
+        &sink_addr,
+        &token,
+    );
+    let _: () = redis::cmd("SET")
+        .arg(format!("{{pl}}:push:{client}"))
+        .arg(&forged)
+        .query(&mut con)
+        .unwrap();
+    round_trips(&c, 60);
+    assert!(
+        swallowed.load(Ordering::SeqCst) > 0,
+        "no worker pushed to the advertised address"
+    );
+    c.shutdown(true, false);
+}
+
+#[test]
+fn junk_on_the_push_port_changes_nothing() {
+    let _w = cluster_hardening_support::watchdog("push_junk", Duration::from_secs(120));
+    let redis = Redis::start();
+    let mut con = redis.conn();
+    let c = cluster(&redis, "pj", true);
+    let (client, value) = push_key(&mut con, "pj");
+    let p: Vec<&str> = value.split(' ').collect();
+    let (addr, token) = (p[0].to_string(), p[1].to_string());
+    let hello = |t: &str| {
+        let mut h = b"fanout-push-v1 ".to_vec();
+        h.extend_from_slice(t.as_bytes());
+        h
+    };
+    let frame = |task: &str, envelope: &[u8], claimed: u32| {
+        let mut f = (task.len() as u16).to_le_bytes().to_vec();
+        f.extend_from_slice(task.as_bytes());
+        f.extend_from_slice(&claimed.to_le_bytes());
+        f.extend_from_slice(envelope);
+        f
+    };
+    let ours = format!("{client}.1");
+    let mut cases: Vec<(&str, Vec<u8>, bool)> = vec![
+        ("wrong hello", b"GET / HTTP/1.1\r\n\r\n".to_vec(), true),
+        ("wrong token", hello(&"0".repeat(32)), true),
+        ("oversized frame", [hello(&token), frame(&ours, b"x", 1 << 30)].concat(), true),
+        ("empty task id", [hello(&token), vec![0, 0, 1, 0, 0, 0, b'x']].concat(), true),
+        ("half a frame", [hello(&token), frame(&ours, b"abc", 3)[..5].to_vec()].concat(), false),
+    ];
+    // A well-framed envelope that does not open, for one of our tasks and
+    // for another client's: dropped, the connection stays.
+    cases.push((
+        "forged envelope",
+        [hello(&token), frame(&ours, &[7; 40], 40), frame("ffff.1", &[7; 40], 40)].concat(),
+        false,
+    ));
+    let mut open = Vec::new();
+    for (what, bytes, closed_by_client) in cases {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(&bytes).unwrap();
+        if closed_by_client {
+            let mut b = [0u8; 16];
+            let r = s.read(&mut b);
+            assert!(
+                matches!(r, Ok(0) | Err(_)),
+                "{what}: the client should close the connection, got {r:?}"
+            );
+            if let Err(e) = r {
+                assert!(
+                    e.kind() != std::io::ErrorKind::WouldBlock
+                        && e.kind() != std::io::ErrorKind::TimedOut,
+                    "{what}: not closed within 10 s"
+                );
+            }
+        } else {
+            open.push(s);
+        }
+    }
+    round_trips(&c, 100);
+    drop(open);
+    round_trips(&c, 20);
+    c.shutdown(true, false);
+}
+
+#[test]
+fn without_push_results_the_client_listens_nowhere() {
+    let _w = cluster_hardening_support::watchdog("push_off", Duration::from_secs(120));
+    let redis = Redis::start();
+    let mut con = redis.conn();
+    let c = cluster(&redis, "po", false);
+    assert!(keys(&mut con, "{po}:push:*").is_empty());
+    assert!(keys(&mut con, "{po}:pev:*").is_empty());
+    round_trips(&c, 100);
+    c.shutdown(true, false);
+}
