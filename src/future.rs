@@ -27,6 +27,7 @@
 //!   state, so no state exists in which a future is done but a waiter sleeps.
 
 use crate::panic;
+pub(crate) mod helpers;
 mod hooks;
 use crate::sync::{
     self, current_thread, lock, Arc, AtomicU8, Condvar, Mutex, MutexGuard, Ordering,
@@ -809,6 +810,8 @@ impl<T> Cell<T> {
         }
         let mut shared = lock(&self.sync);
         let mut blocking = None;
+        #[cfg(not(loom))]
+        let mut helped = false;
         loop {
             if is_final(self.raw_state()) && (!for_take || shared.unread()) {
                 return (shared, true);
@@ -820,6 +823,21 @@ impl<T> Cell<T> {
                 blocking = Some(crate::controls::blocking::enter());
                 shared = lock(&self.sync);
                 continue;
+            }
+            // Let the backend deliver on this thread first (see `helpers`).
+            #[cfg(not(loom))]
+            if !helped {
+                helped = true;
+                if let Some(helper) = helpers::of(self.owner) {
+                    drop(shared);
+                    helper.help(
+                        &|| is_final(self.raw_state()),
+                        &|waker| self.wake_on_final(waker),
+                        deadline,
+                    );
+                    shared = lock(&self.sync);
+                    continue;
+                }
             }
             shared.blocked += 1;
             match deadline {
@@ -834,6 +852,27 @@ impl<T> Cell<T> {
                 }
             }
             shared.blocked -= 1;
+        }
+    }
+
+    /// Has the cell wake `waker` once it is final (at once if it is): its
+    /// waker slot, which an `.await` otherwise uses; false when that holds
+    /// another waker already. Not an observer: a backend still completes an
+    /// unobserved future on its own thread (`complete_if_unobserved`).
+    fn wake_on_final(&self, waker: Waker) -> bool {
+        let mut shared = lock(&self.sync);
+        if is_final(self.raw_state()) {
+            drop(shared);
+            waker.wake();
+            return true;
+        }
+        let listeners = shared.listeners();
+        match &listeners.waker {
+            Some(w) if !w.will_wake(&waker) => false,
+            _ => {
+                listeners.waker = Some(waker);
+                true
+            }
         }
     }
 

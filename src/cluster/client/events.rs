@@ -187,6 +187,7 @@ impl Shared {
             &|| false,
         );
         lock(&self.state).loop_done = true;
+        crate::future::helpers::unregister(self.owner);
         self.work.notify_all();
         self.finished.notify_all();
     }

@@ -205,6 +205,8 @@ pub(crate) struct Shared {
     /// The signed push address the keeper writes with the liveness (see
     /// `pushed`); `None` when the client does not listen.
     push_value: Option<String>,
+    /// The push connections and who reads them (with `push_value`).
+    pushed: Option<pushed::Pushed>,
 }
 
 mod acks;
@@ -265,7 +267,8 @@ impl Shared {
         } else {
             None
         };
-        let push_value = listener.as_ref().map(|l| {
+        let listener = listener.and_then(|l| Some((pushed::Pushed::new(&l.token)?, l)));
+        let push_value = listener.as_ref().map(|(_, l)| {
             protocol::push_value(
                 cfg.secret.as_bytes(),
                 &cfg.namespace,
@@ -287,6 +290,10 @@ impl Shared {
             )
             .map_err(|e| protocol::backend("could not create the event stream", &cfg.url, &e))?;
         }
+        let (pushed, push_socket) = match listener {
+            Some((p, l)) => (Some(p), Some(l.socket)),
+            None => (None, None),
+        };
         let shared = Arc::new(Shared {
             cfg,
             client_id,
@@ -307,6 +314,7 @@ impl Shared {
             bulk_limit,
             nonces: Mutex::new(submit::Nonces::default()),
             push_value,
+            pushed,
         });
         let mut threads = Vec::new();
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
@@ -357,15 +365,18 @@ impl Shared {
             )
             .map_err(abort)?,
         );
-        if let Some(l) = listener {
+        if let Some(socket) = push_socket {
             let s = shared.clone();
             threads.push(
                 spawn(
                     "fanout-cluster-push",
-                    Box::new(move || s.push_loop(l.socket, l.token)),
+                    Box::new(move || s.push_loop(socket)),
                 )
                 .map_err(abort)?,
             );
+            // Waiting threads read pushed results themselves (see `pushed`).
+            let helper: Arc<dyn crate::future::helpers::Helper> = shared.clone();
+            crate::future::helpers::register(shared.owner, Arc::downgrade(&helper));
         }
         if shared.cfg.local_workers > 0 {
             super::worker::linked();
