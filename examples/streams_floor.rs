@@ -39,9 +39,16 @@ fn main() -> RedisResult<()> {
     let client = redis::Client::open(url.as_str())?;
     let modes: Vec<String> = match args.get(2) {
         Some(m) => m.split(',').map(String::from).collect(),
-        None => ["plain", "script", "thread", "pubsub", "direct", "direct-thread"]
-            .map(String::from)
-            .to_vec(),
+        None => [
+            "plain",
+            "script",
+            "thread",
+            "pubsub",
+            "direct",
+            "direct-thread",
+        ]
+        .map(String::from)
+        .to_vec(),
     };
     for mode in modes.iter().map(String::as_str) {
         let (p50, p99) = run(&client, mode, n)?;
@@ -123,7 +130,8 @@ fn run(client: &redis::Client, mode: &str, n: usize) -> RedisResult<(u128, u128)
     let mut pushed = if direct {
         let (s, _) = listener.accept().map_err(io_err)?;
         s.set_nodelay(true).map_err(io_err)?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).map_err(io_err)?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(io_err)?;
         Some(s)
     } else {
         None

@@ -23,7 +23,10 @@ fn redis_restarting_empty_loses_no_call_while_the_client_lives() {
     // Nothing survived the restart: the server loaded no keys (what is
     // there now the client has written again since).
     let mut con = redis.conn();
-    let info: String = redis::cmd("INFO").arg("persistence").query(&mut con).unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("persistence")
+        .query(&mut con)
+        .unwrap();
     let loaded = info
         .lines()
         .find_map(|l| l.strip_prefix("rdb_last_load_keys_loaded:"))

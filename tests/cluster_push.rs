@@ -64,7 +64,10 @@ fn pushed_results_arrive_and_leave_nothing_behind() {
     let (client, value) = push_key(&mut con, "pa");
     let parts: Vec<&str> = value.split(' ').collect();
     assert_eq!(parts.len(), 3, "{value}");
-    assert!(parts[0].starts_with("127.0.0.1:"), "loopback Redis, loopback port: {value}");
+    assert!(
+        parts[0].starts_with("127.0.0.1:"),
+        "loopback Redis, loopback port: {value}"
+    );
     round_trips(&c, 300);
     // Caught up and trimmed once idle (the event loop reads them at least
     // every second).
@@ -117,13 +120,8 @@ fn a_lost_push_is_caught_up_from_redis() {
             }
         });
     }
-    let forged = fanout::__cluster_fuzz::push_value(
-        SECRET.as_bytes(),
-        "pl",
-        &client,
-        &sink_addr,
-        &token,
-    );
+    let forged =
+        fanout::__cluster_fuzz::push_value(SECRET.as_bytes(), "pl", &client, &sink_addr, &token);
     let _: () = redis::cmd("SET")
         .arg(format!("{{pl}}:push:{client}"))
         .arg(&forged)
@@ -162,15 +160,32 @@ fn junk_on_the_push_port_changes_nothing() {
     let mut cases: Vec<(&str, Vec<u8>, bool)> = vec![
         ("wrong hello", b"GET / HTTP/1.1\r\n\r\n".to_vec(), true),
         ("wrong token", hello(&"0".repeat(32)), true),
-        ("oversized frame", [hello(&token), frame(&ours, b"x", 1 << 30)].concat(), true),
-        ("empty task id", [hello(&token), vec![0, 0, 1, 0, 0, 0, b'x']].concat(), true),
-        ("half a frame", [hello(&token), frame(&ours, b"abc", 3)[..5].to_vec()].concat(), false),
+        (
+            "oversized frame",
+            [hello(&token), frame(&ours, b"x", 1 << 30)].concat(),
+            true,
+        ),
+        (
+            "empty task id",
+            [hello(&token), vec![0, 0, 1, 0, 0, 0, b'x']].concat(),
+            true,
+        ),
+        (
+            "half a frame",
+            [hello(&token), frame(&ours, b"abc", 3)[..5].to_vec()].concat(),
+            false,
+        ),
     ];
     // A well-framed envelope that does not open, for one of our tasks and
     // for another client's: dropped, the connection stays.
     cases.push((
         "forged envelope",
-        [hello(&token), frame(&ours, &[7; 40], 40), frame("ffff.1", &[7; 40], 40)].concat(),
+        [
+            hello(&token),
+            frame(&ours, &[7; 40], 40),
+            frame("ffff.1", &[7; 40], 40),
+        ]
+        .concat(),
         false,
     ));
     let mut open = Vec::new();
@@ -211,5 +226,80 @@ fn without_push_results_the_client_listens_nowhere() {
     assert!(keys(&mut con, "{po}:push:*").is_empty());
     assert!(keys(&mut con, "{po}:pev:*").is_empty());
     round_trips(&c, 100);
+    c.shutdown(true, false);
+}
+
+fn sleepy(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+/// A thread blocked on a cluster future reads pushed results itself (see
+/// `src/cluster/client/pushed.rs`); whatever way its future gets done — a
+/// push, a cancel from another thread, a done-callback's courier, another
+/// waiter's delivery — it must see it, and repeated timed waits must work.
+#[test]
+fn a_waiting_thread_sees_its_future_done_by_any_path() {
+    let _w = cluster_hardening_support::watchdog("push_waiters", Duration::from_secs(120));
+    let redis = Redis::start();
+    let c = cluster(&redis, "pw", true);
+    round_trips(&c, 50);
+    // Repeated short waits, then the result.
+    let f = c.submit(sleepy, (50,)).unwrap();
+    let mut waits = 0;
+    while !f.wait(Some(Duration::from_millis(1))) {
+        waits += 1;
+        assert!(waits < 30_000, "not done within 30 s");
+    }
+    assert_eq!(f.result_timeout(WAIT), Ok(50));
+    // A done-callback moves the completion to the courier.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let f = c.submit(add, (2, 3)).unwrap();
+    f.add_done_callback(move |r| {
+        let _ = tx.send(r.clone());
+    });
+    assert_eq!(f.result_timeout(WAIT), Ok(5));
+    assert_eq!(rx.recv_timeout(WAIT).unwrap(), Ok(5));
+    // A cancel from another thread while this one waits: one local worker
+    // runs one task at a time per slot; fill them so the next one queues.
+    let slots = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let busy: Vec<_> = (0..slots)
+        .map(|_| c.submit(sleepy, (1500,)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let queued = Arc::new(c.submit(sleepy, (1,)).unwrap());
+    let canceller = {
+        let queued = queued.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            queued.cancel()
+        })
+    };
+    assert!(queued.wait(Some(WAIT)), "the waiter missed the cancel");
+    let cancelled = canceller.join().unwrap();
+    assert_eq!(queued.cancelled(), cancelled);
+    for f in busy {
+        assert_eq!(f.result_timeout(WAIT), Ok(1500));
+    }
+    // Many waiters at once, each on its own futures: one drives, the
+    // others sleep on their futures and are woken by its deliveries.
+    let c = Arc::new(c);
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                for i in 0..100u64 {
+                    let r = c
+                        .submit(add, (t * 1000 + i, 1))
+                        .unwrap()
+                        .result_timeout(WAIT);
+                    assert_eq!(r, Ok(t * 1000 + i + 1));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
     c.shutdown(true, false);
 }

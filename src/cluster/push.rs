@@ -227,13 +227,9 @@ fn connect(lookup: &Lookup, client: &str) -> Result<TcpStream, String> {
         .query(&mut conn)
         .map_err(|e| e.to_string())?;
     let value = value.ok_or("the client advertises no push address")?;
-    let (addr, token) = protocol::push_target(
-        lookup.secret.as_bytes(),
-        &lookup.namespace,
-        client,
-        &value,
-    )
-    .ok_or("the client's push address is not signed with this cluster's secret")?;
+    let (addr, token) =
+        protocol::push_target(lookup.secret.as_bytes(), &lookup.namespace, client, &value)
+            .ok_or("the client's push address is not signed with this cluster's secret")?;
     let mut stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
         .map_err(|e| format!("connecting to {addr}: {e}"))?;
     let setup = |s: &mut TcpStream| -> std::io::Result<()> {
@@ -296,7 +292,10 @@ mod tests {
             panic!("a whole frame");
         };
         assert_eq!((task, envelope), ("abc.1", &b"envelope"[..]));
-        assert!(matches!(parse(&buf[used..]), Parsed::Frame { task: "abc.2", .. }));
+        assert!(matches!(
+            parse(&buf[used..]),
+            Parsed::Frame { task: "abc.2", .. }
+        ));
         for cut in 0..used {
             assert_eq!(parse(&buf[..cut]), Parsed::More, "cut at {cut}");
         }

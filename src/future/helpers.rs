@@ -79,12 +79,14 @@ mod tests {
         let owner = u64::MAX - 7;
         assert!(of(owner).is_none());
         register(owner, Arc::downgrade(&h));
-        of(owner)
-            .expect("registered")
-            .help(&|| true, &|w| {
+        of(owner).expect("registered").help(
+            &|| true,
+            &|w| {
                 w.wake();
                 true
-            }, None);
+            },
+            None,
+        );
         unregister(owner);
         assert!(of(owner).is_none());
         register(owner, Arc::downgrade(&h));

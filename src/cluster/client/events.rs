@@ -669,7 +669,10 @@ impl Shared {
 
 /// The stream id just after `id` (`XTRIM … MINID` of it drops `id`).
 fn after(id: &str) -> String {
-    match id.split_once('-').map(|(ms, seq)| (ms.parse::<u64>(), seq.parse::<u64>())) {
+    match id
+        .split_once('-')
+        .map(|(ms, seq)| (ms.parse::<u64>(), seq.parse::<u64>()))
+    {
         Some((Ok(ms), Ok(u64::MAX))) => format!("{}-0", ms.saturating_add(1)),
         Some((Ok(ms), Ok(seq))) => format!("{ms}-{}", seq + 1),
         _ => "0-1".into(),

@@ -368,11 +368,8 @@ impl Shared {
         if let Some(socket) = push_socket {
             let s = shared.clone();
             threads.push(
-                spawn(
-                    "fanout-cluster-push",
-                    Box::new(move || s.push_loop(socket)),
-                )
-                .map_err(abort)?,
+                spawn("fanout-cluster-push", Box::new(move || s.push_loop(socket)))
+                    .map_err(abort)?,
             );
             // Waiting threads read pushed results themselves (see `pushed`).
             let helper: Arc<dyn crate::future::helpers::Helper> = shared.clone();
