@@ -810,7 +810,6 @@ impl<T> Cell<T> {
         }
         let mut shared = lock(&self.sync);
         let mut blocking = None;
-        #[cfg(not(loom))]
         let mut helped = false;
         loop {
             if is_final(self.raw_state()) && (!for_take || shared.unread()) {
@@ -825,7 +824,6 @@ impl<T> Cell<T> {
                 continue;
             }
             // Let the backend deliver on this thread first (see `helpers`).
-            #[cfg(not(loom))]
             if !helped {
                 helped = true;
                 if let Some(helper) = helpers::of(self.owner) {
