@@ -118,9 +118,36 @@ pub(super) fn parse(buf: &[u8]) -> Parsed<'_> {
 enum Peer {
     /// Looking up its address or connecting.
     Pending,
-    Ready(TcpStream),
+    /// Connected; when it last pushed.
+    Ready(TcpStream, Instant),
     /// Do not try before then.
     Off(Instant),
+}
+
+impl Peer {
+    /// Worth keeping: not a lapsed `Off`, not a connection its client
+    /// has closed (it reads as end of file: the client is gone).
+    fn live(&self, now: Instant) -> bool {
+        match self {
+            Peer::Pending => true,
+            Peer::Off(until) => now < *until,
+            Peer::Ready(stream, _) => {
+                let mut b = [0u8; 1];
+                // SAFETY: peeks at most one byte into a live buffer from the
+                // socket `stream` owns, without blocking.
+                let n = unsafe {
+                    libc::recv(
+                        stream.as_raw_fd(),
+                        b.as_mut_ptr().cast(),
+                        1,
+                        libc::MSG_PEEK | libc::MSG_DONTWAIT,
+                    )
+                };
+                n < 0
+                    && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
+            }
+        }
+    }
 }
 
 /// What a worker needs to find a client's push address.
@@ -153,7 +180,8 @@ impl Pusher {
     pub(super) fn push(&self, client: &str, batch: &[Finished]) -> bool {
         let mut peers = lock(&self.peers);
         match peers.get_mut(client) {
-            Some(Peer::Ready(stream)) => {
+            Some(Peer::Ready(stream, used)) => {
+                *used = Instant::now();
                 let mut out = Vec::with_capacity(batch.iter().map(|f| f.envelope.len() + 64).sum());
                 for f in batch {
                     frame(&mut out, &f.task, &f.envelope);
@@ -169,14 +197,23 @@ impl Pusher {
             Some(Peer::Pending) => {}
             Some(Peer::Off(until)) if Instant::now() < *until => {}
             _ => {
+                // A new client: forget those that are gone, and when still
+                // full, the connection that pushed least recently.
+                let now = Instant::now();
+                peers.retain(|_, p| p.live(now));
                 if peers.len() >= MAX_PEERS {
-                    let now = Instant::now();
-                    peers.retain(|_, p| match p {
-                        Peer::Off(until) => now < *until,
-                        _ => true,
-                    });
-                    if peers.len() >= MAX_PEERS {
-                        return false;
+                    let oldest = peers
+                        .iter()
+                        .filter_map(|(c, p)| match p {
+                            Peer::Ready(_, used) => Some((*used, c.clone())),
+                            _ => None,
+                        })
+                        .min();
+                    match oldest {
+                        Some((_, c)) => {
+                            peers.remove(&c);
+                        }
+                        None => return false,
                     }
                 }
                 peers.insert(client.to_string(), Peer::Pending);
@@ -199,7 +236,7 @@ impl Pusher {
                 let peers = peers.clone();
                 move || {
                     let peer = match connect(&lookup, &client) {
-                        Ok(stream) => Peer::Ready(stream),
+                        Ok(stream) => Peer::Ready(stream, Instant::now()),
                         Err(e) => {
                             log::debug!("no push connection to client {client}: {e}");
                             Peer::Off(Instant::now() + RETRY_AFTER)
@@ -277,6 +314,25 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_its_client_closed_is_not_kept() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (client_side, _) = listener.accept().unwrap();
+        let now = Instant::now();
+        let peer = Peer::Ready(stream, now);
+        assert!(peer.live(now), "open and silent: kept");
+        drop(client_side);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while peer.live(Instant::now()) {
+            assert!(Instant::now() < deadline, "a closed connection still looks live");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(Peer::Pending.live(now));
+        assert!(Peer::Off(now + Duration::from_secs(1)).live(now));
+        assert!(!Peer::Off(now).live(now));
+    }
 
     #[test]
     fn frames_parse_back_and_bad_ones_are_refused() {
