@@ -12,7 +12,13 @@
 //! but the worker also `PUBLISH`es the event's id, in one pipeline with its
 //! `XADD`, and the event thread, subscribed once, gets it without a new
 //! `XREAD` per event: what a client whose events came by pub/sub, with the
-//! stream kept for catching up after a reconnect, would pay).
+//! stream kept for catching up after a reconnect, would pay), `direct`
+//! (the worker writes one byte to a TCP socket of the client after its
+//! read, then sends its event `XADD` pipelined with its next read; the
+//! calling thread reads the socket: results pushed to the client, as
+//! `src/cluster/push.rs` does) and `direct-thread` (as `direct`, but a
+//! thread of the client reads the socket and wakes the caller). A second
+//! argument after the sample count picks modes: `plain,direct`.
 //!
 //! ```text
 //! redis-server --port 6399 --save '' --appendonly no &
@@ -89,18 +95,7 @@ fn run(client: &redis::Client, mode: &str, n: usize) -> RedisResult<(u128, u128)
             return direct_worker(&mut worker_conn, addr);
         }
         loop {
-            let v: Value = redis::cmd("XREADGROUP")
-                .arg("GROUP")
-                .arg("g")
-                .arg("w")
-                .arg("COUNT")
-                .arg(1)
-                .arg("BLOCK")
-                .arg(1000)
-                .arg("STREAMS")
-                .arg(QUEUE)
-                .arg(">")
-                .query(&mut worker_conn)?;
+            let v: Value = worker_read().query(&mut worker_conn)?;
             if let Value::Nil = v {
                 return Ok(());
             }
@@ -229,21 +224,7 @@ fn direct_worker(conn: &mut Connection, addr: std::net::SocketAddr) -> RedisResu
     use std::io::Write;
     let mut s = std::net::TcpStream::connect(addr).map_err(io_err)?;
     s.set_nodelay(true).map_err(io_err)?;
-    let read = || {
-        let mut c = redis::cmd("XREADGROUP");
-        c.arg("GROUP")
-            .arg("g")
-            .arg("w")
-            .arg("COUNT")
-            .arg(1)
-            .arg("BLOCK")
-            .arg(1000)
-            .arg("STREAMS")
-            .arg(QUEUE)
-            .arg(">");
-        c
-    };
-    let mut v: Value = read().query(conn)?;
+    let mut v: Value = worker_read().query(conn)?;
     loop {
         if let Value::Nil = v {
             return Ok(());
@@ -257,10 +238,26 @@ fn direct_worker(conn: &mut Connection, addr: std::net::SocketAddr) -> RedisResu
             .arg("*")
             .arg("k")
             .arg("d")
-            .add_command(read())
+            .add_command(worker_read())
             .query(conn)?;
         v = next;
     }
+}
+
+/// The worker's blocking group read of one entry (a second at most).
+fn worker_read() -> redis::Cmd {
+    let mut c = redis::cmd("XREADGROUP");
+    c.arg("GROUP")
+        .arg("g")
+        .arg("w")
+        .arg("COUNT")
+        .arg(1)
+        .arg("BLOCK")
+        .arg(1000)
+        .arg("STREAMS")
+        .arg(QUEUE)
+        .arg(">");
+    c
 }
 
 /// A connection whose reads give up after 10 s (the longest `BLOCK` here is

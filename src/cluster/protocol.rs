@@ -880,6 +880,15 @@ pub(crate) fn redact(url: &str) -> String {
     }
 }
 
+/// Makes the stream `key` exist, empty (an `XADD` trimmed to nothing, so
+/// it holds no entry): how a client makes its event streams, which workers
+/// add to only while they exist (`NOMKSTREAM`).
+pub(crate) fn empty_stream(key: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(key).arg("MAXLEN").arg(0).arg("*").arg("k").arg("i");
+    cmd
+}
+
 /// The error for a Redis failure.
 pub(crate) fn backend(what: &str, url: &str, e: &redis::RedisError) -> Error {
     Error::Backend {

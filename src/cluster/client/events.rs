@@ -350,13 +350,7 @@ impl Shared {
         if let Ok(v) = conn.query(redis::cmd("EXISTS").arg(&key)) {
             if protocol::int(&v) == Some(0) {
                 let mut pipe = redis::pipe();
-                pipe.cmd("XADD")
-                    .arg(&key)
-                    .arg("MAXLEN")
-                    .arg(0)
-                    .arg("*")
-                    .arg("k")
-                    .arg("i")
+                pipe.add_command(protocol::empty_stream(&key))
                     .ignore()
                     .cmd("PEXPIRE")
                     .arg(&key)
@@ -374,15 +368,7 @@ impl Shared {
         if let Ok(v) = conn.query(redis::cmd("EXISTS").arg(events)) {
             if protocol::int(&v) == Some(0) {
                 log::warn!("the cluster's event stream vanished from Redis; recreating it");
-                let _ = conn.query(
-                    redis::cmd("XADD")
-                        .arg(events)
-                        .arg("MAXLEN")
-                        .arg(0)
-                        .arg("*")
-                        .arg("k")
-                        .arg("i"),
-                );
+                let _ = conn.query(&protocol::empty_stream(events));
             }
         }
     }

@@ -239,16 +239,8 @@ impl Shared {
             })?;
         check_version(protocol::text(&info).unwrap_or(""), &url)?;
         let events = cfg.keys.events(&client_id);
-        conn.query(
-            redis::cmd("XADD")
-                .arg(&events)
-                .arg("MAXLEN")
-                .arg(0)
-                .arg("*")
-                .arg("k")
-                .arg("i"),
-        )
-        .map_err(|e| protocol::backend("could not create the event stream", &cfg.url, &e))?;
+        conn.query(&protocol::empty_stream(&events))
+            .map_err(|e| protocol::backend("could not create the event stream", &cfg.url, &e))?;
         let fetch_conn = Conn::new(
             &cfg.url,
             &cfg.keys,
@@ -279,16 +271,8 @@ impl Shared {
         });
         if listener.is_some() {
             // Where workers put the events of results they pushed (see `pushed`).
-            conn.query(
-                redis::cmd("XADD")
-                    .arg(cfg.keys.pushed_events(&client_id))
-                    .arg("MAXLEN")
-                    .arg(0)
-                    .arg("*")
-                    .arg("k")
-                    .arg("i"),
-            )
-            .map_err(|e| protocol::backend("could not create the event stream", &cfg.url, &e))?;
+            conn.query(&protocol::empty_stream(&cfg.keys.pushed_events(&client_id)))
+                .map_err(|e| protocol::backend("could not create the event stream", &cfg.url, &e))?;
         }
         let (pushed, push_socket) = match listener {
             Some((p, l)) => (Some(p), Some(l.socket)),
