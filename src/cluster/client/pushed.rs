@@ -108,6 +108,8 @@ pub(super) struct Pushed {
     resume: OwnedFd,
     /// Wakes the driver: its future is done (by whatever path).
     driver_wake: Arc<OwnedFd>,
+    /// `driver_wake` was signalled and not cleared since.
+    signalled: Arc<AtomicBool>,
     /// Signals `driver_wake`; one waker, so a future waited on again
     /// recognises it (`Waker::will_wake`).
     waker: std::task::Waker,
@@ -153,13 +155,18 @@ impl Pushed {
         let mut hello = push::HELLO.to_vec();
         hello.extend_from_slice(token.as_bytes());
         let driver_wake = Arc::new(eventfd()?);
+        let signalled = Arc::new(AtomicBool::new(false));
         Some(Pushed {
             conns: Mutex::new(Vec::new()),
             hello,
             driving: AtomicBool::new(false),
             resume: eventfd()?,
-            waker: std::task::Waker::from(Arc::new(Wake(driver_wake.clone()))),
+            waker: std::task::Waker::from(Arc::new(Wake {
+                fd: driver_wake.clone(),
+                signalled: signalled.clone(),
+            })),
             driver_wake,
+            signalled,
         })
     }
 
@@ -175,6 +182,14 @@ impl Pushed {
                 || read_pushed(shared, c, &self.hello, &mut chunk, &mut out)
         });
         out
+    }
+
+    /// Clears `driver_wake` if it was signalled (a signal racing this is
+    /// cleared when the driver's poll sees it).
+    fn clear_wake(&self) {
+        if self.signalled.swap(false, Ordering::SeqCst) {
+            clear(&self.driver_wake);
+        }
     }
 
     fn conn_fds(&self) -> Vec<libc::pollfd> {
@@ -283,7 +298,7 @@ impl crate::future::helpers::Helper for Shared {
         {
             return;
         }
-        clear(&p.driver_wake);
+        p.clear_wake();
         if !on_done(p.waker.clone()) {
             p.driving.store(false, Ordering::SeqCst);
             return;
@@ -311,7 +326,8 @@ impl crate::future::helpers::Helper for Shared {
                 continue;
             }
             if fds[0].revents != 0 {
-                // Done without us (or a hook of an earlier wait: look again).
+                // Done without us (or the waker of an earlier wait: look again).
+                p.signalled.store(false, Ordering::SeqCst);
                 clear(&p.driver_wake);
                 continue;
             }
@@ -322,7 +338,9 @@ impl crate::future::helpers::Helper for Shared {
                 .collect();
             let delivered = p.read_ready(self, &ready);
             if !delivered.is_empty() {
+                DELIVERING.with(|d| d.set(true));
                 self.deliver_pushed(delivered);
+                DELIVERING.with(|d| d.set(false));
                 if !done() {
                     // Ours may be on the courier, which wakes the future's
                     // own sleepers: be one.
@@ -337,15 +355,35 @@ impl crate::future::helpers::Helper for Shared {
     }
 }
 
-/// Signals an eventfd: how a future wakes its driver.
-struct Wake(Arc<OwnedFd>);
+thread_local! {
+    /// This thread is a driver delivering what it read: a future it
+    /// completes needs no signal to wake it (it looks at once).
+    static DELIVERING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Signals the driver's eventfd: how a future wakes its driver. `signalled`
+/// tells the driver whether there is anything to clear.
+struct Wake {
+    fd: Arc<OwnedFd>,
+    signalled: Arc<AtomicBool>,
+}
+
+impl Wake {
+    fn fire(&self) {
+        if DELIVERING.with(|d| d.get()) {
+            return;
+        }
+        self.signalled.store(true, Ordering::SeqCst);
+        signal(&self.fd);
+    }
+}
 
 impl std::task::Wake for Wake {
     fn wake(self: Arc<Self>) {
-        signal(&self.0);
+        self.fire();
     }
     fn wake_by_ref(self: &Arc<Self>) {
-        signal(&self.0);
+        self.fire();
     }
 }
 
@@ -370,6 +408,11 @@ fn read_pushed(
                 c.buf.extend_from_slice(&chunk[..n]);
                 if c.buf.len() > MAX_BUFFER {
                     return false;
+                }
+                if n < chunk.len() {
+                    // Most likely all there was: the next poll tells (a
+                    // read to hear "would block" costs a syscall a push).
+                    break;
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
