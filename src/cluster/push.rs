@@ -143,8 +143,7 @@ impl Peer {
                         libc::MSG_PEEK | libc::MSG_DONTWAIT,
                     )
                 };
-                n < 0
-                    && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
+                n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
             }
         }
     }
@@ -326,7 +325,10 @@ mod tests {
         drop(client_side);
         let deadline = Instant::now() + Duration::from_secs(5);
         while peer.live(Instant::now()) {
-            assert!(Instant::now() < deadline, "a closed connection still looks live");
+            assert!(
+                Instant::now() < deadline,
+                "a closed connection still looks live"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
         assert!(Peer::Pending.live(now));

@@ -272,7 +272,9 @@ impl Shared {
         if listener.is_some() {
             // Where workers put the events of results they pushed (see `pushed`).
             conn.query(&protocol::empty_stream(&cfg.keys.pushed_events(&client_id)))
-                .map_err(|e| protocol::backend("could not create the event stream", &cfg.url, &e))?;
+                .map_err(|e| {
+                    protocol::backend("could not create the event stream", &cfg.url, &e)
+                })?;
         }
         let (pushed, push_socket) = match listener {
             Some((p, l)) => (Some(p), Some(l.socket)),
