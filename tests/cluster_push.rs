@@ -122,16 +122,28 @@ fn a_lost_push_is_caught_up_from_redis() {
     }
     let forged =
         fanout::__cluster_fuzz::push_value(SECRET.as_bytes(), "pl", &client, &sink_addr, &token);
-    let _: () = redis::cmd("SET")
-        .arg(format!("{{pl}}:push:{client}"))
-        .arg(&forged)
-        .query(&mut con)
-        .unwrap();
+    // The client's keeper writes its own value again every couple of
+    // seconds: keep writing ours (a worker reads it once, when it connects).
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let forger = {
+        let (stop, key) = (stop.clone(), format!("{{pl}}:push:{client}"));
+        let mut con = redis.conn();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let _: redis::RedisResult<()> =
+                    redis::cmd("SET").arg(&key).arg(&forged).query(&mut con);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
     round_trips(&c, 60);
+    stop.store(true, Ordering::SeqCst);
+    forger.join().unwrap();
     assert!(
         swallowed.load(Ordering::SeqCst) > 0,
         "no worker pushed to the advertised address"
     );
+    drop(con);
     c.shutdown(true, false);
 }
 
