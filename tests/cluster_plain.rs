@@ -10,7 +10,7 @@
 mod cluster_hardening_support;
 mod cluster_support;
 
-use cluster_support::{eventually, Redis};
+use cluster_support::{eventually, keys_like as keys, xlen, Redis};
 use fanout::{Cluster, Executor};
 use std::time::Duration;
 
@@ -30,14 +30,6 @@ fn cluster(redis: &Redis, ns: &str) -> Cluster {
         .local_workers(1)
         .build()
         .unwrap()
-}
-
-fn keys(con: &mut redis::Connection, pattern: &str) -> Vec<String> {
-    redis::cmd("KEYS").arg(pattern).query(con).unwrap()
-}
-
-fn xlen(con: &mut redis::Connection, stream: &str) -> u64 {
-    redis::cmd("XLEN").arg(stream).query(con).unwrap()
 }
 
 /// Calls of `command` since the last `CONFIG RESETSTAT` (`INFO commandstats`).

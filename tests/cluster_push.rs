@@ -6,7 +6,7 @@
 mod cluster_hardening_support;
 mod cluster_support;
 
-use cluster_support::{eventually, Redis};
+use cluster_support::{eventually, keys_like as keys, xlen, Redis};
 use fanout::{Cluster, Executor};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -29,14 +29,6 @@ fn cluster(redis: &Redis, ns: &str, push: bool) -> Cluster {
         .push_results(push)
         .build()
         .unwrap()
-}
-
-fn keys(con: &mut redis::Connection, pattern: &str) -> Vec<String> {
-    redis::cmd("KEYS").arg(pattern).query(con).unwrap()
-}
-
-fn xlen(con: &mut redis::Connection, stream: &str) -> u64 {
-    redis::cmd("XLEN").arg(stream).query(con).unwrap()
 }
 
 /// The client id and its push value (`addr token signature`).

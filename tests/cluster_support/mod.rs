@@ -190,6 +190,16 @@ impl Drop for Redis {
     }
 }
 
+/// The keys matching `pattern` (`KEYS`).
+pub fn keys_like(con: &mut redis::Connection, pattern: &str) -> Vec<String> {
+    redis::cmd("KEYS").arg(pattern).query(con).unwrap()
+}
+
+/// The length of `stream` (`XLEN`).
+pub fn xlen(con: &mut redis::Connection, stream: &str) -> u64 {
+    redis::cmd("XLEN").arg(stream).query(con).unwrap()
+}
+
 /// A cluster with one local worker (concurrency 1, a 5 s lease) in namespace `ns`.
 pub fn one_worker(redis: &Redis, ns: &str) -> fanout::Cluster {
     fanout::Cluster::builder(&redis.url())
