@@ -79,31 +79,35 @@ fn pushed_results_arrive_and_leave_nothing_behind() {
     );
 }
 
-#[test]
-fn a_lost_push_is_caught_up_from_redis() {
-    let _w = cluster_hardening_support::watchdog("push_lost", Duration::from_secs(120));
+/// Runs 60 round trips on a cluster in `ns` whose workers are sent to a
+/// listener of the test's (advertised, signed with the cluster's secret,
+/// before any worker has looked) instead of the client's: it swallows
+/// every push, or with `hang_up` closes each connection once it has read
+/// the greeting. Returns the connections it accepted and the bytes it
+/// swallowed, and checks the local workers survived.
+fn against_a_sink(ns: &str, hang_up: bool) -> (usize, usize) {
     let redis = Redis::start();
     let mut con = redis.conn();
-    let c = cluster(&redis, "pl", true);
-    let (client, value) = push_key(&mut con, "pl");
+    let c = cluster(&redis, ns, true);
+    let pids = c.worker_pids();
+    let (client, value) = push_key(&mut con, ns);
     let token = value.split(' ').nth(1).unwrap().to_string();
-    // A listener that takes every push and drops it, advertised (signed
-    // with the cluster's secret) before any worker has looked: the
-    // workers' pushes all succeed and are all lost.
     let sink = TcpListener::bind("127.0.0.1:0").unwrap();
     let sink_addr = sink.local_addr().unwrap().to_string();
+    let accepted = Arc::new(AtomicUsize::new(0));
     let swallowed = Arc::new(AtomicUsize::new(0));
     {
-        let swallowed = swallowed.clone();
+        let (accepted, swallowed) = (accepted.clone(), swallowed.clone());
         std::thread::spawn(move || {
             for conn in sink.incoming() {
                 let Ok(mut conn) = conn else { return };
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let swallowed = swallowed.clone();
                 std::thread::spawn(move || {
                     let _ = conn.set_read_timeout(Some(Duration::from_secs(60)));
                     let mut buf = [0u8; 4096];
                     while let Ok(n) = conn.read(&mut buf) {
-                        if n == 0 {
+                        if n == 0 || hang_up {
                             return;
                         }
                         swallowed.fetch_add(n, Ordering::SeqCst);
@@ -113,12 +117,12 @@ fn a_lost_push_is_caught_up_from_redis() {
         });
     }
     let forged =
-        fanout::__cluster_fuzz::push_value(SECRET.as_bytes(), "pl", &client, &sink_addr, &token);
+        fanout::__cluster_fuzz::push_value(SECRET.as_bytes(), ns, &client, &sink_addr, &token);
     // The client's keeper writes its own value again every couple of
     // seconds: keep writing ours (a worker reads it once, when it connects).
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let forger = {
-        let (stop, key) = (stop.clone(), format!("{{pl}}:push:{client}"));
+        let (stop, key) = (stop.clone(), format!("{{{ns}}}:push:{client}"));
         let mut con = redis.conn();
         std::thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {
@@ -131,12 +135,34 @@ fn a_lost_push_is_caught_up_from_redis() {
     round_trips(&c, 60);
     stop.store(true, Ordering::SeqCst);
     forger.join().unwrap();
+    assert_eq!(c.worker_pids(), pids, "a worker died pushing to the sink");
+    c.shutdown(true, false);
+    (
+        accepted.load(Ordering::SeqCst),
+        swallowed.load(Ordering::SeqCst),
+    )
+}
+
+#[test]
+fn a_lost_push_is_caught_up_from_redis() {
+    let _w = cluster_hardening_support::watchdog("push_lost", Duration::from_secs(120));
+    let (accepted, swallowed) = against_a_sink("pl", false);
     assert!(
-        swallowed.load(Ordering::SeqCst) > 0,
+        accepted > 0 && swallowed > 0,
         "no worker pushed to the advertised address"
     );
-    drop(con);
-    c.shutdown(true, false);
+}
+
+/// A client that hangs up on its workers (gone, or restarted) must cost
+/// them nothing but the push: no SIGPIPE, no stall, results by Redis.
+#[test]
+fn a_client_that_hangs_up_does_not_hurt_its_workers() {
+    let _w = cluster_hardening_support::watchdog("push_hangup", Duration::from_secs(120));
+    let (accepted, _) = against_a_sink("ph", true);
+    assert!(
+        accepted > 0,
+        "no worker connected to the advertised address"
+    );
 }
 
 #[test]
