@@ -10,6 +10,7 @@
 //! block on such a future calls it first (`Cell::block_until`), and sleeps
 //! on the future's condition variable as before when it returns.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Instant;
 
@@ -35,23 +36,29 @@ type Entry = (u64, Weak<dyn Helper>);
 
 static HELPERS: RwLock<Vec<Entry>> = RwLock::new(Vec::new());
 
+/// How many entries `HELPERS` holds: a wait in a process with none (no
+/// cluster client that takes pushed results) does not touch the lock.
+static REGISTERED: AtomicUsize = AtomicUsize::new(0);
+
 /// Registers `helper` for the futures of executor `owner` (until it is
 /// dropped or [`unregister`]ed).
 pub(crate) fn register(owner: u64, helper: Weak<dyn Helper>) {
     let mut all = HELPERS.write().unwrap_or_else(|p| p.into_inner());
     all.retain(|(o, h)| *o != owner && h.strong_count() > 0);
     all.push((owner, helper));
+    REGISTERED.store(all.len(), Ordering::SeqCst);
 }
 
 /// Forgets the helper of `owner`.
 pub(crate) fn unregister(owner: u64) {
     let mut all = HELPERS.write().unwrap_or_else(|p| p.into_inner());
     all.retain(|(o, h)| *o != owner && h.strong_count() > 0);
+    REGISTERED.store(all.len(), Ordering::SeqCst);
 }
 
 /// The helper of `owner`'s futures, if one is registered and alive.
 pub(crate) fn of(owner: u64) -> Option<Arc<dyn Helper>> {
-    if owner == 0 {
+    if owner == 0 || REGISTERED.load(Ordering::Relaxed) == 0 {
         return None;
     }
     let all = HELPERS.read().unwrap_or_else(|p| p.into_inner());
