@@ -480,6 +480,9 @@ impl Worker {
         let mut debt = super::plain::Debt::default();
         // The last claim found the queue empty (it brought fewer than it asked).
         let mut drained = false;
+        // A blocking read failed: entries may be pending for this slot
+        // that it never received (see `recover_own`).
+        let mut recover = false;
         loop {
             let idle = match std::mem::replace(&mut next, Claim::Unknown) {
                 Claim::Jobs(jobs) => {
@@ -499,7 +502,7 @@ impl Worker {
                     // The queue was empty a moment ago: send the finishes
                     // and block for the next entries in one round trip.
                     let batch = std::mem::take(&mut *protocol_lock(&self.unflushed));
-                    next = self.wait_and_claim(&mut conn, &me, batch, &mut debt);
+                    next = self.wait_and_claim(&mut conn, &me, batch, &mut debt, &mut recover);
                 } else if !more || self.flush_due() {
                     next = self.flush(&mut conn, !more);
                 }
@@ -515,17 +518,32 @@ impl Worker {
                 self.pay(&mut conn, &mut debt);
                 return true;
             }
+            if recover {
+                match self.recover_own(&mut conn, &me) {
+                    Ok(Claim::Idle) => recover = false,
+                    Ok(claim) => {
+                        recover = false;
+                        next = claim;
+                        continue;
+                    }
+                    Err(e) => {
+                        log::debug!("{}: {e}; retrying", self.name);
+                        backoff.sleep(None);
+                        continue;
+                    }
+                }
+            }
             let found = match (self.reap_one(&mut conn), idle) {
                 (Some(job), _) => Ok(Some(job)),
                 (None, Claim::Idle) if self.only_default() => {
                     // Wait for the next entries and claim them in the same
                     // round trip.
-                    next = self.wait_and_claim(&mut conn, &me, Vec::new(), &mut debt);
+                    next = self.wait_and_claim(&mut conn, &me, Vec::new(), &mut debt, &mut recover);
                     continue;
                 }
                 (None, _) => {
                     self.pay(&mut conn, &mut debt);
-                    self.read(&mut conn, true)
+                    self.read(&mut conn, true, &me)
                 }
             };
             match found {
@@ -536,6 +554,7 @@ impl Worker {
                 Ok(None) => {}
                 Err(e) => {
                     log::debug!("{}: {e}; retrying", self.name);
+                    recover = true;
                     backoff.sleep(None);
                 }
             }
@@ -563,12 +582,14 @@ impl Worker {
     }
 
     /// Reads one new entry (blocking for a while when `block`): from the
-    /// best lane this worker can run (see `lanes`), else from the default lane.
-    fn read(&self, conn: &mut Conn, block: bool) -> redis::RedisResult<Option<Job>> {
+    /// best lane this worker can run (see `lanes`), else from the default
+    /// lane as the slot's own consumer `me` (so that an entry whose reply
+    /// is lost stays pending for `me` alone: see `recover_own`).
+    fn read(&self, conn: &mut Conn, block: bool, me: &str) -> redis::RedisResult<Option<Job>> {
         if let Some(job) = self.take_from_lanes(conn)? {
             return Ok(Some(job));
         }
-        self.read_default(conn, block)
+        self.read_default(conn, block, me)
     }
 
     /// Refreshes the lane list when stale.
@@ -639,15 +660,20 @@ impl Worker {
     }
 
     /// Reads one new entry of the default lane.
-    fn read_default(&self, conn: &mut Conn, block: bool) -> redis::RedisResult<Option<Job>> {
-        let mut cmd = self.read_cmd(block);
+    fn read_default(
+        &self,
+        conn: &mut Conn,
+        block: bool,
+        me: &str,
+    ) -> redis::RedisResult<Option<Job>> {
+        let mut cmd = self.read_cmd(block, me);
         let reply = conn.query(&cmd);
         let reply = match reply {
             Err(e) if protocol::classify(&e) == protocol::Failure::NoGroup => {
                 // The server lost the group (restarted without persistence): the
                 // reconnect in `get` recreates it.
                 conn.reset();
-                cmd = self.read_cmd(block);
+                cmd = self.read_cmd(block, me);
                 conn.query(&cmd)?
             }
             other => other?,
@@ -656,13 +682,9 @@ impl Worker {
         Ok(job)
     }
 
-    fn read_cmd(&self, block: bool) -> redis::Cmd {
+    fn read_cmd(&self, block: bool, me: &str) -> redis::Cmd {
         let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
-            .arg(GROUP)
-            .arg(&self.consumer)
-            .arg("COUNT")
-            .arg(1);
+        cmd.arg("GROUP").arg(GROUP).arg(me).arg("COUNT").arg(1);
         if block {
             cmd.arg("BLOCK").arg(READ_BLOCK.as_millis() as u64);
         }
@@ -848,7 +870,8 @@ impl Worker {
 
     /// An idle slot's read: a group read as the slot's own consumer `me`
     /// blocks until entries are added to the default lane (or `READ_BLOCK`
-    /// passes), after sending `finishes` in the same pipeline. Redis wakes
+    /// passes), after sending `finishes` in the same pipeline (`recover`
+    /// is set when the read failed: see `recover_own`). Redis wakes
     /// only the blocked reader it serves, so one new entry wakes one idle
     /// slot of one worker. What the read brings is started by `delivered`.
     fn wait_and_claim(
@@ -857,6 +880,7 @@ impl Worker {
         me: &str,
         finishes: Vec<super::batch::Finished>,
         debt: &mut super::plain::Debt,
+        recover: &mut bool,
     ) -> Claim {
         let want = self.pace.want();
         let mut pipe = redis::pipe();
@@ -924,6 +948,7 @@ impl Worker {
                     Some(Ok(reply)) => self.delivered(conn, &reply),
                     Some(Err(e)) => {
                         log::debug!("{}: {e}; retrying", self.name);
+                        *recover = true;
                         Claim::Unknown
                     }
                     None => Claim::Unknown,
@@ -931,6 +956,7 @@ impl Worker {
             }
             Err(e) => {
                 log::debug!("{}: {e}; retrying", self.name);
+                *recover = true;
                 // Perhaps before they ran: send them alone (again is harmless).
                 self.finish_alone(conn, &finishes);
                 if plain {
@@ -968,7 +994,50 @@ impl Worker {
     /// it reads are checked as `start`'s are. Any other entry is started by
     /// `start` when it runs.
     fn delivered(&self, conn: &mut Conn, reply: &redis::Value) -> Claim {
-        let entries = read_reply(reply);
+        self.delivered_entries(conn, read_reply(reply))
+    }
+
+    /// After a blocking read of slot `me` failed: the entries Redis
+    /// delivered to it that it never received. A read whose reply is lost
+    /// after Redis served it (the connection dropped; a worker stopped and
+    /// continued, whose socket read then fails with `EINTR`, see
+    /// signal(7)) leaves them pending for `me` only, and nobody else takes
+    /// them before their lease lapses. `me` is this slot's own consumer,
+    /// and the slot was idle: what is pending for it is what it never saw,
+    /// except entries it read with others and queued (still held) and
+    /// entries without their fields (deleted since), which are left alone.
+    /// `Idle` when there are none.
+    fn recover_own(&self, conn: &mut Conn, me: &str) -> redis::RedisResult<Claim> {
+        let mut read = redis::cmd("XREADGROUP");
+        read.arg("GROUP")
+            .arg(GROUP)
+            .arg(me)
+            .arg("COUNT")
+            .arg(super::batch::MAX_BATCH)
+            .arg("STREAMS")
+            .arg(&self.queue)
+            .arg("0");
+        let reply = conn.query(&read)?;
+        let entries: Vec<Entry<'_>> = {
+            let held = protocol_lock(&self.held);
+            read_reply(&reply)
+                .into_iter()
+                .filter(|e| e.field("t").is_some())
+                .filter(|e| !held.contains(&(self.queue.clone(), e.id.to_string())))
+                .collect()
+        };
+        if !entries.is_empty() {
+            log::info!(
+                "{}: {} entr(ies) delivered to a read that failed; running them now",
+                self.name,
+                entries.len()
+            );
+        }
+        Ok(self.delivered_entries(conn, entries))
+    }
+
+    /// The jobs of entries read for this worker (see [`Worker::delivered`]).
+    fn delivered_entries(&self, conn: &mut Conn, entries: Vec<Entry<'_>>) -> Claim {
         if entries.is_empty() {
             return Claim::Idle;
         }
