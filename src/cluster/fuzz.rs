@@ -49,11 +49,3 @@ pub fn client_alive(value: &[u8], now_ms: u64) -> bool {
 pub fn push_value(secret: &[u8], namespace: &str, client: &str, addr: &str, token: &str) -> String {
     protocol::push_value(secret, namespace, client, addr, token)
 }
-
-/// Parses one pushed-result frame; the bytes it took when whole.
-pub fn push_frame(buf: &[u8]) -> Option<usize> {
-    match super::push::parse(buf) {
-        super::push::Parsed::Frame { used, .. } => Some(used),
-        _ => None,
-    }
-}

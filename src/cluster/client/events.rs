@@ -21,19 +21,19 @@ impl Shared {
         let mut ack: Option<redis::Cmd> = None;
         // Results pushed to us (see `pushed`) have their events in a stream
         // of their own, read every `CATCH_UP_EVERY` while tasks are in
-        // flight, for any push that was lost.
+        // flight, for any push that was lost, and at least every
+        // `TRIM_EVERY`, to trim it.
         let pushing = self.push_value.is_some();
         let mut pushed_last = String::from("0-0");
-        let mut next_catch_up = Instant::now() + CATCH_UP_EVERY;
         let mut last_catch_up = Instant::now();
         loop {
             if self.should_stop() {
                 break;
             }
-            // (Also while idle: a task sent meanwhile has its lost push
-            // caught up as soon as one sent while we were busy.)
-            let block = if pushing {
-                next_catch_up
+            // Idle, the loop sleeps a whole `EVENT_BLOCK` (a lost push of a
+            // task sent meanwhile waits for it, at most).
+            let block = if pushing && !lock(&self.state).inflight.is_empty() {
+                (last_catch_up + CATCH_UP_EVERY)
                     .saturating_duration_since(Instant::now())
                     .clamp(Duration::from_millis(1), CATCH_UP_EVERY)
             } else {
@@ -83,15 +83,8 @@ impl Shared {
                 let mut inline = HashMap::new();
                 for e in &entries {
                     ids.push(e.id.to_string());
-                    let task = e.field("t").and_then(|t| std::str::from_utf8(t).ok());
-                    let seq = task.and_then(|t| self.own_seq(t));
-                    // The result's size, so fetches can be bounded by bytes.
-                    let size = e
-                        .field("z")
-                        .and_then(|z| std::str::from_utf8(z).ok()?.parse::<u64>().ok())
-                        .unwrap_or(0);
-                    match (e.field("k"), seq, task) {
-                        (Some(b"s"), _, _) => {
+                    match e.field("k") {
+                        Some(b"s") => {
                             // A claim of several tasks names them all in one event.
                             started.extend(
                                 e.fields
@@ -101,18 +94,7 @@ impl Shared {
                                     .filter_map(|t| self.own_seq(t)),
                             )
                         }
-                        (Some(b"d"), Some(seq), Some(task)) => {
-                            let lazy = e.field("l") == Some(b"1");
-                            if let Some(v) = e.field("v") {
-                                // A small result comes with its event.
-                                inline.insert(seq, v.to_vec());
-                            }
-                            done.push((seq, task.to_string(), size, lazy))
-                        }
-                        (Some(b"d"), None, Some(task)) => {
-                            // Not ours (a forged record naming us): take and drop it.
-                            done.push((0, task.to_string(), size, false))
-                        }
+                        Some(b"d") => self.take_done(e, &mut done, &mut inline),
                         _ => {}
                     }
                 }
@@ -147,13 +129,14 @@ impl Shared {
                     fetch_failing = None;
                 }
             }
-            if pushing && Instant::now() >= next_catch_up {
-                next_catch_up = Instant::now() + CATCH_UP_EVERY;
-                // For a push that may be lost, or (once a second) to trim.
-                if self.sent_before(CATCH_UP_EVERY / 2) || last_catch_up.elapsed() >= TRIM_EVERY {
-                    last_catch_up = Instant::now();
-                    self.catch_up_pushed(&mut conn, &mut pushed_last);
-                }
+            // For a push that may be lost, or (once a second) to trim.
+            let since = last_catch_up.elapsed();
+            if pushing
+                && (since >= TRIM_EVERY
+                    || (since >= CATCH_UP_EVERY && self.sent_before(CATCH_UP_EVERY / 2)))
+            {
+                last_catch_up = Instant::now();
+                self.catch_up_pushed(&mut conn, &mut pushed_last);
             }
             self.delete_released(&mut conn);
             if Instant::now() >= next_probe {
@@ -302,22 +285,8 @@ impl Shared {
         };
         let mut done = Vec::with_capacity(entries.len());
         let mut inline = HashMap::new();
-        for e in &entries {
-            let Some(task) = e.field("t").and_then(|t| std::str::from_utf8(t).ok()) else {
-                continue;
-            };
-            if e.field("k") != Some(b"d") {
-                continue;
-            }
-            let seq = self.own_seq(task).unwrap_or(0);
-            if let (Some(v), true) = (e.field("v"), seq != 0) {
-                inline.insert(seq, v.to_vec());
-            }
-            let size = e
-                .field("z")
-                .and_then(|z| std::str::from_utf8(z).ok()?.parse::<u64>().ok())
-                .unwrap_or(0);
-            done.push((seq, task.to_string(), size, false));
+        for e in entries.iter().filter(|e| e.field("k") == Some(b"d")) {
+            self.take_done(e, &mut done, &mut inline);
         }
         match self.take_and_deliver(conn, &done, &inline) {
             Ok(results) => lock(&self.state).releases.extend(results),
@@ -370,6 +339,36 @@ impl Shared {
                 log::warn!("the cluster's event stream vanished from Redis; recreating it");
                 let _ = conn.query(&protocol::empty_stream(events));
             }
+        }
+    }
+
+    /// Takes the "done" event `e` into `done` (sequence number, task id,
+    /// result size, lazy), its result into `inline` when it came with it.
+    /// A task not ours (a forged record naming us) gets sequence number 0:
+    /// taken, to be dropped.
+    fn take_done(
+        &self,
+        e: &protocol::Entry<'_>,
+        done: &mut Vec<(u64, String, u64, bool)>,
+        inline: &mut HashMap<u64, Vec<u8>>,
+    ) {
+        let Some(task) = e.field("t").and_then(|t| std::str::from_utf8(t).ok()) else {
+            return;
+        };
+        // The result's size, so fetches can be bounded by bytes.
+        let size = e
+            .field("z")
+            .and_then(|z| std::str::from_utf8(z).ok()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        match self.own_seq(task) {
+            Some(seq) => {
+                if let Some(v) = e.field("v") {
+                    // A small result comes with its event.
+                    inline.insert(seq, v.to_vec());
+                }
+                done.push((seq, task.to_string(), size, e.field("l") == Some(b"1")));
+            }
+            None => done.push((0, task.to_string(), size, false)),
         }
     }
 
