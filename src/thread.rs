@@ -1,5 +1,6 @@
 //! [`ThreadPool`]: a fixed set of worker threads pulling calls from one queue.
 
+mod queue;
 mod ranked;
 mod stand_in;
 mod timed;
@@ -7,10 +8,9 @@ mod timed;
 use crate::executor::Submitter;
 use crate::future::{payload_copier, Cell, CellHolder, CellRef, Copier};
 use crate::{panic, Error, Executor, Future, Payload, Result, Task};
-use crossbeam_channel::{Receiver, Sender};
 use std::fmt;
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock, Weak};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::thread::JoinHandle;
 
 /// A submitted call and its completion cell, in one allocation: the
@@ -117,10 +117,9 @@ type BoxedJob = ranked::Queued;
 type Initializer = Arc<dyn Fn() + Send + Sync + 'static>;
 
 struct Shared {
-    /// `None` once shut down; taking it disconnects the queue so idle workers exit.
-    sender: RwLock<Option<Sender<BoxedJob>>>,
-    /// Kept to cancel queued calls on `shutdown(cancel_futures = true)`.
-    receiver: Receiver<BoxedJob>,
+    /// The calls waiting for a worker; closed by `shutdown`, after which
+    /// workers finish what is queued and exit.
+    queue: queue::Queue<BoxedJob>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// Worker threads still in their loop, for `shutdown(wait = true)`.
     ///
@@ -205,10 +204,9 @@ impl Shared {
         if let Some(e) = self.broken_error() {
             return Err(e);
         }
-        let sender = self.sender.read().unwrap_or_else(|p| p.into_inner());
-        let Some(sender) = sender.as_ref() else {
+        if self.queue.is_closed() {
             return Err(Error::Shutdown);
-        };
+        }
         let (future, job) = match limit {
             None => {
                 let task = Arc::new(TaskCell {
@@ -229,24 +227,19 @@ impl Shared {
                 (Future::from_cell(CellRef(task.clone())), Job(Some(task)))
             }
         };
-        // Cannot fail: `self.receiver` keeps the channel connected.
-        if let Err(rejected) = sender.send(self.ranked.queue(priority, job)) {
-            if let Some(job) = self.ranked.take(rejected.into_inner()) {
-                job.fail(Error::Shutdown);
-            }
+        // The message is made under the queue's lock, so a call is either
+        // queued before `shutdown` closes it or refused whole.
+        if let Err(job) = self.queue.push(job, |job| self.ranked.queue(priority, job)) {
+            job.fail(Error::Shutdown);
+            return Err(Error::Shutdown);
         }
         Ok(future)
     }
 
     fn shutdown(&self, wait: bool, cancel_futures: bool) {
-        drop(
-            self.sender
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .take(),
-        );
+        self.queue.close();
         if cancel_futures {
-            while let Ok(message) = self.receiver.try_recv() {
+            while let Some(message) = self.queue.try_pop() {
                 if let Some(job) = self.ranked.take(message) {
                     job.fail(Error::Cancelled);
                 }
@@ -292,11 +285,11 @@ impl Shared {
     }
 }
 
-fn worker_loop(shared: &Shared, receiver: Receiver<BoxedJob>, initializer: Option<Initializer>) {
+fn worker_loop(shared: &Shared, initializer: Option<Initializer>) {
     if let Some(init) = initializer {
         run_initializer(shared, &init);
     }
-    while let Some(message) = next_job(&receiver) {
+    while let Some(message) = shared.queue.pop() {
         run_one(shared, message);
     }
 }
@@ -318,13 +311,6 @@ fn run_one(shared: &Shared, message: BoxedJob) {
         Some(e) => job.fail(e),
         None => job.run(),
     }
-}
-
-/// Takes the next job, sleeping while there is none. (Spinning first was
-/// measured to be slower here: on a machine with few cores a spinning worker
-/// takes the CPU the submitting thread needs.) `None` once shut down and drained.
-fn next_job(receiver: &Receiver<BoxedJob>) -> Option<BoxedJob> {
-    receiver.recv().ok()
 }
 
 /// A pool of worker threads, like Python's `ThreadPoolExecutor`.
@@ -757,10 +743,8 @@ impl ThreadPoolBuilder {
             ));
         }
         let prefix = self.thread_name.unwrap_or_else(|| "fanout-worker".into());
-        let (sender, receiver) = crossbeam_channel::unbounded::<BoxedJob>();
         let shared = Arc::new(Shared {
-            sender: RwLock::new(Some(sender)),
-            receiver: receiver.clone(),
+            queue: queue::Queue::new(),
             threads: Mutex::new(Vec::with_capacity(workers)),
             live: Mutex::new(LiveWorkers::default()),
             live_changed: Condvar::new(),
@@ -783,8 +767,7 @@ impl ThreadPoolBuilder {
             _owner: owner,
         };
         for i in 0..workers {
-            let (shared_w, receiver_w, init) =
-                (shared.clone(), receiver.clone(), self.initializer.clone());
+            let (shared_w, init) = (shared.clone(), self.initializer.clone());
             shared
                 .live
                 .lock()
@@ -795,7 +778,7 @@ impl ThreadPoolBuilder {
                 .spawn(move || {
                     stand_in::adopt(&shared_w);
                     let _leave = LeaveOnExit(&shared_w);
-                    worker_loop(&shared_w, receiver_w, init)
+                    worker_loop(&shared_w, init)
                 });
             if spawned.is_err() {
                 shared

@@ -29,15 +29,24 @@ type Key = (Reverse<i32>, u64);
 #[derive(Default)]
 pub(super) struct Ranked {
     map: Mutex<BTreeMap<Key, Job>>,
+    /// Read by every worker for every call.
     len: AtomicUsize,
-    seq: AtomicU64,
+    /// Written by the submitting thread for every call: on a cache line
+    /// of its own, so that the workers reading `len` do not take that
+    /// line from it each time (`perf`: 8 % of the submitter's samples).
+    seq: Padded<AtomicU64>,
 }
+
+/// A value alone on its cache line (two lines: adjacent-line prefetch).
+#[derive(Default)]
+#[repr(align(128))]
+struct Padded<T>(T);
 
 impl Ranked {
     /// What to send for a call at `priority`: the call itself, or a token
     /// after it went into the map.
     pub(super) fn queue(&self, priority: i32, job: Job) -> Queued {
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let seq = self.seq.0.fetch_add(1, Ordering::Relaxed);
         if priority == 0 && self.len.load(Ordering::Acquire) == 0 {
             return Queued::Now(seq, job);
         }

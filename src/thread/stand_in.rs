@@ -10,7 +10,6 @@
 
 use super::{run_one, Shared, POOL, WORKER_OF};
 use crate::controls::blocking::{self, Blocker};
-use crossbeam_channel::RecvTimeoutError;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -109,15 +108,14 @@ fn stand_in_loop(shared: Arc<Shared>) {
     if let Some(init) = shared.initializer.clone() {
         super::run_initializer(&shared, &init);
     }
-    let receiver = shared.receiver.clone();
     loop {
         if leave_if_surplus(&shared, false) {
             return;
         }
-        match receiver.recv_timeout(IDLE) {
+        match shared.queue.pop_timeout(IDLE) {
             Ok(message) => run_one(&shared, message),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
+            Err(super::queue::Empty::Timeout) => {}
+            Err(super::queue::Empty::Closed) => {
                 leave_if_surplus(&shared, true);
                 return;
             }

@@ -1,0 +1,386 @@
+//! The thread pool's queue: a fixed lock-free ring, a locked overflow
+//! behind it, and workers that spin briefly before they sleep.
+//!
+//! Why not a linked-block channel (crossbeam's unbounded one, std's mpsc):
+//! it allocates its blocks on the submitting thread and frees them on the
+//! worker that empties them. With glibc, that free takes the lock of the
+//! submitter's arena, which the submitter takes for nearly every task it
+//! allocates; `perf` showed the two contending for it, with futex sleeps
+//! and wake-ups on both sides (BENCHMARKS.md, "eleventh round"). A ring
+//! allocated once frees nothing per message; nor does the overflow, a
+//! `VecDeque` that only grows. (One lock for everything was tried too: the
+//! submitter and both workers then fight over that lock instead.)
+//!
+//! Order: while the overflow holds anything, pushes go there, and workers
+//! take from the ring first, so a call never overtakes one queued before
+//! it by the same thread. A worker that empties the ring refills it from
+//! the overflow under the overflow's lock, so a long burst of submits
+//! costs the submitter an uncontended lock and the workers a lock per
+//! refill, not per call.
+//!
+//! Sleeping: a worker that finds nothing spins, then yields, as
+//! crossbeam's `recv` does (a worker that sleeps at once makes every submit
+//! pay a wake-up), then sleeps on the condvar. A push wakes a sleeper only
+//! when one has not been woken already, so a burst of pushes while a
+//! worker wakes up costs one wake-up, not one per push.
+
+use crossbeam_queue::ArrayQueue;
+use std::collections::VecDeque;
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// The ring's capacity (messages are 24 bytes).
+const RING: usize = 1024;
+/// Spins (`1 << step` pause instructions) while `step` is below this …
+const SPIN_STEPS: u32 = 6;
+/// … then yields the CPU while it is below this, then sleeps.
+const YIELD_STEPS: u32 = 10;
+
+/// The fields fall into cache lines by who writes them: the submitters
+/// (`overflow`'s lock, taken for every push), the workers while they spin
+/// (`flags`, written rarely, read all the time) and sleepers (`sleep`).
+/// `perf` showed a push's lock missing the cache on almost every call
+/// while spinning workers kept reading a flag on the lock's line.
+pub(super) struct Queue<M> {
+    ring: ArrayQueue<M>,
+    overflow: Padded<Mutex<VecDeque<M>>>,
+    flags: Padded<Flags>,
+    sleep: Padded<Sleeping>,
+}
+
+struct Flags {
+    /// The overflow's length, for looking without its lock.
+    spilled: AtomicUsize,
+    /// Set once by `close`.
+    closed: AtomicBool,
+}
+
+struct Sleeping {
+    lock: Mutex<Sleep>,
+    cond: Condvar,
+    /// Sleepers not woken yet (`sleepers - woken`), for pushes to look at
+    /// without the sleep lock.
+    unwoken: AtomicUsize,
+}
+
+/// A value alone on its cache line (two lines: adjacent-line prefetch).
+#[repr(align(128))]
+struct Padded<T>(T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+#[derive(Default)]
+struct Sleep {
+    /// Threads waiting on `cond`.
+    sleepers: usize,
+    /// Wake-ups sent that no sleeper has consumed yet.
+    woken: usize,
+}
+
+/// Why [`Queue::pop_timeout`] returned nothing.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Empty {
+    /// Nothing arrived in time.
+    Timeout,
+    /// Closed, and nothing is left.
+    Closed,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl<M> Queue<M> {
+    pub(super) fn new() -> Self {
+        Queue {
+            ring: ArrayQueue::new(RING),
+            overflow: Padded(Mutex::new(VecDeque::new())),
+            flags: Padded(Flags {
+                spilled: AtomicUsize::new(0),
+                closed: AtomicBool::new(false),
+            }),
+            sleep: Padded(Sleeping {
+                lock: Mutex::new(Sleep::default()),
+                cond: Condvar::new(),
+                unwoken: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// Queues the message `make` turns `item` into; hands `item` back when
+    /// the queue is closed. `make` runs under the overflow's lock, which
+    /// `close` takes too, so a message is either queued before `close`
+    /// returns or not made at all.
+    pub(super) fn push<J>(&self, item: J, make: impl FnOnce(J) -> M) -> Result<(), J> {
+        let mut overflow = lock(&self.overflow);
+        if self.flags.closed.load(Ordering::Relaxed) {
+            return Err(item);
+        }
+        let message = make(item);
+        if overflow.is_empty() {
+            if let Err(message) = self.ring.push(message) {
+                overflow.push_back(message);
+                self.flags.spilled.store(overflow.len(), Ordering::Release);
+            }
+        } else {
+            overflow.push_back(message);
+            self.flags.spilled.store(overflow.len(), Ordering::Release);
+        }
+        drop(overflow);
+        self.wake_one();
+        Ok(())
+    }
+
+    /// Wakes a sleeper, if one is not woken already.
+    fn wake_one(&self) {
+        // Pairs with the fence in `sleep_unless_ready`: either this sees
+        // the sleeper counted, or the sleeper sees the message.
+        fence(Ordering::SeqCst);
+        if self.sleep.unwoken.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut sleep = lock(&self.sleep.lock);
+        if sleep.sleepers > sleep.woken {
+            sleep.woken += 1;
+            self.sleep
+                .unwoken
+                .store(sleep.sleepers - sleep.woken, Ordering::Relaxed);
+            drop(sleep);
+            self.sleep.cond.notify_one();
+        }
+    }
+
+    /// Takes the next message without waiting (`None`: none now).
+    pub(super) fn try_pop(&self) -> Option<M> {
+        if let Some(message) = self.ring.pop() {
+            return Some(message);
+        }
+        if self.flags.spilled.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let mut overflow = lock(&self.overflow);
+        // Under the lock no push reaches the ring while the overflow holds
+        // something, so a message found there now is older than the rest.
+        if let Some(message) = self.ring.pop() {
+            return Some(message);
+        }
+        let message = overflow.pop_front()?;
+        while self.ring.len() < RING / 2 {
+            match overflow.pop_front() {
+                Some(next) => {
+                    if let Err(next) = self.ring.push(next) {
+                        overflow.push_front(next);
+                        break;
+                    }
+                }
+                None => break,
+            }
+        }
+        self.flags.spilled.store(overflow.len(), Ordering::Release);
+        Some(message)
+    }
+
+    fn ready(&self) -> bool {
+        !self.ring.is_empty()
+            || self.flags.spilled.load(Ordering::Acquire) > 0
+            || self.flags.closed.load(Ordering::Acquire)
+    }
+
+    /// Takes the next message, waiting for one; `None` once closed and empty.
+    pub(super) fn pop(&self) -> Option<M> {
+        self.pop_until(None).ok()
+    }
+
+    /// Takes the next message, waiting at most `timeout` for one.
+    pub(super) fn pop_timeout(&self, timeout: Duration) -> Result<M, Empty> {
+        self.pop_until(Some(Instant::now() + timeout))
+    }
+
+    fn pop_until(&self, deadline: Option<Instant>) -> Result<M, Empty> {
+        let mut step = 0;
+        loop {
+            if let Some(message) = self.try_pop() {
+                return Ok(message);
+            }
+            if self.flags.closed.load(Ordering::Acquire) {
+                // `close` holds the overflow lock while it sets the flag,
+                // so nothing is pushed after it: one more look suffices.
+                return self.try_pop().ok_or(Empty::Closed);
+            }
+            if step < SPIN_STEPS {
+                for _ in 0..1u32 << step {
+                    std::hint::spin_loop();
+                }
+                step += 1;
+                continue;
+            }
+            if step < YIELD_STEPS {
+                std::thread::yield_now();
+                step += 1;
+                continue;
+            }
+            if !self.sleep_unless_ready(deadline) {
+                return self.try_pop().ok_or(Empty::Timeout);
+            }
+        }
+    }
+
+    /// Sleeps until woken (or until `deadline`) unless something is ready.
+    /// False when the deadline passed.
+    fn sleep_unless_ready(&self, deadline: Option<Instant>) -> bool {
+        let mut sleep = lock(&self.sleep.lock);
+        sleep.sleepers += 1;
+        self.sleep
+            .unwoken
+            .store(sleep.sleepers - sleep.woken, Ordering::Relaxed);
+        // Pairs with the fence in `wake_one`.
+        fence(Ordering::SeqCst);
+        let mut in_time = true;
+        if !self.ready() {
+            match deadline {
+                None => {
+                    sleep = self
+                        .sleep
+                        .cond
+                        .wait(sleep)
+                        .unwrap_or_else(|p| p.into_inner());
+                }
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let (guard, result) = self
+                        .sleep
+                        .cond
+                        .wait_timeout(sleep, left)
+                        .unwrap_or_else(|p| p.into_inner());
+                    sleep = guard;
+                    in_time = !result.timed_out();
+                }
+            }
+            // A spurious or timed-out return consumes a wake-up too: at
+            // worst a later push wakes a thread it need not have.
+            sleep.woken = sleep.woken.saturating_sub(1);
+        }
+        sleep.sleepers -= 1;
+        sleep.woken = sleep.woken.min(sleep.sleepers);
+        self.sleep
+            .unwoken
+            .store(sleep.sleepers - sleep.woken, Ordering::Relaxed);
+        in_time
+    }
+
+    /// Refuses further pushes and wakes every sleeper; what is queued can
+    /// still be taken.
+    pub(super) fn close(&self) {
+        let overflow = lock(&self.overflow);
+        self.flags.closed.store(true, Ordering::Release);
+        drop(overflow);
+        drop(lock(&self.sleep.lock));
+        self.sleep.cond.notify_all();
+    }
+
+    /// True once `close` was called.
+    pub(super) fn is_closed(&self) -> bool {
+        self.flags.closed.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn fifo_then_closed_after_the_rest_is_taken() {
+        let q = Queue::new();
+        // Past the ring's capacity, so the overflow and its refills take part.
+        let n = 5 * RING as u32;
+        for i in 0..n {
+            q.push(i, |i| i).unwrap();
+        }
+        // Taking some and pushing more keeps the order too.
+        let mut got: Vec<u32> = (0..RING + 7).map(|_| q.try_pop().unwrap()).collect();
+        for i in n..n + 100 {
+            q.push(i, |i| i).unwrap();
+        }
+        q.close();
+        assert_eq!(q.push(7, |i| i), Err(7));
+        assert!(q.is_closed());
+        got.extend(std::iter::from_fn(|| q.pop()));
+        assert_eq!(got, (0..n + 100).collect::<Vec<_>>());
+        assert_eq!(q.pop_timeout(Duration::from_millis(1)), Err(Empty::Closed));
+    }
+
+    #[test]
+    fn every_push_racing_close_is_taken_or_refused() {
+        for _ in 0..20 {
+            let q = Arc::new(Queue::new());
+            let taker = {
+                let q = q.clone();
+                std::thread::spawn(move || std::iter::from_fn(|| q.pop()).count())
+            };
+            let pushers: Vec<_> = (0..3)
+                .map(|_| {
+                    let q = q.clone();
+                    std::thread::spawn(move || {
+                        (0..3000).filter(|&i| q.push(i, |i| i).is_ok()).count()
+                    })
+                })
+                .collect();
+            std::thread::sleep(Duration::from_micros(300));
+            q.close();
+            let pushed: usize = pushers.into_iter().map(|p| p.join().unwrap()).sum();
+            assert_eq!(taker.join().unwrap(), pushed);
+        }
+    }
+
+    #[test]
+    fn an_empty_queue_times_out_and_try_pop_does_not_wait() {
+        let q: Queue<u8> = Queue::new();
+        assert_eq!(q.try_pop(), None);
+        let t = Instant::now();
+        assert_eq!(
+            q.pop_timeout(Duration::from_millis(30)),
+            Err(Empty::Timeout)
+        );
+        assert!(t.elapsed() >= Duration::from_millis(30));
+    }
+
+    #[test]
+    fn sleepers_are_woken_by_pushes_and_by_close() {
+        let q = Arc::new(Queue::new());
+        let takers: Vec<_> = (0..4)
+            .map(|_| {
+                let q = q.clone();
+                std::thread::spawn(move || std::iter::from_fn(|| q.pop()).count())
+            })
+            .collect();
+        // Let the takers fall asleep, then feed them in bursts.
+        for burst in 0..20u32 {
+            std::thread::sleep(Duration::from_millis(2));
+            for i in 0..50 {
+                q.push(burst * 50 + i, |i| i).unwrap();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        q.close();
+        let (done, give_up) = (
+            std::sync::mpsc::channel(),
+            Instant::now() + Duration::from_secs(20),
+        );
+        std::thread::spawn(move || {
+            let total: usize = takers.into_iter().map(|t| t.join().unwrap()).sum();
+            let _ = done.0.send(total);
+        });
+        let total = done
+            .1
+            .recv_timeout(give_up.saturating_duration_since(Instant::now()))
+            .expect("every taker returns after close");
+        assert_eq!(total, 1000);
+    }
+}
