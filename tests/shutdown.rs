@@ -438,3 +438,43 @@ fn two_tasks_shutting_down_their_pool_at_once() {
         within(GUARD, "dropping the pool", move || drop(pool));
     }
 }
+
+/// Submits racing `shutdown(wait = false)` from other threads: each is
+/// either refused with `Shutdown` or queued whole, and every queued call
+/// then finishes (none is left in the queue when the workers leave).
+#[test]
+fn submits_racing_shutdown_are_queued_whole_or_refused() {
+    for round in 0..20u64 {
+        let pool = ThreadPool::new(2).unwrap();
+        let submitters: Vec<_> = (0..3)
+            .map(|_| {
+                let pool = pool.clone();
+                thread::spawn(move || {
+                    let mut queued = Vec::new();
+                    for i in 0..2_000u64 {
+                        match pool.submit(pow, (i % 7, 2)) {
+                            Ok(f) => queued.push((i % 7, f)),
+                            Err(Error::Shutdown) => break,
+                            Err(e) => panic!("unexpected error {e:?}"),
+                        }
+                    }
+                    queued
+                })
+            })
+            .collect();
+        thread::sleep(Duration::from_micros(200 + 100 * round));
+        pool.shutdown(false, false);
+        let queued: Vec<(u64, Future<u64>)> = within(GUARD, "the submitters", move || {
+            submitters
+                .into_iter()
+                .flat_map(|s| s.join().unwrap())
+                .collect()
+        });
+        within(GUARD, "the queued calls", move || {
+            for (base, f) in queued {
+                assert_eq!(f.result(), Ok(base * base));
+            }
+        });
+        assert!(matches!(pool.submit(pow, (2, 2)), Err(Error::Shutdown)));
+    }
+}
