@@ -586,7 +586,7 @@ impl Worker {
     /// lane as the slot's own consumer `me` (so that an entry whose reply
     /// is lost stays pending for `me` alone: see `recover_own`).
     fn read(&self, conn: &mut Conn, block: bool, me: &str) -> redis::RedisResult<Option<Job>> {
-        if let Some(job) = self.take_from_lanes(conn)? {
+        if let Some(job) = self.take_from_lanes(conn, me)? {
             return Ok(Some(job));
         }
         self.read_default(conn, block, me)
@@ -617,8 +617,10 @@ impl Worker {
     }
 
     /// Takes one entry with the `take` script when lanes other than the
-    /// default exist; `None` when there are none or all are empty.
-    fn take_from_lanes(&self, conn: &mut Conn) -> redis::RedisResult<Option<Job>> {
+    /// default exist; `None` when there are none or all are empty. Taken as
+    /// the slot's own consumer `me`, like a default-lane read, so that an
+    /// entry whose reply is lost is found by `recover_own`.
+    fn take_from_lanes(&self, conn: &mut Conn, me: &str) -> redis::RedisResult<Option<Job>> {
         self.refresh_lanes(conn);
         // One slot at a time, so two slots cannot both count on the same
         // free resources.
@@ -633,7 +635,7 @@ impl Worker {
         }
         let keys: Vec<&str> = runnable.iter().map(|l| l.0.as_str()).collect();
         let mut cmd = self.scripts.call(ScriptName::Take, &keys);
-        cmd.arg(GROUP).arg(&self.consumer);
+        cmd.arg(GROUP).arg(me);
         let reply = conn.query(&cmd)?;
         let parts = array(&reply).unwrap_or(&[]);
         let (Some(index), Some(entry), Some(task)) = (
@@ -1026,14 +1028,94 @@ impl Worker {
                 .filter(|e| !held.contains(&(self.queue.clone(), e.id.to_string())))
                 .collect()
         };
-        if !entries.is_empty() {
+        let lane_jobs = self.recover_own_lanes(conn, me)?;
+        if !entries.is_empty() || !lane_jobs.is_empty() {
             log::info!(
                 "{}: {} entr(ies) delivered to a read that failed; running them now",
                 self.name,
-                entries.len()
+                entries.len() + lane_jobs.len()
             );
         }
-        Ok(self.delivered_entries(conn, entries))
+        let claim = self.delivered_entries(conn, entries);
+        if lane_jobs.is_empty() {
+            return Ok(claim);
+        }
+        match claim {
+            Claim::Jobs(mut jobs) => {
+                jobs.extend(lane_jobs);
+                Ok(Claim::Jobs(jobs))
+            }
+            _ => Ok(Claim::Jobs(lane_jobs)),
+        }
+    }
+
+    /// [`Worker::recover_own`] for the lanes other than the default: the
+    /// entries a `take` of slot `me` took whose reply was lost. Each is
+    /// run now if its lane fits the free resources (and holds them);
+    /// otherwise it stays pending and is taken over when its lease lapses.
+    fn recover_own_lanes(
+        &self,
+        conn: &mut Conn,
+        me: &str,
+    ) -> redis::RedisResult<Vec<(Job, Option<redis::Value>)>> {
+        let lanes: Vec<String> = protocol_lock(&self.view)
+            .lanes
+            .iter()
+            .filter(|l| l.stream != self.queue)
+            .map(|l| l.stream.clone())
+            .collect();
+        let mut jobs = Vec::new();
+        for stream in lanes {
+            let mut read = redis::cmd("XREADGROUP");
+            read.arg("GROUP")
+                .arg(GROUP)
+                .arg(me)
+                .arg("COUNT")
+                .arg(super::batch::MAX_BATCH)
+                .arg("STREAMS")
+                .arg(&stream)
+                .arg("0");
+            let reply = match conn.query(&read) {
+                Ok(reply) => reply,
+                // A lane whose stream or group is gone holds nothing.
+                Err(e) if protocol::classify(&e) == protocol::Failure::NoGroup => continue,
+                Err(e) => return Err(e),
+            };
+            for e in read_reply(&reply) {
+                let Some(task) = e.field("t").and_then(|t| std::str::from_utf8(t).ok()) else {
+                    continue;
+                };
+                if protocol_lock(&self.held).contains(&(stream.clone(), e.id.to_string())) {
+                    continue;
+                }
+                let mut view = protocol_lock(&self.view);
+                let Some(needs) = view
+                    .runnable()
+                    .into_iter()
+                    .find(|l| l.stream == stream)
+                    .map(|l| l.needs.clone())
+                else {
+                    log::info!(
+                        "{}: task {task} was delivered to a read that failed, and its \
+                         resources are busy; it runs when its lease lapses",
+                        self.name
+                    );
+                    continue;
+                };
+                view.hold(&needs);
+                jobs.push((
+                    Job {
+                        entry: e.id.to_string(),
+                        task: task.to_string(),
+                        stream: stream.clone(),
+                        needs,
+                        redelivered: false,
+                    },
+                    None,
+                ));
+            }
+        }
+        Ok(jobs)
     }
 
     /// The jobs of entries read for this worker (see [`Worker::delivered`]).
@@ -1886,32 +1968,42 @@ impl Worker {
     }
 
     /// Removes this worker's consumer, and its slots' (see
-    /// `wait_and_claim`), from the group, each only if it holds nothing: one
-    /// that holds an entry (a delivery whose reply was lost, or a task left
-    /// running) stays for the reaper.
+    /// `wait_and_claim`), from the group of every lane it knows, each only
+    /// if it holds nothing there: one that holds an entry (a delivery whose
+    /// reply was lost, or a task left running) stays for the reaper.
     fn leave(&self) {
         let Some(mut conn) = self.connect(Duration::from_secs(2)) else {
             return;
         };
         let slots = std::mem::take(&mut *protocol_lock(&self.slot_consumers));
-        for name in std::iter::once(self.consumer.clone()).chain(slots) {
-            let pending = conn.query(
-                redis::cmd("XPENDING")
-                    .arg(&self.queue)
-                    .arg(GROUP)
-                    .arg("-")
-                    .arg("+")
-                    .arg(1)
-                    .arg(&name),
-            );
-            if pending.is_ok_and(|v| array(&v).is_some_and(|a| a.is_empty())) {
-                let _ = conn.query(
-                    redis::cmd("XGROUP")
-                        .arg("DELCONSUMER")
-                        .arg(&self.queue)
+        let mut streams: Vec<String> = protocol_lock(&self.view)
+            .lanes
+            .iter()
+            .map(|l| l.stream.clone())
+            .collect();
+        if !streams.contains(&self.queue) {
+            streams.push(self.queue.clone());
+        }
+        for stream in &streams {
+            for name in std::iter::once(&self.consumer).chain(&slots) {
+                let pending = conn.query(
+                    redis::cmd("XPENDING")
+                        .arg(stream)
                         .arg(GROUP)
-                        .arg(&name),
+                        .arg("-")
+                        .arg("+")
+                        .arg(1)
+                        .arg(name),
                 );
+                if pending.is_ok_and(|v| array(&v).is_some_and(|a| a.is_empty())) {
+                    let _ = conn.query(
+                        redis::cmd("XGROUP")
+                            .arg("DELCONSUMER")
+                            .arg(stream)
+                            .arg(GROUP)
+                            .arg(name),
+                    );
+                }
             }
         }
     }
