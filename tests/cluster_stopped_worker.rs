@@ -57,10 +57,6 @@ fn an_entry_delivered_to_a_stopped_worker_runs_when_it_continues() {
     c.shutdown(true, false);
 }
 
-fn gpu_add(a: u64, b: u64) -> u64 {
-    a + b
-}
-
 /// The same for a lane other than the default (a call with resources): an
 /// entry a slot took from the lane but never received (here taken in its
 /// name while the worker is stopped, as a `take` whose reply was lost
@@ -78,7 +74,7 @@ fn a_lane_entry_taken_for_a_slot_that_never_saw_it_runs_after_its_next_failed_re
         .build()
         .unwrap();
     let lane_call = |i: u64| {
-        c.call(gpu_add)
+        c.call(add)
             .resources(&[("gpu", 1)])
             .submit((i, 1000))
             .unwrap()

@@ -1010,16 +1010,7 @@ impl Worker {
     /// entries without their fields (deleted since), which are left alone.
     /// `Idle` when there are none.
     fn recover_own(&self, conn: &mut Conn, me: &str) -> redis::RedisResult<Claim> {
-        let mut read = redis::cmd("XREADGROUP");
-        read.arg("GROUP")
-            .arg(GROUP)
-            .arg(me)
-            .arg("COUNT")
-            .arg(super::batch::MAX_BATCH)
-            .arg("STREAMS")
-            .arg(&self.queue)
-            .arg("0");
-        let reply = conn.query(&read)?;
+        let reply = conn.query(&pending_of(me, &self.queue))?;
         let entries: Vec<Entry<'_>> = {
             let held = protocol_lock(&self.held);
             read_reply(&reply)
@@ -1066,16 +1057,7 @@ impl Worker {
             .collect();
         let mut jobs = Vec::new();
         for stream in lanes {
-            let mut read = redis::cmd("XREADGROUP");
-            read.arg("GROUP")
-                .arg(GROUP)
-                .arg(me)
-                .arg("COUNT")
-                .arg(super::batch::MAX_BATCH)
-                .arg("STREAMS")
-                .arg(&stream)
-                .arg("0");
-            let reply = match conn.query(&read) {
+            let reply = match conn.query(&pending_of(me, &stream)) {
                 Ok(reply) => reply,
                 // A lane whose stream or group is gone holds nothing.
                 Err(e) if protocol::classify(&e) == protocol::Failure::NoGroup => continue,
@@ -2007,6 +1989,21 @@ impl Worker {
             }
         }
     }
+}
+
+/// Reads what `stream`'s group delivered to consumer `me` and it has not
+/// acknowledged (a batch at most).
+fn pending_of(me: &str, stream: &str) -> redis::Cmd {
+    let mut read = redis::cmd("XREADGROUP");
+    read.arg("GROUP")
+        .arg(GROUP)
+        .arg(me)
+        .arg("COUNT")
+        .arg(super::batch::MAX_BATCH)
+        .arg("STREAMS")
+        .arg(stream)
+        .arg("0");
+    read
 }
 
 /// Where `start`'s reply holds the liveness value (the server time follows).
