@@ -24,21 +24,72 @@
 //! when one has not been woken already, so a burst of pushes while a
 //! worker wakes up costs one wake-up, not one per push.
 
+#[cfg(not(loom))]
 use crossbeam_queue::ArrayQueue;
+#[cfg(loom)]
+use loom::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+#[cfg(loom)]
+use loom::sync::{Condvar, Mutex, MutexGuard};
 use std::collections::VecDeque;
+#[cfg(not(loom))]
 use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+#[cfg(not(loom))]
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// The ring's capacity (messages are 24 bytes).
+#[cfg(not(loom))]
 const RING: usize = 1024;
+/// One slot under loom, so the models go through the overflow and refills.
+#[cfg(loom)]
+const RING: usize = 1;
 /// Spins (`1 << step` pause instructions) while `step` is below this …
+#[cfg(not(loom))]
 const SPIN_STEPS: u32 = 6;
 /// … then yields the CPU once, then sleeps. (crossbeam yields four times;
 /// on two cores, with the submitter a third thread, one yield measured
 /// best: 2M submits 0.60 s against 0.72 s with four, 0.90 s with none,
 /// context switches 9k against 57k and 94k; BENCHMARKS.md.)
+#[cfg(not(loom))]
 const YIELD_STEPS: u32 = SPIN_STEPS + 1;
+/// Under loom a worker looks once and then sleeps: what the models check
+/// is the sleeping and waking, and spinning would only multiply states.
+#[cfg(loom)]
+const SPIN_STEPS: u32 = 0;
+#[cfg(loom)]
+const YIELD_STEPS: u32 = 0;
+
+/// Under loom, the ring is a locked `VecDeque` of the same capacity
+/// (crossbeam's ring is not built on loom's atomics). Its lock orders more
+/// than `ArrayQueue`'s atomics do, so the models check the sleep and
+/// wake-up accounting and `close`, not the fences that pair a push with a
+/// sleeper (those stand on `ArrayQueue`'s sequentially consistent tail).
+#[cfg(loom)]
+struct ArrayQueue<M>(Mutex<VecDeque<M>>, usize);
+
+#[cfg(loom)]
+impl<M> ArrayQueue<M> {
+    fn new(cap: usize) -> Self {
+        ArrayQueue(Mutex::new(VecDeque::new()), cap)
+    }
+    fn push(&self, m: M) -> Result<(), M> {
+        let mut q = lock(&self.0);
+        if q.len() >= self.1 {
+            return Err(m);
+        }
+        q.push_back(m);
+        Ok(())
+    }
+    fn pop(&self) -> Option<M> {
+        lock(&self.0).pop_front()
+    }
+    fn len(&self) -> usize {
+        lock(&self.0).len()
+    }
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
 
 /// The fields fall into cache lines by who writes them: the submitters
 /// (`overflow`'s lock, taken for every push), the workers while they spin
@@ -244,6 +295,7 @@ impl<M> Queue<M> {
             .store(sleep.sleepers - sleep.woken, Ordering::Relaxed);
         // Pairs with the fence in `wake_one`.
         fence(Ordering::SeqCst);
+        #[cfg_attr(loom, allow(unused_mut))]
         let mut in_time = true;
         if !self.ready() {
             match deadline {
@@ -254,6 +306,7 @@ impl<M> Queue<M> {
                         .wait(sleep)
                         .unwrap_or_else(|p| p.into_inner());
                 }
+                #[cfg(not(loom))]
                 Some(deadline) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     let (guard, result) = self
@@ -263,6 +316,15 @@ impl<M> Queue<M> {
                         .unwrap_or_else(|p| p.into_inner());
                     sleep = guard;
                     in_time = !result.timed_out();
+                }
+                // Loom has no time: the models wait untimed only.
+                #[cfg(loom)]
+                Some(_) => {
+                    sleep = self
+                        .sleep
+                        .cond
+                        .wait(sleep)
+                        .unwrap_or_else(|p| p.into_inner());
                 }
             }
             // A spurious or timed-out return consumes a wake-up too: at
@@ -293,7 +355,7 @@ impl<M> Queue<M> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use std::sync::Arc;
@@ -385,5 +447,76 @@ mod tests {
             .recv_timeout(give_up.saturating_duration_since(Instant::now()))
             .expect("every taker returns after close");
         assert_eq!(total, 1000);
+    }
+}
+
+/// Loom models of sleeping and waking (run by `scripts/test.sh` with
+/// `--cfg loom`): a sleeper that misses its wake-up leaves loom with every
+/// thread blocked, which it reports as a deadlock.
+#[cfg(all(test, loom))]
+mod loom_models {
+    use super::*;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    /// Three threads and four locks explode without a bound; two
+    /// preemptions cover the interleavings these races need.
+    fn model(f: impl Fn() + Sync + Send + 'static) {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(2);
+        builder.check(f);
+    }
+
+    #[test]
+    fn loom_queue_pushes_wake_a_sleeping_worker() {
+        model(|| {
+            let q = Arc::new(Queue::new());
+            let worker = {
+                let q = q.clone();
+                thread::spawn(move || (q.pop(), q.pop()))
+            };
+            q.push(1u8, |i| i).unwrap();
+            q.push(2u8, |i| i).unwrap();
+            assert_eq!(worker.join().unwrap(), (Some(1), Some(2)));
+        });
+    }
+
+    #[test]
+    fn loom_queue_two_workers_one_wake_up_each() {
+        model(|| {
+            let q = Arc::new(Queue::new());
+            let workers: Vec<_> = (0..2)
+                .map(|_| {
+                    let q = q.clone();
+                    thread::spawn(move || q.pop())
+                })
+                .collect();
+            q.push(1u8, |i| i).unwrap();
+            q.push(2u8, |i| i).unwrap();
+            let mut got: Vec<u8> = workers
+                .into_iter()
+                .map(|w| w.join().unwrap().unwrap())
+                .collect();
+            got.sort_unstable();
+            assert_eq!(got, vec![1, 2]);
+        });
+    }
+
+    #[test]
+    fn loom_queue_close_races_a_push_and_a_sleeper() {
+        model(|| {
+            let q = Arc::new(Queue::new());
+            let worker = {
+                let q = q.clone();
+                thread::spawn(move || std::iter::from_fn(|| q.pop()).count())
+            };
+            let pusher = {
+                let q = q.clone();
+                thread::spawn(move || q.push(1u8, |i| i).is_ok())
+            };
+            q.close();
+            let pushed = pusher.join().unwrap();
+            assert_eq!(worker.join().unwrap(), usize::from(pushed));
+        });
     }
 }
