@@ -43,6 +43,13 @@ const RING: usize = 1024;
 /// One slot under loom, so the models go through the overflow and refills.
 #[cfg(loom)]
 const RING: usize = 1;
+/// The most an emptied overflow keeps allocated (messages) …
+const KEEP: usize = 4 * RING;
+/// … once it has been empty this long (a push looks).
+#[cfg(not(test))]
+const TRIM_AFTER: Duration = Duration::from_secs(1);
+#[cfg(test)]
+const TRIM_AFTER: Duration = Duration::from_millis(50);
 /// Spins (`1 << step` pause instructions) while `step` is below this …
 #[cfg(not(loom))]
 const SPIN_STEPS: u32 = 6;
@@ -98,9 +105,29 @@ impl<M> ArrayQueue<M> {
 /// while spinning workers kept reading a flag on the lock's line.
 pub(super) struct Queue<M> {
     ring: ArrayQueue<M>,
-    overflow: Padded<Mutex<VecDeque<M>>>,
+    overflow: Padded<Mutex<Overflow<M>>>,
     flags: Padded<Flags>,
     sleep: Padded<Sleeping>,
+}
+
+/// The messages behind a full ring, and when they last ran out.
+struct Overflow<M> {
+    queue: VecDeque<M>,
+    /// When a refill last emptied `queue` (while it held more than `KEEP`).
+    emptied: Option<Instant>,
+}
+
+impl<M> Overflow<M> {
+    /// Gives back a burst's memory once the overflow has stayed empty for
+    /// [`TRIM_AFTER`]; done by a push (which holds the lock anyway, and
+    /// whose thread allocated the memory), never while a burst runs, where
+    /// it would be freed and grown again each time the workers catch up.
+    fn trim_if_idle(&mut self) {
+        if self.queue.capacity() > KEEP && self.emptied.is_some_and(|t| t.elapsed() >= TRIM_AFTER) {
+            self.queue = VecDeque::new();
+            self.emptied = None;
+        }
+    }
 }
 
 struct Flags {
@@ -154,7 +181,10 @@ impl<M> Queue<M> {
     pub(super) fn new() -> Self {
         Queue {
             ring: ArrayQueue::new(RING),
-            overflow: Padded(Mutex::new(VecDeque::new())),
+            overflow: Padded(Mutex::new(Overflow {
+                queue: VecDeque::new(),
+                emptied: None,
+            })),
             flags: Padded(Flags {
                 spilled: AtomicUsize::new(0),
                 closed: AtomicBool::new(false),
@@ -177,14 +207,19 @@ impl<M> Queue<M> {
             return Err(item);
         }
         let message = make(item);
-        if overflow.is_empty() {
+        if overflow.queue.is_empty() {
+            overflow.trim_if_idle();
             if let Err(message) = self.ring.push(message) {
-                overflow.push_back(message);
-                self.flags.spilled.store(overflow.len(), Ordering::Release);
+                overflow.queue.push_back(message);
+                self.flags
+                    .spilled
+                    .store(overflow.queue.len(), Ordering::Release);
             }
         } else {
-            overflow.push_back(message);
-            self.flags.spilled.store(overflow.len(), Ordering::Release);
+            overflow.queue.push_back(message);
+            self.flags
+                .spilled
+                .store(overflow.queue.len(), Ordering::Release);
         }
         drop(overflow);
         self.wake_one();
@@ -224,19 +259,24 @@ impl<M> Queue<M> {
         if let Some(message) = self.ring.pop() {
             return Some(message);
         }
-        let message = overflow.pop_front()?;
+        let message = overflow.queue.pop_front()?;
         while self.ring.len() < RING / 2 {
-            match overflow.pop_front() {
+            match overflow.queue.pop_front() {
                 Some(next) => {
                     if let Err(next) = self.ring.push(next) {
-                        overflow.push_front(next);
+                        overflow.queue.push_front(next);
                         break;
                     }
                 }
                 None => break,
             }
         }
-        self.flags.spilled.store(overflow.len(), Ordering::Release);
+        if overflow.queue.is_empty() && overflow.queue.capacity() > KEEP {
+            overflow.emptied = Some(Instant::now());
+        }
+        self.flags
+            .spilled
+            .store(overflow.queue.len(), Ordering::Release);
         Some(message)
     }
 
@@ -364,7 +404,7 @@ mod tests {
     fn fifo_then_closed_after_the_rest_is_taken() {
         let q = Queue::new();
         // Past the ring's capacity, so the overflow and its refills take part.
-        let n = 5 * RING as u32;
+        let n = 9 * RING as u32;
         for i in 0..n {
             q.push(i, |i| i).unwrap();
         }
@@ -379,6 +419,24 @@ mod tests {
         got.extend(std::iter::from_fn(|| q.pop()));
         assert_eq!(got, (0..n + 100).collect::<Vec<_>>());
         assert_eq!(q.pop_timeout(Duration::from_millis(1)), Err(Empty::Closed));
+        // A burst's overflow memory goes back once it stayed empty a while.
+        let q: Queue<u32> = Queue::new();
+        for i in 0..n {
+            q.push(i, |i| i).unwrap();
+        }
+        while q.try_pop().is_some() {}
+        q.push(0, |i| i).unwrap();
+        assert!(lock(&q.overflow).queue.capacity() > KEEP, "kept while busy");
+        std::thread::sleep(TRIM_AFTER + Duration::from_millis(20));
+        q.push(1, |i| i).unwrap();
+        assert!(
+            lock(&q.overflow).queue.capacity() <= KEEP,
+            "given back when idle"
+        );
+        assert_eq!(
+            (q.try_pop(), q.try_pop(), q.try_pop()),
+            (Some(0), Some(1), None)
+        );
     }
 
     #[test]
