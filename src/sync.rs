@@ -1,9 +1,9 @@
 //! Synchronisation primitives, swapped for loom's under `--cfg loom` so the
-//! completion cell can be model-checked. Everything else in the crate uses
-//! these names instead of `std::sync` directly where the cell is involved.
+//! completion cell and the thread pool's queue can be model-checked. Code
+//! that either involves uses these names instead of `std::sync` directly.
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicU8, Ordering};
+pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU8, AtomicUsize, Ordering};
 #[cfg(loom)]
 pub(crate) use loom::sync::{Arc, Condvar, Mutex, MutexGuard};
 #[cfg(loom)]
@@ -12,7 +12,7 @@ pub(crate) use loom::thread::current as current_thread;
 pub(crate) use loom::thread::ThreadId;
 
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicU8, Ordering};
+pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU8, AtomicUsize, Ordering};
 #[cfg(not(loom))]
 pub(crate) use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 #[cfg(not(loom))]

@@ -24,17 +24,10 @@
 //! when one has not been woken already, so a burst of pushes while a
 //! worker wakes up costs one wake-up, not one per push.
 
+use crate::sync::{self, fence, lock, AtomicBool, AtomicUsize, Condvar, Mutex, Ordering};
 #[cfg(not(loom))]
 use crossbeam_queue::ArrayQueue;
-#[cfg(loom)]
-use loom::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
-#[cfg(loom)]
-use loom::sync::{Condvar, Mutex, MutexGuard};
 use std::collections::VecDeque;
-#[cfg(not(loom))]
-use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
-#[cfg(not(loom))]
-use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// The ring's capacity (messages are 24 bytes).
@@ -145,9 +138,20 @@ struct Sleeping {
     unwoken: AtomicUsize,
 }
 
+impl Sleeping {
+    /// Publishes `unwoken` after `sleep` changed (under its lock).
+    fn publish(&self, sleep: &Sleep) {
+        self.unwoken.store(
+            sleep.sleepers.saturating_sub(sleep.woken),
+            Ordering::Relaxed,
+        );
+    }
+}
+
 /// A value alone on its cache line (two lines: adjacent-line prefetch).
+#[derive(Default)]
 #[repr(align(128))]
-struct Padded<T>(T);
+pub(super) struct Padded<T>(pub(super) T);
 
 impl<T> std::ops::Deref for Padded<T> {
     type Target = T;
@@ -171,10 +175,6 @@ pub(super) enum Empty {
     Timeout,
     /// Closed, and nothing is left.
     Closed,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl<M> Queue<M> {
@@ -207,15 +207,14 @@ impl<M> Queue<M> {
             return Err(item);
         }
         let message = make(item);
-        if overflow.queue.is_empty() {
+        // The ring only while the overflow is empty (see the module docs).
+        let spilled = if overflow.queue.is_empty() {
             overflow.trim_if_idle();
-            if let Err(message) = self.ring.push(message) {
-                overflow.queue.push_back(message);
-                self.flags
-                    .spilled
-                    .store(overflow.queue.len(), Ordering::Release);
-            }
+            self.ring.push(message).err()
         } else {
+            Some(message)
+        };
+        if let Some(message) = spilled {
             overflow.queue.push_back(message);
             self.flags
                 .spilled
@@ -237,9 +236,7 @@ impl<M> Queue<M> {
         let mut sleep = lock(&self.sleep.lock);
         if sleep.sleepers > sleep.woken {
             sleep.woken += 1;
-            self.sleep
-                .unwoken
-                .store(sleep.sleepers - sleep.woken, Ordering::Relaxed);
+            self.sleep.publish(&sleep);
             drop(sleep);
             self.sleep.cond.notify_one();
         }
@@ -330,53 +327,25 @@ impl<M> Queue<M> {
     fn sleep_unless_ready(&self, deadline: Option<Instant>) -> bool {
         let mut sleep = lock(&self.sleep.lock);
         sleep.sleepers += 1;
-        self.sleep
-            .unwoken
-            .store(sleep.sleepers - sleep.woken, Ordering::Relaxed);
+        self.sleep.publish(&sleep);
         // Pairs with the fence in `wake_one`.
         fence(Ordering::SeqCst);
-        #[cfg_attr(loom, allow(unused_mut))]
-        let mut in_time = true;
         if !self.ready() {
-            match deadline {
-                None => {
-                    sleep = self
-                        .sleep
-                        .cond
-                        .wait(sleep)
-                        .unwrap_or_else(|p| p.into_inner());
-                }
-                #[cfg(not(loom))]
-                Some(deadline) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    let (guard, result) = self
-                        .sleep
-                        .cond
-                        .wait_timeout(sleep, left)
-                        .unwrap_or_else(|p| p.into_inner());
-                    sleep = guard;
-                    in_time = !result.timed_out();
-                }
-                // Loom has no time: the models wait untimed only.
-                #[cfg(loom)]
-                Some(_) => {
-                    sleep = self
-                        .sleep
-                        .cond
-                        .wait(sleep)
-                        .unwrap_or_else(|p| p.into_inner());
-                }
-            }
+            sleep = match deadline {
+                None => sync::wait(&self.sleep.cond, sleep),
+                Some(deadline) => sync::wait_timeout(
+                    &self.sleep.cond,
+                    sleep,
+                    deadline.saturating_duration_since(Instant::now()),
+                ),
+            };
             // A spurious or timed-out return consumes a wake-up too: at
             // worst a later push wakes a thread it need not have.
             sleep.woken = sleep.woken.saturating_sub(1);
         }
         sleep.sleepers -= 1;
-        sleep.woken = sleep.woken.min(sleep.sleepers);
-        self.sleep
-            .unwoken
-            .store(sleep.sleepers - sleep.woken, Ordering::Relaxed);
-        in_time
+        self.sleep.publish(&sleep);
+        deadline.is_none_or(|d| Instant::now() < d)
     }
 
     /// Refuses further pushes and wakes every sleeper; what is queued can

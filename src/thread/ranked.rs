@@ -10,6 +10,7 @@
 //! in the channel behind the message were submitted after it, so nothing
 //! better can hide there.
 
+use super::queue::Padded;
 use super::Job;
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
@@ -36,11 +37,6 @@ pub(super) struct Ranked {
     /// line from it each time (`perf`: 8 % of the submitter's samples).
     seq: Padded<AtomicU64>,
 }
-
-/// A value alone on its cache line (two lines: adjacent-line prefetch).
-#[derive(Default)]
-#[repr(align(128))]
-struct Padded<T>(T);
 
 impl Ranked {
     /// What to send for a call at `priority`: the call itself, or a token
