@@ -147,4 +147,14 @@ fn a_lane_entry_taken_for_a_slot_that_never_saw_it_runs_after_its_next_failed_re
     eprintln!("lane entry: result {:?} after SIGCONT", t.elapsed());
     assert_eq!(c.worker_pids(), vec![pid as u32], "the worker was replaced");
     c.shutdown(true, false);
+    // The worker left the lane's group too (its own and its slot's consumer).
+    let left: redis::RedisResult<Vec<redis::Value>> = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(lane)
+        .arg("fanout")
+        .query(&mut con);
+    assert!(
+        left.as_ref().map_or(true, |c| c.is_empty()),
+        "consumers left in the lane's group: {left:?}"
+    );
 }

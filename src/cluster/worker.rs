@@ -1011,14 +1011,7 @@ impl Worker {
     /// `Idle` when there are none.
     fn recover_own(&self, conn: &mut Conn, me: &str) -> redis::RedisResult<Claim> {
         let reply = conn.query(&pending_of(me, &self.queue))?;
-        let entries: Vec<Entry<'_>> = {
-            let held = protocol_lock(&self.held);
-            read_reply(&reply)
-                .into_iter()
-                .filter(|e| e.field("t").is_some())
-                .filter(|e| !held.contains(&(self.queue.clone(), e.id.to_string())))
-                .collect()
-        };
+        let entries = self.unseen(&self.queue, &reply);
         let lane_jobs = self.recover_own_lanes(conn, me)?;
         if !entries.is_empty() || !lane_jobs.is_empty() {
             log::info!(
@@ -1038,6 +1031,18 @@ impl Worker {
             }
             _ => Ok(Claim::Jobs(lane_jobs)),
         }
+    }
+
+    /// Of the entries `reply` (a read of what is pending for a slot in
+    /// `stream`) holds, those the slot never saw: not queued here (held)
+    /// and with their fields (not deleted since).
+    fn unseen<'a>(&self, stream: &str, reply: &'a redis::Value) -> Vec<Entry<'a>> {
+        let held = protocol_lock(&self.held);
+        read_reply(reply)
+            .into_iter()
+            .filter(|e| e.field("t").is_some())
+            .filter(|e| !held.contains(&(stream.to_string(), e.id.to_string())))
+            .collect()
     }
 
     /// [`Worker::recover_own`] for the lanes other than the default: the
@@ -1063,13 +1068,10 @@ impl Worker {
                 Err(e) if protocol::classify(&e) == protocol::Failure::NoGroup => continue,
                 Err(e) => return Err(e),
             };
-            for e in read_reply(&reply) {
+            for e in self.unseen(&stream, &reply) {
                 let Some(task) = e.field("t").and_then(|t| std::str::from_utf8(t).ok()) else {
                     continue;
                 };
-                if protocol_lock(&self.held).contains(&(stream.clone(), e.id.to_string())) {
-                    continue;
-                }
                 let mut view = protocol_lock(&self.view);
                 let Some(needs) = view
                     .runnable()
@@ -1966,28 +1968,46 @@ impl Worker {
         if !streams.contains(&self.queue) {
             streams.push(self.queue.clone());
         }
-        for stream in &streams {
-            for name in std::iter::once(&self.consumer).chain(&slots) {
-                let pending = conn.query(
-                    redis::cmd("XPENDING")
-                        .arg(stream)
-                        .arg(GROUP)
-                        .arg("-")
-                        .arg("+")
-                        .arg(1)
-                        .arg(name),
-                );
-                if pending.is_ok_and(|v| array(&v).is_some_and(|a| a.is_empty())) {
-                    let _ = conn.query(
-                        redis::cmd("XGROUP")
-                            .arg("DELCONSUMER")
-                            .arg(stream)
-                            .arg(GROUP)
-                            .arg(name),
-                    );
-                }
+        let pairs: Vec<(&String, &String)> = streams
+            .iter()
+            .flat_map(|s| {
+                std::iter::once(&self.consumer)
+                    .chain(&slots)
+                    .map(move |n| (s, n))
+            })
+            .collect();
+        // Two round trips for all of them: what each holds, then the
+        // removal of those that hold nothing. (A lane whose group is gone
+        // answers an error, and is skipped.)
+        let mut ask = redis::pipe();
+        for (stream, name) in &pairs {
+            ask.cmd("XPENDING")
+                .arg(*stream)
+                .arg(GROUP)
+                .arg("-")
+                .arg("+")
+                .arg(1)
+                .arg(*name);
+        }
+        let Ok(answers) = conn.query_pipe_each(&ask, pairs.len()) else {
+            return;
+        };
+        let mut remove = redis::pipe();
+        for ((stream, name), answer) in pairs.iter().zip(&answers) {
+            if answer
+                .as_ref()
+                .is_ok_and(|v| array(v).is_some_and(|a| a.is_empty()))
+            {
+                remove
+                    .cmd("XGROUP")
+                    .arg("DELCONSUMER")
+                    .arg(*stream)
+                    .arg(GROUP)
+                    .arg(*name)
+                    .ignore();
             }
         }
+        let _ = conn.query_pipe(&remove);
     }
 }
 
