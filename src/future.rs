@@ -29,11 +29,13 @@
 use crate::panic;
 pub(crate) mod helpers;
 mod hooks;
+mod once_box;
 use crate::sync::{
     self, current_thread, lock, Arc, AtomicU8, Condvar, Mutex, MutexGuard, Ordering,
 };
 use crate::{Error, Result};
 pub(crate) use hooks::CancelHandle;
+use once_box::OnceBox;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
@@ -149,13 +151,15 @@ struct Listeners<T> {
 
 struct Shared<T> {
     listeners: Option<Box<Listeners<T>>>,
-    /// The thread holding the read token, and how many times it took it.
-    reader: Option<(sync::ThreadId, usize)>,
-    /// Callbacks are queued on the callback runner and hold the read token
-    /// until one of its threads takes it over (see [`Cell::run_deferred`]).
-    deferred: bool,
+    /// The thread holding the read token …
+    reader: Option<sync::ThreadId>,
+    /// … and how many times it took it. With no `reader`, 1 means that
+    /// callbacks queued on the callback runner hold the token until one of
+    /// its threads takes it over (see [`Cell::run_deferred`]); 0, that
+    /// nobody holds it. (Two `u32`s rather than a `usize` and a flag: one
+    /// word less in every cell.)
+    reads: u32,
     /// Threads blocked on `cond`; notifications are skipped when zero.
-    /// (A `u32`: it shares a word with `deferred`, and a cell stays smaller.)
     blocked: u32,
 }
 
@@ -179,7 +183,18 @@ impl<T> Shared<T> {
 
     /// Nobody reads the outcome now or is about to (the owner may take it).
     fn unread(&self) -> bool {
-        self.reader.is_none() && !self.deferred
+        self.reads == 0
+    }
+
+    /// The read token goes to `thread`, once.
+    fn hand_read(&mut self, thread: sync::ThreadId) {
+        self.reader = Some(thread);
+        self.reads = 1;
+    }
+
+    /// Whether `thread` holds the read token.
+    fn reads_on(&self, thread: sync::ThreadId) -> bool {
+        self.reader == Some(thread)
     }
 }
 
@@ -195,11 +210,6 @@ fn copy_payload<T: crate::Payload>(value: &T) -> Result<T> {
     crate::codec_guard::decode(&bytes)
 }
 
-/// The [`Copier`] of a serializable type.
-pub(crate) fn payload_copier<T: crate::Payload>() -> Option<Copier<T>> {
-    Some(copy_payload::<T>)
-}
-
 /// What completing a cell did.
 enum Settled<T> {
     /// It was final already; nothing changed.
@@ -213,7 +223,9 @@ enum Settled<T> {
 
 /// The completion cell shared by a [`Future`] and its backend's [`Promise`].
 pub(crate) struct Cell<T> {
-    id: u64,
+    /// Given when first asked for (0: not yet), so that making a cell
+    /// touches no counter shared with other submitting threads.
+    id: std::sync::atomic::AtomicU64,
     /// The executor whose calls this cell belongs to (0: none); an `Arg`
     /// is accepted only by the executor that owns its input.
     owner: u64,
@@ -221,24 +233,66 @@ pub(crate) struct Cell<T> {
     /// it by reference; set only for cells with `Arg`s (see `graph`).
     /// (Boxed: most cells never have one, and a smaller cell is fewer
     /// fresh pages per submitted call.)
-    encoded: std::sync::OnceLock<Box<Result<Reference>>>,
+    encoded: OnceBox<Result<Reference>>,
     /// Set once an `Arg` of this cell exists: a backend that receives the
     /// value encoded should keep those bytes in `encoded`.
     wants_encoded: std::sync::atomic::AtomicBool,
-    /// How to encode the value, when its type is known to be a payload.
-    encoder: Option<Encoder<T>>,
+    /// What the value's type and the backend fix (a promoted constant).
+    /// A raw pointer rather than `&'static`, which would need `T: 'static`
+    /// on every `Future<T>`.
+    kind: *const Kind<T>,
     state: AtomicU8,
     /// Set once an `on_running` hook is registered (see `hooks`).
     watched: std::sync::atomic::AtomicBool,
     sync: Mutex<Shared<T>>,
     cond: Condvar,
     value: sync::UnsafeCell<Slot<T>>,
+}
+
+/// What a cell knows from its value's type and its backend, fixed when it
+/// is made: one pointer in every cell instead of three fields (a cell is
+/// fresh memory for every submitted call; BENCHMARKS.md, "Thread pool").
+pub(crate) struct Kind<T> {
+    /// How to encode the value, when its type is known to be a payload.
+    encoder: Option<Encoder<T>>,
     /// For `result()` inside the future's own done-callback (see [`Copier`]).
     copier: Option<Copier<T>>,
     /// Done-callbacks run on the callback runner rather than on the thread
     /// that completes the future (a backend's delivery thread, which must
     /// never block); see `crate::callbacks`.
     defer_callbacks: bool,
+}
+
+impl<T: 'static> Kind<T> {
+    /// Any value: not encodable, not copyable, callbacks on the thread
+    /// that completes the cell.
+    pub(crate) const PLAIN: &'static Kind<T> = &Kind {
+        encoder: None,
+        copier: None,
+        defer_callbacks: false,
+    };
+    /// As [`Kind::PLAIN`], completed on a delivery thread (see [`chunk_pair`]).
+    const DELIVERED: &'static Kind<T> = &Kind {
+        encoder: None,
+        copier: None,
+        defer_callbacks: true,
+    };
+}
+
+impl<T: crate::Payload> Kind<T> {
+    /// A payload: dependents can take it encoded, and `result()` inside
+    /// the future's own done-callback gets a copy.
+    pub(crate) const PAYLOAD: &'static Kind<T> = &Kind {
+        encoder: Some(crate::graph::encode_value::<T>),
+        copier: Some(copy_payload::<T>),
+        defer_callbacks: false,
+    };
+    /// As [`Kind::PAYLOAD`], completed on a delivery thread (see [`remote_pair`]).
+    const REMOTE: &'static Kind<T> = &Kind {
+        encoder: Some(crate::graph::encode_value::<T>),
+        copier: Some(copy_payload::<T>),
+        defer_callbacks: true,
+    };
 }
 
 /// What a cell holds: nothing until final, then its outcome. The error is
@@ -380,40 +434,31 @@ pub(crate) enum Reference {
 }
 
 impl<T> Cell<T> {
-    /// A cell owned by the executor with tag `owner`; `encoder` when `T` is a payload.
-    pub(crate) fn new_in(owner: u64, encoder: Option<Encoder<T>>) -> Self {
-        Cell::build(owner, encoder, None, false)
-    }
-
-    /// A cell owned by the executor with tag `owner`; `encoder` when `T` is a
-    /// payload; `result()` inside its own done-callback returns a copy made
-    /// by `copier` (without one: an `InvalidArgument` error); with
-    /// `defer_callbacks`, its callbacks run on the callback runner.
-    pub(crate) fn build(
-        owner: u64,
-        encoder: Option<Encoder<T>>,
-        copier: Option<Copier<T>>,
-        defer_callbacks: bool,
-    ) -> Self {
+    /// A cell owned by the executor with tag `owner`, of `kind` (one of
+    /// [`Kind`]'s constants).
+    pub(crate) fn build(owner: u64, kind: &'static Kind<T>) -> Self {
         Cell {
-            id: next_id(),
+            id: std::sync::atomic::AtomicU64::new(0),
             owner,
-            encoded: std::sync::OnceLock::new(),
+            encoded: OnceBox::new(),
             wants_encoded: std::sync::atomic::AtomicBool::new(false),
-            encoder,
+            kind,
             state: AtomicU8::new(PENDING),
             watched: std::sync::atomic::AtomicBool::new(false),
             sync: Mutex::new(Shared {
                 listeners: None,
                 reader: None,
-                deferred: false,
+                reads: 0,
                 blocked: 0,
             }),
             cond: Condvar::new(),
             value: sync::UnsafeCell::new(Slot::Empty),
-            copier,
-            defer_callbacks,
         }
+    }
+
+    fn kind(&self) -> &Kind<T> {
+        // SAFETY: `kind` came from a `&'static Kind<T>` (see `build`).
+        unsafe { &*self.kind }
     }
 
     fn raw_state(&self) -> u8 {
@@ -564,7 +609,7 @@ impl<T> Cell<T> {
             None => (Vec::new(), Vec::new(), Vec::new()),
         };
         let reading = !callbacks.is_empty() || !hooks.is_empty();
-        let defer = may_defer && self.defer_callbacks && reading;
+        let defer = may_defer && self.kind().defer_callbacks && reading;
         // A taker (the future was consumed by `then`) takes the outcome now
         // unless callbacks read it first; then `release_read` hands it over.
         // A start hook that never ran (the call was cancelled) goes now.
@@ -578,12 +623,13 @@ impl<T> Cell<T> {
             shared.take_waker()
         } else if defer {
             // The queued callbacks hold the read token until they run.
-            shared.deferred = true;
+            shared.reader = None;
+            shared.reads = 1;
             None
         } else {
             // Callbacks and hooks run below, outside the lock; hold the read
             // token so the owner does not take the outcome from under them.
-            shared.reader = Some((current_thread().id(), 1));
+            shared.hand_read(current_thread().id());
             None
         };
         let notify = shared.blocked > 0;
@@ -621,8 +667,7 @@ impl<T> Cell<T> {
     fn run_deferred(&self, callbacks: Vec<Callback<T>>, hooks: Vec<Hook>) {
         {
             let mut shared = lock(&self.sync);
-            shared.deferred = false;
-            shared.reader = Some((current_thread().id(), 1));
+            shared.hand_read(current_thread().id());
         }
         for callback in callbacks {
             self.run_callback(callback);
@@ -652,14 +697,14 @@ impl<T> Cell<T> {
     fn outcome_in_own_callback(&self) -> Option<Result<T>> {
         let shared = lock(&self.sync);
         let me = current_thread().id();
-        if !matches!(shared.reader, Some((holder, _)) if holder == me) {
+        if !shared.reads_on(me) {
             return None;
         }
         // SAFETY: this thread holds the read token, so the state is final,
         // `value` is written and never written again, and no other thread
         // reads it or takes it meanwhile; `sync` is held as well.
         let copy = self.value.with(|slot| match unsafe { &*slot }.borrowed() {
-            Some(Ok(value)) => match self.copier {
+            Some(Ok(value)) => match self.kind().copier {
                 Some(copy) => copy(value),
                 None => Err(Error::invalid(
                     "result() was called inside the future's own done-callback, and its \
@@ -678,7 +723,10 @@ impl<T> Cell<T> {
 
     fn run_hook(&self, hook: Hook) {
         if let Err(Error::Panicked { message, .. }) = panic::catch(hook) {
-            log::error!("an internal hook of future {} panicked: {message}", self.id);
+            log::error!(
+                "an internal hook of future {} panicked: {message}",
+                self.id()
+            );
         }
     }
 
@@ -699,7 +747,10 @@ impl<T> Cell<T> {
     fn run_callback(&self, callback: Callback<T>) {
         self.lend(|outcome| {
             if let Err(Error::Panicked { message, .. }) = panic::catch(|| callback(outcome)) {
-                log::error!("a done-callback of future {} panicked: {message}", self.id);
+                log::error!(
+                    "a done-callback of future {} panicked: {message}",
+                    self.id()
+                );
             }
         });
     }
@@ -732,14 +783,13 @@ impl<T> Cell<T> {
     ) -> MutexGuard<'a, Shared<T>> {
         let me = current_thread().id();
         loop {
-            let deferred = shared.deferred;
-            match &mut shared.reader {
-                None if !deferred => {
-                    shared.reader = Some((me, 1));
-                    return shared;
-                }
-                Some((holder, depth)) if *holder == me => {
-                    *depth += 1;
+            if shared.unread() {
+                shared.hand_read(me);
+                return shared;
+            }
+            match shared.reader {
+                Some(holder) if holder == me => {
+                    shared.reads += 1;
                     return shared;
                 }
                 _ => {
@@ -749,7 +799,7 @@ impl<T> Cell<T> {
                     drop(shared);
                     let _section = crate::controls::blocking::enter();
                     shared = lock(&self.sync);
-                    if shared.reader.is_none() && !shared.deferred {
+                    if shared.unread() {
                         continue;
                     }
                     shared.blocked += 1;
@@ -762,16 +812,13 @@ impl<T> Cell<T> {
 
     fn release_read(&self) {
         let mut shared = lock(&self.sync);
-        let released = match &mut shared.reader {
-            Some((_, depth)) if *depth > 1 => {
-                *depth -= 1;
-                false
-            }
-            _ => {
-                shared.reader = None;
-                true
-            }
-        };
+        let released = shared.reads <= 1;
+        if released {
+            shared.reader = None;
+            shared.reads = 0;
+        } else {
+            shared.reads -= 1;
+        }
         if !released {
             return;
         }
@@ -897,12 +944,22 @@ impl<T> Cell<T> {
 
     /// The future's id.
     pub(crate) fn id(&self) -> u64 {
-        self.id
+        use std::sync::atomic::Ordering::Relaxed;
+        let id = self.id.load(Relaxed);
+        if id != 0 {
+            return id;
+        }
+        // The first to ask gives it; one that loses the race takes the winner's.
+        let id = next_id();
+        match self.id.compare_exchange(0, id, Relaxed, Relaxed) {
+            Ok(_) => id,
+            Err(given) => given,
+        }
     }
 
     /// How to encode the value, when its type is known to be a payload.
     pub(crate) fn encoder(&self) -> Option<Encoder<T>> {
-        self.encoder
+        self.kind().encoder
     }
 
     /// Runs `hook` once the cell is final: at once if it already is (even
@@ -931,7 +988,7 @@ impl<T> Cell<T> {
                     Some(e) => e.clone(),
                     None => Error::invalid(format!(
                         "the error of future {} was already taken by `result`",
-                        self.id
+                        self.id()
                     )),
                 });
                 drop(shared);
@@ -956,17 +1013,17 @@ impl<T> Cell<T> {
 
     /// Keeps the encoded value (first writer wins).
     pub(crate) fn keep_encoded(&self, bytes: Result<std::sync::Arc<[u8]>>) {
-        let _ = self.encoded.set(Box::new(bytes.map(Reference::Bytes)));
+        self.encoded.set(Box::new(bytes.map(Reference::Bytes)));
     }
 
     /// Keeps a reference for dependents (first writer wins).
     pub(crate) fn keep_reference(&self, reference: Reference) {
-        let _ = self.encoded.set(Box::new(Ok(reference)));
+        self.encoded.set(Box::new(Ok(reference)));
     }
 
     /// The reference dependents take, once kept.
     pub(crate) fn encoded(&self) -> Option<&Result<Reference>> {
-        self.encoded.get().map(|kept| &**kept)
+        self.encoded.get()
     }
 
     /// Fetches a remote value into `value`, if it is still remote. The caller
@@ -1065,7 +1122,7 @@ impl<T> Promise<T> {
     /// The future's id.
     #[allow(dead_code)]
     pub(crate) fn id(&self) -> u64 {
-        self.cell.id
+        self.cell.id()
     }
 
     /// The cell this promise completes.
@@ -1089,18 +1146,13 @@ impl<T> Drop for Promise<T> {
 
 /// Creates a connected future and promise.
 pub(crate) fn pair<T: Send + 'static>() -> (Future<T>, Promise<T>) {
-    let cell = CellRef(std::sync::Arc::new(Cell::new_in(0, None)));
+    let cell = CellRef(std::sync::Arc::new(Cell::build(0, Kind::PLAIN)));
     (Future { cell: cell.clone() }, Promise { cell })
 }
 
 /// Creates a connected future and promise owned by the executor tagged `owner`.
 pub(crate) fn pair_in<T: crate::Payload>(owner: u64) -> (Future<T>, Promise<T>) {
-    let cell = CellRef(std::sync::Arc::new(Cell::build(
-        owner,
-        Some(crate::graph::encode_value::<T>),
-        payload_copier::<T>(),
-        false,
-    )));
+    let cell = CellRef(std::sync::Arc::new(Cell::build(owner, Kind::PAYLOAD)));
     (Future { cell: cell.clone() }, Promise { cell })
 }
 
@@ -1114,12 +1166,7 @@ pub(crate) fn pair_in<T: crate::Payload>(owner: u64) -> (Future<T>, Promise<T>) 
 /// * `result()` inside the future's own done-callback returns a copy of the
 ///   value (a codec round trip), since the callback still holds the value.
 pub(crate) fn remote_pair<T: crate::Payload>(owner: u64) -> (Future<T>, Promise<T>) {
-    let cell = CellRef(std::sync::Arc::new(Cell::build(
-        owner,
-        Some(crate::graph::encode_value::<T>),
-        payload_copier::<T>(),
-        true,
-    )));
+    let cell = CellRef(std::sync::Arc::new(Cell::build(owner, Kind::REMOTE)));
     (Future { cell: cell.clone() }, Promise { cell })
 }
 
@@ -1127,7 +1174,7 @@ pub(crate) fn remote_pair<T: crate::Payload>(owner: u64) -> (Future<T>, Promise<
 /// chunk completed on a delivery thread (as [`remote_pair`], without an
 /// encoder: a chunk's future is never an input of another call).
 pub(crate) fn chunk_pair<T: Send + 'static>(owner: u64) -> (Future<T>, Promise<T>) {
-    let cell = CellRef(std::sync::Arc::new(Cell::build(owner, None, None, true)));
+    let cell = CellRef(std::sync::Arc::new(Cell::build(owner, Kind::DELIVERED)));
     (Future { cell: cell.clone() }, Promise { cell })
 }
 
@@ -1168,7 +1215,7 @@ impl<T> Future<T> {
     /// assert_ne!(a.id(), b.id());
     /// ```
     pub fn id(&self) -> u64 {
-        self.cell.id
+        self.cell.id()
     }
 
     /// Where the call is now.
@@ -1301,7 +1348,7 @@ impl<T> Future<T> {
         } else {
             Err(Error::timeout(format!(
                 "future {} was not done within {timeout:?}",
-                self.cell.id
+                self.cell.id()
             )))
         }
     }
@@ -1324,7 +1371,7 @@ impl<T> Future<T> {
         if !done {
             return Some(Error::timeout(format!(
                 "future {} was not done within {:?}",
-                self.cell.id,
+                self.cell.id(),
                 timeout.unwrap_or_default()
             )));
         }
@@ -1409,7 +1456,7 @@ impl<T> Future<T> {
 impl<T> fmt::Debug for Future<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Future")
-            .field("id", &self.cell.id)
+            .field("id", &self.cell.id())
             .field("state", &self.state())
             .finish()
     }

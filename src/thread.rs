@@ -6,7 +6,7 @@ mod stand_in;
 mod timed;
 
 use crate::executor::Submitter;
-use crate::future::{payload_copier, Cell, CellHolder, CellRef, Copier};
+use crate::future::{Cell, CellHolder, CellRef, Kind};
 use crate::{panic, Error, Executor, Future, Payload, Result, Task};
 use std::fmt;
 use std::sync::atomic::AtomicUsize;
@@ -17,13 +17,25 @@ use std::thread::JoinHandle;
 /// [`Future`] holds it as a cell, the queue as something to run.
 struct TaskCell<F, R> {
     cell: Cell<R>,
-    /// Taken exactly once, by whoever holds the task's one [`Job`].
-    call: std::cell::UnsafeCell<Option<F>>,
+    /// Taken exactly once, by whoever holds the task's one [`Job`]: a
+    /// `Job` always runs or fails its task (dropping it unused fails it),
+    /// and a task outlives its `Job`, so the call is gone before the task
+    /// is dropped and needs no flag (an `Option` was a word more per call).
+    call: std::cell::UnsafeCell<std::mem::ManuallyDrop<F>>,
 }
 
 // SAFETY: `call` is only accessed through `Runnable`, whose methods only the
 // single `Job` handle invokes, once; the cell is `Sync` for `R: Send`.
 unsafe impl<F: Send, R: Send> Sync for TaskCell<F, R> {}
+
+impl<F, R> TaskCell<F, R> {
+    fn new(cell: Cell<R>, call: F) -> Self {
+        TaskCell {
+            cell,
+            call: std::cell::UnsafeCell::new(std::mem::ManuallyDrop::new(call)),
+        }
+    }
+}
 
 impl<F: Send, R: Send> CellHolder<R> for TaskCell<F, R> {
     fn cell(&self) -> &Cell<R> {
@@ -33,16 +45,22 @@ impl<F: Send, R: Send> CellHolder<R> for TaskCell<F, R> {
 
 /// The queue's view of a task.
 trait Runnable: Send + Sync {
-    /// Runs the call unless its future was cancelled. Called at most once.
+    /// Runs the call unless its future was cancelled. Called at most once,
+    /// and only if `fail` is not.
     fn run(&self);
-    /// Completes the future without running the call. Called at most once.
+    /// Completes the future without running the call. Called at most once,
+    /// and only if `run` is not.
     fn fail(&self, error: Error);
 }
 
 impl<F, R> TaskCell<F, R> {
-    fn take_call(&self) -> Option<F> {
-        // SAFETY: only the single `Job` handle reaches this (see `Sync` above).
-        unsafe { (*self.call.get()).take() }
+    /// The call, moved out.
+    ///
+    /// # Safety
+    /// Called once per task: by `run` or by `fail`, which only the task's
+    /// single [`Job`] calls, one of them once.
+    unsafe fn take_call(&self) -> F {
+        std::mem::ManuallyDrop::take(&mut *self.call.get())
     }
 }
 
@@ -52,17 +70,18 @@ where
     R: Send,
 {
     fn run(&self) {
-        if let Some(call) = self.take_call() {
-            if self.cell.set_running() {
-                self.cell.finish(panic::catch(call));
-            } else {
-                drop_contained(call);
-            }
+        // SAFETY: see `Runnable`: this is the task's one `run`, and no `fail`.
+        let call = unsafe { self.take_call() };
+        if self.cell.set_running() {
+            self.cell.finish(panic::catch(call));
+        } else {
+            drop_contained(call);
         }
     }
 
     fn fail(&self, error: Error) {
-        drop_contained(self.take_call());
+        // SAFETY: see `Runnable`: this is the task's one `fail`, and no `run`.
+        drop_contained(unsafe { self.take_call() });
         self.cell.finish(Err(error));
     }
 }
@@ -186,18 +205,16 @@ impl Shared {
     }
 
     fn push<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> Result<Future<R>> {
-        self.push_with(f, None, None, 0, None)
+        self.push_with(f, Kind::PLAIN, 0, None)
     }
 
-    /// Queues a call at `priority`, with an optional run-time `limit`, the
-    /// encoder that lets dependents take its value (see `graph`) and the
-    /// [`Copier`] that lets `result()` inside the future's own done-callback
-    /// return the value.
+    /// Queues a call at `priority`, with an optional run-time `limit`; its
+    /// future is of `kind` (a payload's lets dependents take the value, see
+    /// `graph`, and `result()` inside the future's own done-callback copy it).
     fn push_with<R: Send + 'static>(
         &self,
         f: impl FnOnce() -> R + Send + 'static,
-        encoder: Option<crate::future::Encoder<R>>,
-        copier: Option<Copier<R>>,
+        kind: &'static Kind<R>,
         priority: i32,
         limit: Option<std::time::Duration>,
     ) -> Result<Future<R>> {
@@ -209,18 +226,12 @@ impl Shared {
         }
         let (future, job) = match limit {
             None => {
-                let task = Arc::new(TaskCell {
-                    cell: Cell::build(self.tag, encoder, copier, false),
-                    call: std::cell::UnsafeCell::new(Some(f)),
-                });
+                let task = Arc::new(TaskCell::new(Cell::build(self.tag, kind), f));
                 (Future::from_cell(CellRef(task.clone())), Job(Some(task)))
             }
             Some(limit) => {
                 let task = Arc::new_cyclic(|me| timed::Timed {
-                    task: TaskCell {
-                        cell: Cell::build(self.tag, encoder, copier, false),
-                        call: std::cell::UnsafeCell::new(Some(f)),
-                    },
+                    task: TaskCell::new(Cell::build(self.tag, kind), f),
                     limit,
                     me: me.clone(),
                 });
@@ -453,13 +464,8 @@ impl Executor for ThreadPool {
         Args: Payload,
         F::Output: Payload,
     {
-        self.shared.push_with(
-            move || f.call(args),
-            Some(crate::graph::encode_value::<F::Output>),
-            payload_copier::<F::Output>(),
-            0,
-            None,
-        )
+        self.shared
+            .push_with(move || f.call(args), Kind::PAYLOAD, 0, None)
     }
 
     fn submit_with<F, Args>(
@@ -475,8 +481,7 @@ impl Executor for ThreadPool {
     {
         self.shared.push_with(
             move || f.call(args),
-            Some(crate::graph::encode_value::<F::Output>),
-            payload_copier::<F::Output>(),
+            Kind::PAYLOAD,
             options.priority,
             options.timeout,
         )
@@ -499,13 +504,7 @@ impl Executor for ThreadPool {
                 .into_iter()
                 .map(|args| {
                     let f = f.clone();
-                    shared.push_with(
-                        move || f.call(args),
-                        Some(crate::graph::encode_value::<F::Output>),
-                        payload_copier::<F::Output>(),
-                        priority,
-                        limit,
-                    )
+                    shared.push_with(move || f.call(args), Kind::PAYLOAD, priority, limit)
                 })
                 .collect()
         })
@@ -527,13 +526,7 @@ impl Executor for ThreadPool {
                 .into_iter()
                 .map(|args| {
                     let f = f.clone();
-                    shared.push_with(
-                        move || f.call(args),
-                        Some(crate::graph::encode_value::<F::Output>),
-                        payload_copier::<F::Output>(),
-                        0,
-                        None,
-                    )
+                    shared.push_with(move || f.call(args), Kind::PAYLOAD, 0, None)
                 })
                 .collect()
         })
@@ -570,7 +563,7 @@ impl Executor for ThreadPool {
                 });
                 out
             };
-            let future = shared.push_with(job, None, None, 0, None)?;
+            let future = shared.push_with(job, Kind::PLAIN, 0, None)?;
             Ok(crate::Chunk::whole(future, len))
         })
     }
@@ -621,8 +614,7 @@ impl Executor for ThreadPool {
                         None => drop_contained(outcome),
                     }
                 },
-                None,
-                None,
+                Kind::PLAIN,
                 options.priority,
                 None,
             );
@@ -812,7 +804,9 @@ mod tests {
     fn a_task_cell_stays_small() {
         let cell = std::mem::size_of::<crate::future::Cell<u64>>();
         let task = std::mem::size_of::<super::TaskCell<[u64; 2], u64>>();
-        assert!(cell <= 112, "Cell<u64> is {cell} bytes");
-        assert!(task <= 136, "TaskCell of a 16-byte call is {task} bytes");
+        assert!(cell <= 88, "Cell<u64> is {cell} bytes");
+        // With `Arc`'s two counts, 120 bytes: glibc's fast bins (chunks of
+        // at most 128 bytes), a fast path measured in BENCHMARKS.md.
+        assert!(task <= 104, "TaskCell of a 16-byte call is {task} bytes");
     }
 }

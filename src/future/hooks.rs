@@ -39,7 +39,7 @@ impl<T> Future<T> {
     pub(crate) fn then(self, f: impl FnOnce(Result<T>) + Send + 'static) {
         let cell = &self.cell;
         let mut shared = lock(&cell.sync);
-        if is_final(cell.raw_state()) && shared.reader.is_none() {
+        if is_final(cell.raw_state()) && shared.unread() {
             let outcome = cell.take_outcome(&shared);
             drop(shared);
             f(outcome);

@@ -126,7 +126,7 @@ impl<M> Overflow<M> {
             return;
         };
         self.pushes = self.pushes.wrapping_add(1);
-        if self.pushes % LOOK_EVERY == 0 && emptied.elapsed() >= TRIM_AFTER {
+        if self.pushes.is_multiple_of(LOOK_EVERY) && emptied.elapsed() >= TRIM_AFTER {
             if self.queue.capacity() > KEEP {
                 self.queue = VecDeque::new();
             }

@@ -33,9 +33,8 @@ where
     R: Send + 'static,
 {
     fn run(&self) {
-        let Some(call) = self.task.take_call() else {
-            return;
-        };
+        // SAFETY: see `Runnable`: this is the task's one `run`, and no `fail`.
+        let call = unsafe { self.task.take_call() };
         if !self.task.cell.set_running() {
             drop_contained(call);
             return;
