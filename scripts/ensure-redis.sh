@@ -8,17 +8,8 @@ set -euo pipefail
 if command -v redis-server >/dev/null 2>&1; then
     exit 0
 fi
-echo "ensure-redis: redis-server is missing; installing it with apt-get" >&2
-if ! command -v apt-get >/dev/null 2>&1; then
-    echo "ensure-redis: no apt-get here; install redis-server (6.2+) or valkey-server yourself" >&2
-    exit 1
-fi
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
-    if ! command -v sudo >/dev/null 2>&1; then
-        echo "ensure-redis: not root and no sudo; install redis-server yourself" >&2
-        exit 1
-    fi
     SUDO="sudo"
 fi
 # A redis service already running before the install is not ours to stop.
@@ -32,12 +23,10 @@ was_active=0
 if service_running; then
     was_active=1
 fi
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
-if ! command -v redis-server >/dev/null 2>&1; then
-    echo "ensure-redis: installed the package but redis-server is still not on PATH" >&2
+"$(dirname "$0")/apt-install.sh" redis-server redis-server || {
+    echo "ensure-redis: install redis-server (6.2+) or valkey-server yourself" >&2
     exit 1
-fi
+}
 # The distribution's service is not needed; stop it if the install started it
 # (with systemd, or with the init script where there is no systemd).
 if [ "$was_active" = 0 ] && service_running; then

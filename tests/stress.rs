@@ -10,28 +10,17 @@ use fanout::{as_completed, wait, Error, Future, ReturnWhen, ThreadPool};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+#[path = "watchdog/mod.rs"]
+mod watchdog;
+use watchdog::watchdog;
+
 const PER_SUBMITTER: usize = 100_000;
 const LIMIT: Duration = Duration::from_secs(60);
 const RESOLVE: Duration = Duration::from_secs(30);
-
-/// Aborts the process if not dropped within `limit`.
-struct Watchdog(#[allow(dead_code)] Sender<()>);
-
-fn watchdog(what: &'static str) -> Watchdog {
-    let (tx, rx) = mpsc::channel::<()>();
-    thread::spawn(move || {
-        if let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(LIMIT) {
-            eprintln!("watchdog: {what} did not finish within {LIMIT:?}; aborting");
-            std::process::abort();
-        }
-    });
-    Watchdog(tx)
-}
 
 #[derive(Default)]
 struct Counters {
@@ -167,7 +156,7 @@ fn resolve(kept: Vec<Kept>) -> usize {
 
 #[test]
 fn two_submitters_100k_each() {
-    let _watchdog = watchdog("two_submitters_100k_each");
+    let _watchdog = watchdog("two_submitters_100k_each", LIMIT);
     let start = Instant::now();
     let pool = Arc::new(ThreadPool::new(4).unwrap());
     let counters = Arc::new(Counters::default());
@@ -217,7 +206,7 @@ fn two_submitters_100k_each() {
 /// them contending for the same futures, however the scheduler treats them.
 #[test]
 fn cancel_races_start() {
-    let _watchdog = watchdog("cancel_races_start");
+    let _watchdog = watchdog("cancel_races_start", LIMIT);
     let start = Instant::now();
     const ROUNDS: usize = 200;
     const PER_ROUND: usize = 100;

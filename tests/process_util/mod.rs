@@ -211,44 +211,11 @@ pub fn write_raw(fd: i32, bytes: &[u8]) {
 
 // ---- hangs fail ----------------------------------------------------------------
 
-/// Aborts the test binary, naming the test, if the guard is still alive after
-/// `limit`: a hang (in shutdown, drop or a join, which take no timeout) is a
-/// bug and must fail the run instead of stalling it.
-pub struct Watchdog(std::sync::Arc<std::sync::atomic::AtomicBool>);
-
-pub fn watchdog(test: &'static str, limit: Duration) -> Watchdog {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let done = std::sync::Arc::new(AtomicBool::new(false));
-    let seen = done.clone();
-    std::thread::spawn(move || {
-        let end = Instant::now() + limit;
-        while Instant::now() < end {
-            if seen.load(Ordering::SeqCst) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        eprintln!(
-            "WATCHDOG: test {test} still running after {limit:?}: a hang; aborting.\n\
-             children: {:?}\nfds: {:?}",
-            std::fs::read_to_string(format!(
-                "/proc/{}/task/{}/children",
-                std::process::id(),
-                std::process::id()
-            ))
-            .unwrap_or_default(),
-            fd_listing()
-        );
-        std::process::abort();
-    });
-    Watchdog(done)
-}
-
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-}
+#[path = "../watchdog/mod.rs"]
+mod watchdog;
+/// A hang fails the run (see `tests/watchdog`).
+#[allow(unused_imports)]
+pub use watchdog::{watchdog, Watchdog};
 
 /// Appends `tag` to the file at `path` (the order calls ran in), after a
 /// 10 ms pause so a queue has time to fill behind it.
