@@ -34,6 +34,8 @@ use std::time::{Duration, Instant};
 mod harness;
 #[path = "common/minimal_pool.rs"]
 mod minimal_pool;
+#[path = "common/spsc_pool.rs"]
+mod spsc_pool;
 use harness::*;
 
 const WORKERS: usize = 2;
@@ -211,6 +213,25 @@ fn throughput_minimal(cfg: &Config) -> Option<Sample> {
     let start = Instant::now();
     let hs: Vec<_> = (0..n).map(|i| pool.submit(move || add(i, 1))).collect();
     let total: u64 = hs.into_iter().map(|h| h.result(&pool)).sum();
+    let elapsed = start.elapsed();
+    assert_eq!(total, expected_add_sum(n));
+    Some(Sample::Elapsed(elapsed))
+}
+
+/// The second ceiling (see `common/spsc_pool.rs`): rings of one producer
+/// and one consumer, calls dealt to workers in turn.
+fn throughput_spsc(cfg: &Config) -> Option<Sample> {
+    let n = cfg.throughput_tasks;
+    let pool = spsc_pool::SpscPool::new(WORKERS);
+    for h in (0..100)
+        .map(|i| pool.submit(move || add(i, 1)))
+        .collect::<Vec<_>>()
+    {
+        h.result();
+    }
+    let start = Instant::now();
+    let hs: Vec<_> = (0..n).map(|i| pool.submit(move || add(i, 1))).collect();
+    let total: u64 = hs.into_iter().map(|h| h.result()).sum();
     let elapsed = start.elapsed();
     assert_eq!(total, expected_add_sum(n));
     Some(Sample::Elapsed(elapsed))
@@ -554,6 +575,7 @@ const RAYON: &str = "rayon spawn + oneshot";
 const THREADPOOL: &str = "threadpool + oneshot";
 const THREADPOOL_SHARED: &str = "threadpool + shared mpsc";
 const MINIMAL: &str = "minimal pool (a ceiling, not a library)";
+const SPSC: &str = "spsc rings (a second ceiling)";
 const TOKIO: &str = "tokio spawn_blocking (in runtime)";
 const TOKIO_BLOCK_ON: &str = "tokio spawn_blocking (block_on each)";
 const STD_THREAD: &str = "std::thread::spawn + join";
@@ -610,6 +632,11 @@ fn main() {
                 name: MINIMAL,
                 size: |c| c.throughput_tasks,
                 run: throughput_minimal,
+            },
+            Peer {
+                name: SPSC,
+                size: |c| c.throughput_tasks,
+                run: throughput_spsc,
             },
             Peer {
                 name: TOKIO,
