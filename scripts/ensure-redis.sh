@@ -23,7 +23,9 @@ was_active=0
 if service_running; then
     was_active=1
 fi
-"$(dirname "$0")/apt-install.sh" redis-server redis-server || {
+# (By path and with this very bash: the tests run this script with a PATH
+# of stand-ins only.)
+"$BASH" "${0%/*}/apt-install.sh" redis-server redis-server || {
     echo "ensure-redis: install redis-server (6.2+) or valkey-server yourself" >&2
     exit 1
 }
