@@ -1,7 +1,9 @@
 //! The one watchdog of the test suite: a regression must fail, not hang.
 //! Even a wait a test does not control (a `Drop` that shuts a pool down, a
 //! join) is bounded: past its limit the guard reports which test was stuck,
-//! what the process had open and every thread's stack, and aborts.
+//! what the process had open and every thread's stack, ends the child
+//! processes it started (a Redis server, pool workers: an abort skips the
+//! `Drop`s that would stop them, and they outlived the run) and aborts.
 //!
 //! The report goes straight to the process's standard error, not through
 //! `eprintln!`, which the test harness captures and an abort would lose.
@@ -36,6 +38,13 @@ pub fn watchdog(test: &'static str, limit: Duration) -> Watchdog {
         report(&format!(
             "WATCHDOG: test {test} still running after {limit:?}: a hang; aborting."
         ));
+        for pid in children() {
+            if let Ok(pid) = pid.parse::<libc::pid_t>() {
+                // SAFETY: a plain syscall; `pid` is a child of this process
+                // (not reaped, since nothing waits while we report).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
         std::process::abort();
     });
     Watchdog(done)
