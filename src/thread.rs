@@ -240,7 +240,10 @@ impl Shared {
         };
         // The message is made under the queue's lock, so a call is either
         // queued before `shutdown` closes it or refused whole.
-        if let Err(job) = self.queue.push(job, |job| self.ranked.queue(priority, job)) {
+        if let Err(job) = self
+            .queue
+            .push(job, |job, seq| self.ranked.queue(priority, job, seq))
+        {
             job.fail(Error::Shutdown);
             return Err(Error::Shutdown);
         }

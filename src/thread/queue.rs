@@ -114,6 +114,8 @@ struct Overflow<M> {
     emptied: Option<Instant>,
     /// Pushes since `emptied` was set, for [`LOOK_EVERY`].
     pushes: u32,
+    /// Pushes ever: the number the next push hands to its `make`.
+    numbered: u64,
 }
 
 impl<M> Overflow<M> {
@@ -163,7 +165,7 @@ impl Sleeping {
 /// A value alone on its cache line (two lines: adjacent-line prefetch).
 #[derive(Default)]
 #[repr(align(128))]
-pub(super) struct Padded<T>(pub(super) T);
+struct Padded<T>(T);
 
 impl<T> std::ops::Deref for Padded<T> {
     type Target = T;
@@ -197,6 +199,7 @@ impl<M> Queue<M> {
                 queue: VecDeque::new(),
                 emptied: None,
                 pushes: 0,
+                numbered: 0,
             })),
             flags: Padded(Flags {
                 spilled: AtomicUsize::new(0),
@@ -213,13 +216,17 @@ impl<M> Queue<M> {
     /// Queues the message `make` turns `item` into; hands `item` back when
     /// the queue is closed. `make` runs under the overflow's lock, which
     /// `close` takes too, so a message is either queued before `close`
-    /// returns or not made at all.
-    pub(super) fn push<J>(&self, item: J, make: impl FnOnce(J) -> M) -> Result<(), J> {
+    /// returns or not made at all; it gets the push's number (0, 1, 2, …
+    /// in the order of the queue: a plain counter under that lock, where
+    /// an atomic of its own was one more locked instruction per call).
+    pub(super) fn push<J>(&self, item: J, make: impl FnOnce(J, u64) -> M) -> Result<(), J> {
         let mut overflow = lock(&self.overflow);
         if self.flags.closed.load(Ordering::Relaxed) {
             return Err(item);
         }
-        let message = make(item);
+        let number = overflow.numbered;
+        overflow.numbered += 1;
+        let message = make(item, number);
         // The ring only while the overflow is empty (see the module docs).
         let spilled = if overflow.queue.is_empty() {
             overflow.trim_if_idle();
@@ -389,15 +396,15 @@ mod tests {
         // Past the ring's capacity, so the overflow and its refills take part.
         let n = 9 * RING as u32;
         for i in 0..n {
-            q.push(i, |i| i).unwrap();
+            q.push(i, |i, _| i).unwrap();
         }
         // Taking some and pushing more keeps the order too.
         let mut got: Vec<u32> = (0..RING + 7).map(|_| q.try_pop().unwrap()).collect();
         for i in n..n + 100 {
-            q.push(i, |i| i).unwrap();
+            q.push(i, |i, _| i).unwrap();
         }
         q.close();
-        assert_eq!(q.push(7, |i| i), Err(7));
+        assert_eq!(q.push(7, |i, _| i), Err(7));
         assert!(q.is_closed());
         got.extend(std::iter::from_fn(|| q.pop()));
         assert_eq!(got, (0..n + 100).collect::<Vec<_>>());
@@ -405,15 +412,15 @@ mod tests {
         // A burst's overflow memory goes back once it stayed empty a while.
         let q: Queue<u32> = Queue::new();
         for i in 0..n {
-            q.push(i, |i| i).unwrap();
+            q.push(i, |i, _| i).unwrap();
         }
         while q.try_pop().is_some() {}
-        q.push(0, |i| i).unwrap();
+        q.push(0, |i, _| i).unwrap();
         assert!(lock(&q.overflow).queue.capacity() > KEEP, "kept while busy");
         std::thread::sleep(TRIM_AFTER + Duration::from_millis(20));
         // The clock is read once in LOOK_EVERY pushes.
         for i in 1..LOOK_EVERY {
-            q.push(i, |i| i).unwrap();
+            q.push(i, |i, _| i).unwrap();
         }
         assert!(
             lock(&q.overflow).queue.capacity() <= KEEP,
@@ -437,7 +444,7 @@ mod tests {
                 .map(|_| {
                     let q = q.clone();
                     std::thread::spawn(move || {
-                        (0..3000).filter(|&i| q.push(i, |i| i).is_ok()).count()
+                        (0..3000).filter(|&i| q.push(i, |i, _| i).is_ok()).count()
                     })
                 })
                 .collect();
@@ -473,7 +480,7 @@ mod tests {
         for burst in 0..20u32 {
             std::thread::sleep(Duration::from_millis(2));
             for i in 0..50 {
-                q.push(burst * 50 + i, |i| i).unwrap();
+                q.push(burst * 50 + i, |i, _| i).unwrap();
             }
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -519,8 +526,8 @@ mod loom_models {
                 let q = q.clone();
                 thread::spawn(move || (q.pop(), q.pop()))
             };
-            q.push(1u8, |i| i).unwrap();
-            q.push(2u8, |i| i).unwrap();
+            q.push(1u8, |i, _| i).unwrap();
+            q.push(2u8, |i, _| i).unwrap();
             assert_eq!(worker.join().unwrap(), (Some(1), Some(2)));
         });
     }
@@ -535,8 +542,8 @@ mod loom_models {
                     thread::spawn(move || q.pop())
                 })
                 .collect();
-            q.push(1u8, |i| i).unwrap();
-            q.push(2u8, |i| i).unwrap();
+            q.push(1u8, |i, _| i).unwrap();
+            q.push(2u8, |i, _| i).unwrap();
             let mut got: Vec<u8> = workers
                 .into_iter()
                 .map(|w| w.join().unwrap().unwrap())
@@ -556,7 +563,7 @@ mod loom_models {
             };
             let pusher = {
                 let q = q.clone();
-                thread::spawn(move || q.push(1u8, |i| i).is_ok())
+                thread::spawn(move || q.push(1u8, |i, _| i).is_ok())
             };
             q.close();
             let pushed = pusher.join().unwrap();
