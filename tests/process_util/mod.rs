@@ -126,20 +126,7 @@ pub fn open_fds() -> usize {
 
 /// The open descriptors of this process with what they point at, for messages.
 pub fn fd_listing() -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .filter_map(|e| {
-            let e = e.ok()?;
-            let target = std::fs::read_link(e.path()).ok()?;
-            Some(format!(
-                "{} -> {}",
-                e.file_name().to_string_lossy(),
-                target.display()
-            ))
-        })
-        .collect();
-    v.sort();
-    v
+    watchdog::open_files()
 }
 
 /// True when this process has no child left, zombie or alive.

@@ -86,8 +86,8 @@ fn children() -> Vec<String> {
     pids
 }
 
-/// `fd -> target` for every open descriptor.
-fn open_files() -> Vec<String> {
+/// `fd -> target` for every open descriptor, sorted.
+pub fn open_files() -> Vec<String> {
     let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
         return Vec::new();
     };
