@@ -253,9 +253,10 @@ pub(crate) const CANCEL: &str = include_str!("lua/cancel.lua");
 pub(crate) const ACK: &str = include_str!("lua/ack.lua");
 
 /// KEYS: the client's finished bitmap, then pairs of (task, result) keys;
-/// ARGV: each pair's bit. Returns per pair 1 if either key exists or the
-/// bit is set (see `lua/probe.lua`). The client uses it to notice tasks
-/// that vanished from Redis.
+/// ARGV: each pair's bit. Returns per pair 1 if either key exists, 2 if
+/// only the bit is set, 0 if neither (see `lua/probe.lua`). The client uses
+/// it to notice tasks that vanished from Redis, and finished tasks whose
+/// events it read past.
 pub(crate) const PROBE: &str = include_str!("lua/probe.lua");
 
 /// KEYS: queue, task. ARGV: entry id, group. Drops a task whose client is

@@ -141,7 +141,17 @@ impl Shared {
             self.delete_released(&mut conn);
             if Instant::now() >= next_probe {
                 next_probe = Instant::now() + PROBE_EVERY;
-                self.probe(&mut conn);
+                if self.probe(&mut conn) {
+                    // A finished task's event was read past (see `probe`):
+                    // read both streams again from their start. What was
+                    // delivered already is ignored (each task once).
+                    last = String::from("0-0");
+                    pushed_last = String::from("0-0");
+                    if pushing {
+                        last_catch_up = Instant::now();
+                        self.catch_up_pushed(&mut conn, &mut pushed_last);
+                    }
+                }
             }
         }
         // An ack still unsent after a failed read, then what was not due.
@@ -609,7 +619,17 @@ impl Shared {
     /// Sends again tasks that were sent a while ago and whose record and
     /// result are both gone from Redis (a server restarted without
     /// persistence, a flush): while the client lives, no call is lost.
-    fn probe(&self, conn: &mut Conn) {
+    ///
+    /// Returns true when such a task has finished (its bit is set) but its
+    /// event has not come, seconds later: the event loop may have read past
+    /// it. Stream ids are made from the server's clock, so an event stream
+    /// deleted and made again within the millisecond of the last event read
+    /// gives its new events the ids already read (seen in
+    /// `tests/cluster_plain.rs`: the event of the next task never came, and
+    /// its future waited forever). The caller then reads its streams again
+    /// from the start.
+    fn probe(&self, conn: &mut Conn) -> bool {
+        let mut read_past = false;
         let old: Vec<u64> = {
             let st = lock(&self.state);
             st.inflight
@@ -631,9 +651,10 @@ impl Shared {
                 cmd.arg(protocol::bit_of(*seq));
             }
             let Ok(reply) = conn.query(&cmd) else {
-                return;
+                return read_past;
             };
             let answers = array(&reply).unwrap_or(&[]);
+            read_past |= answers.iter().any(|a| protocol::int(a) == Some(2));
             let gone: Vec<u64> = batch
                 .iter()
                 .zip(answers)
@@ -649,6 +670,13 @@ impl Shared {
                 );
             }
         }
+        if read_past {
+            log::warn!(
+                "finished task(s) whose events did not come (was the event stream deleted and \
+                 made again?); reading the events again"
+            );
+        }
+        read_past
     }
 }
 
