@@ -24,10 +24,16 @@ fn add(a: u64, b: u64) -> u64 {
 }
 
 fn cluster(redis: &Redis, ns: &str) -> Cluster {
+    cluster_pushing(redis, ns, true)
+}
+
+/// With `push` false, results come by their events only.
+fn cluster_pushing(redis: &Redis, ns: &str, push: bool) -> Cluster {
     Cluster::builder(&redis.url())
         .namespace(ns)
         .secret("plain secret")
         .local_workers(1)
+        .push_results(push)
         .build()
         .unwrap()
 }
@@ -156,13 +162,7 @@ fn events_of_a_stream_made_again_below_what_was_read_still_arrive() {
     let redis = Redis::start();
     let mut con = redis.conn();
     // Results by their events only (a pushed one would not need the stream).
-    let c = Cluster::builder(&redis.url())
-        .namespace("pr")
-        .secret("plain secret")
-        .local_workers(1)
-        .push_results(false)
-        .build()
-        .unwrap();
+    let c = cluster_pushing(&redis, "pr", false);
     assert_eq!(c.submit(add, (1, 1)).unwrap().result_timeout(WAIT), Ok(2));
     let events = keys(&mut con, "{pr}:ev:*");
     assert_eq!(events.len(), 1, "{events:?}");
@@ -220,13 +220,7 @@ fn a_plain_finish_that_finds_no_event_stream_leaves_no_bit_so_the_task_is_sent_a
     // Results pushed to the client would arrive without the event stream
     // (their events go to a stream of their own, see `src/cluster/push.rs`):
     // this is about the finish whose event has nowhere to go.
-    let c = Cluster::builder(&redis.url())
-        .namespace("pg")
-        .secret("plain secret")
-        .local_workers(1)
-        .push_results(false)
-        .build()
-        .unwrap();
+    let c = cluster_pushing(&redis, "pg", false);
     let events = {
         assert_eq!(c.submit(add, (1, 1)).unwrap().result_timeout(WAIT), Ok(2));
         let mut ev = keys(&mut con, "{pg}:ev:*");
