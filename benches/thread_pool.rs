@@ -34,6 +34,8 @@ use std::time::{Duration, Instant};
 mod harness;
 #[path = "common/minimal_pool.rs"]
 mod minimal_pool;
+#[path = "common/one_call.rs"]
+mod one_call;
 #[path = "common/spsc_pool.rs"]
 mod spsc_pool;
 use harness::*;

@@ -8,12 +8,11 @@
 //! design of fanout's `ThreadPool` could reach on the same machine in the
 //! same run (BENCHMARKS.md, "Thread pool: the ceiling").
 
-use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
 
-const PENDING: u32 = 0;
-const DONE: u32 = 1;
+use crate::one_call::{Call, Outcome, DONE, PENDING};
+
 /// Pending, and the collector sleeps on the pool's condvar.
 const AWAITED: u32 = 2;
 
@@ -21,42 +20,14 @@ trait Run: Send + Sync {
     fn run(&self, wake: &Wake);
 }
 
-trait Outcome<R>: Send + Sync {
-    fn state(&self) -> &AtomicU32;
-    /// Called once, after `state` reads `DONE`.
-    fn take(&self) -> R;
-}
-
-struct Call<F, R> {
-    state: AtomicU32,
-    f: UnsafeCell<Option<F>>,
-    r: UnsafeCell<Option<R>>,
-}
-
-// SAFETY: `f` is taken once, by the one worker that received the call; `r`
-// is written by that worker before `state` becomes DONE (Release) and read
-// once by the one `Handle`, after it saw DONE (Acquire).
-unsafe impl<F: Send, R: Send> Sync for Call<F, R> {}
-
 impl<F: FnOnce() -> R + Send, R: Send> Run for Call<F, R> {
     fn run(&self, wake: &Wake) {
-        // SAFETY: see `Sync` above.
-        let f = unsafe { (*self.f.get()).take() }.expect("run once");
-        unsafe { *self.r.get() = Some(f()) };
+        // SAFETY: the one worker that received the call runs it, once.
+        unsafe { self.run_and_store() };
         if self.state.swap(DONE, Ordering::Release) == AWAITED {
             drop(wake.lock.lock().unwrap());
             wake.cond.notify_all();
         }
-    }
-}
-
-impl<F: Send, R: Send> Outcome<R> for Call<F, R> {
-    fn state(&self) -> &AtomicU32 {
-        &self.state
-    }
-    fn take(&self) -> R {
-        // SAFETY: see `Sync` above.
-        unsafe { (*self.r.get()).take() }.expect("taken once")
     }
 }
 
@@ -131,11 +102,7 @@ impl MinimalPool {
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
-        let call = Arc::new(Call {
-            state: AtomicU32::new(PENDING),
-            f: UnsafeCell::new(Some(f)),
-            r: UnsafeCell::new(None),
-        });
+        let call = Arc::new(Call::new(f));
         let run: Arc<dyn Run> = call.clone();
         self.tx
             .as_ref()

@@ -10,34 +10,22 @@
 
 use std::cell::UnsafeCell;
 use std::mem::MaybeUninit;
-use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::Thread;
 
+use crate::one_call::{Call, Outcome, DONE};
+
 const RING: usize = 4096;
-const PENDING: u32 = 0;
-const DONE: u32 = 1;
 
 trait Run: Send + Sync {
     fn run(&self);
 }
 
-struct Call<F, R> {
-    state: AtomicU32,
-    f: UnsafeCell<Option<F>>,
-    r: UnsafeCell<Option<R>>,
-}
-
-// SAFETY: `f` is taken once, by the one worker whose ring held the call; `r`
-// is written by it before `state` becomes DONE (Release) and read once by
-// the one `Handle` after it saw DONE (Acquire).
-unsafe impl<F: Send, R: Send> Sync for Call<F, R> {}
-
 impl<F: FnOnce() -> R + Send, R: Send> Run for Call<F, R> {
     fn run(&self) {
-        // SAFETY: see `Sync` above.
-        let f = unsafe { (*self.f.get()).take() }.expect("run once");
-        unsafe { *self.r.get() = Some(f()) };
+        // SAFETY: the one worker whose ring held the call runs it, once.
+        unsafe { self.run_and_store() };
         self.state.store(DONE, Ordering::Release);
     }
 }
@@ -68,26 +56,11 @@ pub struct Handle<R> {
     state: Arc<dyn Outcome<R>>,
 }
 
-trait Outcome<R>: Send + Sync {
-    fn done(&self) -> bool;
-    fn take(&self) -> R;
-}
-
-impl<F: Send, R: Send> Outcome<R> for Call<F, R> {
-    fn done(&self) -> bool {
-        self.state.load(Ordering::Acquire) == DONE
-    }
-    fn take(&self) -> R {
-        // SAFETY: see `Sync` above.
-        unsafe { (*self.r.get()).take() }.expect("taken once")
-    }
-}
-
 impl<R> Handle<R> {
     /// Waits (spinning, then yielding) for the result and takes it.
     pub fn result(self) -> R {
         let mut spins = 0u32;
-        while !self.state.done() {
+        while self.state.state().load(Ordering::Acquire) != DONE {
             if spins < 64 {
                 std::hint::spin_loop();
                 spins += 1;
@@ -142,11 +115,7 @@ impl SpscPool {
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
-        let call = Arc::new(Call {
-            state: AtomicU32::new(PENDING),
-            f: UnsafeCell::new(Some(f)),
-            r: UnsafeCell::new(None),
-        });
+        let call = Arc::new(Call::new(f));
         let i = self.next.get();
         self.next.set((i + 1) % self.rings.len());
         let ring = &self.rings[i];
