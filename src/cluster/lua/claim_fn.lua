@@ -21,7 +21,7 @@ local function start_entries(KEYS, ARGV, es)
       local cached = ''
       if ARGV[6] == client then cached = ARGV[5] end
       -- A record that is not a hash fails its start alone: the worker
-      -- starts it again by itself and rejects it (see `worker.rs`).
+      -- starts it again by itself and rejects it (see `worker/claim.rs`).
       local ok, out = pcall(start,
         {KEYS[1], t .. ':t:' .. task, t .. ':ev:' .. client, t .. ':live:' .. client, t .. ':fin:' .. client},
         {id, ARGV[1], ARGV[2], ARGV[4], task, tostring(seq), cached}, seen)
