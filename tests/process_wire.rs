@@ -1,5 +1,5 @@
 //! The frame decoder (`fanout::__wire::decode_frame`) on valid frames laid
-//! out by hand from the format in `src/process/wire.rs`, and on hostile
+//! out by hand from the format in `src/process/wire/mod.rs`, and on hostile
 //! ones: every malformed frame is an error, never a panic or a huge
 //! allocation. (The `frame_decoder` fuzz target in `fuzz/` explores further.)
 

@@ -1,4 +1,4 @@
-//! Fuzzes the decoder of the cluster's result envelopes (src/cluster/protocol.rs).
+//! Fuzzes the decoder of the cluster's result envelopes (src/cluster/protocol/outcome.rs).
 //!
 //! A client reads envelopes from Redis, where anyone with write access could
 //! put anything: the body decoder must refuse malformed input without

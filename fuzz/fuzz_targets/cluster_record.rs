@@ -1,5 +1,5 @@
 //! Fuzzes the decoders of what a cluster worker reads from a task record and
-//! its stream entry (src/cluster/protocol.rs): the argument blob's items,
+//! its stream entry (src/cluster/protocol/): the argument blob's items,
 //! the task id, and the client's liveness value.
 //!
 //! Input layout: one byte for the item count (0..=255), then the blob; the

@@ -11,7 +11,7 @@
 //! the call and write the signed result with `SET NX`, so a task redelivered
 //! after a worker's death still resolves exactly once. The client's event
 //! loop completes futures from its own completion stream. Keys, scripts and
-//! the task's life are described in `protocol.rs`; the worker in `worker/`.
+//! the task's life are described in `protocol/mod.rs`; the worker in `worker/`.
 //!
 //! # Workers
 //!
