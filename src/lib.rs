@@ -45,7 +45,7 @@
 //! | `future.exception(timeout)`            | [`Future::exception`]                         |
 //! | `future.cancel()` / `cancelled()` / `running()` / `done()` | same names on [`Future`]  |
 //! | `future.add_done_callback(fn)`         | [`Future::add_done_callback`]                 |
-//! | `wait(fs, timeout, return_when)`       | [`wait`] with [`ReturnWhen`]                  |
+//! | `wait(fs, timeout, return_when)`       | [`wait`](fn@crate::wait) with [`ReturnWhen`]                  |
 //! | `as_completed(fs, timeout)`            | [`as_completed`]                              |
 //! | `asyncio.wrap_future(f)` / `await`     | `f.await`, [`wrap_future`]                    |
 //!

@@ -6,7 +6,8 @@
 //! asked for it (`result`, `.await`, a done-callback). A dependent of such a
 //! future does not get the value through the client either: its task record
 //! carries an argument *template* naming the input's task, and the worker
-//! reads the input's result from Redis itself ([`resolve_template`]).
+//! reads the input's result from Redis itself (`fill_template` in
+//! `worker/run.rs`, with [`parse_template`]).
 //!
 //! The result key lives as long as the handle: the handle is shared by the
 //! future's cell (while the future or an `Arg` of it exists) and by every

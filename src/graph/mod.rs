@@ -12,8 +12,8 @@
 //!   workers, into the call's argument frame without decoding them;
 //! * cluster: the same bytes, in the task record.
 //!
-//! [`put`] makes a finished future from a value (encoded once), and
-//! [`gather`] collects many values in input order.
+//! [`put`](fn@put) makes a finished future from a value (encoded once), and
+//! [`gather`](fn@gather) collects many values in input order.
 
 mod gather;
 mod inputs;

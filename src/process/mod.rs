@@ -18,7 +18,7 @@
 //!   the pool can never deadlock against a worker that is writing a large
 //!   result while the pool is writing a large call.
 //! * **Crashes.** When a worker's pipe closes, the thread reaps it; the frame
-//!   it was running fails with [`Error::WorkerLost`] naming the exit status or
+//!   it was running fails with [`Error::WorkerLost`](crate::Error::WorkerLost) naming the exit status or
 //!   signal, frames it had not started go back to the front of the queue as
 //!   pending, and a replacement starts in the same slot.
 //!
