@@ -2,6 +2,7 @@
 
 mod queue;
 mod ranked;
+mod ring;
 mod stand_in;
 mod timed;
 
