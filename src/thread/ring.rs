@@ -77,10 +77,15 @@ fn ahead(a: usize, b: usize) -> isize {
 }
 
 impl<M> Ring<M> {
-    /// A ring of `capacity` slots (at least 2: one slot's stamps could not
-    /// tell a written slot from a free one of the next lap).
+    /// A ring of `capacity` slots: a power of two (a position's slot is
+    /// then a mask, not a division: two `div`s were 4 % of a push), at
+    /// least 2 (one slot's stamps could not tell a written slot from a free
+    /// one of the next lap).
     pub(super) fn new(capacity: usize) -> Self {
-        assert!(capacity >= 2, "a ring needs two slots");
+        assert!(
+            capacity >= 2 && capacity.is_power_of_two(),
+            "a ring needs a power of two slots, two or more"
+        );
         Ring {
             tail: Padded(AtomicUsize::new(0)),
             head: Padded(AtomicUsize::new(0)),
@@ -94,7 +99,7 @@ impl<M> Ring<M> {
     }
 
     fn slot(&self, pos: usize) -> &Slot<M> {
-        &self.slots[pos % self.slots.len()]
+        &self.slots[pos & (self.slots.len() - 1)]
     }
 
     /// Claims the next position unless a flag outside `ignore` is set or
