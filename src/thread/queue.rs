@@ -155,6 +155,7 @@ impl<M> Queue<M> {
     /// the queue is closed (then `make` is not called). A message is either
     /// queued before `close` returns or not made at all. `make` gets the
     /// message's number: 0, 1, 2, … in the order of the queue.
+    #[inline]
     pub(super) fn push<J>(&self, item: J, make: impl FnOnce(J, u64) -> M) -> Result<(), J> {
         match self.ring.claim(0) {
             Ok(pos) => self.fill(pos, item, make),
@@ -166,6 +167,7 @@ impl<M> Queue<M> {
     }
 
     /// Makes and writes the message of a claimed position.
+    #[inline]
     fn fill<J>(&self, pos: usize, item: J, make: impl FnOnce(J, u64) -> M) {
         let hole = Hole {
             ring: &self.ring,
@@ -177,6 +179,8 @@ impl<M> Queue<M> {
     }
 
     /// A push that found the ring full or the overflow in use.
+    #[cold]
+    #[inline(never)]
     fn push_locked<J>(&self, item: J, make: impl FnOnce(J, u64) -> M) -> Result<(), J> {
         let mut overflow = lock(&self.overflow);
         // `close` sets the flag under this lock.
