@@ -178,8 +178,8 @@ impl<M> Queue<M> {
         self.ring.write(pos, Some(message));
     }
 
-    /// A push that found the ring full or the overflow in use.
-    #[cold]
+    /// A push that found the ring full or the overflow in use (in a long
+    /// burst, most pushes: the ring holds 1024).
     #[inline(never)]
     fn push_locked<J>(&self, item: J, make: impl FnOnce(J, u64) -> M) -> Result<(), J> {
         let mut overflow = lock(&self.overflow);
@@ -202,8 +202,14 @@ impl<M> Queue<M> {
         }
         // With the flag set only refills move the tail, each taking the
         // overflow's first message: this one will be read from the
-        // position after those queued before it.
-        let next = self.ring.set(SPILLED);
+        // position after those queued before it. (Set already while the
+        // overflow holds something: then a load, not a locked `or`; a
+        // sleeper sees the flag through the fence in `wake_one`.)
+        let next = if overflow.queue.is_empty() {
+            self.ring.set(SPILLED)
+        } else {
+            self.ring.next()
+        };
         let message = make(item, (next + overflow.queue.len()) as u64);
         overflow.queue.push_back(message);
         drop(overflow);

@@ -200,6 +200,12 @@ impl<M> Ring<M> {
         self.tail.load(Ordering::SeqCst) & FLAGS
     }
 
+    /// The position the next claim gets (stable only while nothing can
+    /// claim: with `SPILLED` set, under the overflow's lock).
+    pub(super) fn next(&self) -> usize {
+        self.tail.load(Ordering::Relaxed) / ONE
+    }
+
     /// Sets `flag` and returns the position the next claim gets.
     pub(super) fn set(&self, flag: usize) -> usize {
         self.tail.fetch_or(flag, Ordering::SeqCst) / ONE
