@@ -16,10 +16,12 @@
 //! overtake the overflow (a call never overtakes one its own thread queued
 //! before it). With both flags in the word the push moves, a push that
 //! succeeded saw neither flag, and one that fails saw the flag that was
-//! set: one locked instruction per push, where taking and releasing the
-//! overflow's lock around a push into crossbeam's ring was three
-//! (BENCHMARKS.md, fourteenth round). Unlike crossbeam's, this ring is
-//! built on `crate::sync`, so the loom models check it too.
+//! set: one locked instruction per push while the ring has room, where
+//! taking and releasing the overflow's lock around a push into crossbeam's
+//! ring was three (BENCHMARKS.md, fourteenth round). A push that finds the
+//! ring full still goes to the overflow, under its lock. Unlike
+//! crossbeam's, this ring is built on `crate::sync`, so the loom models
+//! check it too.
 
 use crate::sync::{AtomicUsize, Ordering, UnsafeCell};
 use std::mem::MaybeUninit;
@@ -195,7 +197,7 @@ impl<M> Ring<M> {
         }
     }
 
-    /// The tail word's flags (sequentially consistent: see `claim`).
+    /// The tail word's flags.
     pub(super) fn flags(&self) -> usize {
         self.tail.load(Ordering::SeqCst) & FLAGS
     }
