@@ -32,7 +32,7 @@
 //! when one has not been woken already, so a burst of pushes while a
 //! worker wakes up costs one wake-up, not one per push.
 
-use super::ring::{Padded, Refused, Ring, CLOSED, SPILLED};
+use super::ring::{Backoff, Padded, Refused, Ring, CLOSED, SPILLED};
 use crate::sync::{self, lock, AtomicBool, AtomicUsize, Condvar, Mutex, Ordering};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -51,22 +51,6 @@ const KEEP: usize = 4 * RING;
 const TRIM_AFTER: Duration = Duration::from_secs(1);
 #[cfg(test)]
 const TRIM_AFTER: Duration = Duration::from_millis(50);
-/// Spins (`1 << step` pause instructions) while `step` is below this …
-#[cfg(not(loom))]
-const SPIN_STEPS: u32 = 6;
-/// … then yields the CPU once, then sleeps. (crossbeam yields four times;
-/// on two cores, with the submitter a third thread, one yield measured
-/// best: 2M submits 0.60 s against 0.72 s with four, 0.90 s with none,
-/// context switches 9k against 57k and 94k; BENCHMARKS.md.)
-#[cfg(not(loom))]
-const YIELD_STEPS: u32 = SPIN_STEPS + 1;
-/// Under loom a worker looks once and then sleeps: what the models check
-/// is the sleeping and waking, and spinning would only multiply states.
-#[cfg(loom)]
-const SPIN_STEPS: u32 = 0;
-#[cfg(loom)]
-const YIELD_STEPS: u32 = 0;
-
 /// The fields fall into cache lines by who writes them: the ring's tail
 /// (pushes) and head (workers) have a line each, the overflow's lock
 /// (pushes that find the ring full, refills) and the sleepers theirs.
@@ -307,7 +291,7 @@ impl<M> Queue<M> {
     }
 
     fn pop_until(&self, deadline: Option<Instant>) -> Result<M, Empty> {
-        let mut step = 0;
+        let mut backoff = Backoff::new();
         loop {
             if let Some(message) = self.try_pop() {
                 return Ok(message);
@@ -318,16 +302,8 @@ impl<M> Queue<M> {
                 // positions: one more look suffices.
                 return self.try_pop().ok_or(Empty::Closed);
             }
-            if step < SPIN_STEPS {
-                for _ in 0..1u32 << step {
-                    std::hint::spin_loop();
-                }
-                step += 1;
-                continue;
-            }
-            if step < YIELD_STEPS {
-                std::thread::yield_now();
-                step += 1;
+            if !backoff.tired() {
+                backoff.snooze();
                 continue;
             }
             let until = match (deadline, self.trim_if_idle()) {
