@@ -33,7 +33,7 @@
 //! worker wakes up costs one wake-up, not one per push.
 
 use super::ring::{Backoff, Padded, Refused, Ring, CLOSED, SPILLED};
-use crate::sync::{self, lock, AtomicBool, AtomicUsize, Condvar, Mutex, Ordering};
+use crate::sync::{self, lock, AtomicU64, AtomicUsize, Condvar, Mutex, Ordering};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -56,16 +56,11 @@ const TRIM_AFTER: Duration = Duration::from_millis(50);
 /// (pushes that find the ring full, refills) and the sleepers theirs.
 pub(super) struct Queue<M> {
     ring: Ring<M>,
-    overflow: Padded<Mutex<Overflow<M>>>,
+    /// The messages behind a full ring.
+    overflow: Padded<Mutex<VecDeque<M>>>,
     sleep: Padded<Sleeping>,
-}
-
-/// The messages behind a full ring, and when they last ran out.
-struct Overflow<M> {
-    queue: VecDeque<M>,
-    /// When a refill emptied `queue` while it held more than [`KEEP`]
-    /// (`None` once given back, or while a burst fills it again).
-    emptied: Option<Instant>,
+    /// What [`Sleeping::trim_at`] counts from.
+    born: Instant,
 }
 
 struct Sleeping {
@@ -74,8 +69,12 @@ struct Sleeping {
     /// Sleepers not woken yet (`sleepers - woken`), for pushes to look at
     /// without the sleep lock.
     unwoken: AtomicUsize,
-    /// `Overflow::emptied` is set: an idle worker gives the memory back.
-    trim: AtomicBool,
+    /// When an idle worker gives back the overflow's memory, in
+    /// nanoseconds since `born` (0: nothing to give back). Set by the refill
+    /// that emptied an overflow holding more than [`KEEP`], cleared by the
+    /// next spill (a burst again) or the give-back, always under the
+    /// overflow's lock; read without it by workers about to sleep.
+    trim_at: AtomicU64,
 }
 
 impl Sleeping {
@@ -122,16 +121,14 @@ impl<M> Queue<M> {
     pub(super) fn new() -> Self {
         Queue {
             ring: Ring::new(RING),
-            overflow: Padded(Mutex::new(Overflow {
-                queue: VecDeque::new(),
-                emptied: None,
-            })),
+            overflow: Padded(Mutex::new(VecDeque::new())),
             sleep: Padded(Sleeping {
                 lock: Mutex::new(Sleep::default()),
                 cond: Condvar::new(),
                 unwoken: AtomicUsize::new(0),
-                trim: AtomicBool::new(false),
+                trim_at: AtomicU64::new(0),
             }),
+            born: Instant::now(),
         }
     }
 
@@ -173,7 +170,7 @@ impl<M> Queue<M> {
         }
         // `SPILLED` is set exactly while the overflow holds something: both
         // change under this lock.
-        if overflow.queue.is_empty() {
+        if overflow.is_empty() {
             if let Ok(pos) = self.ring.claim(SPILLED) {
                 drop(overflow);
                 self.fill(pos, item, make);
@@ -181,21 +178,20 @@ impl<M> Queue<M> {
                 return Ok(());
             }
             // A burst again: nothing to give back while it lasts.
-            overflow.emptied = None;
-            self.sleep.trim.store(false, Ordering::Relaxed);
+            self.sleep.trim_at.store(0, Ordering::Relaxed);
         }
         // With the flag set only refills move the tail, each taking the
         // overflow's first message: this one will be read from the
         // position after those queued before it. (Set already while the
         // overflow holds something: then a load, not a locked `or`; a
         // sleeper sees the flag through the fence in `wake_one`.)
-        let next = if overflow.queue.is_empty() {
+        let next = if overflow.is_empty() {
             self.ring.set(SPILLED)
         } else {
             self.ring.next()
         };
-        let message = make(item, (next + overflow.queue.len()) as u64);
-        overflow.queue.push_back(message);
+        let message = make(item, (next + overflow.len()) as u64);
+        overflow.push_back(message);
         drop(overflow);
         self.wake_one();
         Ok(())
@@ -239,22 +235,24 @@ impl<M> Queue<M> {
     fn refill(&self) {
         let mut overflow = lock(&self.overflow);
         while self.ring.len() < RING / 2 {
-            let Some(next) = overflow.queue.pop_front() else {
+            let Some(next) = overflow.pop_front() else {
                 break;
             };
             match self.ring.claim(CLOSED | SPILLED) {
                 Ok(pos) => self.ring.write(pos, Some(next)),
                 Err(_) => {
-                    overflow.queue.push_front(next);
+                    overflow.push_front(next);
                     break;
                 }
             }
         }
-        if overflow.queue.is_empty() {
+        if overflow.is_empty() {
             self.ring.clear(SPILLED);
-            if overflow.queue.capacity() > KEEP && overflow.emptied.is_none() {
-                overflow.emptied = Some(Instant::now());
-                self.sleep.trim.store(true, Ordering::Relaxed);
+            if overflow.capacity() > KEEP && self.sleep.trim_at.load(Ordering::Relaxed) == 0 {
+                let due = (self.born.elapsed() + TRIM_AFTER).as_nanos();
+                self.sleep
+                    .trim_at
+                    .store(u64::try_from(due).unwrap_or(u64::MAX), Ordering::Relaxed);
             }
         }
     }
@@ -264,19 +262,22 @@ impl<M> Queue<M> {
     /// burst runs, where it would be freed and grown again each time the
     /// workers catch up (that cost 10–20 %). `Some`: look again then.
     fn trim_if_idle(&self) -> Option<Instant> {
-        if !self.sleep.trim.load(Ordering::Relaxed) {
+        let at = self.sleep.trim_at.load(Ordering::Relaxed);
+        if at == 0 {
             return None;
         }
+        let due = self.born + Duration::from_nanos(at);
+        if Instant::now() < due {
+            return Some(due);
+        }
         let mut overflow = lock(&self.overflow);
-        let due = overflow.emptied.map(|at| at + TRIM_AFTER);
-        if due.is_some_and(|due| Instant::now() < due) {
-            return due;
+        // Unless a burst cleared it (or another worker gave it back) since:
+        // the overflow is empty from the refill that set it to the next
+        // spill, which clears it.
+        if self.sleep.trim_at.load(Ordering::Relaxed) == at {
+            *overflow = VecDeque::new();
+            self.sleep.trim_at.store(0, Ordering::Relaxed);
         }
-        if due.is_some() && overflow.queue.is_empty() {
-            overflow.queue = VecDeque::new();
-        }
-        overflow.emptied = None;
-        self.sleep.trim.store(false, Ordering::Relaxed);
         None
     }
 
@@ -396,30 +397,27 @@ mod tests {
         q.push(0, |i, _| i).unwrap();
         assert_eq!(q.try_pop(), Some(0));
         assert_eq!(q.pop_timeout(Duration::from_millis(1)), Err(Empty::Timeout));
-        assert!(lock(&q.overflow).queue.capacity() > KEEP, "kept a while");
+        assert!(lock(&q.overflow).capacity() > KEEP, "kept a while");
         let t = Instant::now();
         assert_eq!(
             q.pop_timeout(TRIM_AFTER + Duration::from_millis(30)),
             Err(Empty::Timeout)
         );
         assert!(t.elapsed() >= TRIM_AFTER);
-        assert!(
-            lock(&q.overflow).queue.capacity() <= KEEP,
-            "given back when idle"
-        );
+        assert!(lock(&q.overflow).capacity() <= KEEP, "given back when idle");
         // A worker asleep when the time comes wakes to give it back.
         for i in 0..n {
             q.push(i, |i, _| i).unwrap();
         }
         while q.try_pop().is_some() {}
-        assert!(lock(&q.overflow).queue.capacity() > KEEP);
+        assert!(lock(&q.overflow).capacity() > KEEP);
         let q = Arc::new(q);
         let sleeper = {
             let q = q.clone();
             std::thread::spawn(move || q.pop())
         };
         let give_up = Instant::now() + Duration::from_secs(20);
-        while lock(&q.overflow).queue.capacity() > KEEP {
+        while lock(&q.overflow).capacity() > KEEP {
             assert!(Instant::now() < give_up, "never given back");
             std::thread::sleep(Duration::from_millis(5));
         }
