@@ -311,10 +311,7 @@ impl<M> Queue<M> {
                 backoff.snooze();
                 continue;
             }
-            let until = match (deadline, self.trim_if_idle()) {
-                (Some(d), Some(t)) => Some(d.min(t)),
-                (d, t) => d.or(t),
-            };
+            let until = [deadline, self.trim_if_idle()].into_iter().flatten().min();
             self.sleep_unless_ready(until);
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return self.try_pop().ok_or(Empty::Timeout);

@@ -48,7 +48,7 @@ impl Ranked {
     /// [`Ranked::queue`] of a call that goes into the map: out of line, so
     /// the common case inlines into the push (`perf annotate` had put most
     /// of this function's samples on moving the job through its stack).
-    #[cold]
+    /// Not `#[cold]`: for a pool that uses priorities it is the common path.
     #[inline(never)]
     fn queue_ranked(&self, priority: i32, job: Job, seq: u64) -> Queued {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
