@@ -312,21 +312,27 @@ impl<M> Queue<M> {
                 continue;
             }
             let until = [deadline, self.trim_if_idle()].into_iter().flatten().min();
-            self.sleep_unless_ready(until);
+            if !self.sleep_unless_ready(until) {
+                // Something showed up but was gone (or is being written)
+                // when looked for: look again, without sleeping.
+                backoff.snooze();
+            }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return self.try_pop().ok_or(Empty::Timeout);
             }
         }
     }
 
-    /// Sleeps until woken (or until `until`) unless something is ready.
-    fn sleep_unless_ready(&self, until: Option<Instant>) {
+    /// Sleeps until woken (or until `until`) unless something is ready;
+    /// false when it did not sleep.
+    fn sleep_unless_ready(&self, until: Option<Instant>) -> bool {
         let mut sleep = lock(&self.sleep.lock);
         sleep.sleepers += 1;
         self.sleep.publish(&sleep);
         // Pairs with the fence in `wake_one`.
         sync::fence(Ordering::SeqCst);
-        if !self.ring.busy() {
+        let sleeps = !self.ring.busy();
+        if sleeps {
             sleep = match until {
                 None => sync::wait(&self.sleep.cond, sleep),
                 Some(until) => sync::wait_timeout(
@@ -338,14 +344,10 @@ impl<M> Queue<M> {
             // A spurious or timed-out return consumes a wake-up too: at
             // worst a later push wakes a thread it need not have.
             sleep.woken = sleep.woken.saturating_sub(1);
-        } else {
-            // Loom may keep showing this worker a stale head (nothing it can
-            // take, yet not empty) until it yields; hardware does not.
-            #[cfg(loom)]
-            loom::thread::yield_now();
         }
         sleep.sleepers -= 1;
         self.sleep.publish(&sleep);
+        sleeps
     }
 
     /// Refuses further pushes and wakes every sleeper; what is queued can
